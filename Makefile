@@ -1,0 +1,44 @@
+# vusb — the two commands a user needs:
+#   make demo   install what is missing, build, run the demo (stub + Linux guest + usbtest)
+#   make test   install what is missing, build, run every test (unit, integration, e2e, fuzz)
+PRESET ?= default
+BUILD  ?= build
+JOBS   ?= $(shell nproc)
+
+.PHONY: all deps build test demo asan fuzz bench clean format
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@[ -f $(BUILD)/build.ninja ] || cmake --preset $(PRESET) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+test: build fuzz
+	@cd $(BUILD) && ctest --output-on-failure -j 1 $(CTEST_ARGS)
+
+demo: build
+	@tests/e2e/demo.sh $(BUILD)
+
+# ASan + UBSan build and the whole ctest suite under it.
+asan: deps
+	@[ -f build-asan/build.ninja ] || cmake --preset asan >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+	@cd build-asan && ctest --output-on-failure -j 1 $(CTEST_ARGS)
+
+# libFuzzer targets (clang 16): build, then a short run of each over its seed corpus.
+fuzz: deps
+	@[ -f build-fuzz/build.ninja ] || cmake --preset fuzz >/dev/null
+	@cmake --build build-fuzz -j $(JOBS)
+	@tests/fuzz/run_all.sh build-fuzz $(FUZZ_SECONDS)
+
+bench: build
+	@$(BUILD)/bin/vusb-bench stub
+
+format:
+	@git ls-files '*.cc' '*.h' | xargs clang-format -i
+
+clean:
+	rm -rf build build-asan build-release build-fuzz

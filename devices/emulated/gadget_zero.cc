@@ -1,0 +1,429 @@
+#include "devices/emulated/gadget_zero.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+namespace devices {
+
+using usb::Direction;
+using usb::Status;
+using usb::Transfer;
+using usb::TransferType;
+
+namespace {
+
+constexpr uint8_t kVendorClass = 0xff;  // USB_CLASS_VENDOR_SPEC
+constexpr uint8_t kAttrBulk = 0x02;
+constexpr uint8_t kAttrIso = 0x01;  // asynchronous, data endpoint (as f_sourcesink)
+constexpr uint8_t kStringManufacturer = 1;
+constexpr uint8_t kStringProduct = 2;
+constexpr uint8_t kStringSerial = 3;
+constexpr uint8_t kStringSourceSink = 4;
+constexpr uint8_t kStringLoopback = 5;
+
+// BOS capability types (USB 3.2 table 9-14).
+constexpr uint8_t kCapUsb20Extension = 0x02;
+constexpr uint8_t kCapSuperSpeed = 0x03;
+
+GadgetZeroOptions clamped(GadgetZeroOptions o) {
+  // The ranges f_sourcesink's bind() enforces.
+  o.isoc_interval = std::clamp<uint8_t>(o.isoc_interval, 1, 16);
+  o.isoc_mult = std::min<uint8_t>(o.isoc_mult, 2);
+  o.isoc_maxburst = std::min<uint8_t>(o.isoc_maxburst, 15);
+  o.isoc_maxpacket = std::min<uint16_t>(o.isoc_maxpacket, 1024);
+  if (o.pattern > 2) o.pattern = 0;
+  if (o.bulk_buflen == 0) o.bulk_buflen = 4096;
+  if (o.loopback_qlen == 0) o.loopback_qlen = 1;
+  o.ctrl_buflen = std::min<uint32_t>(o.ctrl_buflen, 0xffff);
+  if (o.speed != usb::Speed::kFull && o.speed != usb::Speed::kSuper &&
+      o.speed != usb::Speed::kSuperPlus) {
+    o.speed = usb::Speed::kHigh;
+  }
+  return o;
+}
+
+usb::EndpointDescriptor endpoint(uint8_t address, uint8_t attributes, uint16_t max_packet,
+                                 uint8_t interval, bool super_speed,
+                                 usb::SsEndpointCompanion companion = {}) {
+  usb::EndpointDescriptor ep;
+  ep.address = address;
+  ep.attributes = attributes;
+  ep.max_packet_size = max_packet;
+  ep.interval = interval;
+  if (super_speed) ep.ss_companion = companion;
+  return ep;
+}
+
+enum class Tables { kFull, kHigh, kSuper };
+
+usb::DescriptorSet make_set(const GadgetZeroOptions& o, Tables speed) {
+  const bool ss = speed == Tables::kSuper;
+  usb::DescriptorSet set;
+  set.device.bcd_usb = ss ? 0x0300 : 0x0200;
+  set.device.device_class = kVendorClass;
+  set.device.max_packet_size0 = ss ? 9 : 64;  // SuperSpeed: 2^9 = 512
+  set.device.vendor_id = GadgetZero::kVendorId;
+  set.device.product_id = GadgetZero::kProductId;
+  set.device.bcd_device = 0x0100;
+  set.device.manufacturer_index = kStringManufacturer;
+  set.device.product_index = kStringProduct;
+  set.device.serial_index = kStringSerial;
+  set.device.num_configurations = 2;
+
+  const uint16_t bulk_mps = speed == Tables::kFull ? 64 : speed == Tables::kHigh ? 512 : 1024;
+  auto bulk = [&](uint8_t address) { return endpoint(address, kAttrBulk, bulk_mps, 0, ss); };
+  auto iso = [&](uint8_t address) {
+    uint16_t mps = o.isoc_maxpacket;
+    usb::SsEndpointCompanion companion;
+    if (speed == Tables::kFull) {
+      mps = std::min<uint16_t>(mps, 1023);
+    } else if (speed == Tables::kHigh) {
+      mps = static_cast<uint16_t>(mps | (o.isoc_mult << 11));
+    } else {
+      companion.attributes = o.isoc_mult;
+      companion.max_burst = o.isoc_maxburst;
+      companion.bytes_per_interval =
+          static_cast<uint16_t>(o.isoc_maxpacket * (o.isoc_mult + 1) * (o.isoc_maxburst + 1));
+    }
+    return endpoint(address, kAttrIso, mps, o.isoc_interval, ss, companion);
+  };
+
+  usb::ConfigurationDescriptor source_sink;
+  source_sink.value = GadgetZero::kSourceSinkConfig;
+  source_sink.num_interfaces = 1;
+  source_sink.string_index = kStringSourceSink;
+  source_sink.attributes = usb::kConfigAttrOne | usb::kConfigAttrSelfPowered;
+  source_sink.max_power = 1;
+  usb::InterfaceDescriptor alt0;
+  alt0.number = 0;
+  alt0.alternate = 0;
+  alt0.interface_class = kVendorClass;
+  alt0.string_index = kStringSourceSink;
+  alt0.endpoints = {bulk(GadgetZero::kBulkIn), bulk(GadgetZero::kBulkOut)};
+  usb::InterfaceDescriptor alt1 = alt0;
+  alt1.alternate = 1;
+  alt1.endpoints.push_back(iso(GadgetZero::kIsoIn));
+  alt1.endpoints.push_back(iso(GadgetZero::kIsoOut));
+  source_sink.interfaces = {alt0, alt1};
+
+  usb::ConfigurationDescriptor loopback = source_sink;
+  loopback.value = GadgetZero::kLoopbackConfig;
+  loopback.string_index = kStringLoopback;
+  usb::InterfaceDescriptor lb = alt0;
+  lb.string_index = kStringLoopback;
+  loopback.interfaces = {lb};
+
+  if (o.loopback_first) {
+    set.configurations = {loopback, source_sink};
+  } else {
+    set.configurations = {source_sink, loopback};
+  }
+
+  if (ss) {
+    usb::BosDescriptor bos;
+    // USB 2.0 Extension (USB 3.2 9.6.2.1): bmAttributes, LPM supported.
+    bos.capabilities.push_back({kCapUsb20Extension, {0x02, 0x00, 0x00, 0x00}});
+    // SuperSpeed USB Device Capability (USB 3.2 9.6.2.2): no LTM, full/high/super speed,
+    // full functionality from full speed, U1 exit 1 us, U2 exit 500 us.
+    bos.capabilities.push_back({kCapSuperSpeed, {0x00, 0x0e, 0x00, 0x01, 0x01, 0xf4, 0x01}});
+    set.bos = std::move(bos);
+  }
+  set.strings = {o.manufacturer, "Gadget Zero", o.serial, "source and sink data",
+                 "loop input to output"};
+  return set;
+}
+
+}  // namespace
+
+SpeedDescriptors GadgetZero::make_descriptors(const GadgetZeroOptions& options) {
+  const GadgetZeroOptions o = clamped(options);
+  SpeedDescriptors sets;
+  sets.full_speed = make_set(o, Tables::kFull);
+  sets.high_speed = make_set(o, Tables::kHigh);
+  sets.super_speed = make_set(o, Tables::kSuper);
+  return sets;
+}
+
+GadgetZero::GadgetZero(GadgetZeroOptions options, usb::DeviceLocation location)
+    : EmulatedDevice(make_descriptors(options), clamped(options).speed, std::move(location)),
+      options_(clamped(std::move(options))),
+      ctrl_buffer_(options_.ctrl_buflen, 0) {}
+
+// --- Control: the two vendor test requests of the source/sink configuration ---
+
+EmulatedDevice::ControlReply GadgetZero::on_control_request(const usb::SetupPacket& setup,
+                                                            std::span<uint8_t> data) {
+  constexpr uint8_t kVendorOut = usb::SetupPacket::make_type(
+      Direction::kOut, usb::RequestType::kVendor, usb::Recipient::kDevice);
+  constexpr uint8_t kVendorIn = usb::SetupPacket::make_type(
+      Direction::kIn, usb::RequestType::kVendor, usb::Recipient::kDevice);
+  if (active_configuration() != kSourceSinkConfig) return stall();
+  const bool write = setup.request == kRequestWrite && setup.request_type == kVendorOut;
+  const bool read = setup.request == kRequestRead && setup.request_type == kVendorIn;
+  if (!write && !read) return stall();
+  if (setup.value != 0 || setup.index != 0 || setup.length > ctrl_buffer_.size()) return stall();
+  const size_t n = std::min<size_t>(data.size(), setup.length);
+  if (write) {
+    if (n) std::memcpy(ctrl_buffer_.data(), data.data(), n);
+  } else if (n) {
+    std::memcpy(data.data(), ctrl_buffer_.data(), n);
+  }
+  return ok(n);
+}
+
+// --- Data ---
+
+void GadgetZero::on_transfer(Transfer& transfer, const usb::EndpointDescriptor& endpoint) {
+  if (active_configuration() == kLoopbackConfig) {
+    loopback_pump();
+    return;
+  }
+  switch (endpoint.type()) {
+    case TransferType::kBulk:
+      if (endpoint.direction() == Direction::kIn) {
+        source_bulk(transfer, endpoint);
+      } else {
+        sink_bulk(transfer, endpoint);
+      }
+      return;
+    case TransferType::kIsochronous:
+      iso(transfer, endpoint);
+      return;
+    default:
+      finish(transfer, Status::kStall, 0);
+      return;
+  }
+}
+
+void GadgetZero::fill_pattern(std::span<uint8_t> data, uint16_t max_packet) const {
+  switch (options_.pattern) {
+    case 0:
+      std::fill(data.begin(), data.end(), uint8_t{0});
+      break;
+    case 1:
+      for (size_t i = 0; i < data.size(); ++i) {
+        data[i] = static_cast<uint8_t>((i % max_packet) % 63);
+      }
+      break;
+    default:
+      break;  // pattern 2: whatever the buffer holds
+  }
+}
+
+bool GadgetZero::check_pattern(std::span<const uint8_t> data, uint16_t max_packet) const {
+  switch (options_.pattern) {
+    case 0:
+      return std::all_of(data.begin(), data.end(), [](uint8_t b) { return b == 0; });
+    case 1:
+      for (size_t i = 0; i < data.size(); ++i) {
+        if (data[i] != static_cast<uint8_t>((i % max_packet) % 63)) return false;
+      }
+      return true;
+    default:
+      return true;
+  }
+}
+
+void GadgetZero::source_bulk(Transfer& transfer, const usb::EndpointDescriptor& endpoint) {
+  const uint16_t mps = std::max<uint16_t>(endpoint.max_packet(), 1);
+  fill_pattern(transfer.buffer(), mps);
+  finish(transfer, Status::kOk, transfer.length());
+}
+
+void GadgetZero::sink_bulk(Transfer& transfer, const usb::EndpointDescriptor& endpoint) {
+  const uint16_t mps = std::max<uint16_t>(endpoint.max_packet(), 1);
+  const bool good = check_pattern(transfer.buffer(), mps);
+  // The data was accepted either way; a bad byte halts the endpoint for what follows.
+  finish(transfer, Status::kOk, transfer.length());
+  if (!good) {
+    ++sink_mismatches_;
+    halt_endpoint(endpoint.address);
+  }
+}
+
+size_t GadgetZero::iso_bytes_per_interval(const usb::EndpointDescriptor& endpoint) const {
+  if (endpoint.ss_companion) {
+    return size_t{endpoint.max_packet()} * ((endpoint.ss_companion->attributes & 3) + 1) *
+           (endpoint.ss_companion->max_burst + 1);
+  }
+  if (speed() == usb::Speed::kHigh)
+    return size_t{endpoint.max_packet()} * endpoint.hs_transactions();
+  return endpoint.max_packet();
+}
+
+void GadgetZero::iso(Transfer& transfer, const usb::EndpointDescriptor& endpoint) {
+  if (transfer.iso_packets.empty()) {
+    finish(transfer, Status::kInvalid, 0);
+    return;
+  }
+  const size_t per_interval = iso_bytes_per_interval(endpoint);
+  const uint16_t mps = std::max<uint16_t>(endpoint.max_packet(), 1);
+  const bool in = endpoint.direction() == Direction::kIn;
+  auto buffer = transfer.buffer();
+  size_t total = 0;
+  for (auto& packet : transfer.iso_packets) {
+    // Offsets come from the peer: a packet outside the buffer fails alone.
+    if (packet.offset > buffer.size() || packet.length > buffer.size() - packet.offset) {
+      packet.actual_length = 0;
+      packet.status = Status::kInvalid;
+      continue;
+    }
+    auto slice = buffer.subspan(packet.offset, packet.length);
+    if (in) {
+      const size_t n = std::min(slice.size(), per_interval);
+      fill_pattern(slice.first(n), mps);
+      packet.actual_length = static_cast<uint32_t>(n);
+    } else {
+      if (!check_pattern(slice, mps)) ++iso_out_mismatches_;
+      packet.actual_length = packet.length;
+    }
+    packet.status = Status::kOk;
+    total += packet.actual_length;
+  }
+  finish(transfer, Status::kOk, total);
+}
+
+// --- Configuration changes reset function state (set_alt / disable in the kernel) ---
+
+void GadgetZero::on_configuration_changed(uint8_t) {
+  loopback_reset();
+}
+
+void GadgetZero::on_interface_changed(uint8_t, uint8_t) {
+  loopback_reset();
+}
+
+size_t GadgetZero::on_transfer_aborted(Transfer& transfer) {
+  if (&transfer == out_active_) {
+    out_active_ = nullptr;
+    return std::exchange(out_offset_, 0);
+  }
+  if (&transfer == in_active_) {
+    in_active_ = nullptr;
+    return std::exchange(in_filled_, 0);
+  }
+  return 0;
+}
+
+// --- Loopback ---
+
+void GadgetZero::loopback_reset() {
+  chunks_.clear();
+  open_.clear();
+  out_active_ = nullptr;
+  out_offset_ = 0;
+  in_active_ = nullptr;
+  in_filled_ = 0;
+}
+
+void GadgetZero::loopback_pump() {
+  // finish() only queues completions while the engine is active, so nothing re-enters here
+  // from a completion; the guard covers halts triggered from hooks.
+  if (pumping_) return;
+  pumping_ = true;
+  const auto* out_ep = find_endpoint(kBulkOut);
+  const auto* in_ep = find_endpoint(kBulkIn);
+  const uint16_t mps = std::max<uint16_t>(
+      out_ep ? out_ep->max_packet() : (in_ep ? in_ep->max_packet() : uint16_t{512}), 1);
+  bool progress = true;
+  while (progress) {
+    progress = false;
+    if (out_ep && !endpoint_halted(kBulkOut)) progress |= loopback_pump_out(mps);
+    if (in_ep && !endpoint_halted(kBulkIn)) progress |= loopback_pump_in(mps);
+  }
+  pumping_ = false;
+}
+
+void GadgetZero::loopback_close_open(bool terminated, uint16_t max_packet) {
+  Chunk chunk;
+  chunk.data = std::move(open_);
+  open_.clear();
+  // f_loopback: in_req->zero = actual < length; the UDC sends that ZLP only after a
+  // maxpacket-multiple payload (a shorter last packet terminates the transfer by itself).
+  chunk.zlp =
+      terminated && chunk.data.size() < options_.bulk_buflen && chunk.data.size() % max_packet == 0;
+  chunks_.push_back(std::move(chunk));
+}
+
+bool GadgetZero::loopback_pump_out(uint16_t max_packet) {
+  const auto& outs = pending(kBulkOut);
+  if (outs.empty()) return false;
+  Transfer* t = outs.front();
+  if (out_active_ != t) {
+    out_active_ = t;
+    out_offset_ = 0;
+  }
+  bool progress = false;
+  const auto data = t->buffer();
+  const size_t length = data.size();
+  // Fill requests while one is free (the open request is one of the free ones).
+  while (out_offset_ < length && chunks_.size() < options_.loopback_qlen) {
+    const size_t n = std::min(length - out_offset_, options_.bulk_buflen - open_.size());
+    open_.insert(open_.end(), data.begin() + static_cast<ptrdiff_t>(out_offset_),
+                 data.begin() + static_cast<ptrdiff_t>(out_offset_ + n));
+    out_offset_ += n;
+    progress = true;
+    if (open_.size() >= options_.bulk_buflen) loopback_close_open(false, max_packet);
+  }
+  if (out_offset_ < length) return progress;  // waits for the host to read
+
+  // End of the transfer: a short last packet, or a ZLP (zero-length transfer, or URB_ZERO_PACKET
+  // after a maxpacket multiple), completes the open request.
+  const bool short_end = length % max_packet != 0;
+  const bool zlp_end = length == 0 || (t->flags.zero_packet && length % max_packet == 0);
+  if (zlp_end || (short_end && !open_.empty())) {
+    if (chunks_.size() >= options_.loopback_qlen) return progress;  // no request for it yet
+    loopback_close_open(true, max_packet);
+  }
+  out_active_ = nullptr;
+  out_offset_ = 0;
+  finish(*t, Status::kOk, length);
+  return true;
+}
+
+bool GadgetZero::loopback_pump_in(uint16_t max_packet) {
+  const auto& ins = pending(kBulkIn);
+  if (ins.empty()) return false;
+  Transfer* t = ins.front();
+  if (in_active_ != t) {
+    in_active_ = t;
+    in_filled_ = 0;
+  }
+  auto buffer = t->buffer();
+  const size_t length = buffer.size();
+  bool done = length == 0;
+  bool progress = false;
+  Status status = Status::kOk;
+  while (!done && !chunks_.empty()) {
+    Chunk& c = chunks_.front();
+    if (c.position < c.data.size()) {
+      const size_t packet = std::min<size_t>(max_packet, c.data.size() - c.position);
+      const size_t room = length - in_filled_;
+      const size_t n = std::min(packet, room);
+      std::memcpy(buffer.data() + in_filled_, c.data.data() + c.position, n);
+      in_filled_ += n;
+      c.position += packet;
+      if (packet > room) {
+        status = Status::kBabble;  // the device sent more than the URB had room for
+        done = true;
+      } else if (packet < max_packet) {
+        done = true;  // a short packet ends the transfer
+      }
+    } else if (c.zlp) {
+      c.zlp = false;
+      done = true;
+    }
+    progress = true;
+    if (c.position >= c.data.size() && !c.zlp) chunks_.pop_front();  // request back to OUT
+    if (in_filled_ == length) done = true;
+  }
+  if (!done) return progress;  // waits for more data
+  const size_t actual = in_filled_;
+  in_active_ = nullptr;
+  in_filled_ = 0;
+  finish(*t, status, actual);
+  return true;
+}
+
+}  // namespace devices

@@ -1,0 +1,496 @@
+#!/usr/bin/python3
+"""vusb guest lab: boots Debian's stock kernel under QEMU with a busybox initramfs and runs one
+shell script inside it. Python 3 standard library only.
+
+The base initramfs (busybox, kernel modules, Debian's usbip/usbipd, usbtest-ioctl, /init) is built
+once and cached by build_initramfs.sh; each run appends a small gzip'd cpio overlay holding
+/lab/test.sh and /lab/env (Linux unpacks concatenated archives in order). The guest /init loads
+the requested modules, brings up QEMU user networking (10.0.2.15/24, host = 10.0.2.2), runs the
+script, prints marker lines on the serial console and powers off. The host side captures the
+console into a log file, enforces a wall-clock timeout and parses the markers.
+
+Use from a test:
+
+    import lab
+    run = lab.run_guest("usbtest-ioctl -w 10 0 1 2", name="demo", modules=["usbtest"])
+    run.check()                      # raises LabError with the console tail on failure
+    for r in run.usbtest(): ...
+
+Command line (debugging):
+    lab.py prepare                   fetch the kernel, build the initramfs, print their paths
+    lab.py run SCRIPT [-m MOD ...]   boot once with SCRIPT as /lab/test.sh
+    lab.py shell [-m MOD ...]        boot to an interactive busybox shell on this terminal
+
+Environment: VUSB_LAB_CACHE (cache dir), VUSB_LAB_ACCEL (tcg | kvm, default tcg),
+VUSB_LAB_QEMU (qemu binary), VUSB_LAB_LOGS (where console logs go), VUSB_LAB_VERBOSE=1 (echo the
+console live), VUSB_BUILD (the CMake build dir holding bin/usbtest-ioctl and bin/vusb-stub).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LAB_DIR = Path(__file__).resolve().parent
+REPO_DIR = LAB_DIR.parents[2]
+
+DEFAULT_MODULES = ("e1000",)
+MARKER_RE = re.compile(r"((?:LAB|USBTEST)(?:-[A-Z]+)*)(?=\s|$)(.*)$")
+FIELD_RE = re.compile(r"([A-Za-z_][\w.-]*)=(\S*)")
+
+
+class LabError(Exception):
+    """The lab could not run, or the guest run failed; the message says why (with the log tail)."""
+
+
+def log(msg: str) -> None:
+    print(f"lab: {msg}", flush=True)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VUSB_LAB_CACHE") or Path.home() / ".cache" / "vusb-lab")
+
+
+def build_dir() -> Path:
+    """The CMake build directory (VUSB_BUILD, else <repo>/build)."""
+    return Path(os.environ.get("VUSB_BUILD") or REPO_DIR / "build").resolve()
+
+
+def logs_dir() -> Path:
+    """Where console logs and per-run initrds go: VUSB_LAB_LOGS, else <build>/e2e-logs when the
+    build directory exists, else <cache>/logs."""
+    d = os.environ.get("VUSB_LAB_LOGS")
+    if not d:
+        d = build_dir() / "e2e-logs" if build_dir().is_dir() else cache_dir() / "logs"
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_usbtest_ioctl() -> Path | None:
+    for cand in (os.environ.get("USBTEST_IOCTL"), build_dir() / "bin" / "usbtest-ioctl"):
+        if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
+            return Path(cand)
+    return None
+
+
+def prepare(usbtest_ioctl: Path | None = None) -> tuple[Path, Path]:
+    """Fetches the kernel and builds (or reuses) the base initramfs. Returns (vmlinuz, initramfs)."""
+    cache = cache_dir()
+    env = dict(os.environ, VUSB_LAB_CACHE=str(cache))
+    env.pop("USBTEST_IOCTL", None)  # passed explicitly below, only when it exists
+    uti = usbtest_ioctl or find_usbtest_ioctl()
+    cmd = [str(LAB_DIR / "build_initramfs.sh"), "--cache", str(cache)]
+    if uti:
+        cmd += ["--usbtest-ioctl", str(uti)]
+    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        raise LabError(f"build_initramfs.sh failed ({p.returncode}):\n{p.stderr.strip()}")
+    if p.stderr.strip():
+        for line in p.stderr.strip().splitlines():
+            log(line)
+    initramfs = Path(p.stdout.strip().splitlines()[-1])
+    kernel = cache / "kernel" / "vmlinuz"
+    if not kernel.is_file() or not initramfs.is_file():
+        raise LabError(f"missing {kernel} or {initramfs} after prepare")
+    return kernel, initramfs
+
+
+def newc_archive(files: dict[str, bytes | str], mode: int = 0o755) -> bytes:
+    """A newc cpio archive (what the kernel's initramfs unpacker reads) of path -> content.
+    Parent directories are added; paths are relative to the guest's root."""
+    out = io.BytesIO()
+    ino = [0x5000]
+
+    def entry(name: str, data: bytes, m: int) -> None:
+        ino[0] += 1
+        nameb = name.encode() + b"\0"
+        hdr = "070701" + "".join(
+            f"{v:08x}" for v in (ino[0], m, 0, 0, 1 if m & 0o100000 else 2, 0, len(data),
+                                 0, 0, 0, 0, len(nameb), 0))
+        out.write(hdr.encode() + nameb)
+        out.write(b"\0" * (-(110 + len(nameb)) % 4))
+        out.write(data)
+        out.write(b"\0" * (-len(data) % 4))
+
+    dirs: set[str] = set()
+    for path in sorted(files):
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            if d not in dirs:
+                dirs.add(d)
+                entry(d, b"", 0o040755)
+    for path in sorted(files):
+        data = files[path]
+        if isinstance(data, str):
+            data = data.encode()
+        entry(path.strip("/"), data, 0o100000 | mode)
+    entry("TRAILER!!!", b"", 0)
+    return out.getvalue()
+
+
+@dataclass
+class Marker:
+    kind: str          # e.g. "USBTEST", "LAB-RESULT"
+    fields: dict       # key=value tokens of the line
+    line: str          # the whole line, from the marker on
+    phase: str = "main"  # the last "LAB-PHASE <name>" before this line
+
+
+@dataclass
+class GuestRun:
+    name: str
+    log_path: Path
+    console: str
+    wall_secs: float
+    timed_out: bool
+    qemu_rc: int | None
+    markers: list = field(default_factory=list)
+
+    def find(self, kind: str) -> list:
+        return [m for m in self.markers if m.kind == kind]
+
+    @property
+    def booted(self) -> bool:
+        return bool(self.find("LAB-BOOT"))
+
+    @property
+    def rc(self) -> int | None:
+        """Exit status of the guest's test script (None when it never finished)."""
+        r = self.find("LAB-RESULT")
+        return int(r[-1].fields.get("rc", "-1")) if r else None
+
+    @property
+    def panicked(self) -> bool:
+        """The guest kernel panicked (oops=panic: any oops ends the run)."""
+        return "Kernel panic - not syncing" in self.console
+
+    @property
+    def ok(self) -> bool:
+        return not self.timed_out and self.rc == 0
+
+    def usbtest(self, phase: str | None = None) -> list:
+        """The USBTEST case=... lines as dicts: case, result, errno, secs (+ the rest), optionally
+        only those printed in one phase (scripts mark phases with "echo LAB-PHASE <name>")."""
+        res = []
+        for m in self.find("USBTEST"):
+            if "case" not in m.fields or (phase is not None and m.phase != phase):
+                continue
+            d = dict(m.fields)
+            d["case"] = int(d["case"])
+            d["errno"] = int(d.get("errno", "0") or 0)
+            try:
+                d["secs"] = float(d.get("secs", "0"))
+            except ValueError:
+                d["secs"] = 0.0
+            res.append(d)
+        return res
+
+    def dmesg(self) -> str:
+        m = re.search(r"LAB-DMESG-BEGIN\s*\n(.*?)LAB-DMESG-END", self.console, re.S)
+        return m.group(1) if m else ""
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.console.splitlines()[-n:])
+
+    def script_output(self) -> str:
+        """What the test script printed (between LAB-READY and LAB-RESULT)."""
+        m = re.search(r"LAB-READY[^\n]*\n(.*?)(?:LAB-RESULT|\Z)", self.console, re.S)
+        return m.group(1) if m else ""
+
+    def failure_report(self, n: int = 40) -> str:
+        why = ("timed out" if self.timed_out else
+               "never booted" if not self.booted else
+               "kernel panicked" if self.panicked else
+               "test script did not finish" if self.rc is None else
+               f"test script exited {self.rc}")
+        out = [f"guest run '{self.name}' {why} after {self.wall_secs:.1f}s "
+               f"(console log: {self.log_path})"]
+        dm = self.dmesg()
+        if dm:
+            out += ["--- script output (tail) ---",
+                    "\n".join(self.script_output().splitlines()[-n:]),
+                    "--- guest dmesg (tail) ---", "\n".join(dm.splitlines()[-n:])]
+        else:
+            out += ["--- console tail ---", self.tail(n)]
+        return "\n".join(out)
+
+    def check(self) -> "GuestRun":
+        if not self.ok:
+            raise LabError(self.failure_report())
+        return self
+
+
+def parse_markers(console: str) -> list:
+    out = []
+    phase = "main"
+    for raw in console.splitlines():
+        line = raw.replace("\r", "")
+        m = MARKER_RE.search(line)
+        if not m:
+            continue
+        kind, rest = m.group(1), m.group(2)
+        if kind == "LAB-PHASE" and rest.split():
+            phase = rest.split()[0]
+        out.append(Marker(kind, dict(FIELD_RE.findall(rest)), (kind + rest).strip(), phase))
+    return out
+
+
+def qemu_command(kernel: Path, initrd: Path, *, accel: str, memory: int, devices, hostfwd,
+                 append: str, interactive: bool = False) -> list:
+    qemu = os.environ.get("VUSB_LAB_QEMU", "qemu-system-x86_64")
+    netdev = "user,id=n0"
+    for fwd in hostfwd:  # "tcp::HOSTPORT-:GUESTPORT"
+        netdev += f",hostfwd={fwd}"
+    cmd = [qemu, "-accel", accel, "-m", str(memory), "-smp", "1", "-nodefaults", "-no-reboot",
+           "-nographic", "-kernel", str(kernel), "-initrd", str(initrd), "-append", append,
+           "-netdev", netdev, "-device", "e1000,netdev=n0,romfile="]
+    if interactive:
+        cmd += ["-serial", "mon:stdio"]
+    else:
+        cmd += ["-serial", "stdio", "-monitor", "none"]
+    for d in devices:
+        cmd += ["-device", d] if not d.startswith("-") else shlex.split(d)
+    return cmd
+
+
+def run_guest(script: str, *, name: str = "lab", modules=(), timeout: float = 300,
+              devices=(), hostfwd=(), files: dict | None = None, env: dict | None = None,
+              memory: int = 512, accel: str | None = None, append: str = "",
+              on_line=None, interactive: bool = False) -> GuestRun:
+    """Boots one guest that runs `script` (busybox sh) as /lab/test.sh and powers off.
+
+    modules: loaded by /init before the script (with their dependencies), after e1000.
+    devices: extra QEMU -device arguments (or whole option strings starting with '-').
+    hostfwd: QEMU user-net forwards, e.g. "tcp:127.0.0.1:5555-:3240".
+    files:   extra guest path -> content for the overlay.
+    env:     extra shell variables written to /lab/env (sourced by /init and available to script).
+    on_line: callback(str) for each console line as it arrives (runs on a reader thread).
+    Never raises for a failed guest: inspect the returned GuestRun (or call .check()).
+    """
+    kernel, base = prepare()
+    accel = accel or os.environ.get("VUSB_LAB_ACCEL", "tcg")
+    safe = re.sub(r"[^\w.-]", "_", name)
+    run_dir = logs_dir()
+    log_path = run_dir / f"{safe}.console.log"
+    initrd = run_dir / f"{safe}.initrd"
+
+    lab_env = {"LAB_MODULES": " ".join(list(DEFAULT_MODULES) + [m for m in modules
+                                                              if m not in DEFAULT_MODULES])}
+    lab_env.update(env or {})
+    env_text = "".join(f"{k}={shlex.quote(str(v))}\n" for k, v in lab_env.items())
+    overlay_files = {"lab/test.sh": script, "lab/env": env_text}
+    for k, v in (files or {}).items():
+        overlay_files[k.lstrip("/")] = v
+    overlay = gzip.compress(newc_archive(overlay_files), compresslevel=6, mtime=0)
+    with open(initrd, "wb") as f, open(base, "rb") as b:
+        shutil.copyfileobj(b, f)
+        f.write(overlay)
+
+    cmdline = ("console=ttyS0,115200 panic=-1 oops=panic loglevel=4 mitigations=off "
+               "rdinit=/init " + append).strip()
+    cmd = qemu_command(kernel, initrd, accel=accel, memory=memory, devices=devices,
+                       hostfwd=hostfwd, append=cmdline, interactive=interactive)
+    if interactive:
+        return_code = subprocess.call(cmd)
+        return GuestRun(name, log_path, "", 0.0, False, return_code)
+
+    verbose = os.environ.get("VUSB_LAB_VERBOSE") == "1"
+    log(f"booting guest '{name}' ({accel}, timeout {timeout:.0f}s), console: {log_path}")
+    t0 = time.monotonic()
+    chunks: list[str] = []
+    with open(log_path, "w", encoding="utf-8", errors="replace") as logf:
+        logf.write("# " + " ".join(shlex.quote(c) for c in cmd) + "\n")
+        logf.flush()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+
+        def reader() -> None:
+            assert proc.stdout is not None
+            for rawline in iter(proc.stdout.readline, b""):
+                line = rawline.decode("utf-8", "replace")
+                chunks.append(line)
+                logf.write(line)
+                logf.flush()
+                if verbose:
+                    sys.stdout.write(f"[{name}] {line}")
+                    sys.stdout.flush()
+                if on_line:
+                    try:
+                        on_line(line.rstrip("\r\n"))
+                    except Exception as e:  # a callback bug must not kill the reader
+                        print(f"lab: on_line callback failed: {e}", file=sys.stderr)
+
+        th = threading.Thread(target=reader, daemon=True)
+        th.start()
+        timed_out = False
+        deadline = t0 + timeout
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                now = time.monotonic()
+                # The guest said goodbye but did not go away: no reason to wait for the timeout.
+                if any("LAB-POWEROFF" in c for c in chunks[-3:]):
+                    deadline = min(deadline, now + 20)
+                if now >= deadline:
+                    timed_out = not any("LAB-POWEROFF" in c for c in chunks)
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                    break
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        th.join(timeout=5)
+        wall = time.monotonic() - t0
+        if timed_out:
+            logf.write(f"\n# lab: TIMEOUT after {wall:.1f}s, QEMU killed\n")
+        elif proc.returncode != 0:
+            logf.write(f"\n# lab: QEMU exit status {proc.returncode}\n")
+    console = "".join(chunks).replace("\r", "")
+    run = GuestRun(name, log_path, console, wall, timed_out, proc.returncode,
+                   parse_markers(console))
+    log(f"guest '{name}' finished in {wall:.1f}s: "
+        + ("TIMEOUT" if timed_out else "KERNEL PANIC" if run.panicked else f"rc={run.rc}"))
+    return run
+
+
+# ---------------------------------------------------------------- usbtest helpers
+
+@dataclass(frozen=True)
+class Case:
+    """One usbtest case and its parameters (None = usbtest-ioctl's per-case default)."""
+    num: int
+    iterations: int | None = None
+    length: int | None = None
+    vary: int | None = None
+    sglen: int | None = None
+
+    def spec(self) -> str:
+        f = [self.iterations, self.length, self.vary, self.sglen]
+        while f and f[-1] is None:
+            f.pop()
+        return ":".join([str(self.num)] + ["" if v is None else str(v) for v in f])
+
+
+# Parameters that prove each case under TCG without wasting minutes (see README.md). Lengths and
+# varies respect usbtest's preconditions for a high-speed Gadget Zero (512-byte bulk maxpacket).
+CASES = {
+    0: Case(0, 1),
+    1: Case(1, 50, 4096), 2: Case(2, 50, 4096),
+    3: Case(3, 50, 4096, 37), 4: Case(4, 50, 4096, 512),
+    5: Case(5, 50, 512, 0, 8), 6: Case(6, 50, 512, 0, 8),
+    7: Case(7, 50, 2048, 512, 8), 8: Case(8, 50, 2048, 512, 8),
+    9: Case(9, 50), 10: Case(10, 50, 512, 0, 16),
+    11: Case(11, 50, 512), 12: Case(12, 50, 512),
+    13: Case(13, 50),
+    14: Case(14, 50, 256, 1), 21: Case(21, 50, 256, 1),
+    15: Case(15, 16, 1024, 0, 4), 16: Case(16, 16, 1024, 0, 4),
+    17: Case(17, 50, 512), 18: Case(18, 50, 512), 19: Case(19, 50, 512), 20: Case(20, 50, 512),
+    24: Case(24, 50, 512, 0, 8),
+    27: Case(27, 32, 16384, 0, 8), 28: Case(28, 32, 16384, 0, 8),
+    29: Case(29, 50),
+}
+
+
+def usbtest_cmd(cases, *, wait: float = 15, timeout: float = 60, dev: str | None = None,
+                keep_going: bool = False) -> str:
+    """The guest shell command that runs `cases` (ints or Case) through usbtest-ioctl."""
+    specs = [(CASES.get(c, Case(c)) if isinstance(c, int) else c).spec() for c in cases]
+    opts = f"-w {wait:g} -t {timeout:g}" + (" -k" if keep_going else "")
+    if dev:
+        opts += f" -D {shlex.quote(dev)}"
+    return f"usbtest-ioctl {opts} {' '.join(specs)}"
+
+
+def usbtest_table(results, expected=None) -> str:
+    """A human-readable table of usbtest results (from GuestRun.usbtest())."""
+    lines = [f"{'case':>4}  {'result':<8} {'errno':>6}  {'secs':>8}  params"]
+    seen = set()
+    for r in results:
+        seen.add(r["case"])
+        errno = r["errno"]
+        params = " ".join(f"{k}={r[k]}" for k in ("iter", "len", "vary", "sglen") if k in r)
+        lines.append(f"{r['case']:>4}  {r.get('result', '?'):<8} {errno:>6}  "
+                     f"{r['secs']:>8.3f}  {params}")
+    for c in expected or ():
+        if c not in seen:
+            lines.append(f"{c:>4}  {'missing':<8} {'':>6}  {'':>8}")
+    return "\n".join(lines)
+
+
+def usbtest_failures(results, expected) -> list:
+    """Case numbers from `expected` that did not report result=ok."""
+    ok = {r["case"] for r in results if r.get("result") == "ok"}
+    return [c for c in expected if c not in ok]
+
+
+# ---------------------------------------------------------------- command line
+
+def _main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="vusb guest lab")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("prepare", help="fetch the kernel and build the base initramfs")
+    for name in ("run", "shell"):
+        p = sub.add_parser(name)
+        if name == "run":
+            p.add_argument("script", help="shell script to run in the guest ('-' = stdin)")
+            p.add_argument("--timeout", type=float, default=300)
+        p.add_argument("-m", "--module", action="append", default=[])
+        p.add_argument("-d", "--device", action="append", default=[])
+        p.add_argument("--hostfwd", action="append", default=[])
+        p.add_argument("--name", default=name)
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "prepare":
+            k, i = prepare()
+            print(k)
+            print(i)
+            return 0
+        if a.cmd == "shell":
+            run_guest("echo 'lab shell: poweroff -f to leave'; setsid cttyhack sh; true",
+                      name=a.name, modules=a.module, devices=a.device, hostfwd=a.hostfwd,
+                      interactive=True)
+            return 0
+        script = sys.stdin.read() if a.script == "-" else Path(a.script).read_text()
+        os.environ.setdefault("VUSB_LAB_VERBOSE", "1")
+        run = run_guest(script, name=a.name, modules=a.module, devices=a.device,
+                        hostfwd=a.hostfwd, timeout=a.timeout)
+        if not run.ok:
+            print(run.failure_report(), file=sys.stderr)
+            return 1
+        return 0
+    except LabError as e:
+        print(f"lab: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

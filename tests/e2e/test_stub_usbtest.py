@@ -1,0 +1,243 @@
+#!/usr/bin/python3
+"""e2e.stub_usbtest — the Linux kernel's vhci-hcd and usbtest against vusb-stub's Gadget Zero.
+
+Starts `vusb-stub --listen 127.0.0.1:PORT --emulate gadget-zero=1-1` on the host (PORT chosen at
+run time), boots one guest that attaches bus id 1-1 with Debian's usbip over QEMU user networking
+(10.0.2.2 = the host's loopback), waits for usbtest to bind, runs the usbtest cases, then reloads
+usbtest with alt=1 (the altsetting with iso endpoints) and runs the iso cases 15/16. Prints a
+per-case table next to the kernel Gadget Zero baseline (if test_kernel_gadget_zero.py left one),
+fails if any case fails, always stops the stub, and shows the stub log and the guest dmesg tail
+on failure.
+
+Usage: tests/e2e/test_stub_usbtest.py [--build DIR] [--stub PATH] [--timeout S] [--cases 1,2,...]
+       tests/e2e/test_stub_usbtest.py --guest-loopback   # harness self-check without vusb: the
+           guest exports its own kernel Gadget Zero through usbip-host + usbipd on 127.0.0.1
+           (cases 11/12/24 excluded: they hang the kernel's own USB/IP, see LAB.md)
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "lab"))
+import lab  # noqa: E402
+
+MAIN_CASES = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 17, 18, 19, 20, 21, 24, 27, 28, 29]
+ALT1_CASES = [15, 16]
+BUSID = "1-1"
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
+
+
+def guest_script(remote: str, port: int, main_cases, alt_param: str, alt_cases,
+                 setup: str = "") -> str:
+    return f"""
+BUSID={BUSID}
+{setup}
+echo "LAB-PHASE attach"
+echo "LAB-INFO usbip list -r {remote}:{port}"
+usbip --tcp-port {port} list -r {remote} 2>&1
+if ! usbip --tcp-port {port} attach -r {remote} -b $BUSID 2>&1; then
+  echo "LAB-FAIL usbip attach -r {remote} --tcp-port {port} -b $BUSID failed"; exit 20
+fi
+b=$(lab_usbtest_bound 30) || {{ echo "LAB-FAIL usbtest did not bind the attached device"; lab_usb_tree; exit 21; }}
+echo "LAB-INFO usbtest bound to $b"
+lab_usb_tree
+usbip port 2>&1
+
+echo "LAB-PHASE main"
+{lab.usbtest_cmd(main_cases, timeout=45)}
+rc=$?
+[ $rc -eq 3 ] && {{ echo "LAB-FAIL a usbtest case hung; not reloading usbtest"; exit 23; }}
+
+echo "LAB-PHASE alt"
+b=$(lab_usbtest_rebind {alt_param}) || {{ echo "LAB-FAIL usbtest did not bind again with {alt_param}"; lab_usb_tree; exit 22; }}
+echo "LAB-INFO usbtest ({alt_param}) bound to $b"
+{lab.usbtest_cmd(alt_cases, timeout=45)}
+rc2=$?
+
+echo "LAB-PHASE detach"
+usbip detach -p 0 2>&1 || echo "LAB-WARN usbip detach failed"
+sleep 1
+lab_usb_tree
+[ $rc -eq 0 ] && [ $rc2 -eq 0 ]
+"""
+
+
+LOOPBACK_SETUP = """
+# Self-check: export the guest's own kernel Gadget Zero through usbip-host + usbipd.
+lab_modprobe usbip-host || exit 30
+lab_gadget_zero || exit 31
+BUSID=$(lab_find_usb 0525 a4a0 10) || { echo "LAB-FAIL no Gadget Zero on the dummy_hcd bus"; exit 32; }
+echo "LAB-INFO kernel Gadget Zero at $BUSID"
+usbipd -D --tcp-port PORT || exit 33
+sleep 1
+usbip bind -b $BUSID 2>&1 || exit 34
+"""
+
+
+def wait_listening(port: int, proc: subprocess.Popen, secs: float) -> bool:
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def stop(proc: subprocess.Popen) -> int:
+    """Stops the stub we started (by pid): SIGTERM, then SIGKILL. Returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def tail(path: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def baseline() -> dict:
+    p = lab.logs_dir() / "kernel_gadget_zero.json"
+    try:
+        return {r["case"]: r for r in json.loads(p.read_text())["results"]}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def table(results, expected, base: dict) -> str:
+    lines = [f"{'case':>4}  {'result':<8} {'errno':>6}  {'secs':>8}  {'kernel-gz':>9}  params"]
+    seen = set()
+    for r in results:
+        seen.add(r["case"])
+        b = base.get(r["case"])
+        bs = f"{b['secs']:.3f}" if b and b.get("result") == "ok" else "-"
+        params = " ".join(f"{k}={r[k]}" for k in ("iter", "len", "vary", "sglen") if k in r)
+        lines.append(f"{r['case']:>4}  {r.get('result', '?'):<8} {r['errno']:>6}  "
+                     f"{r['secs']:>8.3f}  {bs:>9}  {params}")
+    for c in expected:
+        if c not in seen:
+            lines.append(f"{c:>4}  {'missing':<8}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", help="CMake build dir (default: $VUSB_BUILD or <repo>/build)")
+    ap.add_argument("--stub", help="vusb-stub binary (default: <build>/bin/vusb-stub)")
+    ap.add_argument("--stub-arg", action="append", default=[], help="extra vusb-stub argument")
+    ap.add_argument("--timeout", type=float, default=360, help="guest wall-clock limit")
+    ap.add_argument("--cases", help="comma-separated main cases (default: all)")
+    ap.add_argument("--guest-loopback", action="store_true",
+                    help="self-check the harness without vusb (kernel usbipd in the guest)")
+    a = ap.parse_args()
+    if a.build:
+        os.environ["VUSB_BUILD"] = str(Path(a.build).resolve())
+    main_cases = [int(c) for c in a.cases.split(",")] if a.cases else list(MAIN_CASES)
+    alt_param, alt_cases = "alt=1", list(ALT1_CASES)
+    name = "stub_usbtest"
+    if a.guest_loopback:
+        name = "stub_usbtest_loopback"
+        if not a.cases:
+            main_cases = [c for c in main_cases if c not in (11, 12, 24)]
+        alt_param, alt_cases = "alt=0", [1, 2]  # the kernel gadget on dummy_hcd has no iso alt
+
+    t0 = time.monotonic()
+    try:
+        lab.prepare()
+    except lab.LabError as e:
+        print(f"FAIL: lab not ready: {e}")
+        return 1
+    t_prep = time.monotonic() - t0
+
+    port = lab.free_port()
+    stub_log = lab.logs_dir() / f"{name}.stub.log"
+    proc = None
+    try:
+        if a.guest_loopback:
+            script = guest_script("127.0.0.1", port, main_cases, alt_param, alt_cases,
+                                  LOOPBACK_SETUP.replace("PORT", str(port)))
+            modules = ["usbtest", "vhci-hcd"]
+        else:
+            stub = Path(a.stub) if a.stub else lab.build_dir() / "bin" / "vusb-stub"
+            if not stub.is_file():
+                print(f"FAIL: {stub} not found (build the vusb-stub target first)")
+                return 1
+            cmd = [str(stub), "--listen", f"127.0.0.1:{port}",
+                   "--emulate", f"gadget-zero={BUSID}"] + a.stub_arg
+            lab.log(f"starting {' '.join(cmd)} (log: {stub_log})")
+            with open(stub_log, "w") as logf:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
+                                        stderr=subprocess.STDOUT)
+            if not wait_listening(port, proc, 15):
+                print(f"FAIL: vusb-stub did not listen on 127.0.0.1:{port} "
+                      f"(exit status {proc.poll()})\n--- stub log ---\n{tail(stub_log)}")
+                return 1
+            script = guest_script("10.0.2.2", port, main_cases, alt_param, alt_cases)
+            modules = ["usbtest", "vhci-hcd"]
+
+        run = lab.run_guest(script, name=name, modules=modules, timeout=a.timeout)
+    finally:
+        stub_rc = stop(proc) if proc else None
+    t_total = time.monotonic() - t0
+
+    main_res = run.usbtest("main")
+    alt_res = run.usbtest("alt")
+    base = baseline()
+    print(f"usbtest through vhci-hcd against "
+          f"{'the guest kernel usbipd (self-check)' if a.guest_loopback else 'vusb-stub'}:")
+    print(table(main_res, main_cases, base))
+    print(f"after reloading usbtest with {alt_param}:")
+    print(table(alt_res, alt_cases, {}))
+
+    problems = []
+    failed = lab.usbtest_failures(main_res, main_cases)
+    failed_alt = lab.usbtest_failures(alt_res, alt_cases)
+    if failed:
+        problems.append(f"cases {failed} did not pass")
+    if failed_alt:
+        problems.append(f"cases {failed_alt} ({alt_param}) did not pass")
+    if run.timed_out:
+        problems.append(f"the guest timed out after {run.wall_secs:.0f}s")
+    elif run.rc is None:
+        problems.append("the guest script did not finish")
+    elif run.rc != 0 and not (failed or failed_alt):
+        problems.append(f"the guest script exited {run.rc}")
+    for m in run.find("LAB-FAIL"):
+        problems.append("guest: " + m.line[len("LAB-FAIL"):].strip())
+    if proc is not None:
+        log_text = stub_log.read_text(errors="replace") if stub_log.exists() else ""
+        if stub_rc is not None and -stub_rc in CRASH_SIGNALS:
+            problems.append(f"vusb-stub died with signal {-stub_rc}")
+        if "AddressSanitizer" in log_text or "runtime error:" in log_text:
+            problems.append("vusb-stub reported a sanitizer error")
+
+    print(f"timing: prepare {t_prep:.1f}s, guest {run.wall_secs:.1f}s, total {t_total:.1f}s")
+    if problems:
+        print("FAIL: " + "; ".join(problems))
+        print(run.failure_report())
+        if proc is not None:
+            print(f"--- vusb-stub log tail ({stub_log}, exit status {stub_rc}) ---")
+            print(tail(stub_log, 60))
+        return 1
+    print(f"PASS: {len(main_cases) + len(alt_cases)} usbtest cases through vhci-hcd")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+#include "tools/vusb-bench/raw_tcp_baseline.h"
+
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <chrono>
+#include <cstring>
+
+#include "usb/core/byte_order.h"
+
+namespace bench {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+constexpr size_t kHeader = 48;
+
+// One server-side session: header → (payload) → reply, strictly in order, like a USB/IP server
+// with an instant device.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  explicit Session(tcp::socket s) : socket_(std::move(s)) {
+    socket_.set_option(tcp::no_delay(true));
+  }
+  void start() { read_header(); }
+
+ private:
+  void read_header() {
+    asio::async_read(socket_, asio::buffer(header_), [self = shared_from_this()](error_code ec, size_t) {
+      if (ec) return;
+      const bool in = self->header_[0] == 1;
+      const uint32_t len = usb::load_be32(&self->header_[4]);
+      if (len > (64u << 20)) return;
+      if (self->buffer_.size() < len) self->buffer_.resize(len);
+      if (in) return self->reply(len);
+      asio::async_read(self->socket_, asio::buffer(self->buffer_.data(), len),
+                       [self](error_code ec, size_t) {
+                         if (!ec) self->reply(0);
+                       });
+    });
+  }
+  void reply(uint32_t data) {
+    bufs_[0] = asio::buffer(header_);
+    bufs_[1] = asio::buffer(buffer_.data(), data);
+    asio::async_write(socket_, bufs_, [self = shared_from_this()](error_code ec, size_t) {
+      if (!ec) self->read_header();
+    });
+  }
+
+  tcp::socket socket_;
+  std::array<uint8_t, kHeader> header_{};
+  std::vector<uint8_t> buffer_;
+  std::array<asio::const_buffer, 2> bufs_;
+};
+
+}  // namespace
+
+RawTcpServer::RawTcpServer(asio::io_context& io)
+    : acceptor_(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
+  accept();
+}
+
+uint16_t RawTcpServer::port() const { return acceptor_.local_endpoint().port(); }
+
+void RawTcpServer::stop() {
+  error_code ec;
+  acceptor_.close(ec);
+}
+
+void RawTcpServer::accept() {
+  acceptor_.async_accept([this](error_code ec, tcp::socket s) {
+    if (ec) return;
+    std::make_shared<Session>(std::move(s))->start();
+    accept();
+  });
+}
+
+RawTcpClient::RawTcpClient(asio::io_context& io, uint16_t port) : io_(io), socket_(io) {
+  socket_.connect({asio::ip::make_address("127.0.0.1"), port});
+  socket_.set_option(tcp::no_delay(true));
+}
+
+void RawTcpClient::run(bool in, uint32_t length, int depth, uint64_t count) {
+  // Pipelined like URBs: `depth` requests written, each reply triggers the next request.
+  struct State {
+    std::array<uint8_t, kHeader> req{};
+    std::vector<uint8_t> out;
+    std::array<uint8_t, kHeader> rep{};
+    std::vector<uint8_t> in_buf;
+    uint64_t sent = 0, done = 0;
+  } st;
+  st.req[0] = in ? 1 : 0;
+  usb::store_be32(&st.req[4], length);
+  st.out.assign(in ? 0 : length, 0x5a);
+  st.in_buf.resize(in ? length : 0);
+  std::function<void()> send_one, read_one;
+  send_one = [&] {
+    ++st.sent;
+    std::array<asio::const_buffer, 2> b{asio::buffer(st.req), asio::buffer(st.out)};
+    asio::write(socket_, b);  // blocking write: payloads are queued by the kernel
+  };
+  for (int i = 0; i < depth && st.sent < count; ++i) send_one();
+  while (st.done < count) {
+    asio::read(socket_, asio::buffer(st.rep));
+    if (in) asio::read(socket_, asio::buffer(st.in_buf));
+    ++st.done;
+    if (st.sent < count) send_one();
+  }
+}
+
+std::vector<uint64_t> RawTcpClient::ping(uint64_t count) {
+  std::vector<uint64_t> rtt;
+  rtt.reserve(count);
+  std::array<uint8_t, kHeader> req{}, rep{};
+  std::array<uint8_t, 8> data{};
+  req[0] = 1;
+  usb::store_be32(&req[4], 8);
+  for (uint64_t i = 0; i < count; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    asio::write(socket_, asio::buffer(req));
+    asio::read(socket_, asio::buffer(rep));
+    asio::read(socket_, asio::buffer(data));
+    rtt.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return rtt;
+}
+
+}  // namespace bench

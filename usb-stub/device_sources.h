@@ -1,0 +1,43 @@
+// DeviceSources: creates the devices vusb-stub exports — emulated devices from --emulate specs
+// and libusb providers from --libusb / --libusb-all — owns them, and feeds the ExportTable.
+// Owned by the stub's main; lives on the stub's loop.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "usb-stub/export_table.h"
+#include "usb-stub/stub_config.h"
+#include "usb/core/executor.h"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace devices {
+class LibusbProvider;
+}  // namespace devices
+
+namespace stub {
+
+class DeviceSources {
+ public:
+  DeviceSources(boost::asio::io_context& io, usb::Executor& loop, ExportTable& exports);
+  ~DeviceSources();
+
+  usb::Result<void> add_emulated(const EmulateSpec& spec);
+  // selectors: "VID:PID" or bus ids; all = every non-hub device with hotplug.
+  usb::Result<void> add_libusb(const std::vector<std::string>& selectors, bool all);
+  // Unplugs everything (in-flight transfers complete) before the loop stops.
+  void stop();
+
+ private:
+  boost::asio::io_context& io_;
+  usb::Executor& loop_;
+  ExportTable& exports_;
+  std::vector<std::unique_ptr<usb::Device>> emulated_;
+  std::vector<std::unique_ptr<devices::LibusbProvider>> providers_;
+};
+
+}  // namespace stub

@@ -1,0 +1,108 @@
+// vusb-stub: exports USB devices over USB/IP (TCP). The stock Linux `usbip` tools and the
+// kernel's vhci-hcd work against it.
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <cstdio>
+
+#include "usb-stub/device_sources.h"
+#include "usb-stub/export_table.h"
+#include "usb-stub/stub_config.h"
+#include "usb-stub/usbip_server.h"
+#include "usb/net/asio_executor.h"
+
+int main(int argc, char** argv) {
+  stub::StubConfig config;
+  std::string listen_text, config_path;
+  std::vector<std::string> emulate_text;
+  uint32_t max_urb = config.limits.wire.max_transfer_length;
+  uint64_t max_inflight = config.limits.max_inflight_bytes;
+
+  CLI::App app{
+      "vusb-stub: export USB devices over USB/IP so `usbip attach` and the kernel's vhci-hcd can "
+      "use them.\n\nExamples:\n"
+      "  vusb-stub --emulate gadget-zero                 # a Gadget Zero as bus id 1-1\n"
+      "  vusb-stub --libusb 046d:c52b --libusb 3-1.2     # real devices by VID:PID or bus id\n"
+      "  vusb-stub --libusb-all                          # every device, hotplug included\n"
+      "  usbip --tcp-port 3240 list -r HOST              # on a client: see the exports\n"
+      "  usbip attach -r HOST -b 1-1                     # on a client: use one\n",
+      "vusb-stub"};
+  app.add_option("--listen", listen_text, "Address and port to listen on, ADDR:PORT")
+      ->default_str("0.0.0.0:3240");
+  app.add_option("--emulate", emulate_text,
+                 "Export an emulated device: gadget-zero[=BUSID][,speed=high|super] "
+                 "(repeatable)");
+  app.add_option("--libusb", config.libusb,
+                 "Export a local USB device through libusb, by VID:PID (hex) or bus id "
+                 "(repeatable)");
+  app.add_flag("--libusb-all", config.libusb_all,
+               "Export every local USB device except hubs, following hotplug");
+  app.add_option("--config", config_path,
+                 "TOML config file; command-line options add to / override it");
+  app.add_option("--max-urb-bytes", max_urb, "Largest URB buffer a client may ask for")
+      ->default_val(max_urb);
+  app.add_option("--max-inflight-bytes", max_inflight,
+                 "Buffer bytes one connection may hold in flight; beyond it URBs get -ENOMEM")
+      ->default_val(max_inflight);
+  app.add_option("--log-level", config.log_level, "trace, debug, info, warn, error")
+      ->default_val(config.log_level);
+  CLI11_PARSE(app, argc, argv);
+
+  auto fail = [](const usb::Error& e) {
+    spdlog::error("{}", e.message);
+    return 2;
+  };
+  if (!config_path.empty()) {
+    std::vector<std::string> cli_libusb = std::move(config.libusb);
+    bool cli_all = config.libusb_all;
+    std::string cli_level = config.log_level;
+    config.libusb.clear();
+    if (auto r = stub::load_toml(config_path, config); !r) return fail(r.error());
+    config.libusb.insert(config.libusb.end(), cli_libusb.begin(), cli_libusb.end());
+    config.libusb_all = config.libusb_all || cli_all;
+    if (app.count("--log-level")) config.log_level = cli_level;
+  }
+  if (app.count("--max-urb-bytes")) config.limits.wire.max_transfer_length = max_urb;
+  if (app.count("--max-inflight-bytes")) config.limits.max_inflight_bytes = max_inflight;
+  if (!listen_text.empty()) {
+    auto hp = usb::net::parse_host_port(listen_text);
+    if (!hp) return fail(hp.error());
+    config.listen = *hp;
+  }
+  for (const auto& text : emulate_text) {
+    auto spec = stub::parse_emulate(text);
+    if (!spec) return fail(spec.error());
+    config.emulate.push_back(*spec);
+  }
+  if (auto r = stub::validate(config); !r) return fail(r.error());
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ vusb-stub: %v");
+
+  boost::asio::io_context io;
+  usb::net::AsioExecutor executor(io);
+  stub::ExportTable exports;
+  stub::DeviceSources sources(io, executor, exports);
+  for (const auto& spec : config.emulate)
+    if (auto r = sources.add_emulated(spec); !r) return fail(r.error());
+  if (!config.libusb.empty() || config.libusb_all)
+    if (auto r = sources.add_libusb(config.libusb, config.libusb_all); !r) return fail(r.error());
+
+  stub::UsbipServer server(io, exports, config.limits);
+  if (auto r = server.listen(config.listen); !r) return fail(r.error());
+  std::string ids;
+  for (const auto& id : exports.busids()) ids += (ids.empty() ? "" : " ") + id;
+  spdlog::info("listening on {}:{}, exporting {} device(s): {}", config.listen.host,
+               server.local_port(), exports.size(), ids.empty() ? "(none yet)" : ids);
+
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](boost::system::error_code, int sig) {
+    spdlog::info("signal {}: stopping", sig);
+    server.stop();
+    sources.stop();
+    io.stop();
+  });
+  io.run();
+  return 0;
+}

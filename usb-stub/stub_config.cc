@@ -1,0 +1,92 @@
+#include "usb-stub/stub_config.h"
+
+#include <toml.hpp>
+
+namespace stub {
+
+namespace {
+usb::Result<void> bad(std::string msg) {
+  return usb::Error::make(usb::Error::Code::kInvalidArgument, std::move(msg));
+}
+}  // namespace
+
+usb::Result<EmulateSpec> parse_emulate(std::string_view text) {
+  EmulateSpec spec;
+  auto eq = text.find('=');
+  spec.type = std::string(text.substr(0, eq));
+  if (spec.type != "gadget-zero")
+    return usb::Error::make(usb::Error::Code::kInvalidArgument,
+                            "unknown emulated device '" + spec.type + "' (known: gadget-zero)");
+  if (eq == std::string_view::npos) return spec;
+  std::string_view rest = text.substr(eq + 1);
+  bool first = true;
+  while (!rest.empty()) {
+    auto comma = rest.find(',');
+    std::string_view item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    if (item.starts_with("speed=")) {
+      spec.speed = std::string(item.substr(6));
+      if (spec.speed != "high" && spec.speed != "super")
+        return usb::Error::make(usb::Error::Code::kInvalidArgument,
+                                "speed must be 'high' or 'super', not '" + spec.speed + "'");
+    } else if (first && item.find('=') == std::string_view::npos) {
+      spec.busid = std::string(item);
+    } else {
+      return usb::Error::make(usb::Error::Code::kInvalidArgument,
+                              "unknown emulate option '" + std::string(item) + "'");
+    }
+    first = false;
+  }
+  if (spec.busid.size() >= 32)
+    return usb::Error::make(usb::Error::Code::kInvalidArgument, "bus id longer than 31 bytes");
+  return spec;
+}
+
+usb::Result<void> load_toml(const std::string& path, StubConfig& c) {
+  try {
+    const toml::value root = toml::parse(path);
+    if (root.contains("listen")) {
+      auto hp = usb::net::parse_host_port(toml::find<std::string>(root, "listen"));
+      if (!hp) return std::unexpected(hp.error());
+      c.listen = *hp;
+    }
+    if (root.contains("max_urb_bytes"))
+      c.limits.wire.max_transfer_length = toml::find<uint32_t>(root, "max_urb_bytes");
+    if (root.contains("max_inflight_bytes"))
+      c.limits.max_inflight_bytes = toml::find<uint64_t>(root, "max_inflight_bytes");
+    if (root.contains("log_level")) c.log_level = toml::find<std::string>(root, "log_level");
+    if (root.contains("emulate")) {
+      for (const auto& e : toml::find<toml::array>(root, "emulate")) {
+        std::string text = toml::find<std::string>(e, "type");
+        if (e.contains("busid")) text += "=" + toml::find<std::string>(e, "busid");
+        auto spec = parse_emulate(text);
+        if (!spec) return std::unexpected(spec.error());
+        if (e.contains("speed")) spec->speed = toml::find<std::string>(e, "speed");
+        if (spec->speed != "high" && spec->speed != "super")
+          return bad("emulate speed must be 'high' or 'super'");
+        c.emulate.push_back(*spec);
+      }
+    }
+    if (root.contains("libusb")) {
+      const auto& l = toml::find(root, "libusb");
+      if (l.contains("devices"))
+        for (auto& d : toml::find<std::vector<std::string>>(l, "devices")) c.libusb.push_back(d);
+      if (l.contains("all")) c.libusb_all = toml::find<bool>(l, "all");
+    }
+  } catch (const std::exception& e) {
+    // toml11 reports errors by exception; this is start-up, not the data path.
+    return usb::Error::make(usb::Error::Code::kInvalidArgument,
+                            "config " + path + ": " + e.what());
+  }
+  return {};
+}
+
+usb::Result<void> validate(const StubConfig& c) {
+  if (c.limits.wire.max_transfer_length == 0) return bad("max_urb_bytes must be > 0");
+  if (c.limits.max_inflight_bytes < c.limits.wire.max_transfer_length)
+    return bad("max_inflight_bytes must be at least max_urb_bytes");
+  if (c.limits.wire.max_transfer_length > (1u << 30)) return bad("max_urb_bytes must be <= 1 GiB");
+  return {};
+}
+
+}  // namespace stub

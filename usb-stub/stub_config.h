@@ -1,0 +1,45 @@
+// StubConfig: everything vusb-stub is told by its command line or its TOML config file.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "usb-stub/usbip_connection.h"
+#include "usb/core/error.h"
+#include "usb/net/address.h"
+
+namespace stub {
+
+struct EmulateSpec {
+  std::string type;   // "gadget-zero"
+  std::string busid;  // empty: the next free "1-N"
+  std::string speed = "high";  // "high" or "super"
+  friend bool operator==(const EmulateSpec&, const EmulateSpec&) = default;
+};
+
+struct StubConfig {
+  usb::net::HostPort listen{"0.0.0.0", 3240};
+  std::vector<EmulateSpec> emulate;
+  std::vector<std::string> libusb;  // "VID:PID" or a bus id "B-P.P"
+  bool libusb_all = false;
+  ConnectionLimits limits;
+  std::string log_level = "info";
+};
+
+// Parses "gadget-zero", "gadget-zero=1-1" or "gadget-zero=1-1,speed=super".
+usb::Result<EmulateSpec> parse_emulate(std::string_view text);
+
+// Reads a TOML file into `config` (keys absent from the file keep their values):
+//   listen = "0.0.0.0:3240"
+//   max_urb_bytes = 16777216          # per-URB buffer bound
+//   max_inflight_bytes = 67108864     # per connection
+//   log_level = "info"
+//   [[emulate]]  type = "gadget-zero"  busid = "1-1"  speed = "high"
+//   [libusb]     devices = ["0525:a4a0", "3-1.2"]  all = false
+usb::Result<void> load_toml(const std::string& path, StubConfig& config);
+
+// Cross-field checks (a URB larger than the in-flight budget could never be accepted, ...).
+usb::Result<void> validate(const StubConfig& config);
+
+}  // namespace stub

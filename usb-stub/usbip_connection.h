@@ -1,0 +1,119 @@
+// UsbipConnection: one TCP connection to vusb-stub, speaking the USB/IP protocol as the server
+// (PROTOCOLS.md). Op phase: OP_REQ_DEVLIST or OP_REQ_IMPORT. After a successful import, the URB
+// phase: CMD_SUBMIT becomes a usb::Transfer on the imported device, its completion becomes a
+// RET_SUBMIT; CMD_UNLINK cancels. Payloads are read straight into the transfer buffer and each
+// batch of replies leaves in one gathered write.
+//
+// Owned by itself through shared_ptr (Asio handlers and in-flight transfer completions hold a
+// reference), created by UsbipServer. Lives on the stub's loop.
+//
+// Unlink races (Linux drivers/usb/usbip/stub_rx.c semantics, improved to keep data):
+//  - UNLINK for a seqnum still in flight: the transfer is cancelled; if it then completes as
+//    cancelled, only RET_UNLINK(-ECONNRESET) is sent, never its RET_SUBMIT. If it completed for
+//    real while being cancelled, RET_SUBMIT (with its data) then RET_UNLINK(0).
+//  - UNLINK for a seqnum already answered: RET_UNLINK(0); the client already has the RET_SUBMIT.
+#pragma once
+
+#include <array>
+#include <boost/asio/ip/tcp.hpp>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "usb-stub/export_table.h"
+#include "usb/core/loop_checker.h"
+#include "usb/core/transfer.h"
+#include "usb/wire/usbip_codec.h"
+
+namespace stub {
+
+struct ConnectionLimits {
+  usb::wire::usbip::Limits wire;           // per-URB bounds (max URB size, iso packets)
+  uint64_t max_inflight_bytes = 64u << 20;  // buffers held per connection (in flight + unsent)
+};
+
+class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
+                        public ExportTable::Importer {
+ public:
+  UsbipConnection(boost::asio::ip::tcp::socket socket, ExportTable& exports,
+                  ConnectionLimits limits);
+  ~UsbipConnection() override;
+
+  void start();
+  // Closes the socket, cancels every in-flight transfer and releases the import. Idempotent.
+  void close(std::string_view reason);
+  bool closed() const { return closed_; }
+  const std::string& peer() const { return peer_; }
+
+  // ExportTable::Importer
+  void on_device_gone() override;
+
+ private:
+  struct InFlight {
+    uint32_t seqnum = 0;
+    uint32_t direction = 0;
+    std::unique_ptr<usb::Transfer> transfer;
+    std::optional<uint32_t> unlink_seqnum;  // set when a CMD_UNLINK asked for it
+  };
+  struct Reply {
+    usb::wire::usbip::UrbHeaderBytes header;
+    std::unique_ptr<usb::Transfer> transfer;  // keeps IN data alive until written
+    size_t data_length = 0;                   // bytes of transfer->buffer() to send
+    std::vector<uint8_t> iso;                 // encoded iso descriptors
+  };
+
+  // Op phase.
+  void read_op_header();
+  void on_op_header();
+  void on_import_request();
+  // URB phase.
+  void read_urb_header();
+  void on_urb_header();
+  void on_submit(const usb::wire::usbip::CmdSubmit& cmd);
+  void read_submit_iso(std::shared_ptr<InFlight> pending, uint32_t packets);
+  void dispatch(std::unique_ptr<InFlight> in);
+  void run_standard_operation(InFlight& in);
+  void on_unlink(const usb::wire::usbip::CmdUnlink& cmd);
+  void reject_submit(const usb::wire::usbip::CmdSubmit& cmd, usb::Status status,
+                     std::string_view why);
+  void drain_then(uint64_t bytes, std::function<void()> next);
+  void on_complete(uint32_t seqnum);
+  // Replies.
+  void send_ret_submit(InFlight& in);
+  void send_ret_unlink(uint32_t seqnum, int32_t status);
+  void queue(Reply reply);
+  void start_write();
+
+  bool intercepted(const usb::SetupPacket& setup) const;
+  std::optional<usb::TransferType> endpoint_type(uint8_t address) const;
+  void protocol_error(std::string_view why);
+
+  boost::asio::ip::tcp::socket socket_;
+  ExportTable& exports_;
+  ConnectionLimits limits_;
+  std::string peer_;
+  usb::LoopChecker loop_;
+
+  std::array<uint8_t, usb::wire::usbip::kUrbHeaderSize> header_{};
+  std::vector<uint8_t> scratch_;  // import request, iso descriptors, drained payloads
+
+  std::string busid_;                // imported bus id, empty in the op phase
+  usb::Device* device_ = nullptr;    // imported device; null once gone
+  uint32_t devid_ = 0;
+  std::unordered_map<uint32_t, std::unique_ptr<InFlight>> inflight_;
+  uint64_t held_bytes_ = 0;  // transfer buffers in flight or waiting to be written
+
+  std::deque<Reply> queued_;
+  std::vector<Reply> writing_;
+  std::vector<boost::asio::const_buffer> write_buffers_;
+  bool write_in_progress_ = false;
+  bool close_after_flush_ = false;
+  bool closed_ = false;
+  uint64_t rejected_for_memory_ = 0;
+};
+
+}  // namespace stub
