@@ -315,7 +315,7 @@ void UsbipRemoteDevice::import(asio::io_context& io, const usb::net::HostPort& s
   auto shared_done = std::make_shared<ImportCallback>(std::move(done));
   auto fail = [shared_done](usb::Error::Code code, std::string msg) { (*shared_done)(usb::Error::make(code, std::move(msg))); };
   auto resolver = std::make_shared<tcp::resolver>(io);
-  resolver->async_resolve(server.host, std::to_string(server.port), [=](error_code ec, tcp::resolver::results_type results) {
+  resolver->async_resolve(server.host, std::to_string(server.port), [=, resolver = resolver](error_code ec, tcp::resolver::results_type results) {
     if (ec) return fail(usb::Error::Code::kIo, "resolve " + ch->peer + ": " + ec.message());
     asio::async_connect(ch->socket, results, [=](error_code ec, const tcp::endpoint&) {
       if (ec) return fail(usb::Error::Code::kIo, "connect " + ch->peer + ": " + ec.message());

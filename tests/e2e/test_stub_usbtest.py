@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lab"))
 import lab  # noqa: E402
 
@@ -50,14 +51,14 @@ lab_usb_tree
 usbip port 2>&1
 
 echo "LAB-PHASE main"
-{lab.usbtest_cmd(main_cases, timeout=45)}
+{lab.usbtest_cmd(main_cases, timeout=30)}
 rc=$?
 [ $rc -eq 3 ] && {{ echo "LAB-FAIL a usbtest case hung; not reloading usbtest"; exit 23; }}
 
 echo "LAB-PHASE alt"
 b=$(lab_usbtest_rebind {alt_param}) || {{ echo "LAB-FAIL usbtest did not bind again with {alt_param}"; lab_usb_tree; exit 22; }}
 echo "LAB-INFO usbtest ({alt_param}) bound to $b"
-{lab.usbtest_cmd(alt_cases, timeout=45)}
+{lab.usbtest_cmd(alt_cases, timeout=30)}
 rc2=$?
 
 echo "LAB-PHASE detach"

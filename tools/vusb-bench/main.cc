@@ -88,17 +88,13 @@ class Client {
     while (!ready) io_.run_one();
   }
 
-  // Keeps `depth` bulk URBs of `length` bytes in flight until `count` complete.
+  // Keeps `depth` bulk URBs of `length` bytes in flight until `count` complete; each completed
+  // transfer is rearmed and resubmitted (same object, same buffer).
   void bulk(uint8_t ep, uint32_t length, int depth, uint64_t count) {
     std::vector<std::unique_ptr<usb::Transfer>> ts;
     uint64_t submitted = 0, completed = 0;
-    for (int i = 0; i < depth; ++i) {
-      ts.push_back(std::make_unique<usb::Transfer>(ep, usb::TransferType::kBulk, length));
-      if (!(ep & 0x80)) std::fill_n(ts.back()->buffer().data(), length, 0);
-    }
     std::function<void(usb::Transfer&)> on_done;
     auto submit = [&](usb::Transfer& t) {
-      // A completed transfer is resubmitted as a fresh object with the same buffer size.
       ++submitted;
       t.set_completion([&](usb::Transfer& x) { on_done(x); });
       device_->submit(t);
@@ -110,15 +106,14 @@ class Client {
       }
       ++completed;
       if (submitted < count) {
-        for (auto& p : ts) {
-          if (p.get() == &t) {
-            p = std::make_unique<usb::Transfer>(ep, usb::TransferType::kBulk, length);
-            submit(*p);
-            break;
-          }
-        }
+        t.rearm();
+        submit(t);
       }
     };
+    for (int i = 0; i < depth; ++i) {
+      ts.push_back(std::make_unique<usb::Transfer>(ep, usb::TransferType::kBulk, length));
+      std::fill_n(ts.back()->buffer().data(), length, 0);  // Gadget Zero pattern 0
+    }
     for (auto& t : ts)
       if (submitted < count) submit(*t);
     while (completed < count) io_.run_one();

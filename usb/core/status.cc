@@ -59,7 +59,8 @@ Status from_linux_errno(int err) {
 int to_libusb_error(Status s) { return row(s).libusb_error; }
 
 Status from_libusb_error(int err) {
-  // First row wins: LIBUSB_ERROR_IO maps to kShortPacket's row otherwise, so prefer kProtocol.
+  // LIBUSB_ERROR_IO is shared by several rows (short packet, protocol, partial iso); on its own
+  // it says only "I/O error".
   if (err == -1) return Status::kIoError;
   for (const Row& r : kTable)
     if (r.libusb_error == err) return r.status;

@@ -28,7 +28,7 @@ bool Transfer::transition(State to) {
       allowed = to == State::kCompleted;
       break;
     case State::kCompleted:
-      allowed = false;
+      allowed = to == State::kIdle;
       break;
   }
   if (allowed) state_ = to;
@@ -46,6 +46,17 @@ bool Transfer::cancel() {
   // The device may complete the transfer from inside cancel(); that is fine: complete() accepts
   // kCancelling, and the completion runs once.
   if (device_) device_->cancel(*this);
+  return true;
+}
+
+bool Transfer::rearm() {
+  if (!transition(State::kIdle)) return false;
+  status_ = Status::kOk;
+  actual_length_ = 0;
+  for (IsoPacket& p : iso_packets) {
+    p.actual_length = 0;
+    p.status = Status::kOk;
+  }
   return true;
 }
 

@@ -51,6 +51,7 @@ class Transfer {
   //   kInFlight -> kCancelling    cancel() while the device still works on it
   //   kInFlight | kCancelling -> kCompleted   complete(): the completion runs exactly once
   //   kIdle -> kCompleted         complete() without submit (rejected before it started)
+  //   kCompleted -> kIdle         rearm(): the same object and buffer submitted again
   // A transfer can finish while it is being cancelled: then it completes with whatever the
   // device reported (data and kOk included) — the caller decides what that means.
   enum class State : uint8_t { kIdle, kInFlight, kCancelling, kCompleted };
@@ -107,6 +108,11 @@ class Transfer {
   // Ends the transfer and runs the completion, exactly once. Returns false (and does nothing)
   // if the transfer had already completed. Clamps actual_length to the buffer.
   bool complete(Status status, size_t actual_length);
+
+  // Makes a completed transfer submittable again, keeping buffer, setup and iso layout and
+  // clearing the outcome (iso packets' actual lengths and statuses too). Returns false unless
+  // the transfer had completed. The completion must be set again.
+  bool rearm();
 
   Device* device() const { return device_; }
 

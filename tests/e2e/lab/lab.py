@@ -329,8 +329,11 @@ def run_guest(script: str, *, name: str = "lab", modules=(), timeout: float = 30
             for rawline in iter(proc.stdout.readline, b""):
                 line = rawline.decode("utf-8", "replace")
                 chunks.append(line)
-                logf.write(line)
-                logf.flush()
+                try:
+                    logf.write(line)
+                    logf.flush()
+                except ValueError:  # the log was closed after a kill; keep draining
+                    pass
                 if verbose:
                     sys.stdout.write(f"[{name}] {line}")
                     sys.stdout.flush()
@@ -374,6 +377,10 @@ def run_guest(script: str, *, name: str = "lab", modules=(), timeout: float = 30
             logf.write(f"\n# lab: TIMEOUT after {wall:.1f}s, QEMU killed\n")
         elif proc.returncode != 0:
             logf.write(f"\n# lab: QEMU exit status {proc.returncode}\n")
+    try:
+        initrd.unlink()  # 5 MB, rebuilt from the cached base for every run
+    except OSError:
+        pass
     console = "".join(chunks).replace("\r", "")
     run = GuestRun(name, log_path, console, wall, timed_out, proc.returncode,
                    parse_markers(console))

@@ -107,6 +107,27 @@ TEST(TransferTest, CancelAfterCompletionDoesNothing) {
   EXPECT_EQ(r.calls, 1);
 }
 
+TEST(TransferTest, RearmAllowsResubmittingTheSameObject) {
+  FakeDevice dev(one_config());
+  Transfer t(0x81, TransferType::kIsochronous, 64);
+  t.iso_packets.push_back({0, 64, 64, Status::kLate});
+  EXPECT_FALSE(t.rearm()) << "not completed yet";
+  Recorder r;
+  t.set_completion(r.fn());
+  dev.submit(t);
+  dev.complete_next(Status::kOk, 64);
+  EXPECT_TRUE(t.rearm());
+  EXPECT_EQ(t.state(), Transfer::State::kIdle);
+  EXPECT_EQ(t.actual_length(), 0u);
+  EXPECT_EQ(t.iso_packets[0].actual_length, 0u);
+  EXPECT_EQ(t.iso_packets[0].status, Status::kOk);
+  t.set_completion(r.fn());
+  dev.submit(t);
+  dev.complete_next(Status::kOk, 32);
+  EXPECT_EQ(r.calls, 2);
+  EXPECT_EQ(r.actual, 32u);
+}
+
 TEST(TransferTest, CancelBeforeSubmitIsRefused) {
   Transfer t(0x81, TransferType::kBulk, 64);
   EXPECT_FALSE(t.cancel());
