@@ -79,8 +79,8 @@ void UsbipConnection::on_device_gone() {
 // ---------------------------------------------------------------- op phase
 
 void UsbipConnection::read_op_header() {
-  asio::async_read(socket_, asio::buffer(header_.data(), wire::kOpHeaderSize),
-                   [self = shared_from_this()](error_code ec, size_t) {
+  reader_.read(socket_, std::span(header_.data(), wire::kOpHeaderSize),
+               [self = shared_from_this()](error_code ec) {
                      if (self->closed_) return;
                      if (ec) return self->close(ec.message());
                      self->on_op_header();
@@ -102,12 +102,11 @@ void UsbipConnection::on_op_header() {
   }
   if (h->code == wire::kOpReqImport) {
     scratch_.resize(wire::kImportRequestSize);
-    asio::async_read(socket_, asio::buffer(scratch_),
-                     [self = shared_from_this()](error_code ec, size_t) {
-                       if (self->closed_) return;
-                       if (ec) return self->close(ec.message());
-                       self->on_import_request();
-                     });
+    reader_.read(socket_, scratch_, [self = shared_from_this()](error_code ec) {
+      if (self->closed_) return;
+      if (ec) return self->close(ec.message());
+      self->on_import_request();
+    });
     return;
   }
   protocol_error(fmt::format("unknown op code {:#06x}", h->code));
@@ -146,8 +145,7 @@ void UsbipConnection::on_import_request() {
 // ---------------------------------------------------------------- URB phase
 
 void UsbipConnection::read_urb_header() {
-  asio::async_read(socket_, asio::buffer(header_),
-                   [self = shared_from_this()](error_code ec, size_t) {
+  reader_.read(socket_, header_, [self = shared_from_this()](error_code ec) {
                      if (self->closed_) return;
                      if (ec) {
                        if (ec == asio::error::eof) return self->close("client hung up");
@@ -205,13 +203,13 @@ bool UsbipConnection::intercepted(const usb::SetupPacket& s) const {
 void UsbipConnection::drain_then(uint64_t bytes, std::function<void()> next) {
   if (bytes == 0) return next();
   scratch_.resize(std::min<uint64_t>(bytes, 64 * 1024));
-  asio::async_read(socket_, asio::buffer(scratch_),
-                   [self = shared_from_this(), bytes, next = std::move(next)](error_code ec,
-                                                                              size_t n) mutable {
-                     if (self->closed_) return;
-                     if (ec) return self->close(ec.message());
-                     self->drain_then(bytes - n, std::move(next));
-                   });
+  const size_t n = scratch_.size();
+  reader_.read(socket_, scratch_,
+               [self = shared_from_this(), bytes, n, next = std::move(next)](error_code ec) mutable {
+                 if (self->closed_) return;
+                 if (ec) return self->close(ec.message());
+                 self->drain_then(bytes - n, std::move(next));
+               });
 }
 
 void UsbipConnection::reject_submit(const wire::CmdSubmit& cmd, usb::Status status,
@@ -280,9 +278,9 @@ void UsbipConnection::on_submit(const wire::CmdSubmit& cmd) {
   };
   if (payload == 0) return after_payload();
   // OUT data goes straight into the transfer buffer.
-  asio::async_read(socket_, asio::buffer(t.buffer().data(), payload),
-                   [self = shared_from_this(), after = std::move(after_payload), length](
-                       error_code ec, size_t) mutable {
+  reader_.read(socket_, std::span(t.buffer().data(), payload),
+               [self = shared_from_this(), after = std::move(after_payload), length](
+                   error_code ec) mutable {
                      if (self->closed_) {
                        self->held_bytes_ -= length;
                        return;
@@ -297,8 +295,7 @@ void UsbipConnection::on_submit(const wire::CmdSubmit& cmd) {
 
 void UsbipConnection::read_submit_iso(std::shared_ptr<InFlight> pending, uint32_t packets) {
   scratch_.resize(size_t{packets} * wire::kIsoDescriptorSize);
-  asio::async_read(
-      socket_, asio::buffer(scratch_), [self = shared_from_this(), pending](error_code ec, size_t) {
+  reader_.read(socket_, scratch_, [self = shared_from_this(), pending](error_code ec) {
         usb::Transfer& t = *pending->transfer;
         if (self->closed_ || ec) {
           self->held_bytes_ -= t.length();

@@ -27,6 +27,7 @@
 #include "usb-stub/export_table.h"
 #include "usb/core/loop_checker.h"
 #include "usb/core/transfer.h"
+#include "usb/net/stream_reader.h"
 #include "usb/wire/usbip_codec.h"
 
 namespace stub {
@@ -98,6 +99,7 @@ class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
   std::string peer_;
   usb::LoopChecker loop_;
 
+  usb::net::StreamReader reader_;
   std::array<uint8_t, usb::wire::usbip::kUrbHeaderSize> header_{};
   std::vector<uint8_t> scratch_;  // import request, iso descriptors, drained payloads
 

@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "usb/core/byte_order.h"
+#include "usb/net/stream_reader.h"
 
 namespace devices {
 
@@ -54,6 +55,7 @@ struct UsbipRemoteDevice::Channel : std::enable_shared_from_this<Channel> {
   std::vector<asio::const_buffer> buffers;
   bool flush_posted = false;
   bool write_in_progress = false;
+  usb::net::StreamReader reader;
   std::array<uint8_t, wire::kUrbHeaderSize> header{};
   std::vector<uint8_t> scratch;
 
@@ -114,7 +116,7 @@ struct UsbipRemoteDevice::Channel : std::enable_shared_from_this<Channel> {
   }
 
   void read_header() {
-    asio::async_read(socket, asio::buffer(header), [self = shared_from_this()](error_code ec, size_t) {
+    reader.read(socket, header, [self = shared_from_this()](error_code ec) {
       if (ec) return self->fail(ec == asio::error::eof ? "server hung up" : ec.message());
       self->on_header();
     });
@@ -123,7 +125,8 @@ struct UsbipRemoteDevice::Channel : std::enable_shared_from_this<Channel> {
   void discard(uint64_t bytes) {
     if (bytes == 0) return read_header();
     scratch.resize(std::min<uint64_t>(bytes, 64 * 1024));
-    asio::async_read(socket, asio::buffer(scratch), [self = shared_from_this(), bytes](error_code ec, size_t n) {
+    const size_t n = scratch.size();
+    reader.read(socket, scratch, [self = shared_from_this(), bytes, n](error_code ec) {
       if (ec) return self->fail(ec.message());
       self->discard(bytes - n);
     });
@@ -164,8 +167,8 @@ struct UsbipRemoteDevice::Channel : std::enable_shared_from_this<Channel> {
       self->on_reply_data(seqnum, ret, iso, payload);
     };
     if (payload == 0) return finish_read();
-    asio::async_read(socket, asio::buffer(t.buffer().data(), payload),
-                     [self = shared_from_this(), finish_read](error_code ec, size_t) {
+    reader.read(socket, std::span(t.buffer().data(), payload),
+                [self = shared_from_this(), finish_read](error_code ec) {
                        if (ec) return self->fail(ec.message());
                        finish_read();
                      });
@@ -180,7 +183,7 @@ struct UsbipRemoteDevice::Channel : std::enable_shared_from_this<Channel> {
       return read_header();
     }
     scratch.resize(t.iso_packets.size() * wire::kIsoDescriptorSize);
-    asio::async_read(socket, asio::buffer(scratch), [self = shared_from_this(), seqnum, ret, payload](error_code ec, size_t) {
+    reader.read(socket, scratch, [self = shared_from_this(), seqnum, ret, payload](error_code ec) {
       if (ec) return self->fail(ec.message());
       auto it = self->inflight.find(seqnum);
       if (it == self->inflight.end()) return self->fail("transfer vanished while reading its reply");
