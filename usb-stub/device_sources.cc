@@ -22,6 +22,10 @@ usb::Result<void> DeviceSources::add_emulated(const EmulateSpec& spec) {
   usb::DeviceLocation location;
   location.busid = spec.busid;
   auto device = std::make_unique<devices::GadgetZero>(options, location);
+  // A Linux host configures a device before usbip-host exports it (usb_choose_configuration);
+  // do the same so DEVLIST shows the interfaces and the importer finds it configured.
+  if (const auto& configs = device->descriptors().configurations; !configs.empty())
+    device->set_configuration(configs.front().value, [](usb::Status) {});
   auto busid = exports_.add(*device);
   if (!busid) return std::unexpected(busid.error());
   emulated_.push_back(std::move(device));

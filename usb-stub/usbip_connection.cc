@@ -232,6 +232,21 @@ void UsbipConnection::reject_submit(const wire::CmdSubmit& cmd, usb::Status stat
 }
 
 void UsbipConnection::on_submit(const wire::CmdSubmit& cmd) {
+  if (!any_submit_ || newer(cmd.seqnum, last_submit_seqnum_)) last_submit_seqnum_ = cmd.seqnum;
+  any_submit_ = true;
+  if (auto early = early_unlinks_.find(cmd.seqnum); early != early_unlinks_.end()) {
+    // Unlinked before it arrived: never run it; the RET_UNLINK answers for both PDUs.
+    const uint32_t unlink = early->second;
+    early_unlinks_.erase(early);
+    spdlog::debug("usbip {}: seqnum {} was unlinked (by {}) before it arrived", peer_, cmd.seqnum,
+                  unlink);
+    const uint64_t skip =
+        uint64_t{wire::submit_payload_length(cmd)} + wire::submit_iso_length(cmd);
+    return drain_then(skip, [self = shared_from_this(), unlink] {
+      self->send_ret_unlink(unlink, usb::to_linux_errno(usb::Status::kCancelled));
+      self->read_urb_header();
+    });
+  }
   if (!device_) return reject_submit(cmd, usb::Status::kNoDevice, "device is gone");
   if (inflight_.contains(cmd.seqnum))
     return protocol_error(fmt::format("CMD_SUBMIT reuses seqnum {} still in flight", cmd.seqnum));
@@ -379,6 +394,16 @@ void UsbipConnection::on_complete(uint32_t seqnum) {
 
 void UsbipConnection::on_unlink(const wire::CmdUnlink& cmd) {
   auto it = inflight_.find(cmd.unlink_seqnum);
+  if (it == inflight_.end() && (!any_submit_ || newer(cmd.unlink_seqnum, last_submit_seqnum_))) {
+    if (early_unlinks_.size() < kMaxEarlyUnlinks) {
+      spdlog::debug("usbip {}: unlink {} of seqnum {}: not submitted yet, held", peer_,
+                    cmd.seqnum, cmd.unlink_seqnum);
+      early_unlinks_[cmd.unlink_seqnum] = cmd.seqnum;
+      return;
+    }
+    spdlog::warn("usbip {}: more than {} unlinks of future seqnums; answering {} at once", peer_,
+                 kMaxEarlyUnlinks, cmd.seqnum);
+  }
   if (it == inflight_.end()) {
     // Already answered (its RET_SUBMIT crossed this UNLINK on the wire) or never existed.
     spdlog::debug("usbip {}: unlink {} of seqnum {}: already completed", peer_, cmd.seqnum,

@@ -12,6 +12,12 @@
 //    cancelled, only RET_UNLINK(-ECONNRESET) is sent, never its RET_SUBMIT. If it completed for
 //    real while being cancelled, RET_SUBMIT (with its data) then RET_UNLINK(0).
 //  - UNLINK for a seqnum already answered: RET_UNLINK(0); the client already has the RET_SUBMIT.
+//  - UNLINK for a seqnum not submitted yet: Linux's vhci_tx sends its unlink list after its submit
+//    list, so an URB queued and unlinked while the tx thread runs reaches us as UNLINK first,
+//    SUBMIT second (usbtest case 24 hits this). Answering RET_UNLINK(0) there makes vhci give the
+//    URB back and then drop the connection on the late RET_SUBMIT. A seqnum newer than every
+//    SUBMIT seen is therefore remembered (bounded); when its SUBMIT arrives it is not run, and
+//    only RET_UNLINK(-ECONNRESET) answers both.
 #pragma once
 
 #include <array>
@@ -79,6 +85,8 @@ class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
   void dispatch(std::unique_ptr<InFlight> in);
   void run_standard_operation(InFlight& in);
   void on_unlink(const usb::wire::usbip::CmdUnlink& cmd);
+  // True if seqnum was submitted after `than` (serial-number arithmetic, seqnums wrap).
+  static bool newer(uint32_t seqnum, uint32_t than) { return int32_t(seqnum - than) > 0; }
   void reject_submit(const usb::wire::usbip::CmdSubmit& cmd, usb::Status status,
                      std::string_view why);
   void drain_then(uint64_t bytes, std::function<void()> next);
@@ -108,6 +116,10 @@ class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
   uint32_t devid_ = 0;
   std::unordered_map<uint32_t, std::unique_ptr<InFlight>> inflight_;
   uint64_t held_bytes_ = 0;  // transfer buffers in flight or waiting to be written
+  bool any_submit_ = false;
+  uint32_t last_submit_seqnum_ = 0;  // highest CMD_SUBMIT seqnum seen
+  std::unordered_map<uint32_t, uint32_t> early_unlinks_;  // target seqnum → CMD_UNLINK seqnum
+  static constexpr size_t kMaxEarlyUnlinks = 1024;
 
   std::deque<Reply> queued_;
   std::vector<Reply> writing_;

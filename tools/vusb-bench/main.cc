@@ -34,7 +34,7 @@ class ServerSide {
  public:
   ServerSide() : work_(io_.get_executor()), server_(io_, exports_, limits()), raw_(io_) {
     device_ = std::make_unique<devices::GadgetZero>(devices::GadgetZeroOptions{},
-                                                    usb::DeviceLocation{.busid = "1-1"});
+                                                    usb::DeviceLocation{.busid = "1-1", .path = {}});
     (void)exports_.add(*device_);
     (void)server_.listen({"127.0.0.1", 0});
     thread_ = std::thread([this] { io_.run(); });

@@ -49,7 +49,7 @@ class StubServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     device_ = std::make_unique<usb::testing::FakeDevice>(
-        test_descriptors(), usb::Speed::kHigh, usb::DeviceLocation{.busid = "1-1"});
+        test_descriptors(), usb::Speed::kHigh, usb::DeviceLocation{.busid = "1-1", .path = {}});
     ConnectionLimits limits;
     limits.wire.max_transfer_length = 1 << 20;
     limits.max_inflight_bytes = 4 << 20;
@@ -426,6 +426,50 @@ TEST_F(StubServerTest, ClientHangupCancelsInflight) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   on_loop([&] { EXPECT_TRUE(device_->pending.empty()); });
+}
+
+}  // namespace
+}  // namespace stub
+
+namespace stub {
+namespace {
+
+TEST_F(StubServerTest, UnlinkArrivingBeforeItsSubmitCancelsIt) {
+  // Linux vhci_tx can send CMD_UNLINK(n) before CMD_SUBMIT(n). The SUBMIT must not run and only
+  // RET_UNLINK(-ECONNRESET) may answer; a RET_SUBMIT would kill the kernel client's connection.
+  auto s = import("1-1");
+  on_loop([&] { device_->auto_complete = true; });
+  send(s, wire::encode(submit(80, 1, wire::kDirOut, 0)));
+  EXPECT_EQ(std::get<wire::RetSubmit>(read_pdu(s)).seqnum, 80u);
+  wire::CmdUnlink u{.seqnum = 83, .devid = wire::make_devid(1, 2), .unlink_seqnum = 82};
+  send(s, wire::encode(u));
+  std::vector<uint8_t> payload(100, 0);
+  send(s, wire::encode(submit(81, 1, wire::kDirOut, 100)));
+  send(s, payload);
+  auto r81 = std::get<wire::RetSubmit>(read_pdu(s));
+  EXPECT_EQ(r81.seqnum, 81u);
+  send(s, wire::encode(submit(82, 1, wire::kDirOut, 100)));
+  send(s, payload);
+  auto ru = std::get<wire::RetUnlink>(read_pdu(s));
+  EXPECT_EQ(ru.seqnum, 83u);
+  EXPECT_EQ(ru.status, -104);
+  // 82 never reached the device; the stream continues with 84.
+  send(s, wire::encode(submit(84, 1, wire::kDirIn, 4)));
+  EXPECT_EQ(std::get<wire::RetSubmit>(read_pdu(s)).seqnum, 84u);
+  recv(s, 4);
+  on_loop([&] { EXPECT_EQ(device_->cancel_requests.size(), 0u); });
+}
+
+TEST_F(StubServerTest, UnlinkOfOldSeqnumIsAnsweredAtOnce) {
+  auto s = import("1-1");
+  on_loop([&] { device_->auto_complete = true; });
+  send(s, wire::encode(submit(90, 1, wire::kDirOut, 0)));
+  read_pdu(s);
+  wire::CmdUnlink u{.seqnum = 92, .devid = wire::make_devid(1, 2), .unlink_seqnum = 89};
+  send(s, wire::encode(u));
+  auto ru = std::get<wire::RetUnlink>(read_pdu(s));
+  EXPECT_EQ(ru.seqnum, 92u);
+  EXPECT_EQ(ru.status, 0);
 }
 
 }  // namespace

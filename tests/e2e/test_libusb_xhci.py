@@ -1,0 +1,368 @@
+#!/usr/bin/python3
+"""e2e.libusb_xhci — vusb-stub's libusb source against USB devices nobody here wrote.
+
+Boots one guest whose xHCI (QEMU's qemu-xhci) carries QEMU's own emulated usb-storage (46f4:0001,
+a small raw image made here) and usb-tablet (0627:0001). Only xhci-pci is loaded: usb-storage and
+usbhid stay unloaded, so libusb finds the interfaces free (--with-drivers loads them instead, and
+vusb-stub then has to detach them). Inside, the real vusb-stub (build/bin, stripped, with every
+library `ldd` lists) runs `--libusb-all --listen 0.0.0.0:3240`, forwarded to a free host port.
+When it logs that it listens and that libusb's first scan is done, the guest prints
+LAB-STUB-READY and the host:
+  1. runs Debian's `usbip --tcp-port PORT list -r 127.0.0.1` and checks both devices with their
+     interface classes (08/06/50 storage, 03/00/00 tablet);
+  2. runs `vusb-probe inquiry 127.0.0.1:PORT BUSID` (vusb's own USB/IP importer: descriptors,
+     SET_CONFIGURATION, SCSI INQUIRY over bulk-only transport) and checks the vendor is "QEMU";
+  3. connects to a second forwarded port where the guest's busybox `nc -l` waits: the guest then
+     stops vusb-stub (SIGTERM), prints the rest of its log and powers off. Without that signal the
+     guest gives up by itself after --hold seconds.
+On failure it prints the vusb-stub log (streamed from the guest as "STUB| " lines) and the tail of
+the console.
+
+Usage: tests/e2e/test_libusb_xhci.py [--build DIR] [--stub PATH] [--probe PATH] [--with-drivers]
+"""
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
+sys.path.insert(0, str(Path(__file__).resolve().parent / "lab"))
+import lab  # noqa: E402
+
+STORAGE_ID = "46f4:0001"  # QEMU 7.2 hw/usb/dev-storage.c (CRC16 of "QEMU" : 1)
+TABLET_ID = "0627:0001"   # QEMU 7.2 hw/usb/dev-hid.c, usb-tablet
+STORAGE_IFS = ["08/06/50"]  # mass storage, SCSI transparent, bulk-only
+TABLET_IFS = ["03/00/00"]   # HID, no boot subclass (a tablet is not a boot mouse)
+GUEST_STUB_PORT = 3240
+GUEST_STOP_PORT = 3241
+STUB_PREFIX = "STUB| "
+
+
+def guest_script(hold: float, with_drivers: bool) -> str:
+    drivers = ""
+    if with_drivers:
+        drivers = """
+lab_modprobe usb-storage || echo "LAB-WARN usb-storage did not load"
+lab_modprobe usbhid || echo "LAB-WARN usbhid did not load"
+lab_modprobe hid-generic 2>/dev/null
+i=0; while [ $i -lt 100 ]; do
+  [ -e /sys/bus/usb/drivers/usb-storage/$STOR:1.0 ] && [ -e /sys/bus/usb/drivers/usbhid/$TAB:1.0 ] && break
+  sleep 0.1; i=$((i + 1))
+done
+"""
+    return f"""
+STOR=$(lab_find_usb {STORAGE_ID.replace(':', ' ')} 20) || {{ echo "LAB-FAIL no QEMU usb-storage ({STORAGE_ID}) on the xHCI"; lab_usb_tree; exit 10; }}
+TAB=$(lab_find_usb {TABLET_ID.replace(':', ' ')} 20) || {{ echo "LAB-FAIL no QEMU usb-tablet ({TABLET_ID}) on the xHCI"; lab_usb_tree; exit 11; }}
+{drivers}
+echo "LAB-INFO storage=$STOR tablet=$TAB"
+echo "LAB-PHASE before"
+lab_usb_tree
+ls /dev/bus/usb/*/* >/dev/null 2>&1 || {{ echo "LAB-FAIL no /dev/bus/usb nodes"; exit 12; }}
+
+# QEMU's user network learns the guest's MAC only from the guest's own packets; until then a
+# connection forwarded from the host waits for SYN retransmits (~6 s). One ping teaches it.
+ping -c 1 -W 2 10.0.2.2 >/dev/null 2>&1 || echo "LAB-WARN ping 10.0.2.2 failed"
+
+# The host says "done" by connecting to this port (hostfwd); nc exits when it hangs up.
+( nc -l -p {GUEST_STOP_PORT} </dev/null >/tmp/stop.msg 2>&1; touch /tmp/stop.done ) &
+: >/tmp/stub.log
+vusb-stub --libusb-all --listen 0.0.0.0:{GUEST_STUB_PORT} >/tmp/stub.log 2>&1 &
+STUB=$!
+shown=0
+show_log() {{
+  _c=$(wc -l </tmp/stub.log)
+  if [ "$_c" -gt "$shown" ]; then
+    tail -n +$((shown + 1)) /tmp/stub.log | head -n $((_c - shown)) | sed 's/^/{STUB_PREFIX}/'
+    shown=$_c
+  fi
+}}
+ready=0; rc=0; t=0; limit=$(( {int(hold)} * 10 ))
+while :; do
+  show_log
+  if ! kill -0 $STUB 2>/dev/null; then
+    wait $STUB; echo "LAB-FAIL vusb-stub exited early (status $?)"; rc=20; break
+  fi
+  if [ $ready = 0 ] && grep -q 'listening on' /tmp/stub.log && grep -q 'initial scan found' /tmp/stub.log; then
+    ready=1; echo "LAB-PHASE exported"; lab_usb_tree; echo "LAB-STUB-READY"
+  fi
+  [ -e /tmp/stop.done ] && {{ echo "LAB-INFO host said: $(cat /tmp/stop.msg)"; break; }}
+  t=$((t + 1))
+  if [ $t -ge $limit ]; then
+    echo "LAB-WARN no word from the host within {int(hold)}s; stopping"; rc=21; break
+  fi
+  sleep 0.1
+done
+if kill -0 $STUB 2>/dev/null; then
+  kill -TERM $STUB
+  i=0; while kill -0 $STUB 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  if kill -0 $STUB 2>/dev/null; then
+    echo "LAB-FAIL vusb-stub ignored SIGTERM for 5s"; kill -KILL $STUB; rc=22
+  fi
+  wait $STUB; echo "LAB-STUB-EXIT status=$?"
+fi
+show_log
+echo "LAB-PHASE after"
+lab_usb_tree
+exit $rc
+"""
+
+
+def stub_files(stub: Path, tmp: Path) -> dict:
+    """Overlay files: the stripped vusb-stub as /usr/bin/vusb-stub plus every library ldd lists
+    (symlinks resolved), at the paths the loader looks for them."""
+    files = {}
+    exe = tmp / "vusb-stub"
+    strip = shutil.which("strip")
+    if strip and subprocess.run([strip, "-o", str(exe), str(stub)]).returncode == 0:
+        files["usr/bin/vusb-stub"] = exe.read_bytes()
+    else:
+        files["usr/bin/vusb-stub"] = stub.read_bytes()
+    out = subprocess.run(["ldd", str(stub)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"ldd {stub} failed:\n{out.stdout}")
+    for line in out.stdout.splitlines():
+        if "not found" in line:
+            raise RuntimeError(f"ldd {stub}: {line.strip()}")
+        m = re.search(r"(/\S+)\s+\(0x", line)
+        if m:
+            files[m.group(1).lstrip("/")] = Path(m.group(1)).read_bytes()
+    return files
+
+
+def parse_usbip_list(text: str) -> dict:
+    """busid -> {"id": "vvvv:pppp", "ifs": ["cc/ss/pp", ...]} from `usbip list -r` output."""
+    devs: dict = {}
+    cur = None
+    for line in text.splitlines():
+        m = re.match(r"\s+(\d+-[\d.]+):.*\(([0-9a-f]{4}:[0-9a-f]{4})\)\s*$", line)
+        if m:
+            cur = devs.setdefault(m.group(1), {"id": m.group(2), "ifs": [], "line": line.strip()})
+            continue
+        m = re.match(r"\s+:\s+\d+ - .*\(([0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{2})\)\s*$", line)
+        if m and cur is not None:
+            cur["ifs"].append(m.group(1))
+    return devs
+
+
+def send_stop(port: int) -> bool:
+    for _ in range(20):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(b"done\n")
+            return True
+        except OSError:
+            time.sleep(0.25)
+    return False
+
+
+def run_cmd(cmd, timeout: float = 30) -> subprocess.CompletedProcess:
+    lab.log("$ " + " ".join(str(c) for c in cmd))
+    t = time.monotonic()
+    try:
+        p = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        p = subprocess.CompletedProcess(e.cmd, 124, out + f"\n(timed out after {timeout}s)")
+    lab.log(f"  exit status {p.returncode} after {time.monotonic() - t:.1f}s")
+    return p
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", help="CMake build dir (default: $VUSB_BUILD or <repo>/build)")
+    ap.add_argument("--stub", help="vusb-stub binary (default: <build>/bin/vusb-stub)")
+    ap.add_argument("--probe", help="vusb-probe binary (default: <build>/bin/vusb-probe)")
+    ap.add_argument("--usbip", default="/usr/sbin/usbip", help="Debian's usbip tool")
+    ap.add_argument("--with-drivers", action="store_true",
+                    help="load usb-storage and usbhid in the guest (vusb-stub must detach them)")
+    ap.add_argument("--hold", type=float, default=60,
+                    help="seconds the guest keeps vusb-stub up without word from the host")
+    ap.add_argument("--timeout", type=float, default=110, help="guest wall-clock limit")
+    a = ap.parse_args()
+    if a.build:
+        os.environ["VUSB_BUILD"] = str(Path(a.build).resolve())
+    stub = Path(a.stub) if a.stub else lab.build_dir() / "bin" / "vusb-stub"
+    probe = Path(a.probe) if a.probe else lab.build_dir() / "bin" / "vusb-probe"
+    for p in (stub, probe, Path(a.usbip)):
+        if not (p.is_file() and os.access(p, os.X_OK)):
+            print(f"FAIL: {p} not found or not executable")
+            return 1
+
+    t0 = time.monotonic()
+    try:
+        lab.prepare()
+    except lab.LabError as e:
+        print(f"FAIL: lab not ready: {e}")
+        return 1
+
+    port, stop_port = lab.free_port(), lab.free_port()
+    while stop_port == port:
+        stop_port = lab.free_port()
+    ready = threading.Event()
+    finished = threading.Event()
+    stub_lines: list = []
+    result: dict = {}
+
+    def on_line(line: str) -> None:
+        i = line.find(STUB_PREFIX)
+        if i >= 0:
+            stub_lines.append(line[i + len(STUB_PREFIX):])
+        elif "LAB-STUB-READY" in line:
+            ready.set()
+
+    problems: list = []
+    summary: list = []
+    with tempfile.TemporaryDirectory(prefix="vusb-libusb-xhci-") as td:
+        tmp = Path(td)
+        image = tmp / "stick.img"
+        with open(image, "wb") as f:
+            f.truncate(4 << 20)  # 4 MiB of zeros: INQUIRY needs no medium content
+        try:
+            files = stub_files(stub, tmp)
+        except (OSError, RuntimeError) as e:
+            print(f"FAIL: cannot stage vusb-stub for the guest: {e}")
+            return 1
+        modules = ["xhci-pci"]
+        devices = ["qemu-xhci,id=xhci",
+                   f"-drive if=none,id=stick,file={image},format=raw",
+                   "usb-storage,bus=xhci.0,drive=stick",
+                   "usb-tablet,bus=xhci.0"]
+        hostfwd = [f"tcp:127.0.0.1:{port}-:{GUEST_STUB_PORT}",
+                   f"tcp:127.0.0.1:{stop_port}-:{GUEST_STOP_PORT}"]
+
+        def guest() -> None:
+            try:
+                result["run"] = lab.run_guest(
+                    guest_script(a.hold, a.with_drivers), name="libusb_xhci", modules=modules,
+                    devices=devices, hostfwd=hostfwd, files=files, timeout=a.timeout,
+                    on_line=on_line)
+            except BaseException as e:  # reported below
+                result["error"] = e
+            finally:
+                finished.set()
+
+        th = threading.Thread(target=guest, daemon=True)
+        th.start()
+        # Ready, or the guest ended (failed) first.
+        while not ready.is_set() and not finished.is_set():
+            ready.wait(0.2)
+        t_ready = time.monotonic() - t0
+        stopped = False
+        t_host = 0.0
+        if ready.is_set():
+            # 1. Debian's usbip lists what vusb-stub exports from inside the guest.
+            run_cmd([a.usbip, "--tcp-port", port, "list", "-r", "127.0.0.1"]) # DIAG
+            p = run_cmd([a.usbip, "--tcp-port", port, "list", "-r", "127.0.0.1"])
+            print(p.stdout.rstrip())
+            devs = parse_usbip_list(p.stdout)
+            if p.returncode != 0:
+                problems.append(f"usbip list exited {p.returncode}")
+            by_id = {d["id"]: (busid, d) for busid, d in devs.items()}
+            storage_busid = None
+            for vidpid, ifs, what in ((STORAGE_ID, STORAGE_IFS, "usb-storage"),
+                                      (TABLET_ID, TABLET_IFS, "usb-tablet")):
+                if vidpid not in by_id:
+                    problems.append(f"usbip list does not show QEMU's {what} ({vidpid})")
+                    continue
+                busid, d = by_id[vidpid]
+                summary.append(f"usbip list: {busid} {vidpid} ({what}) interfaces "
+                               f"{' '.join(d['ifs'])}")
+                if d["ifs"] != ifs:
+                    problems.append(f"{what} {busid}: interfaces {d['ifs']}, expected {ifs}")
+                if vidpid == STORAGE_ID:
+                    storage_busid = busid
+            # 2. vusb's own importer: descriptors, SET_CONFIGURATION, SCSI INQUIRY.
+            if storage_busid:
+                p = run_cmd([probe, "inquiry", f"127.0.0.1:{port}", storage_busid], timeout=60)
+                print(p.stdout.rstrip())
+                m = re.search(r"^INQUIRY: .*vendor '([^']*)' product '([^']*)' revision '([^']*)'",
+                              p.stdout, re.M)
+                if p.returncode != 0:
+                    problems.append(f"vusb-probe inquiry exited {p.returncode}")
+                if not m:
+                    problems.append("vusb-probe printed no INQUIRY answer")
+                else:
+                    summary.append(f"INQUIRY via vusb-probe: vendor '{m.group(1)}' product "
+                                   f"'{m.group(2)}' revision '{m.group(3)}'")
+                    if m.group(1) != "QEMU":
+                        problems.append(f"INQUIRY vendor is '{m.group(1)}', expected 'QEMU'")
+            # 3. Let the guest stop vusb-stub and power off.
+            t_host = time.monotonic() - t0 - t_ready
+            stopped = send_stop(stop_port)
+            if not stopped:
+                problems.append("could not reach the guest's stop port")
+        th.join(a.timeout + 30)
+
+    t_total = time.monotonic() - t0
+    run = result.get("run")
+    if run is None:
+        print(f"FAIL: the guest run failed: {result.get('error')!r}")
+        return 1
+    if not ready.is_set():
+        problems.append("vusb-stub never became ready in the guest")
+    if run.timed_out:
+        problems.append(f"the guest timed out after {run.wall_secs:.0f}s")
+    elif run.rc is None:
+        problems.append("the guest script did not finish")
+    elif run.rc != 0:
+        problems.append(f"the guest script exited {run.rc}")
+    for m in run.find("LAB-FAIL"):
+        problems.append("guest: " + m.line[len("LAB-FAIL"):].strip())
+    # Who drives the interfaces: nothing (or usb-storage/usbhid) before, usbfs (libusb's claim)
+    # while exported, the original drivers again after vusb-stub stopped.
+    trees = {}
+    for m in run.find("LAB-USB"):
+        parts = m.line.split()
+        if len(parts) >= 3:
+            trees.setdefault(m.phase, {})[parts[2]] = m.fields.get("drivers", "")
+    expect = {STORAGE_ID: "usb-storage" if a.with_drivers else "",
+              TABLET_ID: "usbhid" if a.with_drivers else ""}
+    for phase, want in (("before", expect), ("exported", dict.fromkeys(expect, "usbfs")),
+                        ("after", expect)):
+        if not ready.is_set() and phase != "before":
+            continue
+        got = trees.get(phase, {})
+        for vidpid, drv in want.items():
+            if got.get(vidpid) != drv:
+                problems.append(f"{phase} vusb-stub: {vidpid} bound to '{got.get(vidpid)}', "
+                                f"expected '{drv}'")
+    if ready.is_set():
+        summary.append("interface drivers before/exported/after: " + ", ".join(
+            f"{v} {'/'.join(trees.get(ph, {}).get(v, '?') or '-' for ph in ('before', 'exported', 'after'))}"
+            for v in expect))
+    exits = run.find("LAB-STUB-EXIT")
+    if exits and exits[-1].fields.get("status") != "0":
+        problems.append(f"vusb-stub exit status {exits[-1].fields.get('status')} after SIGTERM")
+    stub_text = "\n".join(stub_lines)
+    for bad in ("AddressSanitizer", "runtime error:", "Segmentation fault", " error "):
+        if bad in stub_text:
+            problems.append(f"vusb-stub log contains '{bad.strip()}'")
+    if "imported" not in stub_text and ready.is_set():
+        problems.append("vusb-stub never logged the import")
+
+    for line in summary:
+        print(line)
+    print(f"timing: vusb-stub ready after {t_ready:.1f}s, host checks {t_host:.1f}s, "
+          f"guest {run.wall_secs:.1f}s, total {t_total:.1f}s")
+    if problems:
+        print("FAIL: " + "; ".join(problems))
+        print("--- vusb-stub log (guest) ---")
+        print(stub_text or "(nothing)")
+        print(run.failure_report())
+        return 1
+    print("PASS: vusb-stub's libusb source exported QEMU's usb-storage and usb-tablet; "
+          "usbip listed them and vusb-probe read the storage's INQUIRY")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

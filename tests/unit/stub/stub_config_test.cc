@@ -1,0 +1,84 @@
+#include "usb-stub/stub_config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+
+namespace stub {
+namespace {
+
+TEST(StubConfigTest, ParseEmulate) {
+  auto a = parse_emulate("gadget-zero");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->busid, "");
+  EXPECT_EQ(a->speed, "high");
+  auto b = parse_emulate("gadget-zero=2-3");
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->busid, "2-3");
+  auto c = parse_emulate("gadget-zero=1-1,speed=super");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->speed, "super");
+  EXPECT_FALSE(parse_emulate("webcam"));
+  EXPECT_FALSE(parse_emulate("gadget-zero=1-1,speed=warp"));
+  EXPECT_FALSE(parse_emulate("gadget-zero=1-1,colour=red"));
+  EXPECT_FALSE(parse_emulate("gadget-zero=" + std::string(40, '1')));
+}
+
+TEST(StubConfigTest, LoadToml) {
+  const std::string path = ::testing::TempDir() + "/stub.toml";
+  std::ofstream(path) << R"(
+listen = "127.0.0.1:4000"
+max_urb_bytes = 1048576
+max_inflight_bytes = 8388608
+log_level = "debug"
+[[emulate]]
+type = "gadget-zero"
+busid = "1-1"
+[[emulate]]
+type = "gadget-zero"
+speed = "super"
+[libusb]
+devices = ["0525:a4a0", "3-1.2"]
+all = true
+)";
+  StubConfig c;
+  auto r = load_toml(path, c);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(c.listen.host, "127.0.0.1");
+  EXPECT_EQ(c.listen.port, 4000);
+  EXPECT_EQ(c.limits.wire.max_transfer_length, 1048576u);
+  EXPECT_EQ(c.limits.max_inflight_bytes, 8388608u);
+  EXPECT_EQ(c.log_level, "debug");
+  ASSERT_EQ(c.emulate.size(), 2u);
+  EXPECT_EQ(c.emulate[0].busid, "1-1");
+  EXPECT_EQ(c.emulate[1].speed, "super");
+  EXPECT_EQ(c.libusb, (std::vector<std::string>{"0525:a4a0", "3-1.2"}));
+  EXPECT_TRUE(c.libusb_all);
+  EXPECT_TRUE(validate(c));
+  std::remove(path.c_str());
+}
+
+TEST(StubConfigTest, BadTomlIsAClearError) {
+  const std::string path = ::testing::TempDir() + "/bad.toml";
+  std::ofstream(path) << "listen = \n";
+  StubConfig c;
+  auto r = load_toml(path, c);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("bad.toml"), std::string::npos);
+  StubConfig d;
+  EXPECT_FALSE(load_toml("/nonexistent/vusb.toml", d));
+  std::remove(path.c_str());
+}
+
+TEST(StubConfigTest, ValidateRejectsImpossibleLimits) {
+  StubConfig c;
+  c.limits.max_inflight_bytes = 1000;
+  c.limits.wire.max_transfer_length = 2000;
+  EXPECT_FALSE(validate(c));
+  c.limits.wire.max_transfer_length = 0;
+  EXPECT_FALSE(validate(c));
+}
+
+}  // namespace
+}  // namespace stub
