@@ -9,7 +9,12 @@ per-case table next to the kernel Gadget Zero baseline (if test_kernel_gadget_ze
 fails if any case fails, always stops the stub, and shows the stub log and the guest dmesg tail
 on failure.
 
+With --capture, the stub's port is captured with dumpcap during the whole run and tshark (Debian's
+Wireshark) decodes the capture as USB/IP: the test fails if tshark finds a malformed frame or no
+USB/IP PDU at all — a second opinion on the wire format from a decoder nobody here wrote.
+
 Usage: tests/e2e/test_stub_usbtest.py [--build DIR] [--stub PATH] [--timeout S] [--cases 1,2,...]
+                                      [--capture]
        tests/e2e/test_stub_usbtest.py --guest-loopback   # harness self-check without vusb: the
            guest exports its own kernel Gadget Zero through usbip-host + usbipd on 127.0.0.1
            (cases 11/12/24 excluded: they hang the kernel's own USB/IP, see LAB.md)
@@ -34,6 +39,16 @@ BUSID = "1-1"
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
 
 
+def alt_phase(alt_param: str, alt_cases) -> str:
+    if not alt_cases:
+        return "rc2=0"
+    return f"""echo "LAB-PHASE alt"
+b=$(lab_usbtest_rebind {alt_param}) || {{ echo "LAB-FAIL usbtest did not bind again with {alt_param}"; lab_usb_tree; exit 22; }}
+echo "LAB-INFO usbtest ({alt_param}) bound to $b"
+{lab.usbtest_cmd(alt_cases, timeout=30)}
+rc2=$?"""
+
+
 def guest_script(remote: str, port: int, main_cases, alt_param: str, alt_cases,
                  setup: str = "") -> str:
     return f"""
@@ -55,11 +70,7 @@ echo "LAB-PHASE main"
 rc=$?
 [ $rc -eq 3 ] && {{ echo "LAB-FAIL a usbtest case hung; not reloading usbtest"; exit 23; }}
 
-echo "LAB-PHASE alt"
-b=$(lab_usbtest_rebind {alt_param}) || {{ echo "LAB-FAIL usbtest did not bind again with {alt_param}"; lab_usb_tree; exit 22; }}
-echo "LAB-INFO usbtest ({alt_param}) bound to $b"
-{lab.usbtest_cmd(alt_cases, timeout=30)}
-rc2=$?
+{alt_phase(alt_param, alt_cases)}
 
 echo "LAB-PHASE detach"
 usbip detach -p 0 2>&1 || echo "LAB-WARN usbip detach failed"
@@ -137,6 +148,48 @@ def table(results, expected, base: dict) -> str:
     return "\n".join(lines)
 
 
+def start_capture(port: int, path: Path):
+    """dumpcap on loopback, only the stub's port; returns the process once it is capturing."""
+    proc = subprocess.Popen(["dumpcap", "-q", "-i", "lo", "-f", f"tcp port {port}", "-w", str(path)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not path.exists():
+        if proc.poll() is not None:
+            raise lab.LabError(f"dumpcap failed: {proc.stderr.read().decode(errors='replace')}")
+        time.sleep(0.05)
+    time.sleep(0.3)  # dumpcap creates the file just before it starts capturing
+    return proc
+
+
+def check_capture(port: int, path: Path) -> tuple[list, str]:
+    """Decodes the capture as USB/IP; returns (problems, summary)."""
+    base = ["tshark", "-n", "-r", str(path), "-d", f"tcp.port=={port},usbip"]
+    fields = subprocess.run(base + ["-Y", "usbip", "-T", "fields", "-e", "usbip.urb", "-e", "usbip.operation"],
+                            capture_output=True, text=True, timeout=120)
+    if fields.returncode != 0:
+        return [f"tshark failed: {fields.stderr.strip()[:300]}"], ""
+    counts: dict = {}
+    for line in fields.stdout.splitlines():
+        for value in line.replace("\t", ",").replace("\t", ",").split(","):
+            value = value.strip()
+            if value:
+                counts[value] = counts.get(value, 0) + 1
+    bad = subprocess.run(base + ["-Y", "_ws.malformed || _ws.expert.severity >= \"error\""],
+                         capture_output=True, text=True, timeout=120)
+    bad_lines = [l for l in bad.stdout.splitlines() if l.strip()]
+    names = {"0x00000001": "CMD_SUBMIT", "0x00000002": "CMD_UNLINK", "0x00000003": "RET_SUBMIT",
+             "0x00000004": "RET_UNLINK", "0x8005": "OP_REQ_DEVLIST", "0x0005": "OP_REP_DEVLIST",
+             "0x8003": "OP_REQ_IMPORT", "0x0003": "OP_REP_IMPORT"}
+    summary = ", ".join(f"{names.get(k, k)} {v}" for k, v in sorted(counts.items()))
+    problems = []
+    if bad_lines:
+        problems.append(f"tshark flags {len(bad_lines)} malformed/error frames, e.g. {bad_lines[:3]}")
+    if not any(k in counts for k in ("0x00000001", "1")):
+        problems.append("tshark decoded no CMD_SUBMIT in the capture")
+    return problems, summary
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", help="CMake build dir (default: $VUSB_BUILD or <repo>/build)")
@@ -144,14 +197,19 @@ def main() -> int:
     ap.add_argument("--stub-arg", action="append", default=[], help="extra vusb-stub argument")
     ap.add_argument("--timeout", type=float, default=360, help="guest wall-clock limit")
     ap.add_argument("--cases", help="comma-separated main cases (default: all)")
+    ap.add_argument("--no-alt", action="store_true",
+                    help="skip the alt=1 reload and the iso cases")
+    ap.add_argument("--name", default="stub_usbtest", help="name for logs")
+    ap.add_argument("--capture", action="store_true",
+                    help="capture the stub's port and have tshark decode it as USB/IP")
     ap.add_argument("--guest-loopback", action="store_true",
                     help="self-check the harness without vusb (kernel usbipd in the guest)")
     a = ap.parse_args()
     if a.build:
         os.environ["VUSB_BUILD"] = str(Path(a.build).resolve())
     main_cases = [int(c) for c in a.cases.split(",")] if a.cases else list(MAIN_CASES)
-    alt_param, alt_cases = "alt=1", list(ALT1_CASES)
-    name = "stub_usbtest"
+    alt_param, alt_cases = "alt=1", [] if a.no_alt else list(ALT1_CASES)
+    name = a.name
     if a.guest_loopback:
         name = "stub_usbtest_loopback"
         if not a.cases:
@@ -169,7 +227,12 @@ def main() -> int:
     port = lab.free_port()
     stub_log = lab.logs_dir() / f"{name}.stub.log"
     proc = None
+    cap_proc = None
+    cap_path = lab.logs_dir() / f"{name}.pcapng"
     try:
+        if a.capture and not a.guest_loopback:
+            cap_path.unlink(missing_ok=True)
+            cap_proc = start_capture(port, cap_path)
         if a.guest_loopback:
             script = guest_script("127.0.0.1", port, main_cases, alt_param, alt_cases,
                                   LOOPBACK_SETUP.replace("PORT", str(port)))
@@ -195,6 +258,9 @@ def main() -> int:
         run = lab.run_guest(script, name=name, modules=modules, timeout=a.timeout)
     finally:
         stub_rc = stop(proc) if proc else None
+        if cap_proc is not None:
+            cap_proc.terminate()
+            cap_proc.wait(timeout=10)
     t_total = time.monotonic() - t0
 
     main_res = run.usbtest("main")
@@ -228,6 +294,10 @@ def main() -> int:
         if "AddressSanitizer" in log_text or "runtime error:" in log_text:
             problems.append("vusb-stub reported a sanitizer error")
 
+    if cap_proc is not None:
+        cap_problems, summary = check_capture(port, cap_path)
+        print(f"tshark decoded the capture ({cap_path.name}) as USB/IP: {summary}")
+        problems += cap_problems
     print(f"timing: prepare {t_prep:.1f}s, guest {run.wall_secs:.1f}s, total {t_total:.1f}s")
     if problems:
         print("FAIL: " + "; ".join(problems))
