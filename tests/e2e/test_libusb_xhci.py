@@ -95,7 +95,7 @@ attach_phase() {
     { echo "LAB-FAIL reading /dev/$blk failed"; return 35; }
   cmp -s /tmp/pat /tmp/back || { echo "LAB-FAIL /dev/$blk read back other data"; return 36; }
   echo "LAB-ATTACH storage=ok md5=$(md5sum </tmp/pat | cut -d' ' -f1)"
-  for p in $(usbip port 2>/dev/null | sed -n 's/^Port \([0-9]*\):.*//p'); do
+  for p in $(usbip port 2>/dev/null | sed -n 's/^Port \([0-9]*\):.*/\1/p'); do
     usbip detach -p $p 2>&1 || { echo "LAB-FAIL usbip detach -p $p failed"; return 37; }
   done
   i=0
