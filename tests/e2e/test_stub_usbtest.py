@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "lab"))
 import lab  # noqa: E402
 
 MAIN_CASES = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 17, 18, 19, 20, 21, 24, 27, 28, 29]
-ALT1_CASES = [15, 16]
+ALT1_CASES = [15, 16, 22, 23]
 BUSID = "1-1"
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
 
@@ -226,6 +226,7 @@ def main() -> int:
     ap.add_argument("--cases", help="comma-separated main cases (default: all)")
     ap.add_argument("--demo", action="store_true",
                     help="a few cases and a plain-words account of what happened (make demo)")
+    ap.add_argument("--alt-cases", help="comma-separated cases after reloading with alt=1")
     ap.add_argument("--no-alt", action="store_true",
                     help="skip the alt=1 reload and the iso cases")
     ap.add_argument("--name", default="stub_usbtest", help="name for logs")
@@ -240,6 +241,8 @@ def main() -> int:
     if a.demo and not a.cases:
         main_cases = [0, 1, 2, 9, 10, 13, 14, 27, 28]
     alt_param, alt_cases = "alt=1", [] if a.no_alt else list(ALT1_CASES)
+    if a.alt_cases:
+        alt_cases = [int(c) for c in a.alt_cases.split(",")]
     name = a.name
     if a.guest_loopback:
         name = "stub_usbtest_loopback"
