@@ -12,13 +12,20 @@ LAB-STUB-READY and the host:
      interface classes (08/06/50 storage, 03/00/00 tablet);
   2. runs `vusb-probe inquiry 127.0.0.1:PORT BUSID` (vusb's own USB/IP importer: descriptors,
      SET_CONFIGURATION, SCSI INQUIRY over bulk-only transport) and checks the vendor is "QEMU";
-  3. connects to a second forwarded port where the guest's busybox `nc -l` waits: the guest then
-     stops vusb-stub (SIGTERM), prints the rest of its log and powers off. Without that signal the
-     guest gives up by itself after --hold seconds.
+  3. connects to a second forwarded port where the guest's busybox `nc -l` waits (without that
+     word the guest gives up by itself after --hold seconds). The guest then
+  4. checks that the interfaces were bound to usbfs (libusb's claim) while exported;
+  5. imports both devices into its own vhci-hcd from its own vusb-stub, so the kernel's
+     usb-storage and usbhid drive QEMU's devices through the libusb source: 1 MiB written, read
+     back and compared (the host then finds it in the raw image), usbhid's pending interrupt URB
+     unlinked by unbinding usbhid and bound again, both ports detached (--no-guest-attach skips);
+  6. stops vusb-stub (SIGTERM, exit status 0 expected), checks the detached kernel drivers are
+     back, and powers off.
 On failure it prints the vusb-stub log (streamed from the guest as "STUB| " lines) and the tail of
 the console.
 
 Usage: tests/e2e/test_libusb_xhci.py [--build DIR] [--stub PATH] [--probe PATH] [--with-drivers]
+                                     [--no-guest-attach]
 """
 import argparse
 import hashlib
@@ -49,8 +56,9 @@ STUB_PREFIX = "STUB| "
 # Phase 5, in the guest after the host is done: the guest's own vhci-hcd imports both devices from
 # its own vusb-stub (127.0.0.1), so the kernel's usb-storage and usbhid drive QEMU's devices
 # through vusb-stub's libusb source. 1 MiB of random data is written to the disk, read back and
-# compared; its md5 is printed so the host can find it in the raw image after QEMU exits. Then
-# both ports are detached (unlinking usbhid's pending interrupt URB).
+# compared; its md5 is printed so the host can find it in the raw image after QEMU exits. A reader
+# on hidraw keeps usbhid's interrupt URB pending while usbhid is unbound (CMD_UNLINK -> libusb
+# cancel) and bound again; then both ports are detached.
 # vusb-stub runs --libusb-all, yet it does not grab the imported copies: libusb's hotplug comes
 # from udevd, and this initramfs has none, so only the initial scan counts.
 ATTACH_SCRIPT = r"""
@@ -95,6 +103,23 @@ attach_phase() {
     { echo "LAB-FAIL reading /dev/$blk failed"; return 35; }
   cmp -s /tmp/pat /tmp/back || { echo "LAB-FAIL /dev/$blk read back other data"; return 36; }
   echo "LAB-ATTACH storage=ok md5=$(md5sum </tmp/pat | cut -d' ' -f1)"
+  # A reader on hidraw keeps usbhid's interrupt-IN URB pending; unbinding usbhid kills it, and
+  # vhci-hcd gives it back only when vusb-stub answers the CMD_UNLINK (libusb_cancel_transfer).
+  hr=$(ls /sys/bus/usb/devices/$VTAB:1.0/*/hidraw/ 2>/dev/null | head -n 1)
+  [ -n "$hr" ] && [ -c /dev/$hr ] || { echo "LAB-FAIL no hidraw node for the imported tablet"; return 40; }
+  cat /dev/$hr >/dev/null 2>&1 &
+  HR=$!
+  sleep 0.5
+  ( echo $VTAB:1.0 >/sys/bus/usb/drivers/usbhid/unbind ) &
+  UB=$!; i=0
+  while kill -0 $UB 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  kill -0 $UB 2>/dev/null &&
+    { echo "LAB-FAIL unbinding usbhid hung: its interrupt URB was never given back (unlink)"; return 41; }
+  kill $HR 2>/dev/null
+  echo $VTAB:1.0 >/sys/bus/usb/drivers/usbhid/bind 2>/dev/null
+  lab_wait_for /sys/bus/usb/drivers/usbhid/$VTAB:1.0 5 ||
+    { echo "LAB-FAIL usbhid did not bind the imported tablet again after the unlink"; return 42; }
+  echo "LAB-ATTACH unlink=ok"
   for p in $(usbip port 2>/dev/null | sed -n 's/^Port \([0-9]*\):.*/\1/p'); do
     usbip detach -p $p 2>&1 || { echo "LAB-FAIL usbip detach -p $p failed"; return 37; }
   done
@@ -132,8 +157,9 @@ lab_usb_tree
 ls /dev/bus/usb/*/* >/dev/null 2>&1 || {{ echo "LAB-FAIL no /dev/bus/usb nodes"; exit 12; }}
 
 # QEMU's user network learns the guest's MAC only from the guest's own packets; until then a
-# connection forwarded from the host waits for SYN retransmits (~6 s). One ping teaches it.
-ping -c 1 -W 2 10.0.2.2 >/dev/null 2>&1 || echo "LAB-WARN ping 10.0.2.2 failed"
+# connection forwarded from the host waits for SYN retransmits (~6 s). A ping's ARP exchange
+# teaches it; the echo itself may go unanswered (the host may not allow QEMU ICMP sockets).
+ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1
 
 # The host says "done" by connecting to this port (hostfwd); nc exits when it hangs up.
 ( nc -l -p {GUEST_STOP_PORT} </dev/null >/tmp/stop.msg 2>&1; touch /tmp/stop.done ) &
@@ -221,14 +247,17 @@ def parse_usbip_list(text: str) -> dict:
     return devs
 
 
-def send_stop(port: int) -> bool:
-    for _ in range(20):
+def send_stop(port: int, heard: threading.Event, finished: threading.Event) -> bool:
+    """Tells the guest the host is done. QEMU's user network accepts a forwarded connection before
+    it knows whether the guest listens, so success is the guest saying it heard us."""
+    for _ in range(5):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
                 s.sendall(b"done\n")
-            return True
         except OSError:
-            time.sleep(0.25)
+            pass
+        if heard.wait(5) or finished.is_set():
+            return heard.is_set()
     return False
 
 
@@ -281,6 +310,7 @@ def main() -> int:
         stop_port = lab.free_port()
     ready = threading.Event()
     finished = threading.Event()
+    heard = threading.Event()
     stub_lines: list = []
     result: dict = {}
 
@@ -290,6 +320,8 @@ def main() -> int:
             stub_lines.append(line[i + len(STUB_PREFIX):])
         elif "LAB-STUB-READY" in line:
             ready.set()
+        elif "LAB-INFO host said" in line:
+            heard.set()
 
     problems: list = []
     summary: list = []
@@ -369,9 +401,9 @@ def main() -> int:
                         problems.append(f"INQUIRY vendor is '{m.group(1)}', expected 'QEMU'")
             # 3. Let the guest stop vusb-stub and power off.
             t_host = time.monotonic() - t0 - t_ready
-            stopped = send_stop(stop_port)
+            stopped = send_stop(stop_port, heard, finished)
             if not stopped:
-                problems.append("could not reach the guest's stop port")
+                problems.append("the guest did not hear the host's 'done' on its stop port")
         th.join(a.timeout + 30)
         if "run" in result:  # what phase 5 wrote must be in the raw image now that QEMU is gone
             image_md5 = hashlib.md5(image.read_bytes()[:1 << 20]).hexdigest()
@@ -414,15 +446,15 @@ def main() -> int:
                                 f"vusb-stub, expected {want} (None: any but usbfs)")
     if a.attach and ready.is_set():
         att = {k: v for m in run.find("LAB-ATTACH") for k, v in m.fields.items()}
-        if att.get("tablet") != "ok" or att.get("storage") != "ok" or att.get("detached") != "ok":
+        if any(att.get(k) != "ok" for k in ("tablet", "storage", "unlink", "detached")):
             problems.append(f"phase 5 (guest vhci-hcd import) incomplete: {att}")
         elif att.get("md5") != image_md5:
             problems.append(f"the disk image's first MiB has md5 {image_md5}, the guest wrote "
                             f"{att.get('md5')}")
         else:
-            summary.append("guest vhci-hcd import: usbhid bound the tablet; usb-storage wrote and "
-                           f"read back 1 MiB (md5 {image_md5[:12]}…, found in the raw image); "
-                           "both detached")
+            summary.append("guest vhci-hcd import: usb-storage wrote and read back 1 MiB (md5 "
+                           f"{image_md5[:12]}…, found in the raw image); usbhid bound the tablet, "
+                           "its pending interrupt URB was unlinked, it bound again; both detached")
     exits = run.find("LAB-STUB-EXIT")
     if exits and exits[-1].fields.get("status") != "0":
         problems.append(f"vusb-stub exit status {exits[-1].fields.get('status')} after SIGTERM")
@@ -444,7 +476,9 @@ def main() -> int:
         print(run.failure_report())
         return 1
     print("PASS: vusb-stub's libusb source exported QEMU's usb-storage and usb-tablet; "
-          "usbip listed them and vusb-probe read the storage's INQUIRY")
+          "usbip listed them and vusb-probe read the storage's INQUIRY"
+          + ("; the guest's vhci-hcd, usb-storage and usbhid drove both through it"
+             if a.attach else ""))
     return 0
 
 

@@ -36,6 +36,7 @@ usb::DescriptorSet test_descriptors() {
   alt0.interface_class = 0xff;
   alt0.endpoints.push_back({.address = 0x81, .attributes = 2, .max_packet_size = 512});
   alt0.endpoints.push_back({.address = 0x01, .attributes = 2, .max_packet_size = 512});
+  alt0.endpoints.push_back({.address = 0x83, .attributes = 3, .max_packet_size = 64, .interval = 4});
   usb::InterfaceDescriptor alt1 = alt0;
   alt1.alternate = 1;
   alt1.endpoints.push_back({.address = 0x82, .attributes = 1, .max_packet_size = 1024, .interval = 4});
@@ -144,6 +145,15 @@ class StubServerTest : public ::testing::Test {
   uint16_t port_ = 0;
 };
 
+// Waits until the FakeDevice holds n pending transfers.
+#define WAIT_PENDING(n)                                                        \
+  for (int i_ = 0; i_ < 200; ++i_) {                                           \
+    size_t p_ = 0;                                                             \
+    on_loop([&] { p_ = device_->pending.size(); });                            \
+    if (p_ == (n)) break;                                                      \
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));                 \
+  }
+
 TEST_F(StubServerTest, DevlistListsDeviceWithInterfaces) {
   auto s = connect();
   send(s, wire::encode_op_header({wire::kVersion, wire::kOpReqDevlist, 0}));
@@ -224,6 +234,27 @@ TEST_F(StubServerTest, BulkInAndOutRoundTrip) {
   EXPECT_EQ(r.actual_length, 0);
 }
 
+TEST_F(StubServerTest, InterruptInUrb) {
+  auto s = import("1-1");
+  auto c = submit(5, 3, wire::kDirIn, 64);
+  c.number_of_packets = -1;  // what vhci sends for interrupt URBs
+  c.start_frame = -1;
+  c.interval = 4;
+  send(s, wire::encode(c));
+  WAIT_PENDING(1u);
+  on_loop([&] {
+    usb::Transfer* t = device_->pending.front();
+    EXPECT_EQ(t->type(), usb::TransferType::kInterrupt);
+    EXPECT_EQ(t->interval, 4u);
+    std::fill_n(t->buffer().data(), 8, uint8_t{0x42});
+    device_->complete_next(usb::Status::kOk, 8);
+  });
+  auto r = std::get<wire::RetSubmit>(read_pdu(s));
+  EXPECT_EQ(r.seqnum, 5u);
+  EXPECT_EQ(r.actual_length, 8);
+  EXPECT_EQ(recv(s, 8)[7], 0x42);
+}
+
 TEST_F(StubServerTest, StallAndShortNotOkStatusesReachTheClient) {
   auto s = import("1-1");
   on_loop([&] {
@@ -234,15 +265,6 @@ TEST_F(StubServerTest, StallAndShortNotOkStatusesReachTheClient) {
   auto r = std::get<wire::RetSubmit>(read_pdu(s));
   EXPECT_EQ(r.status, -32);
 }
-
-// Waits until the FakeDevice holds n pending transfers.
-#define WAIT_PENDING(n)                                                        \
-  for (int i_ = 0; i_ < 200; ++i_) {                                           \
-    size_t p_ = 0;                                                             \
-    on_loop([&] { p_ = device_->pending.size(); });                            \
-    if (p_ == (n)) break;                                                      \
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));                 \
-  }
 
 TEST_F(StubServerTest, UnlinkOfPendingUrbSendsOnlyRetUnlink) {
   auto s = import("1-1");
