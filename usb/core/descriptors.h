@@ -81,8 +81,8 @@ struct EndpointDescriptor {
   uint8_t interval = 0;
   uint8_t audio_extra[2] = {0, 0};  // bRefresh/bSynchAddress when bLength == 9 (audio class)
   uint8_t length = desc::kEndpointSize;  // 7 or 9
-  std::optional<SsEndpointCompanion> ss_companion;
-  std::vector<uint8_t> extra;  // class-specific descriptors that follow, raw
+  std::optional<SsEndpointCompanion> ss_companion{};
+  std::vector<uint8_t> extra{};  // class-specific descriptors that follow, raw
 
   TransferType type() const { return static_cast<TransferType>(attributes & 3); }
   Direction direction() const { return endpoint_direction(address); }
@@ -110,9 +110,9 @@ struct InterfaceDescriptor {
   uint8_t interface_subclass = 0;
   uint8_t interface_protocol = 0;
   uint8_t string_index = 0;
-  std::optional<InterfaceAssociation> association;  // an IAD that immediately precedes it
-  std::vector<EndpointDescriptor> endpoints;
-  std::vector<uint8_t> extra;  // class-specific descriptors between it and its first endpoint
+  std::optional<InterfaceAssociation> association{};  // an IAD that immediately precedes it
+  std::vector<EndpointDescriptor> endpoints{};
+  std::vector<uint8_t> extra{};  // class-specific descriptors between it and its first endpoint
 
   friend bool operator==(const InterfaceDescriptor&, const InterfaceDescriptor&) = default;
 };
@@ -124,8 +124,8 @@ struct ConfigurationDescriptor {
   uint8_t attributes = kConfigAttrOne;
   uint8_t max_power = 50;  // units of 2 mA (8 mA at SuperSpeed)
   uint8_t descriptor_type = desc::kConfiguration;  // or kOtherSpeedConfiguration
-  std::vector<uint8_t> extra;  // descriptors between the header and the first interface
-  std::vector<InterfaceDescriptor> interfaces;  // every alternate setting, in order
+  std::vector<uint8_t> extra{};  // descriptors between the header and the first interface
+  std::vector<InterfaceDescriptor> interfaces{};  // every alternate setting, in order
 
   static Result<ConfigurationDescriptor> parse(std::span<const uint8_t> bytes);
   std::vector<uint8_t> build() const;  // computes wTotalLength
@@ -141,10 +141,10 @@ struct ConfigurationDescriptor {
 struct BosDescriptor {
   struct Capability {
     uint8_t type = 0;           // bDevCapabilityType
-    std::vector<uint8_t> data;  // bytes after bDevCapabilityType
+    std::vector<uint8_t> data{};  // bytes after bDevCapabilityType
     friend bool operator==(const Capability&, const Capability&) = default;
   };
-  std::vector<Capability> capabilities;
+  std::vector<Capability> capabilities{};
 
   static Result<BosDescriptor> parse(std::span<const uint8_t> bytes);
   std::vector<uint8_t> build() const;
@@ -161,9 +161,9 @@ Result<std::vector<uint16_t>> parse_language_descriptor(std::span<const uint8_t>
 // A device's whole descriptor set: what an emulated device serves and a real device reports.
 struct DescriptorSet {
   DeviceDescriptor device;
-  std::vector<ConfigurationDescriptor> configurations;
-  std::optional<BosDescriptor> bos;
-  std::vector<std::string> strings;  // strings[i - 1] is string index i; English (0x0409)
+  std::vector<ConfigurationDescriptor> configurations{};
+  std::optional<BosDescriptor> bos{};
+  std::vector<std::string> strings{};  // strings[i - 1] is string index i; English (0x0409)
 
   const ConfigurationDescriptor* find_configuration(uint8_t value) const;
 };

@@ -21,8 +21,8 @@ using StatusCallback = std::move_only_function<void(Status)>;
 struct DeviceLocation {
   uint32_t busnum = 0;
   uint32_t devnum = 0;
-  std::string busid;  // e.g. "1-1.2"; empty lets an exporter choose
-  std::string path;   // sysfs-like path or a description, e.g. "/sys/devices/.../1-1"
+  std::string busid{};  // e.g. "1-1.2"; empty lets an exporter choose
+  std::string path{};   // sysfs-like path or a description, e.g. "/sys/devices/.../1-1"
 };
 
 class Device {

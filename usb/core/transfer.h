@@ -81,7 +81,7 @@ class Transfer {
   size_t length() const { return buffer_.size(); }
 
   SetupPacket setup;                   // control transfers only
-  std::vector<IsoPacket> iso_packets;  // isochronous transfers only
+  std::vector<IsoPacket> iso_packets{};  // isochronous transfers only
   Flags flags;
   int32_t start_frame = -1;
   uint32_t interval = 0;

@@ -39,8 +39,8 @@ struct InterfaceRecord {
 
 // struct usbip_usb_device.
 struct DeviceRecord {
-  std::string path;   // at most 255 bytes on the wire (NUL-terminated)
-  std::string busid;  // at most 31 bytes on the wire
+  std::string path{};   // at most 255 bytes on the wire (NUL-terminated)
+  std::string busid{};  // at most 31 bytes on the wire
   uint32_t busnum = 0;
   uint32_t devnum = 0;
   uint32_t speed = 0;
@@ -58,7 +58,7 @@ struct DeviceRecord {
 
 struct DevlistEntry {
   DeviceRecord device;
-  std::vector<InterfaceRecord> interfaces;  // exactly device.num_interfaces
+  std::vector<InterfaceRecord> interfaces{};  // exactly device.num_interfaces
   friend bool operator==(const DevlistEntry&, const DevlistEntry&) = default;
 };
 

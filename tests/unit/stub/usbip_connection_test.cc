@@ -55,14 +55,15 @@ class StubServerTest : public ::testing::Test {
     limits.wire.max_transfer_length = 1 << 20;
     limits.max_inflight_bytes = 4 << 20;
     server_ = std::make_unique<UsbipServer>(io_, exports_, limits);
-    on_loop([&] {
-      ASSERT_TRUE(exports_.add(*device_).has_value());
-      ASSERT_TRUE(server_->listen({"127.0.0.1", 0}).has_value());
-    });
-    port_ = server_->local_port();
     work_ = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
         io_.get_executor());
     thread_ = std::thread([this] { io_.run(); });
+    // Everything the server owns lives on its loop thread (LoopChecker asserts it in debug).
+    on_loop([&] {
+      ASSERT_TRUE(exports_.add(*device_).has_value());
+      ASSERT_TRUE(server_->listen({"127.0.0.1", 0}).has_value());
+      port_ = server_->local_port();
+    });
   }
   void TearDown() override {
     on_loop([&] { server_->stop(); });
