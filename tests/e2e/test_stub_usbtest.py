@@ -92,38 +92,6 @@ usbip bind -b $BUSID 2>&1 || exit 34
 """
 
 
-def wait_listening(port: int, proc: subprocess.Popen, secs: float) -> bool:
-    deadline = time.monotonic() + secs
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
-def stop(proc: subprocess.Popen) -> int:
-    """Stops the stub we started (by pid): SIGTERM, then SIGKILL. Returns its exit status."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
-def tail(path: Path, n: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
 def baseline() -> dict:
     p = lab.logs_dir() / "kernel_gadget_zero.json"
     try:
@@ -282,16 +250,16 @@ def main() -> int:
             with open(stub_log, "w") as logf:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
                                         stderr=subprocess.STDOUT)
-            if not wait_listening(port, proc, 15):
+            if not lab.wait_listening(port, proc, 15):
                 print(f"FAIL: vusb-stub did not listen on 127.0.0.1:{port} "
-                      f"(exit status {proc.poll()})\n--- stub log ---\n{tail(stub_log)}")
+                      f"(exit status {proc.poll()})\n--- stub log ---\n{lab.tail(stub_log)}")
                 return 1
             script = guest_script("10.0.2.2", port, main_cases, alt_param, alt_cases)
             modules = ["usbtest", "vhci-hcd"]
 
         run = lab.run_guest(script, name=name, modules=modules, timeout=a.timeout)
     finally:
-        stub_rc = stop(proc) if proc else None
+        stub_rc = lab.stop_process(proc) if proc else None
         if cap_proc is not None:
             cap_proc.terminate()
             cap_proc.wait(timeout=10)
@@ -338,7 +306,7 @@ def main() -> int:
         print(run.failure_report())
         if proc is not None:
             print(f"--- vusb-stub log tail ({stub_log}, exit status {stub_rc}) ---")
-            print(tail(stub_log, 60))
+            print(lab.tail(stub_log, 60))
         return 1
     print(f"PASS: {len(main_cases) + len(alt_cases)} usbtest cases through vhci-hcd")
     if a.demo:

@@ -90,30 +90,16 @@ def main() -> int:
             with open(stub_log, "w") as logf:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
                                         stderr=subprocess.STDOUT)
-            deadline = time.monotonic() + 15
-            while True:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    print(f"FAIL: vusb-stub did not listen on {host}:{port} "
-                          f"(exit status {proc.poll()})")
-                    print(stub_log.read_text(errors="replace")[-4000:])
-                    return 1
-                try:
-                    socket.create_connection((host, port), timeout=0.5).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            if not lab.wait_listening(port, proc, 15, host):
+                print(f"FAIL: vusb-stub did not listen on {host}:{port} "
+                      f"(exit status {proc.poll()})")
+                print(lab.tail(stub_log, 60))
+                return 1
         res = usbip_list(host, port)
     finally:
         stub_rc = None
         if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            stub_rc = proc.returncode
+            stub_rc = lab.stop_process(proc)
 
     print(f"$ usbip --tcp-port {port} list -r {host}   (exit status {res.returncode})")
     print(res.stdout.rstrip())

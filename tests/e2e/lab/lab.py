@@ -37,6 +37,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -390,6 +391,42 @@ def run_guest(script: str, *, name: str = "lab", modules=(), timeout: float = 30
 
 
 # ---------------------------------------------------------------- usbtest helpers
+
+# --- host processes the tests start (vusb-stub, ...) ---
+
+def wait_listening(port: int, proc: subprocess.Popen, secs: float, host: str = "127.0.0.1") -> bool:
+    """True once something accepts on host:port; False if proc exits or secs pass first."""
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def stop_process(proc: subprocess.Popen) -> int:
+    """Stops a process we started: SIGTERM, then SIGKILL after 5 s. Returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def tail(path: Path, n: int = 40) -> str:
+    """The last n lines of a log file, or a note that there is none."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
 
 @dataclass(frozen=True)
 class Case:
