@@ -273,7 +273,7 @@ void UsbipConnection::on_submit(const wire::CmdSubmit& cmd) {
   auto in = std::make_unique<InFlight>();
   in->seqnum = cmd.seqnum;
   in->direction = cmd.direction;
-  in->transfer = std::make_unique<usb::Transfer>(address, *type, length);
+  in->transfer = std::make_unique<usb::Transfer>(address, *type, pool_.get(length));
   usb::Transfer& t = *in->transfer;
   t.trace_id = cmd.seqnum;
   t.start_frame = cmd.start_frame;
@@ -381,7 +381,7 @@ void UsbipConnection::on_complete(uint32_t seqnum) {
   }
   if (in->unlink_seqnum) {
     if (is_cancel_status(in->transfer->status())) {
-      held_bytes_ -= in->transfer->length();
+      recycle(std::move(in->transfer));
       return send_ret_unlink(*in->unlink_seqnum, usb::to_linux_errno(usb::Status::kCancelled));
     }
     // It finished for real before the cancel took effect: deliver it, then confirm the unlink.
@@ -419,6 +419,11 @@ void UsbipConnection::on_unlink(const wire::CmdUnlink& cmd) {
 }
 
 // ---------------------------------------------------------------- replies
+
+void UsbipConnection::recycle(std::unique_ptr<usb::Transfer> transfer) {
+  held_bytes_ -= transfer->length();
+  pool_.put(transfer->take_buffer());
+}
 
 void UsbipConnection::send_ret_submit(InFlight& in) {
   usb::Transfer& t = *in.transfer;
@@ -493,7 +498,7 @@ void UsbipConnection::start_write() {
   asio::async_write(socket_, write_buffers_, [self = shared_from_this()](error_code ec, size_t) {
     self->write_in_progress_ = false;
     for (Reply& r : self->writing_)
-      if (r.transfer) self->held_bytes_ -= r.transfer->length();
+      if (r.transfer) self->recycle(std::move(r.transfer));
     self->writing_.clear();
     if (self->closed_) return;
     if (ec) return self->close(ec.message());

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "usb-stub/export_table.h"
+#include "usb/core/buffer_pool.h"
 #include "usb/core/loop_checker.h"
 #include "usb/core/transfer.h"
 #include "usb/net/stream_reader.h"
@@ -100,6 +101,8 @@ class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
   bool intercepted(const usb::SetupPacket& setup) const;
   std::optional<usb::TransferType> endpoint_type(uint8_t address) const;
   void protocol_error(std::string_view why);
+  // A transfer this connection is done with: its bytes leave the budget, its buffer the pool.
+  void recycle(std::unique_ptr<usb::Transfer> transfer);
 
   boost::asio::ip::tcp::socket socket_;
   ExportTable& exports_;
@@ -116,6 +119,7 @@ class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
   uint32_t devid_ = 0;
   std::unordered_map<uint32_t, std::unique_ptr<InFlight>> inflight_;
   uint64_t held_bytes_ = 0;  // transfer buffers in flight or waiting to be written
+  usb::BufferPool pool_;     // recycles URB buffers once their replies are written
   bool any_submit_ = false;
   uint32_t last_submit_seqnum_ = 0;  // highest CMD_SUBMIT seqnum seen
   std::unordered_map<uint32_t, uint32_t> early_unlinks_;  // target seqnum → CMD_UNLINK seqnum

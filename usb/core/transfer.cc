@@ -1,6 +1,7 @@
 #include "usb/core/transfer.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "usb/core/device.h"
 
@@ -8,6 +9,15 @@ namespace usb {
 
 Transfer::Transfer(uint8_t endpoint, TransferType type, size_t length)
     : endpoint_(endpoint), type_(type), buffer_(length) {}
+
+Transfer::Transfer(uint8_t endpoint, TransferType type, TransferBuffer buffer)
+    : endpoint_(endpoint), type_(type), buffer_(std::move(buffer)) {}
+
+TransferBuffer Transfer::take_buffer() {
+  if (in_flight()) return {};
+  actual_length_ = 0;
+  return std::exchange(buffer_, TransferBuffer{});
+}
 
 std::unique_ptr<Transfer> Transfer::control(uint8_t endpoint, const SetupPacket& setup) {
   auto t = std::make_unique<Transfer>(endpoint, TransferType::kControl, setup.length);

@@ -28,20 +28,28 @@ struct IsoPacket {
 };
 
 // Heap buffer that is not zero-filled on allocation: payloads are read straight into it.
+// Its capacity may exceed its size, so pooled buffers can be reused for shorter transfers.
 class TransferBuffer {
  public:
   TransferBuffer() = default;
-  explicit TransferBuffer(size_t size)
-      : data_(size ? std::make_unique_for_overwrite<uint8_t[]>(size) : nullptr), size_(size) {}
+  explicit TransferBuffer(size_t size) : TransferBuffer(size, size) {}
+  TransferBuffer(size_t size, size_t capacity)
+      : data_(capacity ? std::make_unique_for_overwrite<uint8_t[]>(capacity) : nullptr),
+        size_(size <= capacity ? size : capacity),
+        capacity_(capacity) {}
   uint8_t* data() { return data_.get(); }
   const uint8_t* data() const { return data_.get(); }
   size_t size() const { return size_; }
+  size_t capacity() const { return capacity_; }
+  // Reuses the storage for `size` bytes (at most the capacity).
+  void resize(size_t size) { size_ = size <= capacity_ ? size : capacity_; }
   std::span<uint8_t> span() { return {data_.get(), size_}; }
   std::span<const uint8_t> span() const { return {data_.get(), size_}; }
 
  private:
   std::unique_ptr<uint8_t[]> data_;
   size_t size_ = 0;
+  size_t capacity_ = 0;
 };
 
 class Transfer {
@@ -64,6 +72,8 @@ class Transfer {
   using Completion = std::move_only_function<void(Transfer&)>;
 
   Transfer(uint8_t endpoint, TransferType type, size_t length);
+  // Uses `buffer` (e.g. from a BufferPool); the transfer's length is buffer.size().
+  Transfer(uint8_t endpoint, TransferType type, TransferBuffer buffer);
   // A control transfer; the data stage length and direction come from the setup packet.
   static std::unique_ptr<Transfer> control(uint8_t endpoint, const SetupPacket& setup);
 
@@ -113,6 +123,9 @@ class Transfer {
   // clearing the outcome (iso packets' actual lengths and statuses too). Returns false unless
   // the transfer had completed. The completion must be set again.
   bool rearm();
+  // Hands the buffer back (for a pool) once the transfer is not in flight; the transfer is
+  // empty afterwards.
+  TransferBuffer take_buffer();
 
   Device* device() const { return device_; }
 

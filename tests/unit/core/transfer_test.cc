@@ -175,3 +175,48 @@ TEST(TransferTest, UnplugCompletesPendingWithNoDevice) {
 
 }  // namespace
 }  // namespace usb
+
+#include "usb/core/buffer_pool.h"
+
+namespace usb {
+namespace {
+
+TEST(BufferPoolTest, ReusesBuffersByClassAndBoundsTheCache) {
+  BufferPool pool(256 * 1024);
+  TransferBuffer a = pool.get(65536);
+  EXPECT_EQ(a.size(), 65536u);
+  EXPECT_EQ(a.capacity(), 65536u);
+  const uint8_t* storage = a.data();
+  pool.put(std::move(a));
+  EXPECT_EQ(pool.cached_bytes(), 65536u);
+  TransferBuffer b = pool.get(40000);  // same class (32 KiB < n <= 64 KiB)
+  EXPECT_EQ(b.data(), storage);
+  EXPECT_EQ(b.size(), 40000u);
+  EXPECT_EQ(pool.cached_bytes(), 0u);
+  TransferBuffer small = pool.get(10);
+  EXPECT_EQ(small.capacity(), 4096u);
+  TransferBuffer zero = pool.get(0);
+  EXPECT_EQ(zero.size(), 0u);
+  // The cache keeps at most 256 KiB.
+  for (int i = 0; i < 8; ++i) pool.put(TransferBuffer(65536));
+  EXPECT_EQ(pool.cached_bytes(), 256u * 1024);
+  // Odd capacities are not pooled.
+  pool.put(TransferBuffer(1000));
+  EXPECT_EQ(pool.cached_bytes(), 256u * 1024);
+}
+
+TEST(BufferPoolTest, TransferGivesItsBufferBackOnlyWhenNotInFlight) {
+  testing::FakeDevice dev(one_config());
+  BufferPool pool;
+  Transfer t(0x81, TransferType::kBulk, pool.get(512));
+  EXPECT_EQ(t.length(), 512u);
+  dev.submit(t);
+  EXPECT_EQ(t.take_buffer().capacity(), 0u) << "in flight: nothing to take";
+  dev.complete_next();
+  TransferBuffer b = t.take_buffer();
+  EXPECT_EQ(b.capacity(), 4096u);
+  EXPECT_EQ(t.length(), 0u);
+}
+
+}  // namespace
+}  // namespace usb
