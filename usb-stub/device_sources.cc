@@ -10,11 +10,12 @@
 
 namespace stub {
 
-DeviceSources::DeviceSources(boost::asio::io_context& io, usb::Executor& loop,
-                             ExportTable& exports)
+DeviceSources::DeviceSources(boost::asio::io_context& io, usb::Executor& loop, ExportTable& exports)
     : io_(io), loop_(loop), exports_(exports) {}
 
-DeviceSources::~DeviceSources() { stop(); }
+DeviceSources::~DeviceSources() {
+  stop();
+}
 
 usb::Result<void> DeviceSources::add_emulated(const EmulateSpec& spec) {
   devices::GadgetZeroOptions options;

@@ -70,7 +70,9 @@ void ExportTable::on_device_added(usb::Device& device) {
   if (auto r = add(device); !r) spdlog::warn("export: device not exported: {}", r.error().message);
 }
 
-void ExportTable::on_device_removed(usb::Device& device) { remove(device); }
+void ExportTable::on_device_removed(usb::Device& device) {
+  remove(device);
+}
 
 wire::DeviceRecord ExportTable::record_for(const Entry& e) {
   const usb::Device& d = *e.device;

@@ -75,8 +75,7 @@ usb::Result<void> load_toml(const std::string& path, StubConfig& c) {
     }
   } catch (const std::exception& e) {
     // toml11 reports errors by exception; this is start-up, not the data path.
-    return usb::Error::make(usb::Error::Code::kInvalidArgument,
-                            "config " + path + ": " + e.what());
+    return usb::Error::make(usb::Error::Code::kInvalidArgument, "config " + path + ": " + e.what());
   }
   return {};
 }

@@ -12,8 +12,8 @@
 namespace stub {
 
 struct EmulateSpec {
-  std::string type;   // "gadget-zero"
-  std::string busid;  // empty: the next free "1-N"
+  std::string type;            // "gadget-zero"
+  std::string busid;           // empty: the next free "1-N"
   std::string speed = "high";  // "high" or "super"
   friend bool operator==(const EmulateSpec&, const EmulateSpec&) = default;
 };

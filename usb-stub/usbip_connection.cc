@@ -81,10 +81,10 @@ void UsbipConnection::on_device_gone() {
 void UsbipConnection::read_op_header() {
   reader_.read(socket_, std::span(header_.data(), wire::kOpHeaderSize),
                [self = shared_from_this()](error_code ec) {
-                     if (self->closed_) return;
-                     if (ec) return self->close(ec.message());
-                     self->on_op_header();
-                   });
+                 if (self->closed_) return;
+                 if (ec) return self->close(ec.message());
+                 self->on_op_header();
+               });
 }
 
 void UsbipConnection::on_op_header() {
@@ -146,13 +146,13 @@ void UsbipConnection::on_import_request() {
 
 void UsbipConnection::read_urb_header() {
   reader_.read(socket_, header_, [self = shared_from_this()](error_code ec) {
-                     if (self->closed_) return;
-                     if (ec) {
-                       if (ec == asio::error::eof) return self->close("client hung up");
-                       return self->close(ec.message());
-                     }
-                     self->on_urb_header();
-                   });
+    if (self->closed_) return;
+    if (ec) {
+      if (ec == asio::error::eof) return self->close("client hung up");
+      return self->close(ec.message());
+    }
+    self->on_urb_header();
+  });
 }
 
 void UsbipConnection::on_urb_header() {
@@ -195,7 +195,8 @@ bool UsbipConnection::intercepted(const usb::SetupPacket& s) const {
       s.value == usb::feature::kEndpointHalt)
     return true;
   // Hub class SET_FEATURE(PORT_RESET) to "other": reset the device (stub_rx.c does the same).
-  if (s.request_type == 0x23 && s.request == rq::kSetFeature && s.value == usb::kHubPortResetFeature)
+  if (s.request_type == 0x23 && s.request == rq::kSetFeature &&
+      s.value == usb::kHubPortResetFeature)
     return true;
   return false;
 }
@@ -204,12 +205,13 @@ void UsbipConnection::drain_then(uint64_t bytes, std::function<void()> next) {
   if (bytes == 0) return next();
   scratch_.resize(std::min<uint64_t>(bytes, 64 * 1024));
   const size_t n = scratch_.size();
-  reader_.read(socket_, scratch_,
-               [self = shared_from_this(), bytes, n, next = std::move(next)](error_code ec) mutable {
-                 if (self->closed_) return;
-                 if (ec) return self->close(ec.message());
-                 self->drain_then(bytes - n, std::move(next));
-               });
+  reader_.read(
+      socket_, scratch_,
+      [self = shared_from_this(), bytes, n, next = std::move(next)](error_code ec) mutable {
+        if (self->closed_) return;
+        if (ec) return self->close(ec.message());
+        self->drain_then(bytes - n, std::move(next));
+      });
 }
 
 void UsbipConnection::reject_submit(const wire::CmdSubmit& cmd, usb::Status status,
@@ -240,8 +242,7 @@ void UsbipConnection::on_submit(const wire::CmdSubmit& cmd) {
     early_unlinks_.erase(early);
     spdlog::debug("usbip {}: seqnum {} was unlinked (by {}) before it arrived", peer_, cmd.seqnum,
                   unlink);
-    const uint64_t skip =
-        uint64_t{wire::submit_payload_length(cmd)} + wire::submit_iso_length(cmd);
+    const uint64_t skip = uint64_t{wire::submit_payload_length(cmd)} + wire::submit_iso_length(cmd);
     return drain_then(skip, [self = shared_from_this(), unlink] {
       self->send_ret_unlink(unlink, usb::to_linux_errno(usb::Status::kCancelled));
       self->read_urb_header();
@@ -251,8 +252,8 @@ void UsbipConnection::on_submit(const wire::CmdSubmit& cmd) {
   if (inflight_.contains(cmd.seqnum))
     return protocol_error(fmt::format("CMD_SUBMIT reuses seqnum {} still in flight", cmd.seqnum));
 
-  const usb::Direction dir = cmd.direction == wire::kDirIn ? usb::Direction::kIn
-                                                           : usb::Direction::kOut;
+  const usb::Direction dir =
+      cmd.direction == wire::kDirIn ? usb::Direction::kIn : usb::Direction::kOut;
   const uint8_t address = usb::endpoint_address(static_cast<uint8_t>(cmd.ep), dir);
   const uint32_t length = static_cast<uint32_t>(cmd.transfer_buffer_length);
   std::optional<usb::TransferType> type = endpoint_type(address);
@@ -260,9 +261,9 @@ void UsbipConnection::on_submit(const wire::CmdSubmit& cmd) {
     return reject_submit(cmd, usb::Status::kInvalid, "endpoint not in the active configuration");
   const bool iso = *type == usb::TransferType::kIsochronous;
   if (iso != (cmd.number_of_packets > 0))
-    return reject_submit(cmd, usb::Status::kInvalid,
-                         iso ? "isochronous URB without packets"
-                             : "packets on a non-isochronous endpoint");
+    return reject_submit(
+        cmd, usb::Status::kInvalid,
+        iso ? "isochronous URB without packets" : "packets on a non-isochronous endpoint");
   if (held_bytes_ + length > limits_.max_inflight_bytes) {
     if (rejected_for_memory_++ % 1000 == 0)
       spdlog::warn("usbip {}: {} bytes held, limit {}: refusing URBs with -ENOMEM ({} so far)",
@@ -293,56 +294,57 @@ void UsbipConnection::on_submit(const wire::CmdSubmit& cmd) {
   };
   if (payload == 0) return after_payload();
   // OUT data goes straight into the transfer buffer.
-  reader_.read(socket_, std::span(t.buffer().data(), payload),
-               [self = shared_from_this(), after = std::move(after_payload), length](
-                   error_code ec) mutable {
-                     if (self->closed_) {
-                       self->held_bytes_ -= length;
-                       return;
-                     }
-                     if (ec) {
-                       self->held_bytes_ -= length;
-                       return self->close(ec.message());
-                     }
-                     after();
-                   });
+  reader_.read(
+      socket_, std::span(t.buffer().data(), payload),
+      [self = shared_from_this(), after = std::move(after_payload), length](error_code ec) mutable {
+        if (self->closed_) {
+          self->held_bytes_ -= length;
+          return;
+        }
+        if (ec) {
+          self->held_bytes_ -= length;
+          return self->close(ec.message());
+        }
+        after();
+      });
 }
 
 void UsbipConnection::read_submit_iso(std::shared_ptr<InFlight> pending, uint32_t packets) {
   scratch_.resize(size_t{packets} * wire::kIsoDescriptorSize);
   reader_.read(socket_, scratch_, [self = shared_from_this(), pending](error_code ec) {
-        usb::Transfer& t = *pending->transfer;
-        if (self->closed_ || ec) {
-          self->held_bytes_ -= t.length();
-          if (!self->closed_) self->close(ec.message());
-          return;
-        }
-        auto descs = wire::decode_iso_descriptors(self->scratch_, static_cast<uint32_t>(t.length()));
-        uint32_t next_offset = 0;
-        bool ordered = descs.has_value();
-        if (descs) {
-          for (const auto& d : *descs) {
-            if (d.offset < next_offset) ordered = false;
-            next_offset = d.offset + d.length;
-          }
-        }
-        if (!ordered) {
-          self->held_bytes_ -= t.length();
-          return self->protocol_error(fmt::format(
-              "seqnum {}: bad iso descriptors: {}", pending->seqnum,
-              descs ? "packets overlap or are out of order" : descs.error().message));
-        }
-        t.iso_packets.reserve(descs->size());
-        for (const auto& d : *descs) t.iso_packets.push_back({d.offset, d.length, 0, usb::Status::kOk});
-        self->dispatch(std::unique_ptr<InFlight>(new InFlight(std::move(*pending))));
-        self->read_urb_header();
-      });
+    usb::Transfer& t = *pending->transfer;
+    if (self->closed_ || ec) {
+      self->held_bytes_ -= t.length();
+      if (!self->closed_) self->close(ec.message());
+      return;
+    }
+    auto descs = wire::decode_iso_descriptors(self->scratch_, static_cast<uint32_t>(t.length()));
+    uint32_t next_offset = 0;
+    bool ordered = descs.has_value();
+    if (descs) {
+      for (const auto& d : *descs) {
+        if (d.offset < next_offset) ordered = false;
+        next_offset = d.offset + d.length;
+      }
+    }
+    if (!ordered) {
+      self->held_bytes_ -= t.length();
+      return self->protocol_error(
+          fmt::format("seqnum {}: bad iso descriptors: {}", pending->seqnum,
+                      descs ? "packets overlap or are out of order" : descs.error().message));
+    }
+    t.iso_packets.reserve(descs->size());
+    for (const auto& d : *descs) t.iso_packets.push_back({d.offset, d.length, 0, usb::Status::kOk});
+    self->dispatch(std::unique_ptr<InFlight>(new InFlight(std::move(*pending))));
+    self->read_urb_header();
+  });
 }
 
 void UsbipConnection::dispatch(std::unique_ptr<InFlight> in) {
   const uint32_t seqnum = in->seqnum;
   usb::Transfer& t = *in->transfer;
-  t.set_completion([self = shared_from_this(), seqnum](usb::Transfer&) { self->on_complete(seqnum); });
+  t.set_completion(
+      [self = shared_from_this(), seqnum](usb::Transfer&) { self->on_complete(seqnum); });
   InFlight& ref = *in;
   inflight_.emplace(seqnum, std::move(in));
   if (t.type() == usb::TransferType::kControl && intercepted(t.setup))
@@ -357,8 +359,8 @@ void UsbipConnection::run_standard_operation(InFlight& in) {
   usb::Transfer* t = in.transfer.get();
   const usb::SetupPacket s = t->setup;
   auto done = [t](usb::Status status) { t->complete(status, 0); };
-  spdlog::debug("usbip {}: seqnum {}: standard request {:#04x} value {} index {}", peer_,
-                in.seqnum, s.request, s.value, s.index);
+  spdlog::debug("usbip {}: seqnum {}: standard request {:#04x} value {} index {}", peer_, in.seqnum,
+                s.request, s.value, s.index);
   if (s.request == usb::request::kSetConfiguration)
     return device_->set_configuration(static_cast<uint8_t>(s.value), done);
   if (s.request == usb::request::kSetInterface)
@@ -396,8 +398,8 @@ void UsbipConnection::on_unlink(const wire::CmdUnlink& cmd) {
   auto it = inflight_.find(cmd.unlink_seqnum);
   if (it == inflight_.end() && (!any_submit_ || newer(cmd.unlink_seqnum, last_submit_seqnum_))) {
     if (early_unlinks_.size() < kMaxEarlyUnlinks) {
-      spdlog::debug("usbip {}: unlink {} of seqnum {}: not submitted yet, held", peer_,
-                    cmd.seqnum, cmd.unlink_seqnum);
+      spdlog::debug("usbip {}: unlink {} of seqnum {}: not submitted yet, held", peer_, cmd.seqnum,
+                    cmd.unlink_seqnum);
       early_unlinks_[cmd.unlink_seqnum] = cmd.seqnum;
       return;
     }

@@ -40,7 +40,7 @@
 namespace stub {
 
 struct ConnectionLimits {
-  usb::wire::usbip::Limits wire;           // per-URB bounds (max URB size, iso packets)
+  usb::wire::usbip::Limits wire;            // per-URB bounds (max URB size, iso packets)
   uint64_t max_inflight_bytes = 64u << 20;  // buffers held per connection (in flight + unsent)
 };
 
@@ -114,14 +114,14 @@ class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
   std::array<uint8_t, usb::wire::usbip::kUrbHeaderSize> header_{};
   std::vector<uint8_t> scratch_;  // import request, iso descriptors, drained payloads
 
-  std::string busid_;                // imported bus id, empty in the op phase
-  usb::Device* device_ = nullptr;    // imported device; null once gone
+  std::string busid_;              // imported bus id, empty in the op phase
+  usb::Device* device_ = nullptr;  // imported device; null once gone
   uint32_t devid_ = 0;
   std::unordered_map<uint32_t, std::unique_ptr<InFlight>> inflight_;
   uint64_t held_bytes_ = 0;  // transfer buffers in flight or waiting to be written
   usb::BufferPool pool_;     // recycles URB buffers once their replies are written
   bool any_submit_ = false;
-  uint32_t last_submit_seqnum_ = 0;  // highest CMD_SUBMIT seqnum seen
+  uint32_t last_submit_seqnum_ = 0;                       // highest CMD_SUBMIT seqnum seen
   std::unordered_map<uint32_t, uint32_t> early_unlinks_;  // target seqnum → CMD_UNLINK seqnum
   static constexpr size_t kMaxEarlyUnlinks = 1024;
 

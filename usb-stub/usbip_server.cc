@@ -19,9 +19,9 @@ usb::Result<void> UsbipServer::listen(const usb::net::HostPort& where) {
   auto results = resolver.resolve(where.host, std::to_string(where.port),
                                   tcp::resolver::passive | tcp::resolver::numeric_service, ec);
   if (ec || results.empty())
-    return usb::Error::make(usb::Error::Code::kInvalidArgument,
-                            "cannot resolve listen address " + where.to_string() + ": " +
-                                ec.message());
+    return usb::Error::make(
+        usb::Error::Code::kInvalidArgument,
+        "cannot resolve listen address " + where.to_string() + ": " + ec.message());
   tcp::endpoint ep = results.begin()->endpoint();
   acceptor_.open(ep.protocol(), ec);
   if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);

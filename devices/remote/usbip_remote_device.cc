@@ -21,7 +21,8 @@ using asio::ip::tcp;
 using boost::system::error_code;
 
 struct UsbipRemoteDevice::Channel : std::enable_shared_from_this<Channel> {
-  Channel(asio::io_context& io_, Options options_) : io(io_), socket(io_), options(std::move(options_)) {}
+  Channel(asio::io_context& io_, Options options_)
+      : io(io_), socket(io_), options(std::move(options_)) {}
 
   struct Pending {
     usb::Transfer* transfer = nullptr;
@@ -47,9 +48,9 @@ struct UsbipRemoteDevice::Channel : std::enable_shared_from_this<Channel> {
   bool connected = false;
   uint32_t devid = 0;
   uint32_t next_seqnum = 1;
-  std::unordered_map<uint32_t, Pending> inflight;           // seqnum → transfer
+  std::unordered_map<uint32_t, Pending> inflight;  // seqnum → transfer
   std::unordered_map<const usb::Transfer*, uint32_t> seq_of;
-  std::unordered_map<uint32_t, uint32_t> unlinks;           // CMD_UNLINK seqnum → target
+  std::unordered_map<uint32_t, uint32_t> unlinks;  // CMD_UNLINK seqnum → target
   std::vector<Out> cache;    // the write cache: flushed once at the end of the loop turn
   std::vector<Out> writing;  // the batch being written
   std::vector<asio::const_buffer> buffers;
@@ -159,19 +160,22 @@ struct UsbipRemoteDevice::Channel : std::enable_shared_from_this<Channel> {
     Pending p = it->second;
     usb::Transfer& t = *p.transfer;
     const uint32_t payload = wire::ret_submit_payload_length(*r, p.direction);
-    if (payload > t.length()) return fail(fmt::format("RET_SUBMIT {} carries {} bytes for a {}-byte buffer", r->seqnum, payload, t.length()));
+    if (payload > t.length())
+      return fail(fmt::format("RET_SUBMIT {} carries {} bytes for a {}-byte buffer", r->seqnum,
+                              payload, t.length()));
     const bool iso = t.type() == usb::TransferType::kIsochronous;
     if (iso && uint32_t(std::max(r->number_of_packets, 0)) != t.iso_packets.size())
-      return fail(fmt::format("RET_SUBMIT {}: {} iso packets for {}", r->seqnum, r->number_of_packets, t.iso_packets.size()));
+      return fail(fmt::format("RET_SUBMIT {}: {} iso packets for {}", r->seqnum,
+                              r->number_of_packets, t.iso_packets.size()));
     auto finish_read = [self = shared_from_this(), seqnum = r->seqnum, ret = *r, iso, payload]() {
       self->on_reply_data(seqnum, ret, iso, payload);
     };
     if (payload == 0) return finish_read();
     reader.read(socket, std::span(t.buffer().data(), payload),
                 [self = shared_from_this(), finish_read](error_code ec) {
-                       if (ec) return self->fail(ec.message());
-                       finish_read();
-                     });
+                  if (ec) return self->fail(ec.message());
+                  finish_read();
+                });
   }
 
   void on_reply_data(uint32_t seqnum, wire::RetSubmit ret, bool iso, uint32_t payload) {
@@ -186,13 +190,15 @@ struct UsbipRemoteDevice::Channel : std::enable_shared_from_this<Channel> {
     reader.read(socket, scratch, [self = shared_from_this(), seqnum, ret, payload](error_code ec) {
       if (ec) return self->fail(ec.message());
       auto it = self->inflight.find(seqnum);
-      if (it == self->inflight.end()) return self->fail("transfer vanished while reading its reply");
+      if (it == self->inflight.end())
+        return self->fail("transfer vanished while reading its reply");
       usb::Transfer& t = *it->second.transfer;
       auto descs = wire::decode_iso_descriptors(self->scratch, uint32_t(t.length()));
       if (!descs) return self->fail("bad iso descriptors: " + descs.error().message);
       uint64_t sum = 0;
       for (auto& d : *descs) sum += d.actual_length;
-      if (it->second.direction == wire::kDirIn && sum != payload) return self->fail("iso actual lengths do not add up to the data sent");
+      if (it->second.direction == wire::kDirIn && sum != payload)
+        return self->fail("iso actual lengths do not add up to the data sent");
       // Unpack: data arrived packed at the start of the buffer; move each packet to its offset,
       // last first, so nothing is overwritten before it moves.
       uint64_t pos = sum;
@@ -205,7 +211,8 @@ struct UsbipRemoteDevice::Channel : std::enable_shared_from_this<Channel> {
         if (it->second.direction == wire::kDirIn && d.actual_length && pos != p.offset)
           std::memmove(t.buffer().data() + p.offset, t.buffer().data() + pos, d.actual_length);
       }
-      self->complete(seqnum, usb::from_linux_errno(ret.status), uint32_t(std::max(ret.actual_length, 0)));
+      self->complete(seqnum, usb::from_linux_errno(ret.status),
+                     uint32_t(std::max(ret.actual_length, 0)));
       self->read_header();
     });
   }
@@ -227,7 +234,8 @@ struct UsbipRemoteDevice::Channel : std::enable_shared_from_this<Channel> {
     c.direction = in ? wire::kDirIn : wire::kDirOut;
     c.ep = usb::endpoint_number(t.endpoint());
     c.transfer_flags = (t.flags.short_not_ok ? wire::kUrbShortNotOk : 0) |
-                       (t.flags.zero_packet ? wire::kUrbZeroPacket : 0) | (in ? wire::kUrbDirIn : 0);
+                       (t.flags.zero_packet ? wire::kUrbZeroPacket : 0) |
+                       (in ? wire::kUrbDirIn : 0);
     c.transfer_buffer_length = int32_t(t.length());
     c.interval = int32_t(t.interval);
     Out out;
@@ -259,36 +267,48 @@ namespace {
 // Reads the descriptors of a freshly imported device with control transfers on the channel.
 class DescriptorFetcher : public std::enable_shared_from_this<DescriptorFetcher> {
  public:
-  DescriptorFetcher(UsbipRemoteDevice& dev, usb::DescriptorSet& out, std::move_only_function<void(usb::Result<void>)> done)
+  DescriptorFetcher(UsbipRemoteDevice& dev, usb::DescriptorSet& out,
+                    std::move_only_function<void(usb::Result<void>)> done)
       : dev_(dev), out_(out), done_(std::move(done)) {}
   void start() {
-    get(usb::desc::kDevice << 8, usb::desc::kDeviceSize, [self = shared_from_this()](usb::Transfer& t) {
-      auto d = usb::DeviceDescriptor::parse(t.data());
-      if (t.status() != usb::Status::kOk || !d) return self->finish(usb::Error::make(usb::Error::Code::kIo, "cannot read the device descriptor"));
-      self->out_.device = *d;
-      self->next_config(0);
-    });
+    get(usb::desc::kDevice << 8, usb::desc::kDeviceSize,
+        [self = shared_from_this()](usb::Transfer& t) {
+          auto d = usb::DeviceDescriptor::parse(t.data());
+          if (t.status() != usb::Status::kOk || !d)
+            return self->finish(
+                usb::Error::make(usb::Error::Code::kIo, "cannot read the device descriptor"));
+          self->out_.device = *d;
+          self->next_config(0);
+        });
   }
 
  private:
   void get(uint16_t value, uint16_t length, std::move_only_function<void(usb::Transfer&)> then) {
     usb::SetupPacket s{0x80, usb::request::kGetDescriptor, value, 0, length};
     current_ = usb::Transfer::control(0x80, s);
-    current_->set_completion([self = shared_from_this(), then = std::move(then)](usb::Transfer& t) mutable { then(t); });
+    current_->set_completion(
+        [self = shared_from_this(), then = std::move(then)](usb::Transfer& t) mutable { then(t); });
     dev_.submit(*current_);
   }
   void next_config(uint8_t index) {
     if (index >= out_.device.num_configurations) return finish({});
-    get(uint16_t(usb::desc::kConfiguration << 8 | index), usb::desc::kConfigurationSize, [self = shared_from_this(), index](usb::Transfer& t) {
-      if (t.status() != usb::Status::kOk || t.actual_length() < 4) return self->finish(usb::Error::make(usb::Error::Code::kIo, "cannot read configuration header"));
-      const uint16_t total = usb::load_le16(t.data().data() + 2);
-      self->get(uint16_t(usb::desc::kConfiguration << 8 | index), total, [self, index](usb::Transfer& t) {
-        auto c = usb::ConfigurationDescriptor::parse(t.data());
-        if (t.status() != usb::Status::kOk || !c) return self->finish(usb::Error::make(usb::Error::Code::kIo, "cannot parse configuration " + std::to_string(index)));
-        self->out_.configurations.push_back(std::move(*c));
-        self->next_config(uint8_t(index + 1));
-      });
-    });
+    get(uint16_t(usb::desc::kConfiguration << 8 | index), usb::desc::kConfigurationSize,
+        [self = shared_from_this(), index](usb::Transfer& t) {
+          if (t.status() != usb::Status::kOk || t.actual_length() < 4)
+            return self->finish(
+                usb::Error::make(usb::Error::Code::kIo, "cannot read configuration header"));
+          const uint16_t total = usb::load_le16(t.data().data() + 2);
+          self->get(uint16_t(usb::desc::kConfiguration << 8 | index), total,
+                    [self, index](usb::Transfer& t) {
+                      auto c = usb::ConfigurationDescriptor::parse(t.data());
+                      if (t.status() != usb::Status::kOk || !c)
+                        return self->finish(usb::Error::make(
+                            usb::Error::Code::kIo,
+                            "cannot parse configuration " + std::to_string(index)));
+                      self->out_.configurations.push_back(std::move(*c));
+                      self->next_config(uint8_t(index + 1));
+                    });
+        });
   }
   void finish(usb::Result<void> r) {
     auto done = std::move(done_);
@@ -303,79 +323,105 @@ class DescriptorFetcher : public std::enable_shared_from_this<DescriptorFetcher>
 
 }  // namespace
 
-UsbipRemoteDevice::UsbipRemoteDevice(std::shared_ptr<Channel> channel) : channel_(std::move(channel)) {}
+UsbipRemoteDevice::UsbipRemoteDevice(std::shared_ptr<Channel> channel)
+    : channel_(std::move(channel)) {}
 
-UsbipRemoteDevice::~UsbipRemoteDevice() { close(); }
+UsbipRemoteDevice::~UsbipRemoteDevice() {
+  close();
+}
 
-void UsbipRemoteDevice::close() { channel_->fail("closed by owner"); }
+void UsbipRemoteDevice::close() {
+  channel_->fail("closed by owner");
+}
 
-void UsbipRemoteDevice::import(asio::io_context& io, const usb::net::HostPort& server, const std::string& busid,
-                               Options options, ImportCallback done) {
+void UsbipRemoteDevice::import(asio::io_context& io, const usb::net::HostPort& server,
+                               const std::string& busid, Options options, ImportCallback done) {
   auto ch = std::make_shared<Channel>(io, std::move(options));
   ch->peer = server.to_string();
   auto req = wire::encode_import_request(busid);
   if (!req) return done(std::unexpected(req.error()));
   auto shared_done = std::make_shared<ImportCallback>(std::move(done));
-  auto fail = [shared_done](usb::Error::Code code, std::string msg) { (*shared_done)(usb::Error::make(code, std::move(msg))); };
+  auto fail = [shared_done](usb::Error::Code code, std::string msg) {
+    (*shared_done)(usb::Error::make(code, std::move(msg)));
+  };
   auto resolver = std::make_shared<tcp::resolver>(io);
-  resolver->async_resolve(server.host, std::to_string(server.port), [=, resolver = resolver](error_code ec, tcp::resolver::results_type results) {
-    if (ec) return fail(usb::Error::Code::kIo, "resolve " + ch->peer + ": " + ec.message());
-    asio::async_connect(ch->socket, results, [=](error_code ec, const tcp::endpoint&) {
-      if (ec) return fail(usb::Error::Code::kIo, "connect " + ch->peer + ": " + ec.message());
-      ch->socket.set_option(tcp::no_delay(true), ec);
-      auto out = std::make_shared<std::vector<uint8_t>>();
-      auto h = wire::encode_op_header({wire::kVersion, wire::kOpReqImport, 0});
-      out->insert(out->end(), h.begin(), h.end());
-      out->insert(out->end(), req->begin(), req->end());
-      asio::async_write(ch->socket, asio::buffer(*out), [=](error_code ec, size_t) {
-        (void)out;
-        if (ec) return fail(usb::Error::Code::kIo, "send import: " + ec.message());
-        ch->scratch.resize(wire::kOpHeaderSize + wire::kDeviceRecordSize);
-        asio::async_read(ch->socket, asio::buffer(ch->scratch.data(), wire::kOpHeaderSize), [=](error_code ec, size_t) {
-          if (ec) return fail(usb::Error::Code::kIo, "import reply: " + ec.message());
-          auto oh = wire::decode_op_header(std::span(ch->scratch.data(), wire::kOpHeaderSize));
-          if (!oh || oh->code != wire::kOpRepImport) return fail(usb::Error::Code::kMalformed, "bad import reply");
-          if (oh->status != wire::kStOk)
-            return fail(oh->status == wire::kStDevBusy ? usb::Error::Code::kBusy : usb::Error::Code::kNotFound,
+  resolver->async_resolve(
+      server.host, std::to_string(server.port),
+      [=, resolver = resolver](error_code ec, tcp::resolver::results_type results) {
+        if (ec) return fail(usb::Error::Code::kIo, "resolve " + ch->peer + ": " + ec.message());
+        asio::async_connect(ch->socket, results, [=](error_code ec, const tcp::endpoint&) {
+          if (ec) return fail(usb::Error::Code::kIo, "connect " + ch->peer + ": " + ec.message());
+          ch->socket.set_option(tcp::no_delay(true), ec);
+          auto out = std::make_shared<std::vector<uint8_t>>();
+          auto h = wire::encode_op_header({wire::kVersion, wire::kOpReqImport, 0});
+          out->insert(out->end(), h.begin(), h.end());
+          out->insert(out->end(), req->begin(), req->end());
+          asio::async_write(ch->socket, asio::buffer(*out), [=](error_code ec, size_t) {
+            (void)out;
+            if (ec) return fail(usb::Error::Code::kIo, "send import: " + ec.message());
+            ch->scratch.resize(wire::kOpHeaderSize + wire::kDeviceRecordSize);
+            asio::async_read(
+                ch->socket, asio::buffer(ch->scratch.data(), wire::kOpHeaderSize),
+                [=](error_code ec, size_t) {
+                  if (ec) return fail(usb::Error::Code::kIo, "import reply: " + ec.message());
+                  auto oh =
+                      wire::decode_op_header(std::span(ch->scratch.data(), wire::kOpHeaderSize));
+                  if (!oh || oh->code != wire::kOpRepImport)
+                    return fail(usb::Error::Code::kMalformed, "bad import reply");
+                  if (oh->status != wire::kStOk)
+                    return fail(
+                        oh->status == wire::kStDevBusy ? usb::Error::Code::kBusy
+                                                       : usb::Error::Code::kNotFound,
                         fmt::format("server refused import of {} (status {})", busid, oh->status));
-          asio::async_read(ch->socket, asio::buffer(ch->scratch.data(), wire::kDeviceRecordSize), [=](error_code ec, size_t) {
-            if (ec) return fail(usb::Error::Code::kIo, "import record: " + ec.message());
-            auto rec = wire::decode_device_record(std::span(ch->scratch.data(), wire::kDeviceRecordSize));
-            if (!rec) return fail(usb::Error::Code::kMalformed, rec.error().message);
-            if (rec->busid != busid) return fail(usb::Error::Code::kMalformed, "import reply names bus id '" + rec->busid + "'");
-            ch->record = *rec;
-            ch->devid = wire::make_devid(rec->busnum, rec->devnum);
-            ch->active_config = rec->configuration_value;
-            ch->location = {rec->busnum, rec->devnum, rec->busid, rec->path};
-            ch->connected = true;
-            ch->read_header();
-            auto dev = std::unique_ptr<UsbipRemoteDevice>(new UsbipRemoteDevice(ch));
-            UsbipRemoteDevice* raw = dev.get();
-            auto holder = std::make_shared<std::unique_ptr<UsbipRemoteDevice>>(std::move(dev));
-            auto fetch = std::make_shared<DescriptorFetcher>(*raw, ch->descriptors, [=](usb::Result<void> r) {
-              if (!r) {
-                auto e = r.error();
-                holder->reset();
-                return (*shared_done)(std::unexpected(std::move(e)));
-              }
-              (*shared_done)(std::move(*holder));
-            });
-            fetch->start();
+                  asio::async_read(
+                      ch->socket, asio::buffer(ch->scratch.data(), wire::kDeviceRecordSize),
+                      [=](error_code ec, size_t) {
+                        if (ec)
+                          return fail(usb::Error::Code::kIo, "import record: " + ec.message());
+                        auto rec = wire::decode_device_record(
+                            std::span(ch->scratch.data(), wire::kDeviceRecordSize));
+                        if (!rec) return fail(usb::Error::Code::kMalformed, rec.error().message);
+                        if (rec->busid != busid)
+                          return fail(usb::Error::Code::kMalformed,
+                                      "import reply names bus id '" + rec->busid + "'");
+                        ch->record = *rec;
+                        ch->devid = wire::make_devid(rec->busnum, rec->devnum);
+                        ch->active_config = rec->configuration_value;
+                        ch->location = {rec->busnum, rec->devnum, rec->busid, rec->path};
+                        ch->connected = true;
+                        ch->read_header();
+                        auto dev = std::unique_ptr<UsbipRemoteDevice>(new UsbipRemoteDevice(ch));
+                        UsbipRemoteDevice* raw = dev.get();
+                        auto holder =
+                            std::make_shared<std::unique_ptr<UsbipRemoteDevice>>(std::move(dev));
+                        auto fetch = std::make_shared<DescriptorFetcher>(
+                            *raw, ch->descriptors, [=](usb::Result<void> r) {
+                              if (!r) {
+                                auto e = r.error();
+                                holder->reset();
+                                return (*shared_done)(std::unexpected(std::move(e)));
+                              }
+                              (*shared_done)(std::move(*holder));
+                            });
+                        fetch->start();
+                      });
+                });
           });
         });
       });
-    });
-  });
 }
 
-usb::Result<std::vector<wire::DevlistEntry>> UsbipRemoteDevice::list_blocking(const usb::net::HostPort& server) {
+usb::Result<std::vector<wire::DevlistEntry>> UsbipRemoteDevice::list_blocking(
+    const usb::net::HostPort& server) {
   asio::io_context io;
   tcp::socket s(io);
   error_code ec;
   tcp::resolver resolver(io);
   auto results = resolver.resolve(server.host, std::to_string(server.port), ec);
   if (!ec) asio::connect(s, results, ec);
-  if (ec) return usb::Error::make(usb::Error::Code::kIo, "connect " + server.to_string() + ": " + ec.message());
+  if (ec)
+    return usb::Error::make(usb::Error::Code::kIo,
+                            "connect " + server.to_string() + ": " + ec.message());
   auto h = wire::encode_op_header({wire::kVersion, wire::kOpReqDevlist, 0});
   asio::write(s, asio::buffer(h), ec);
   std::array<uint8_t, wire::kOpHeaderSize + 4> head{};
@@ -385,7 +431,9 @@ usb::Result<std::vector<wire::DevlistEntry>> UsbipRemoteDevice::list_blocking(co
   if (!oh || oh->code != wire::kOpRepDevlist || oh->status != wire::kStOk)
     return usb::Error::make(usb::Error::Code::kMalformed, "bad devlist reply");
   const uint32_t n = usb::load_be32(head.data() + wire::kOpHeaderSize);
-  if (n > 4096) return usb::Error::make(usb::Error::Code::kTooLarge, "devlist claims " + std::to_string(n) + " devices");
+  if (n > 4096)
+    return usb::Error::make(usb::Error::Code::kTooLarge,
+                            "devlist claims " + std::to_string(n) + " devices");
   std::vector<wire::DevlistEntry> out;
   std::vector<uint8_t> rec(wire::kDeviceRecordSize);
   for (uint32_t i = 0; i < n; ++i) {
@@ -405,13 +453,27 @@ usb::Result<std::vector<wire::DevlistEntry>> UsbipRemoteDevice::list_blocking(co
   return out;
 }
 
-const usb::DescriptorSet& UsbipRemoteDevice::descriptors() const { return channel_->descriptors; }
-usb::Speed UsbipRemoteDevice::speed() const { return static_cast<usb::Speed>(channel_->record.speed); }
-const usb::DeviceLocation& UsbipRemoteDevice::location() const { return channel_->location; }
-uint8_t UsbipRemoteDevice::active_configuration() const { return channel_->active_config; }
-uint8_t UsbipRemoteDevice::alternate_setting(uint8_t i) const { return i < channel_->alt.size() ? channel_->alt[i] : 0; }
-bool UsbipRemoteDevice::connected() const { return channel_->connected; }
-const wire::DeviceRecord& UsbipRemoteDevice::record() const { return channel_->record; }
+const usb::DescriptorSet& UsbipRemoteDevice::descriptors() const {
+  return channel_->descriptors;
+}
+usb::Speed UsbipRemoteDevice::speed() const {
+  return static_cast<usb::Speed>(channel_->record.speed);
+}
+const usb::DeviceLocation& UsbipRemoteDevice::location() const {
+  return channel_->location;
+}
+uint8_t UsbipRemoteDevice::active_configuration() const {
+  return channel_->active_config;
+}
+uint8_t UsbipRemoteDevice::alternate_setting(uint8_t i) const {
+  return i < channel_->alt.size() ? channel_->alt[i] : 0;
+}
+bool UsbipRemoteDevice::connected() const {
+  return channel_->connected;
+}
+const wire::DeviceRecord& UsbipRemoteDevice::record() const {
+  return channel_->record;
+}
 
 void UsbipRemoteDevice::submit(usb::Transfer& t) {
   Channel& ch = *channel_;
@@ -466,7 +528,8 @@ void UsbipRemoteDevice::standard_request(const usb::SetupPacket& setup, usb::Sta
 
 void UsbipRemoteDevice::reset(usb::StatusCallback done) {
   // Hub-class SET_FEATURE(PORT_RESET): USB/IP servers reset the device when they see it.
-  standard_request({0x23, usb::request::kSetFeature, usb::kHubPortResetFeature, 0, 0}, std::move(done));
+  standard_request({0x23, usb::request::kSetFeature, usb::kHubPortResetFeature, 0, 0},
+                   std::move(done));
 }
 
 void UsbipRemoteDevice::set_configuration(uint8_t value, usb::StatusCallback done) {
@@ -480,23 +543,27 @@ void UsbipRemoteDevice::set_configuration(uint8_t value, usb::StatusCallback don
                    });
 }
 
-void UsbipRemoteDevice::set_interface(uint8_t interface, uint8_t alternate, usb::StatusCallback done) {
-  standard_request({0x01, usb::request::kSetInterface, alternate, interface, 0},
-                   [ch = channel_, interface, alternate, done = std::move(done)](usb::Status s) mutable {
-                     if (s == usb::Status::kOk) {
-                       if (ch->alt.size() <= interface) ch->alt.resize(interface + 1u);
-                       ch->alt[interface] = alternate;
-                     }
-                     done(s);
-                   });
+void UsbipRemoteDevice::set_interface(uint8_t interface, uint8_t alternate,
+                                      usb::StatusCallback done) {
+  standard_request(
+      {0x01, usb::request::kSetInterface, alternate, interface, 0},
+      [ch = channel_, interface, alternate, done = std::move(done)](usb::Status s) mutable {
+        if (s == usb::Status::kOk) {
+          if (ch->alt.size() <= interface) ch->alt.resize(interface + 1u);
+          ch->alt[interface] = alternate;
+        }
+        done(s);
+      });
 }
 
 void UsbipRemoteDevice::clear_halt(uint8_t endpoint, usb::StatusCallback done) {
-  standard_request({0x02, usb::request::kClearFeature, usb::feature::kEndpointHalt, endpoint, 0}, std::move(done));
+  standard_request({0x02, usb::request::kClearFeature, usb::feature::kEndpointHalt, endpoint, 0},
+                   std::move(done));
 }
 
 void UsbipRemoteDevice::set_halt(uint8_t endpoint, usb::StatusCallback done) {
-  standard_request({0x02, usb::request::kSetFeature, usb::feature::kEndpointHalt, endpoint, 0}, std::move(done));
+  standard_request({0x02, usb::request::kSetFeature, usb::feature::kEndpointHalt, endpoint, 0},
+                   std::move(done));
 }
 
 }  // namespace devices

@@ -29,7 +29,8 @@ class UsbipRemoteDevice : public usb::Device {
     // Called once when the connection ends (peer gone, protocol error, close()).
     std::function<void(const std::string& reason)> on_disconnect;
   };
-  using ImportCallback = std::move_only_function<void(usb::Result<std::unique_ptr<UsbipRemoteDevice>>)>;
+  using ImportCallback =
+      std::move_only_function<void(usb::Result<std::unique_ptr<UsbipRemoteDevice>>)>;
 
   // Connects, imports `busid`, reads the device's descriptors over the URB channel, then calls
   // done on the loop.

@@ -34,8 +34,8 @@ namespace asio = boost::asio;
 class ServerSide {
  public:
   ServerSide() : work_(io_.get_executor()), server_(io_, exports_, limits()), raw_(io_) {
-    device_ = std::make_unique<devices::GadgetZero>(devices::GadgetZeroOptions{},
-                                                    usb::DeviceLocation{.busid = "1-1", .path = {}});
+    device_ = std::make_unique<devices::GadgetZero>(
+        devices::GadgetZeroOptions{}, usb::DeviceLocation{.busid = "1-1", .path = {}});
     (void)exports_.add(*device_);
     (void)server_.listen({"127.0.0.1", 0});
     thread_ = std::thread([this] { io_.run(); });
@@ -74,18 +74,18 @@ class Client {
  public:
   Client() {
     bool ready = false;
-    devices::UsbipRemoteDevice::import(
-        io_, {"127.0.0.1", g_server->usbip_port()}, "1-1", {}, [&](auto r) {
-          if (!r) {
-            spdlog::error("import failed: {}", r.error().message);
-            std::exit(1);
-          }
-          device_ = std::move(*r);
-          device_->set_configuration(3, [&](usb::Status s) {
-            if (s != usb::Status::kOk) std::exit(1);
-            ready = true;
-          });
-        });
+    devices::UsbipRemoteDevice::import(io_, {"127.0.0.1", g_server->usbip_port()}, "1-1", {},
+                                       [&](auto r) {
+                                         if (!r) {
+                                           spdlog::error("import failed: {}", r.error().message);
+                                           std::exit(1);
+                                         }
+                                         device_ = std::move(*r);
+                                         device_->set_configuration(3, [&](usb::Status s) {
+                                           if (s != usb::Status::kOk) std::exit(1);
+                                           ready = true;
+                                         });
+                                       });
     while (!ready) io_.run_one();
   }
 

@@ -28,18 +28,19 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   void read_header() {
-    asio::async_read(socket_, asio::buffer(header_), [self = shared_from_this()](error_code ec, size_t) {
-      if (ec) return;
-      const bool in = self->header_[0] == 1;
-      const uint32_t len = usb::load_be32(&self->header_[4]);
-      if (len > (64u << 20)) return;
-      if (self->buffer_.size() < len) self->buffer_.resize(len);
-      if (in) return self->reply(len);
-      asio::async_read(self->socket_, asio::buffer(self->buffer_.data(), len),
-                       [self](error_code ec, size_t) {
-                         if (!ec) self->reply(0);
-                       });
-    });
+    asio::async_read(socket_, asio::buffer(header_),
+                     [self = shared_from_this()](error_code ec, size_t) {
+                       if (ec) return;
+                       const bool in = self->header_[0] == 1;
+                       const uint32_t len = usb::load_be32(&self->header_[4]);
+                       if (len > (64u << 20)) return;
+                       if (self->buffer_.size() < len) self->buffer_.resize(len);
+                       if (in) return self->reply(len);
+                       asio::async_read(self->socket_, asio::buffer(self->buffer_.data(), len),
+                                        [self](error_code ec, size_t) {
+                                          if (!ec) self->reply(0);
+                                        });
+                     });
   }
   void reply(uint32_t data) {
     bufs_[0] = asio::buffer(header_);
@@ -62,7 +63,9 @@ RawTcpServer::RawTcpServer(asio::io_context& io)
   accept();
 }
 
-uint16_t RawTcpServer::port() const { return acceptor_.local_endpoint().port(); }
+uint16_t RawTcpServer::port() const {
+  return acceptor_.local_endpoint().port();
+}
 
 void RawTcpServer::stop() {
   error_code ec;
@@ -122,7 +125,9 @@ std::vector<uint64_t> RawTcpClient::ping(uint64_t count) {
     asio::write(socket_, asio::buffer(req));
     asio::read(socket_, asio::buffer(rep));
     asio::read(socket_, asio::buffer(data));
-    rtt.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+    rtt.push_back(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+            .count());
   }
   return rtt;
 }

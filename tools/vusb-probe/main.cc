@@ -21,7 +21,8 @@ namespace {
 namespace asio = boost::asio;
 
 // Runs the loop until `done` is set or the deadline passes.
-bool run_until(asio::io_context& io, const bool& done, std::chrono::seconds limit = std::chrono::seconds(20)) {
+bool run_until(asio::io_context& io, const bool& done,
+               std::chrono::seconds limit = std::chrono::seconds(20)) {
   auto deadline = std::chrono::steady_clock::now() + limit;
   while (!done && std::chrono::steady_clock::now() < deadline) {
     io.run_one_for(std::chrono::milliseconds(100));
@@ -30,12 +31,16 @@ bool run_until(asio::io_context& io, const bool& done, std::chrono::seconds limi
   return done;
 }
 
-std::unique_ptr<devices::UsbipRemoteDevice> import(asio::io_context& io, const usb::net::HostPort& hp, const std::string& busid) {
+std::unique_ptr<devices::UsbipRemoteDevice> import(asio::io_context& io,
+                                                   const usb::net::HostPort& hp,
+                                                   const std::string& busid) {
   std::unique_ptr<devices::UsbipRemoteDevice> dev;
   bool done = false;
   devices::UsbipRemoteDevice::import(io, hp, busid, {}, [&](auto r) {
-    if (!r) spdlog::error("import {}: {}", busid, r.error().message);
-    else dev = std::move(*r);
+    if (!r)
+      spdlog::error("import {}: {}", busid, r.error().message);
+    else
+      dev = std::move(*r);
     done = true;
   });
   if (!run_until(io, done)) spdlog::error("import {}: timed out", busid);
@@ -57,15 +62,17 @@ usb::Status run_transfer(asio::io_context& io, usb::Device& dev, usb::Transfer& 
 
 void print_descriptors(const usb::Device& dev) {
   const auto& d = dev.descriptors().device;
-  std::printf("device %04x:%04x bcdUSB %x.%02x class %02x/%02x/%02x speed %s, %u configuration(s)\n",
-              d.vendor_id, d.product_id, d.bcd_usb >> 8, d.bcd_usb & 0xff, d.device_class, d.device_subclass,
-              d.device_protocol, std::string(usb::to_string(dev.speed())).c_str(), d.num_configurations);
+  std::printf(
+      "device %04x:%04x bcdUSB %x.%02x class %02x/%02x/%02x speed %s, %u configuration(s)\n",
+      d.vendor_id, d.product_id, d.bcd_usb >> 8, d.bcd_usb & 0xff, d.device_class,
+      d.device_subclass, d.device_protocol, std::string(usb::to_string(dev.speed())).c_str(),
+      d.num_configurations);
   for (const auto& c : dev.descriptors().configurations) {
-    std::printf("  configuration %u: %u interface(s), attributes %02x, max power %u\n", c.value, c.num_interfaces,
-                c.attributes, c.max_power);
+    std::printf("  configuration %u: %u interface(s), attributes %02x, max power %u\n", c.value,
+                c.num_interfaces, c.attributes, c.max_power);
     for (const auto& i : c.interfaces) {
-      std::printf("    interface %u alt %u class %02x/%02x/%02x\n", i.number, i.alternate, i.interface_class,
-                  i.interface_subclass, i.interface_protocol);
+      std::printf("    interface %u alt %u class %02x/%02x/%02x\n", i.number, i.alternate,
+                  i.interface_class, i.interface_subclass, i.interface_protocol);
       for (const auto& e : i.endpoints)
         std::printf("      endpoint %02x %s max packet %u interval %u\n", e.address,
                     std::string(usb::to_string(e.type())).c_str(), e.max_packet(), e.interval);
@@ -90,7 +97,10 @@ int inquiry(asio::io_context& io, devices::UsbipRemoteDevice& dev) {
   if (dev.active_configuration() != cfg->value) {
     bool done = false;
     usb::Status st = usb::Status::kIoError;
-    dev.set_configuration(cfg->value, [&](usb::Status s) { st = s; done = true; });
+    dev.set_configuration(cfg->value, [&](usb::Status s) {
+      st = s;
+      done = true;
+    });
     if (!run_until(io, done) || st != usb::Status::kOk) {
       spdlog::error("SET_CONFIGURATION {} failed: {}", cfg->value, usb::to_string(st));
       return 1;
@@ -98,7 +108,8 @@ int inquiry(asio::io_context& io, devices::UsbipRemoteDevice& dev) {
   }
   uint8_t ep_in = 0, ep_out = 0;
   for (const auto& e : msc->endpoints)
-    if (e.type() == usb::TransferType::kBulk) (e.direction() == usb::Direction::kIn ? ep_in : ep_out) = e.address;
+    if (e.type() == usb::TransferType::kBulk)
+      (e.direction() == usb::Direction::kIn ? ep_in : ep_out) = e.address;
   if (!ep_in || !ep_out) {
     spdlog::error("mass-storage interface lacks bulk endpoints");
     return 1;
@@ -141,15 +152,18 @@ int inquiry(asio::io_context& io, devices::UsbipRemoteDevice& dev) {
     while (!s.empty() && (s.back() == ' ' || s.back() == '\0')) s.pop_back();
     return s;
   };
-  std::printf("INQUIRY: peripheral type %u vendor '%s' product '%s' revision '%s'\n", data.data()[0] & 0x1f,
-              field(8, 8).c_str(), field(16, 16).c_str(), field(32, 4).c_str());
+  std::printf("INQUIRY: peripheral type %u vendor '%s' product '%s' revision '%s'\n",
+              data.data()[0] & 0x1f, field(8, 8).c_str(), field(16, 16).c_str(),
+              field(32, 4).c_str());
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"vusb-probe: import a device from a USB/IP server (vusb-stub or usbipd) and look at it", "vusb-probe"};
+  CLI::App app{
+      "vusb-probe: import a device from a USB/IP server (vusb-stub or usbipd) and look at it",
+      "vusb-probe"};
   app.require_subcommand(1);
   std::string server, busid;
   auto* list = app.add_subcommand("list", "List exported devices");
@@ -163,7 +177,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   spdlog::set_pattern("vusb-probe: %^%l%$: %v");
 
-  auto hp = usb::net::parse_host_port(server.find(':') == std::string::npos ? server + ":3240" : server, "127.0.0.1");
+  auto hp = usb::net::parse_host_port(
+      server.find(':') == std::string::npos ? server + ":3240" : server, "127.0.0.1");
   if (!hp) {
     spdlog::error("{}", hp.error().message);
     return 2;
@@ -175,11 +190,12 @@ int main(int argc, char** argv) {
       return 1;
     }
     for (const auto& e : *devs) {
-      std::printf("%s %04x:%04x speed %u class %02x/%02x/%02x interfaces:", e.device.busid.c_str(), e.device.id_vendor,
-                  e.device.id_product, e.device.speed, e.device.device_class, e.device.device_subclass,
-                  e.device.device_protocol);
+      std::printf("%s %04x:%04x speed %u class %02x/%02x/%02x interfaces:", e.device.busid.c_str(),
+                  e.device.id_vendor, e.device.id_product, e.device.speed, e.device.device_class,
+                  e.device.device_subclass, e.device.device_protocol);
       for (const auto& i : e.interfaces)
-        std::printf(" %02x/%02x/%02x", i.interface_class, i.interface_subclass, i.interface_protocol);
+        std::printf(" %02x/%02x/%02x", i.interface_class, i.interface_subclass,
+                    i.interface_protocol);
       std::printf("\n");
     }
     return 0;

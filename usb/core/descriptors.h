@@ -75,11 +75,11 @@ struct SsEndpointCompanion {
 };
 
 struct EndpointDescriptor {
-  uint8_t address = 0;     // bEndpointAddress, direction in bit 7
-  uint8_t attributes = 0;  // bmAttributes, type in bits 1:0
+  uint8_t address = 0;           // bEndpointAddress, direction in bit 7
+  uint8_t attributes = 0;        // bmAttributes, type in bits 1:0
   uint16_t max_packet_size = 0;  // wMaxPacketSize including the high-bandwidth bits 12:11
   uint8_t interval = 0;
-  uint8_t audio_extra[2] = {0, 0};  // bRefresh/bSynchAddress when bLength == 9 (audio class)
+  uint8_t audio_extra[2] = {0, 0};       // bRefresh/bSynchAddress when bLength == 9 (audio class)
   uint8_t length = desc::kEndpointSize;  // 7 or 9
   std::optional<SsEndpointCompanion> ss_companion{};
   std::vector<uint8_t> extra{};  // class-specific descriptors that follow, raw
@@ -88,7 +88,9 @@ struct EndpointDescriptor {
   Direction direction() const { return endpoint_direction(address); }
   uint16_t max_packet() const { return max_packet_size & 0x7ff; }
   // Transactions per microframe for high-speed periodic endpoints (1..3).
-  uint8_t hs_transactions() const { return static_cast<uint8_t>(((max_packet_size >> 11) & 3) + 1); }
+  uint8_t hs_transactions() const {
+    return static_cast<uint8_t>(((max_packet_size >> 11) & 3) + 1);
+  }
   friend bool operator==(const EndpointDescriptor&, const EndpointDescriptor&) = default;
 };
 
@@ -122,7 +124,7 @@ struct ConfigurationDescriptor {
   uint8_t num_interfaces = 0;
   uint8_t string_index = 0;
   uint8_t attributes = kConfigAttrOne;
-  uint8_t max_power = 50;  // units of 2 mA (8 mA at SuperSpeed)
+  uint8_t max_power = 50;                          // units of 2 mA (8 mA at SuperSpeed)
   uint8_t descriptor_type = desc::kConfiguration;  // or kOtherSpeedConfiguration
   std::vector<uint8_t> extra{};  // descriptors between the header and the first interface
   std::vector<InterfaceDescriptor> interfaces{};  // every alternate setting, in order
@@ -140,7 +142,7 @@ struct ConfigurationDescriptor {
 // Binary Object Store (USB 3.2 9.6.2): capability descriptors kept raw.
 struct BosDescriptor {
   struct Capability {
-    uint8_t type = 0;           // bDevCapabilityType
+    uint8_t type = 0;             // bDevCapabilityType
     std::vector<uint8_t> data{};  // bytes after bDevCapabilityType
     friend bool operator==(const Capability&, const Capability&) = default;
   };

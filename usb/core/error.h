@@ -16,9 +16,9 @@ struct Error {
     kTooLarge,         // a length exceeds a configured bound
     kNotFound,
     kBusy,
-    kIo,               // OS or library call failed
+    kIo,  // OS or library call failed
     kUnsupported,
-    kClosed,           // connection or device is gone
+    kClosed,  // connection or device is gone
   };
   Code code;
   std::string message;

@@ -15,7 +15,9 @@ class LoopChecker {
     assert(owner_ == std::this_thread::get_id() && "called off the object's loop");
 #endif
   }
-  void detach() { owner_ = std::thread::id{}; }
+  void detach() {
+    owner_ = std::thread::id{};
+  }
 
  private:
   mutable std::thread::id owner_{};

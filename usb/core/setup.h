@@ -60,8 +60,8 @@ struct SetupPacket {
   }
 
   static constexpr uint8_t make_type(Direction d, RequestType t, Recipient r) {
-    return static_cast<uint8_t>((d == Direction::kIn ? 0x80 : 0) |
-                                (static_cast<uint8_t>(t) << 5) | static_cast<uint8_t>(r));
+    return static_cast<uint8_t>((d == Direction::kIn ? 0x80 : 0) | (static_cast<uint8_t>(t) << 5) |
+                                static_cast<uint8_t>(r));
   }
   friend bool operator==(const SetupPacket&, const SetupPacket&) = default;
 };

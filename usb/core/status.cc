@@ -37,17 +37,23 @@ constexpr std::array<Row, 17> kTable{{
     {Status::kIoError, EIO, -99 /*OTHER*/, -1, "io-error"},
 }};
 
-constexpr const Row& row(Status s) { return kTable[static_cast<size_t>(s)]; }
+constexpr const Row& row(Status s) {
+  return kTable[static_cast<size_t>(s)];
+}
 
-static_assert([] {
-  for (size_t i = 0; i < kTable.size(); ++i)
-    if (static_cast<size_t>(kTable[i].status) != i) return false;
-  return true;
-}(), "kTable rows must be in enum order");
+static_assert(
+    [] {
+      for (size_t i = 0; i < kTable.size(); ++i)
+        if (static_cast<size_t>(kTable[i].status) != i) return false;
+      return true;
+    }(),
+    "kTable rows must be in enum order");
 
 }  // namespace
 
-int to_linux_errno(Status s) { return -row(s).linux_errno; }
+int to_linux_errno(Status s) {
+  return -row(s).linux_errno;
+}
 
 Status from_linux_errno(int err) {
   if (err < 0) err = -err;
@@ -56,7 +62,9 @@ Status from_linux_errno(int err) {
   return Status::kIoError;
 }
 
-int to_libusb_error(Status s) { return row(s).libusb_error; }
+int to_libusb_error(Status s) {
+  return row(s).libusb_error;
+}
 
 Status from_libusb_error(int err) {
   // LIBUSB_ERROR_IO is shared by several rows (short packet, protocol, partial iso); on its own
@@ -73,6 +81,8 @@ Status from_libusb_transfer_status(int ts) {
   return Status::kIoError;
 }
 
-std::string_view to_string(Status s) { return row(s).name; }
+std::string_view to_string(Status s) {
+  return row(s).name;
+}
 
 }  // namespace usb

@@ -66,7 +66,7 @@ class Transfer {
 
   struct Flags {
     bool short_not_ok = false;  // a short IN transfer completes with kShortPacket
-    bool zero_packet = false;   // an OUT transfer that is a multiple of wMaxPacketSize ends in a ZLP
+    bool zero_packet = false;  // an OUT transfer that is a multiple of wMaxPacketSize ends in a ZLP
   };
 
   using Completion = std::move_only_function<void(Transfer&)>;
@@ -90,7 +90,7 @@ class Transfer {
   std::span<const uint8_t> buffer() const { return buffer_.span(); }
   size_t length() const { return buffer_.size(); }
 
-  SetupPacket setup;                   // control transfers only
+  SetupPacket setup;                     // control transfers only
   std::vector<IsoPacket> iso_packets{};  // isochronous transfers only
   Flags flags;
   int32_t start_frame = -1;

@@ -30,7 +30,9 @@ constexpr uint8_t endpoint_address(uint8_t number, Direction dir) {
   return static_cast<uint8_t>((number & kEndpointNumberMask) |
                               (dir == Direction::kIn ? kEndpointDirIn : 0));
 }
-constexpr uint8_t endpoint_number(uint8_t address) { return address & kEndpointNumberMask; }
+constexpr uint8_t endpoint_number(uint8_t address) {
+  return address & kEndpointNumberMask;
+}
 constexpr Direction endpoint_direction(uint8_t address) {
   return (address & kEndpointDirIn) ? Direction::kIn : Direction::kOut;
 }

@@ -39,23 +39,22 @@ class StreamReader {
     if (rest.empty()) return done({});
     if (rest.size() >= buffer_.size() / 2) {
       // Large remainder: read it directly into the destination.
-      boost::asio::async_read(socket, boost::asio::buffer(rest.data(), rest.size()),
-                              [done = std::move(done)](boost::system::error_code ec,
-                                                       size_t) mutable { done(ec); });
+      boost::asio::async_read(
+          socket, boost::asio::buffer(rest.data(), rest.size()),
+          [done = std::move(done)](boost::system::error_code ec, size_t) mutable { done(ec); });
       return;
     }
     // Small remainder: one recv into the staging buffer, as much as the kernel has.
     if (begin_ != 0) {  // (buffer is empty here: begin_ == end_ == 0 after the copy above)
       begin_ = end_ = 0;
     }
-    socket.async_read_some(
-        boost::asio::buffer(buffer_.data() + end_, buffer_.size() - end_),
-        [this, &socket, rest, done = std::move(done)](boost::system::error_code ec,
-                                                      size_t n) mutable {
-          if (ec) return done(ec);
-          end_ += n;
-          read(socket, rest, std::move(done));
-        });
+    socket.async_read_some(boost::asio::buffer(buffer_.data() + end_, buffer_.size() - end_),
+                           [this, &socket, rest, done = std::move(done)](
+                               boost::system::error_code ec, size_t n) mutable {
+                             if (ec) return done(ec);
+                             end_ += n;
+                             read(socket, rest, std::move(done));
+                           });
   }
 
  private:

@@ -28,7 +28,7 @@ constexpr uint32_t kStError = 5;
 
 constexpr size_t kBusIdSize = 32;
 constexpr size_t kPathSize = 256;
-constexpr size_t kDeviceRecordSize = 312;  // struct usbip_usb_device
+constexpr size_t kDeviceRecordSize = 312;   // struct usbip_usb_device
 constexpr size_t kInterfaceRecordSize = 4;  // struct usbip_usb_interface
 constexpr size_t kDevlistCountSize = 4;     // u32 ndev after the op header
 constexpr size_t kImportRequestSize = kBusIdSize;

@@ -36,11 +36,14 @@ usb::DescriptorSet test_descriptors() {
   alt0.interface_class = 0xff;
   alt0.endpoints.push_back({.address = 0x81, .attributes = 2, .max_packet_size = 512});
   alt0.endpoints.push_back({.address = 0x01, .attributes = 2, .max_packet_size = 512});
-  alt0.endpoints.push_back({.address = 0x83, .attributes = 3, .max_packet_size = 64, .interval = 4});
+  alt0.endpoints.push_back(
+      {.address = 0x83, .attributes = 3, .max_packet_size = 64, .interval = 4});
   usb::InterfaceDescriptor alt1 = alt0;
   alt1.alternate = 1;
-  alt1.endpoints.push_back({.address = 0x82, .attributes = 1, .max_packet_size = 1024, .interval = 4});
-  alt1.endpoints.push_back({.address = 0x02, .attributes = 1, .max_packet_size = 1024, .interval = 4});
+  alt1.endpoints.push_back(
+      {.address = 0x82, .attributes = 1, .max_packet_size = 1024, .interval = 4});
+  alt1.endpoints.push_back(
+      {.address = 0x02, .attributes = 1, .max_packet_size = 1024, .interval = 4});
   c.interfaces = {alt0, alt1};
   d.configurations.push_back(c);
   return d;
@@ -147,12 +150,12 @@ class StubServerTest : public ::testing::Test {
 };
 
 // Waits until the FakeDevice holds n pending transfers.
-#define WAIT_PENDING(n)                                                        \
-  for (int i_ = 0; i_ < 200; ++i_) {                                           \
-    size_t p_ = 0;                                                             \
-    on_loop([&] { p_ = device_->pending.size(); });                            \
-    if (p_ == (n)) break;                                                      \
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));                 \
+#define WAIT_PENDING(n)                                        \
+  for (int i_ = 0; i_ < 200; ++i_) {                           \
+    size_t p_ = 0;                                             \
+    on_loop([&] { p_ = device_->pending.size(); });            \
+    if (p_ == (n)) break;                                      \
+    std::this_thread::sleep_for(std::chrono::milliseconds(5)); \
   }
 
 TEST_F(StubServerTest, DevlistListsDeviceWithInterfaces) {
