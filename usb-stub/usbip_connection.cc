@@ -1,6 +1,9 @@
 #include "usb-stub/usbip_connection.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
@@ -29,9 +32,23 @@ bool is_cancel_status(usb::Status s) {
 
 UsbipConnection::UsbipConnection(asio::ip::tcp::socket socket, ExportTable& exports,
                                  ConnectionLimits limits)
-    : socket_(std::move(socket)), exports_(exports), limits_(limits), peer_(peer_name(socket_)) {
+    : socket_(std::move(socket)),
+      op_deadline_(socket_.get_executor()),
+      exports_(exports),
+      limits_(limits),
+      peer_(peer_name(socket_)) {
   error_code ec;
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  if (limits_.keepalive_idle.count() > 0) {
+    socket_.set_option(asio::socket_base::keep_alive(true), ec);
+    const int fd = socket_.native_handle();
+    const int idle = static_cast<int>(limits_.keepalive_idle.count());
+    const int interval = static_cast<int>(limits_.keepalive_interval.count());
+    const int count = limits_.keepalive_count;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  }
 }
 
 UsbipConnection::~UsbipConnection() = default;
@@ -39,6 +56,14 @@ UsbipConnection::~UsbipConnection() = default;
 void UsbipConnection::start() {
   loop_.check();
   spdlog::debug("usbip {}: connected", peer_);
+  // A client that connects and never asks for anything is dropped (the op phase is one request).
+  op_deadline_.expires_after(limits_.op_timeout);
+  op_deadline_.async_wait([self = shared_from_this()](error_code ec) {
+    if (ec || self->closed_ || !self->busid_.empty()) return;
+    spdlog::warn("usbip {}: closing connection: no request within {} ms", self->peer_,
+                 self->limits_.op_timeout.count());
+    self->close("op timeout");
+  });
   read_op_header();
 }
 
@@ -51,6 +76,7 @@ void UsbipConnection::close(std::string_view reason) {
   loop_.check();
   if (closed_) return;
   closed_ = true;
+  op_deadline_.cancel();
   spdlog::debug("usbip {}: closed ({})", peer_, reason);
   error_code ec;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
@@ -121,6 +147,7 @@ void UsbipConnection::on_import_request() {
     wire::DeviceRecord rec = ExportTable::record_for(*claim.entry);
     reply = wire::encode_import_reply(wire::kStOk, &rec);
     busid_ = *busid;
+    op_deadline_.cancel();
     device_ = claim.entry->device;
     devid_ = wire::make_devid(claim.entry->busnum, claim.entry->devnum);
     spdlog::info("usbip {}: imported {} (devid {:#x})", peer_, busid_, devid_);

@@ -22,6 +22,8 @@
 
 #include <array>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -42,6 +44,13 @@ namespace stub {
 struct ConnectionLimits {
   usb::wire::usbip::Limits wire;            // per-URB bounds (max URB size, iso packets)
   uint64_t max_inflight_bytes = 64u << 20;  // buffers held per connection (in flight + unsent)
+  // A client must send its op request (DEVLIST / IMPORT) within this time.
+  std::chrono::milliseconds op_timeout{30000};
+  // TCP keepalive: an importer that vanished without closing (power loss, cable) is detected
+  // after idle + interval * count and its device is freed for others. 0 disables.
+  std::chrono::seconds keepalive_idle{30};
+  std::chrono::seconds keepalive_interval{5};
+  int keepalive_count = 3;
 };
 
 class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
@@ -105,6 +114,7 @@ class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
   void recycle(std::unique_ptr<usb::Transfer> transfer);
 
   boost::asio::ip::tcp::socket socket_;
+  boost::asio::steady_timer op_deadline_;
   ExportTable& exports_;
   ConnectionLimits limits_;
   std::string peer_;

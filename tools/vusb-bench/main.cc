@@ -34,11 +34,17 @@ namespace asio = boost::asio;
 class ServerSide {
  public:
   ServerSide() : work_(io_.get_executor()), server_(io_, exports_, limits()), raw_(io_) {
-    device_ = std::make_unique<devices::GadgetZero>(
-        devices::GadgetZeroOptions{}, usb::DeviceLocation{.busid = "1-1", .path = {}});
-    (void)exports_.add(*device_);
-    (void)server_.listen({"127.0.0.1", 0});
     thread_ = std::thread([this] { io_.run(); });
+    // The device, the export table and the server live on the loop thread (LoopChecker).
+    std::promise<void> ready;
+    asio::post(io_, [&] {
+      device_ = std::make_unique<devices::GadgetZero>(
+          devices::GadgetZeroOptions{}, usb::DeviceLocation{.busid = "1-1", .path = {}});
+      (void)exports_.add(*device_);
+      (void)server_.listen({"127.0.0.1", 0});
+      ready.set_value();
+    });
+    ready.get_future().wait();
   }
   ~ServerSide() {
     std::promise<void> done;

@@ -57,6 +57,7 @@ class StubServerTest : public ::testing::Test {
     ConnectionLimits limits;
     limits.wire.max_transfer_length = 1 << 20;
     limits.max_inflight_bytes = 4 << 20;
+    limits.op_timeout = std::chrono::milliseconds(300);
     server_ = std::make_unique<UsbipServer>(io_, exports_, limits);
     work_ = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
         io_.get_executor());
@@ -178,6 +179,17 @@ TEST_F(StubServerTest, DevlistListsDeviceWithInterfaces) {
   auto intf = recv(s, 4);
   EXPECT_EQ(intf[0], 0xff);
   EXPECT_TRUE(closed_by_peer(s));
+}
+
+TEST_F(StubServerTest, SilentClientIsDroppedAfterTheOpTimeout) {
+  auto s = connect();
+  EXPECT_TRUE(closed_by_peer(s)) << "a client that never sends its op request is closed";
+  // An imported connection is not subject to the op timeout.
+  auto imported = import("1-1");
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  on_loop([&] { device_->auto_complete = true; });
+  send(imported, wire::encode(submit(1, 1, wire::kDirIn, 4)));
+  EXPECT_EQ(std::get<wire::RetSubmit>(read_pdu(imported)).seqnum, 1u);
 }
 
 TEST_F(StubServerTest, SecondImporterGetsBusyAndUnknownBusidNoDev) {
