@@ -26,7 +26,7 @@ std::string ExportTable::next_virtual_busid() {
   }
 }
 
-usb::Result<std::string> ExportTable::add(usb::Device& device) {
+usb::Result<std::string> ExportTable::add(usb::Device& device, ClaimGuard* guard) {
   loop_.check();
   const usb::DeviceLocation& loc = device.location();
   std::string busid = loc.busid.empty() ? next_virtual_busid() : loc.busid;
@@ -38,6 +38,7 @@ usb::Result<std::string> ExportTable::add(usb::Device& device) {
   Entry e;
   e.busid = busid;
   e.device = &device;
+  e.guard = guard;
   e.busnum = loc.busnum ? loc.busnum : busnum_of(busid);
   if (loc.devnum) {
     e.devnum = loc.devnum;
@@ -59,6 +60,7 @@ void ExportTable::remove(usb::Device& device) {
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
     if (it->second.device != &device) continue;
     Importer* importer = it->second.importer;
+    if (importer && it->second.guard) it->second.guard->release();
     spdlog::info("export: {} removed{}", it->first, importer ? " while imported" : "");
     entries_.erase(it);
     if (importer) importer->on_device_gone();
@@ -122,6 +124,7 @@ ExportTable::ClaimResult ExportTable::claim(const std::string& busid, Importer& 
   if (it == entries_.end()) return {wire::kStNoDev, nullptr};
   if (it->second.importer) return {wire::kStDevBusy, nullptr};
   if (!it->second.device->connected()) return {wire::kStDevErr, nullptr};
+  if (it->second.guard && !it->second.guard->try_acquire()) return {wire::kStDevBusy, nullptr};
   it->second.importer = &importer;
   return {wire::kStOk, &it->second};
 }
@@ -129,7 +132,10 @@ ExportTable::ClaimResult ExportTable::claim(const std::string& busid, Importer& 
 void ExportTable::release(const std::string& busid, Importer& importer) {
   loop_.check();
   auto it = entries_.find(busid);
-  if (it != entries_.end() && it->second.importer == &importer) it->second.importer = nullptr;
+  if (it != entries_.end() && it->second.importer == &importer) {
+    it->second.importer = nullptr;
+    if (it->second.guard) it->second.guard->release();
+  }
 }
 
 const ExportTable::Entry* ExportTable::find(const std::string& busid) const {

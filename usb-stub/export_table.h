@@ -25,10 +25,20 @@ class ExportTable : public usb::DeviceProvider::Observer {
     virtual void on_device_gone() = 0;
   };
 
+  // Lets the owner of a device refuse or track imports beyond this table (vusbd: a device in
+  // exclusive mode is exported to several VMs' tables but held by one VM at a time).
+  class ClaimGuard {
+   public:
+    virtual ~ClaimGuard() = default;
+    virtual bool try_acquire() = 0;
+    virtual void release() = 0;
+  };
+
   struct Entry {
     std::string busid;
     usb::Device* device = nullptr;  // owned by its provider
     Importer* importer = nullptr;   // non-owning; null when free
+    ClaimGuard* guard = nullptr;    // optional, non-owning
     uint32_t busnum = 0;
     uint32_t devnum = 0;
   };
@@ -38,7 +48,7 @@ class ExportTable : public usb::DeviceProvider::Observer {
   explicit ExportTable(uint32_t virtual_bus = 1) : virtual_bus_(virtual_bus) {}
 
   // Adds a device; returns its bus id. A busid already taken gets a suffix-free error.
-  usb::Result<std::string> add(usb::Device& device);
+  usb::Result<std::string> add(usb::Device& device, ClaimGuard* guard = nullptr);
   // Removes a device (unplug). Its importer, if any, is told.
   void remove(usb::Device& device);
 

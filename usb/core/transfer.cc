@@ -52,6 +52,12 @@ bool Transfer::begin(Device* device) {
 }
 
 bool Transfer::cancel() {
+  if (state_ == State::kIdle && device_) {
+    // Parked: the holder completes it (kIdle -> kCompleted), so a second cancel() is a no-op.
+    Device* holder = std::exchange(device_, nullptr);
+    holder->cancel(*this);
+    return true;
+  }
   if (!transition(State::kCancelling)) return false;
   // The device may complete the transfer from inside cancel(); that is fine: complete() accepts
   // kCancelling, and the completion runs once.

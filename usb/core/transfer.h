@@ -110,6 +110,21 @@ class Transfer {
     completion_ = [this, c = std::move(completion)]() mutable { c(*this); };
   }
 
+  // Runs `observer` just before the completion (e.g. a sharing layer counting bytes and latency
+  // without owning the transfer). Observers stack; set_completion() drops them.
+  void add_completion_observer(Completion observer) {
+    completion_ = [this, o = std::move(observer), next = std::move(completion_)]() mutable {
+      o(*this);
+      if (next) next();
+    };
+  }
+
+  // A layer that holds a transfer before submitting it anywhere (vusbd's SharedDevice queueing it
+  // behind another VM's control transaction) parks it: cancel() then reaches the holder, which
+  // completes it. unpark() before submitting it to a device.
+  void park(Device* holder) { device_ = holder; }
+  void unpark() { device_ = nullptr; }
+
   // Called by a Device when it accepts the transfer. Returns false unless the state was kIdle.
   bool begin(Device* device);
   // Idempotent. Asks the device to stop the transfer; the completion still runs exactly once,

@@ -47,6 +47,9 @@ LAB_DIR = Path(__file__).resolve().parent
 REPO_DIR = LAB_DIR.parents[2]
 
 DEFAULT_MODULES = ("e1000",)
+# run_guest() may run on several threads at once (one guest each; give each a distinct name, which
+# names its console log and initrd). Only the shared cache build (prepare) needs serialising.
+_PREPARE_LOCK = threading.Lock()
 MARKER_RE = re.compile(r"((?:LAB|USBTEST)(?:-[A-Z]+)*)(?=\s|$)(.*)$")
 FIELD_RE = re.compile(r"([A-Za-z_][\w.-]*)=(\S*)")
 
@@ -287,8 +290,10 @@ def run_guest(script: str, *, name: str = "lab", modules=(), timeout: float = 30
     env:     extra shell variables written to /lab/env (sourced by /init and available to script).
     on_line: callback(str) for each console line as it arrives (runs on a reader thread).
     Never raises for a failed guest: inspect the returned GuestRun (or call .check()).
+    Thread-safe for concurrent guests with distinct names (each QEMU has its own user network).
     """
-    kernel, base = prepare()
+    with _PREPARE_LOCK:
+        kernel, base = prepare()
     accel = accel or os.environ.get("VUSB_LAB_ACCEL", "tcg")
     safe = re.sub(r"[^\w.-]", "_", name)
     run_dir = logs_dir()

@@ -44,6 +44,18 @@ TEST(TransferTest, CompletesExactlyOnce) {
   EXPECT_EQ(t.state(), Transfer::State::kCompleted);
 }
 
+TEST(TransferTest, CompletionObserversRunFirstAndOnce) {
+  FakeDevice dev(one_config());
+  Transfer t(0x81, TransferType::kBulk, 16);
+  std::vector<std::string> order;
+  t.set_completion([&](Transfer&) { order.push_back("owner"); });
+  t.add_completion_observer([&](Transfer& x) { order.push_back("stats " + std::to_string(x.actual_length())); });
+  dev.submit(t);
+  dev.complete_next(Status::kOk, 8);
+  EXPECT_FALSE(t.complete(Status::kOk, 8));
+  EXPECT_EQ(order, (std::vector<std::string>{"stats 8", "owner"}));
+}
+
 TEST(TransferTest, ActualLengthClampedToBuffer) {
   Transfer t(0x81, TransferType::kBulk, 8);
   t.complete(Status::kOk, 1000);
@@ -126,6 +138,21 @@ TEST(TransferTest, RearmAllowsResubmittingTheSameObject) {
   dev.complete_next(Status::kOk, 32);
   EXPECT_EQ(r.calls, 2);
   EXPECT_EQ(r.actual, 32u);
+}
+
+TEST(TransferTest, ParkedTransferIsCancelledByItsHolder) {
+  FakeDevice holder(one_config());
+  Transfer t(0x81, TransferType::kBulk, 8);
+  Recorder r;
+  t.set_completion(r.fn());
+  t.park(&holder);
+  holder.complete_on_cancel = false;
+  EXPECT_TRUE(t.cancel());
+  ASSERT_EQ(holder.cancel_requests.size(), 1u);
+  t.complete(Status::kCancelled, 0);  // what the holder does
+  EXPECT_FALSE(t.cancel());
+  EXPECT_EQ(r.calls, 1);
+  EXPECT_EQ(r.status, Status::kCancelled);
 }
 
 TEST(TransferTest, CancelBeforeSubmitIsRefused) {

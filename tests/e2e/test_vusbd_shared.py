@@ -1,0 +1,445 @@
+#!/usr/bin/python3
+"""e2e.vusbd_shared — two Linux guests use ONE emulated Gadget Zero at the same time through vusbd.
+
+Starts `vusb-stub --listen 127.0.0.1:P0 --emulate gadget-zero=1-1`, then `vusbd --config <toml>
+--stats-json <file>` with two VMs (vm1 on 127.0.0.1:P1, vm2 on 127.0.0.1:P2) and the stub's 1-1
+imported once as device "gz", mode "shared", for both. Boots two guests concurrently (two QEMU TCG
+processes, 1 vCPU each); each attaches its own VM port's bus id 1-1 with Debian's usbip, waits for
+usbtest to bind, then waits at a host barrier (the guests cannot see each other: each one connects
+to a host TCP port with busybox nc, and the host answers "go" to both once both are there) so the
+usbtest runs start together and overlap. Each guest runs usbtest cases 1 2 3 4 9 10 13 14.
+
+Passes when both guests pass every case, vusbd exits 0 on SIGTERM, and its stats JSON shows URBs
+and bytes (in and out) for vm1 and vm2 on device gz (cache_hits is reported, not asserted). Prints
+a timeline of both guests (host clock) to show the overlap. On failure: each guest's failure report,
+the vusbd log tail and the stub log tail.
+
+--direct checks the two-guest harness without vusbd: vm1 and vm2 each talk to their own vusb-stub
+(two stubs, one Gadget Zero each). Same guests, same cases, same barrier.
+
+Usage: tests/e2e/test_vusbd_shared.py [--build DIR] [--stub PATH] [--vusbd PATH] [--direct]
+                                      [--cases 1,2,...] [--iterations N] [--timeout S]
+Logs: <build>/e2e-logs/vusbd_shared.{vm1,vm2}.console.log, .vusbd.log, .stub.log, .stats.json,
+.vusbd.toml (--direct: vusbd_direct.*).
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
+sys.path.insert(0, str(Path(__file__).resolve().parent / "lab"))
+import lab  # noqa: E402
+
+CASES = [1, 2, 3, 4, 9, 10, 13, 14]
+VMS = ["vm1", "vm2"]
+DEVICE = "gz"
+STUB_BUSID = "1-1"
+VM_BUSID = "1-1"  # the first (only) device each VM sees
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
+
+
+# ---------------------------------------------------------------- host processes
+
+def start(cmd, log_path: Path) -> subprocess.Popen:
+    lab.log(f"starting {' '.join(str(c) for c in cmd)} (log: {log_path})")
+    with open(log_path, "w") as logf:
+        return subprocess.Popen([str(c) for c in cmd], stdin=subprocess.DEVNULL, stdout=logf,
+                                stderr=subprocess.STDOUT)
+
+
+def wait_log_line(path: Path, text: str, proc: subprocess.Popen, secs: float) -> bool:
+    """True once `text` appears in the log at `path`; False if proc exits or secs pass first."""
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        try:
+            if text in path.read_text(errors="replace"):
+                return True
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def vusbd_toml(stub_port: int, vm_ports: dict) -> str:
+    out = []
+    for vm in VMS:
+        out += ["[[vm]]", f'name = "{vm}"', f'listen = "127.0.0.1:{vm_ports[vm]}"', ""]
+    out += ["[[device]]", f'name = "{DEVICE}"',
+            f'source = "usbip://127.0.0.1:{stub_port}/{STUB_BUSID}"', 'mode = "shared"',
+            "vms = [" + ", ".join(f'"{vm}"' for vm in VMS) + "]", ""]
+    return "\n".join(out)
+
+
+def free_ports(n: int) -> list:
+    ports: list = []
+    while len(ports) < n:
+        p = lab.free_port()
+        if p not in ports:
+            ports.append(p)
+    return ports
+
+
+class Barrier:
+    """A host TCP port the guests connect to (busybox nc) when they are ready to start; each
+    connection is held open until `n` guests are there (or `secs` passed since the first one came),
+    then every waiting guest gets "go" and its connection is closed."""
+
+    def __init__(self, n: int, secs: float):
+        self.n, self.secs = n, secs
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.released_at: float | None = None
+        self.arrivals = 0
+        self._stop = False
+        self._open = False  # release() was called: nobody waits any more
+        self._th = threading.Thread(target=self._run, daemon=True)
+        self._th.start()
+
+    def _run(self) -> None:
+        waiting = []
+        first = None
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+                waiting.append(c)
+                self.arrivals += 1
+                first = first or time.monotonic()
+            except socket.timeout:
+                pass
+            except OSError:
+                break
+            late = first is not None and time.monotonic() - first > self.secs
+            if waiting and (len(waiting) >= self.n or late or self._open
+                            or self.released_at is not None):
+                if self.released_at is None:
+                    self.released_at = time.monotonic()
+                for c in waiting:
+                    try:
+                        c.sendall(b"go\n")
+                        c.close()
+                    except OSError:
+                        pass
+                waiting = []
+        for c in waiting:
+            c.close()
+
+    def release(self) -> None:
+        """A guest will never arrive (its script ended early): let the others go now."""
+        self._open = True
+
+    def close(self) -> None:
+        self._stop = True
+        self._th.join(timeout=2)
+        self.sock.close()
+
+
+# ---------------------------------------------------------------- the guests
+
+def guest_script(vm: str, port: int, barrier_port: int, cases, iterations: int | None) -> str:
+    specs = []
+    for c in cases:
+        base = lab.CASES.get(c, lab.Case(c))
+        specs.append(lab.Case(base.num, iterations or base.iterations, base.length, base.vary,
+                              base.sglen))
+    return f"""
+echo "LAB-PHASE attach"
+usbip --tcp-port {port} list -r 10.0.2.2 2>&1
+if ! usbip --tcp-port {port} attach -r 10.0.2.2 -b {VM_BUSID} 2>&1; then
+  echo "LAB-FAIL usbip --tcp-port {port} attach -r 10.0.2.2 -b {VM_BUSID} failed"; exit 20
+fi
+b=$(lab_usbtest_bound 30) || {{ echo "LAB-FAIL usbtest did not bind the attached device"; lab_usb_tree; exit 21; }}
+echo "LAB-INFO usbtest bound to $b"
+usbip port 2>&1
+echo "LAB-PHASE barrier"
+go=$(timeout 90 nc 10.0.2.2 {barrier_port} </dev/null 2>&1)
+echo "LAB-INFO barrier: ${{go:-no answer}}"
+echo "LAB-PHASE main"
+echo "LAB-INFO usbtest-start"
+{lab.usbtest_cmd(specs, timeout=30)}
+rc=$?
+echo "LAB-INFO usbtest-end rc=$rc"
+[ $rc -eq 3 ] && {{ echo "LAB-FAIL a usbtest case hung"; exit 23; }}
+echo "LAB-PHASE detach"
+usbip detach -p 0 2>&1 || echo "LAB-WARN usbip detach failed"
+[ $rc -eq 0 ]
+"""
+
+
+class Guest:
+    def __init__(self, vm: str, name: str, script: str, t0: float, barrier: Barrier):
+        self.vm, self.name, self.script, self.t0, self.barrier = vm, name, script, t0, barrier
+        self.events: list = []  # (host secs since t0, marker line)
+        self.run: lab.GuestRun | None = None
+        self.error: str | None = None
+
+    def on_line(self, line: str) -> None:
+        m = lab.MARKER_RE.search(line.replace("\r", ""))  # boot noise may precede LAB-BOOT
+        line = m.group(0).strip() if m else ""
+        if line.startswith(("LAB-BOOT", "LAB-READY", "LAB-INFO", "LAB-FAIL", "LAB-RESULT",
+                            "USBTEST case=")):
+            self.events.append((time.monotonic() - self.t0, line))
+        if line.startswith(("LAB-RESULT", "LAB-POWEROFF")) or "Kernel panic" in line:
+            self.barrier.release()
+
+    def at(self, prefix: str) -> float | None:
+        for t, line in self.events:
+            if line.startswith(prefix):
+                return t
+        return None
+
+    def start_thread(self, timeout: float, memory: int) -> threading.Thread:
+        def body() -> None:
+            try:
+                self.run = lab.run_guest(self.script, name=self.name, modules=["usbtest", "vhci-hcd"],
+                                         timeout=timeout, memory=memory, on_line=self.on_line)
+            except Exception as e:  # noqa: BLE001 - reported as a problem below
+                self.error = f"{type(e).__name__}: {e}"
+            self.barrier.release()
+        th = threading.Thread(target=body, name=self.name)
+        th.start()
+        return th
+
+
+def timeline(guests) -> str:
+    rows = []
+    for g in guests:
+        for t, line in g.events:
+            if line.startswith("USBTEST case="):
+                f = dict(x.split("=", 1) for x in line.split()[1:] if "=" in x)
+                line = f"case {f.get('case')} {f.get('result')} secs={f.get('secs')}"
+            rows.append((t, g.vm, line))
+    rows.sort()
+    return "\n".join(f"  {t:7.2f}s  {vm}  {line}" for t, vm, line in rows)
+
+
+def overlap(guests) -> tuple:
+    """(start, end) of each guest's usbtest run on the host clock, and their overlap in seconds."""
+    spans = {}
+    for g in guests:
+        s, e = g.at("LAB-INFO usbtest-start"), g.at("LAB-INFO usbtest-end")
+        if s is not None and e is not None:
+            spans[g.vm] = (s, e)
+    if len(spans) < 2:
+        return spans, None
+    lo = max(s for s, _ in spans.values())
+    hi = min(e for _, e in spans.values())
+    return spans, hi - lo
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", help="CMake build dir (default: $VUSB_BUILD or <repo>/build)")
+    ap.add_argument("--stub", help="vusb-stub binary (default: <build>/bin/vusb-stub)")
+    ap.add_argument("--vusbd", help="vusbd binary (default: <build>/bin/vusbd)")
+    ap.add_argument("--direct", action="store_true",
+                    help="no vusbd: each guest talks to its own vusb-stub (harness self-check)")
+    ap.add_argument("--cases", help="comma-separated usbtest cases (default: %s)"
+                    % ",".join(map(str, CASES)))
+    ap.add_argument("--iterations", type=int, default=50, help="iterations per case")
+    ap.add_argument("--timeout", type=float, default=150, help="wall-clock limit per guest")
+    ap.add_argument("--memory", type=int, default=256, help="guest memory (MiB)")
+    ap.add_argument("--log-level", default="info", help="vusbd --log-level")
+    ap.add_argument("--name", help="log name prefix (default: vusbd_shared, or vusbd_direct)")
+    a = ap.parse_args()
+    if a.build:
+        os.environ["VUSB_BUILD"] = str(Path(a.build).resolve())
+    cases = [int(c) for c in a.cases.split(",")] if a.cases else list(CASES)
+    name = a.name or ("vusbd_direct" if a.direct else "vusbd_shared")
+    logs = lab.logs_dir()
+
+    t0 = time.monotonic()
+    try:
+        lab.prepare()
+    except lab.LabError as e:
+        print(f"FAIL: lab not ready: {e}")
+        return 1
+    t_prep = time.monotonic() - t0
+
+    stub = Path(a.stub) if a.stub else lab.build_dir() / "bin" / "vusb-stub"
+    vusbd = Path(a.vusbd) if a.vusbd else lab.build_dir() / "bin" / "vusbd"
+    for binary in [stub] + ([] if a.direct else [vusbd]):
+        if not binary.is_file():
+            print(f"FAIL: {binary} not found (build it first)")
+            return 1
+
+    stubs: dict = {}       # label -> (proc, log path)
+    vusbd_proc = None
+    vusbd_rc = None
+    vusbd_log = logs / f"{name}.vusbd.log"
+    stats_path = logs / f"{name}.stats.json"
+    stub_rcs: dict = {}
+    guests: list = []
+    barrier = None
+    problems: list = []
+    t_guests = 0.0
+    try:
+        if a.direct:
+            ports = free_ports(2)
+            vm_ports = dict(zip(VMS, ports))
+            for vm in VMS:
+                log_path = logs / f"{name}.stub-{vm}.log"
+                stubs[vm] = (start([stub, "--listen", f"127.0.0.1:{vm_ports[vm]}", "--emulate",
+                                    f"gadget-zero={STUB_BUSID}"], log_path), log_path)
+            for vm in VMS:
+                proc, log_path = stubs[vm]
+                if not lab.wait_listening(vm_ports[vm], proc, 15):
+                    print(f"FAIL: vusb-stub ({vm}) did not listen on 127.0.0.1:{vm_ports[vm]} "
+                          f"(exit status {proc.poll()})\n{lab.tail(log_path)}")
+                    return 1
+        else:
+            p0, p1, p2 = free_ports(3)
+            vm_ports = {"vm1": p1, "vm2": p2}
+            log_path = logs / f"{name}.stub.log"
+            stubs["stub"] = (start([stub, "--listen", f"127.0.0.1:{p0}", "--emulate",
+                                    f"gadget-zero={STUB_BUSID}"], log_path), log_path)
+            if not lab.wait_listening(p0, stubs["stub"][0], 15):
+                print(f"FAIL: vusb-stub did not listen on 127.0.0.1:{p0} "
+                      f"(exit status {stubs['stub'][0].poll()})\n{lab.tail(log_path)}")
+                return 1
+            toml = logs / f"{name}.vusbd.toml"
+            toml.write_text(vusbd_toml(p0, vm_ports))
+            stats_path.unlink(missing_ok=True)
+            vusbd_proc = start([vusbd, "--config", toml, "--stats-json", stats_path,
+                                "--log-level", a.log_level], vusbd_log)
+            if not wait_log_line(vusbd_log, "vusbd: ready", vusbd_proc, 20):
+                print(f"FAIL: vusbd did not log 'vusbd: ready' within 20 s "
+                      f"(exit status {vusbd_proc.poll()})\n--- vusbd log ({vusbd_log}) ---\n"
+                      f"{lab.tail(vusbd_log, 60)}\n--- config ---\n{toml.read_text()}")
+                return 1
+            lab.log(f"vusbd ready: vm1 on {p1}, vm2 on {p2}, importing {STUB_BUSID} from {p0}")
+
+        barrier = Barrier(len(VMS), 60)
+        tg = time.monotonic()
+        threads = []
+        for vm in VMS:
+            g = Guest(vm, f"{name}.{vm}",
+                      guest_script(vm, vm_ports[vm], barrier.port, cases, a.iterations), t0,
+                      barrier)
+            guests.append(g)
+            threads.append(g.start_thread(a.timeout, a.memory))
+        for th in threads:
+            th.join()
+        t_guests = time.monotonic() - tg
+    finally:
+        if barrier is not None:
+            barrier.close()
+        if vusbd_proc is not None:
+            vusbd_rc = lab.stop_process(vusbd_proc)
+        for label, (proc, _) in stubs.items():
+            stub_rcs[label] = lab.stop_process(proc)
+    t_total = time.monotonic() - t0
+
+    # ---- results
+    for g in guests:
+        print(f"{g.vm} ({'own vusb-stub' if a.direct else 'vusbd'} port {vm_ports[g.vm]}):")
+        res = g.run.usbtest("main") if g.run else []
+        print(lab.usbtest_table(res, cases))
+        if g.error:
+            problems.append(f"{g.vm}: run_guest raised {g.error}")
+            continue
+        run = g.run
+        failed = lab.usbtest_failures(res, cases)
+        if failed:
+            problems.append(f"{g.vm}: cases {failed} did not pass")
+        if run.timed_out:
+            problems.append(f"{g.vm}: the guest timed out after {run.wall_secs:.0f}s")
+        elif run.panicked:
+            problems.append(f"{g.vm}: the guest kernel panicked")
+        elif run.rc is None:
+            problems.append(f"{g.vm}: the guest script did not finish")
+        elif run.rc != 0 and not failed:
+            problems.append(f"{g.vm}: the guest script exited {run.rc}")
+        for m in run.find("LAB-FAIL"):
+            problems.append(f"{g.vm} guest: " + m.line[len("LAB-FAIL"):].strip())
+
+    print("timeline (host clock, seconds since start):")
+    print(timeline(guests))
+    spans, ov = overlap(guests)
+    for vm, (s, e) in sorted(spans.items()):
+        print(f"  {vm} usbtest run: {s:.2f}s .. {e:.2f}s ({e - s:.2f}s)")
+    if ov is None:
+        print("  overlap: unknown (a guest did not run its cases)")
+    elif ov > 0:
+        print(f"  overlap: {ov:.2f}s (both guests' usbtest runs were in flight together)")
+    else:
+        print(f"  WARN: no overlap ({ov:.2f}s): the usbtest runs did not run at the same time")
+    if barrier is not None:
+        print(f"  barrier: {barrier.arrivals} guest(s) arrived, released "
+              + (f"at {barrier.released_at - t0:.2f}s" if barrier.released_at else "never"))
+
+    # ---- host processes
+    for label, (proc, log_path) in stubs.items():
+        rc = stub_rcs.get(label)
+        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        if rc is not None and -rc in CRASH_SIGNALS:
+            problems.append(f"vusb-stub ({label}) died with signal {-rc}")
+        if "AddressSanitizer" in text or "runtime error:" in text:
+            problems.append(f"vusb-stub ({label}) reported a sanitizer error")
+    if not a.direct:
+        text = vusbd_log.read_text(errors="replace") if vusbd_log.exists() else ""
+        if vusbd_rc != 0:
+            problems.append(f"vusbd exited {vusbd_rc} on SIGTERM (expected 0)")
+        if "AddressSanitizer" in text or "runtime error:" in text:
+            problems.append("vusbd reported a sanitizer error")
+        try:
+            stats = json.loads(stats_path.read_text())
+        except (OSError, ValueError) as e:
+            stats = None
+            problems.append(f"vusbd stats JSON {stats_path} unreadable: {e}")
+        if stats is not None:
+            print(f"vusbd stats ({stats_path}):")
+            for vm in VMS:
+                s = (stats.get("vms", {}).get(vm) or {}).get(DEVICE)
+                if not isinstance(s, dict):
+                    problems.append(f"vusbd stats: no entry vms.{vm}.{DEVICE}")
+                    print(f"  {vm}/{DEVICE}: missing")
+                    continue
+                print(f"  {vm}/{DEVICE}: " + " ".join(f"{k}={s.get(k)}" for k in
+                                                      ("urbs", "bytes_in", "bytes_out",
+                                                       "cache_hits", "errors")))
+                for k in ("urbs", "bytes_in", "bytes_out"):
+                    if not isinstance(s.get(k), int) or s[k] <= 0:
+                        problems.append(f"vusbd stats: vms.{vm}.{DEVICE}.{k} = {s.get(k)!r}, "
+                                        "expected > 0")
+                if not s.get("cache_hits"):
+                    print(f"  note: {vm}/{DEVICE} cache_hits = {s.get('cache_hits')!r} "
+                          "(expected > 0, not asserted)")
+
+    walls = ", ".join(f"{g.vm} {g.run.wall_secs:.1f}s" for g in guests if g.run)
+    print(f"timing: prepare {t_prep:.1f}s, guests {t_guests:.1f}s ({walls}), total {t_total:.1f}s")
+    if problems:
+        print("FAIL: " + "; ".join(problems))
+        for g in guests:
+            print(f"=== {g.vm} ===")
+            print(g.run.failure_report() if g.run else g.error)
+        if not a.direct:
+            print(f"--- vusbd log tail ({vusbd_log}, exit status {vusbd_rc}) ---")
+            print(lab.tail(vusbd_log, 80))
+        for label, (_, log_path) in stubs.items():
+            print(f"--- vusb-stub ({label}) log tail ({log_path}, exit status "
+                  f"{stub_rcs.get(label)}) ---")
+            print(lab.tail(log_path, 40))
+        return 1
+    print(f"PASS: {len(VMS)} guests x {len(cases)} usbtest cases at once "
+          + ("(each on its own vusb-stub)" if a.direct else
+             f"through vusbd, one shared Gadget Zero"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+// RemoteBackend: a device imported from a USB/IP server (vusb-stub or the kernel's usbipd) that
+// keeps itself imported: when the connection ends, in-flight URBs complete with kNoDevice (the
+// client does that), the owner is told the device is gone, and the import is retried with
+// backoff (100 ms doubling to 2 s) until it succeeds. Owned by vusbd's registry; lives on
+// vusbd's loop.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "devices/remote/usbip_remote_device.h"
+#include "usb/net/address.h"
+
+namespace vusbd {
+
+class RemoteBackend {
+ public:
+  // Called on the loop with the device once imported, and with nullptr when it goes away.
+  using OnChange = std::function<void(usb::Device*)>;
+
+  RemoteBackend(boost::asio::io_context& io, usb::net::HostPort server, std::string busid,
+                OnChange on_change);
+  ~RemoteBackend();
+
+  void start();
+  usb::Device* device() const { return device_.get(); }
+  std::string describe() const { return "usbip://" + server_.to_string() + "/" + busid_; }
+
+ private:
+  void import();
+  void retry_later();
+
+  boost::asio::io_context& io_;
+  usb::net::HostPort server_;
+  std::string busid_;
+  OnChange on_change_;
+  std::unique_ptr<devices::UsbipRemoteDevice> device_;
+  boost::asio::steady_timer retry_;
+  std::chrono::milliseconds backoff_{100};
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  bool logged_failure_ = false;
+};
+
+}  // namespace vusbd

@@ -1,0 +1,368 @@
+#include "vmm-frontend/shared_device.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace vusbd {
+
+using usb::Recipient;
+using usb::RequestType;
+using usb::Status;
+using usb::Transfer;
+namespace rq = usb::request;
+
+namespace {
+const usb::DescriptorSet kNoDescriptors{};
+}  // namespace
+
+// ------------------------------------------------------------------ DeviceView
+
+DeviceView::DeviceView(SharedDevice& shared, std::string vm, usb::DeviceLocation location)
+    : shared_(shared), vm_(std::move(vm)), location_(std::move(location)) {}
+
+DeviceView::~DeviceView() = default;
+
+const usb::DescriptorSet& DeviceView::descriptors() const {
+  return shared_.backend_ ? shared_.backend_->descriptors() : kNoDescriptors;
+}
+usb::Speed DeviceView::speed() const {
+  return shared_.backend_ ? shared_.backend_->speed() : usb::Speed::kUnknown;
+}
+uint8_t DeviceView::active_configuration() const {
+  return shared_.backend_ ? shared_.backend_->active_configuration() : 0;
+}
+uint8_t DeviceView::alternate_setting(uint8_t interface) const {
+  return shared_.backend_ ? shared_.backend_->alternate_setting(interface) : 0;
+}
+bool DeviceView::connected() const {
+  return shared_.backend_ && shared_.backend_->connected();
+}
+
+bool DeviceView::try_acquire() {
+  if (shared_.mode_ == SharedDevice::Mode::kExclusive && shared_.others_hold(*this)) {
+    spdlog::warn("vusbd: {}: {} asked for it in exclusive mode while {} holds it", shared_.name_,
+                 vm_, shared_.holders_except(*this));
+    return false;
+  }
+  held_ = true;
+  return true;
+}
+
+void DeviceView::release() {
+  held_ = false;
+  halts_.clear();
+  if (shared_.control_owner_ == this) shared_.release_control_lock();
+}
+
+void DeviceView::complete_here(Transfer& t, Status status, size_t actual) {
+  t.unpark();
+  t.complete(status, actual);
+}
+
+void DeviceView::reply(Transfer& t, std::span<const uint8_t> bytes) {
+  // A device answers at most wLength bytes; a short answer with URB_SHORT_NOT_OK is an error.
+  const size_t want = std::min<size_t>(t.setup.length, t.length());
+  const size_t n = std::min(want, bytes.size());
+  if (n) std::memcpy(t.buffer().data(), bytes.data(), n);
+  ++stats_.cache_hits;
+  complete_here(t, (t.flags.short_not_ok && n < want) ? Status::kShortPacket : Status::kOk, n);
+}
+
+bool DeviceView::answer_from_cache(Transfer& t) {
+  const usb::SetupPacket& s = t.setup;
+  if (s.type() != RequestType::kStandard || s.direction() != usb::Direction::kIn) return false;
+  usb::Device* be = shared_.backend_;
+  const usb::DescriptorSet& d = be->descriptors();
+  if (s.is_standard(Recipient::kDevice, rq::kGetDescriptor)) {
+    const uint8_t type = s.value >> 8, index = s.value & 0xff;
+    if (type == usb::desc::kDevice) {
+      reply(t, d.device.build());
+      return true;
+    }
+    if (type == usb::desc::kConfiguration && index < d.configurations.size()) {
+      reply(t, d.configurations[index].build());
+      return true;
+    }
+    return false;  // strings, qualifier, BOS, bad indices: the device answers (or stalls)
+  }
+  if (s.is_standard(Recipient::kDevice, rq::kGetConfiguration)) {
+    const uint8_t v = be->active_configuration();
+    reply(t, std::span(&v, 1));
+    return true;
+  }
+  const usb::ConfigurationDescriptor* cfg = be->active_config_descriptor();
+  if (s.is_standard(Recipient::kInterface, rq::kGetInterface)) {
+    if (!cfg || !cfg->find(static_cast<uint8_t>(s.index), 0)) return false;
+    const uint8_t alt = be->alternate_setting(static_cast<uint8_t>(s.index));
+    reply(t, std::span(&alt, 1));
+    return true;
+  }
+  if (s.request != rq::kGetStatus || s.type() != RequestType::kStandard) return false;
+  std::array<uint8_t, 2> status{0, 0};
+  switch (s.recipient()) {
+    case Recipient::kDevice:
+      if (cfg && cfg->self_powered()) status[0] = 1;
+      break;
+    case Recipient::kInterface:
+      if (!cfg || !cfg->find(static_cast<uint8_t>(s.index), 0)) return false;
+      break;
+    case Recipient::kEndpoint: {
+      const uint8_t ep = static_cast<uint8_t>(s.index);
+      if (usb::endpoint_number(ep) != 0) {
+        bool exists = false;
+        if (cfg)
+          for (const auto& intf : cfg->interfaces)
+            if (intf.alternate == be->alternate_setting(intf.number))
+              for (const auto& e : intf.endpoints) exists = exists || e.address == ep;
+        if (!exists) return false;
+        auto h = halts_.find(ep);
+        if (h != halts_.end() && h->second != Halt::kNone) status[0] = 1;
+      }
+      break;
+    }
+    default:
+      return false;
+  }
+  reply(t, status);
+  return true;
+}
+
+void DeviceView::forward(Transfer& t) {
+  t.unpark();
+  shared_.backend_->submit(t);
+}
+
+void DeviceView::submit(Transfer& t) {
+  shared_.loop_.check();
+  if (t.state() != Transfer::State::kIdle) return;
+  if (!connected()) return complete_here(t, Status::kNoDevice, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  t.add_completion_observer([this, t0](Transfer& x) {
+    ++stats_.urbs;
+    (x.direction() == usb::Direction::kIn ? stats_.bytes_in : stats_.bytes_out) +=
+        x.actual_length();
+    if (x.status() != Status::kOk && x.status() != Status::kCancelled &&
+        x.status() != Status::kUnlinked)
+      ++stats_.errors;
+    stats_.latency_total += std::chrono::steady_clock::now() - t0;
+    if (x.status() == Status::kStall && usb::endpoint_number(x.endpoint()) != 0)
+      halts_[x.endpoint()] = Halt::kDevice;  // the device itself halted it
+  });
+
+  if (usb::endpoint_number(t.endpoint()) != 0) {
+    auto h = halts_.find(t.endpoint());
+    if (h != halts_.end() && h->second != Halt::kNone) return complete_here(t, Status::kStall, 0);
+    return forward(t);
+  }
+  if (t.type() != usb::TransferType::kControl) return complete_here(t, Status::kInvalid, 0);
+  const usb::SetupPacket& s = t.setup;
+  if (s.type() == RequestType::kStandard) {
+    if (answer_from_cache(t)) return;
+    auto done = [&t](Status st) { t.unpark(), t.complete(st, 0); };
+    if (s.is_standard(Recipient::kEndpoint, rq::kSetFeature) &&
+        s.value == usb::feature::kEndpointHalt)
+      return set_halt(static_cast<uint8_t>(s.index), done);
+    if (s.is_standard(Recipient::kEndpoint, rq::kClearFeature) &&
+        s.value == usb::feature::kEndpointHalt)
+      return clear_halt(static_cast<uint8_t>(s.index), done);
+    if (s.is_standard(Recipient::kDevice, rq::kSetAddress)) {
+      ++stats_.cache_hits;
+      return complete_here(t, Status::kOk, 0);
+    }
+    if (s.is_standard(Recipient::kDevice, rq::kSetConfiguration))
+      return set_configuration(static_cast<uint8_t>(s.value), done);
+    if (s.is_standard(Recipient::kInterface, rq::kSetInterface))
+      return set_interface(static_cast<uint8_t>(s.index), static_cast<uint8_t>(s.value), done);
+    return forward(t);
+  }
+  shared_.submit_control(*this, t);
+}
+
+void DeviceView::cancel(Transfer& t) {
+  // Reached only for transfers parked here (forwarded ones are cancelled by the backend).
+  if (!shared_.cancel_waiting(t)) complete_here(t, Status::kCancelled, 0);
+}
+
+void DeviceView::reset(usb::StatusCallback done) {
+  halts_.clear();
+  if (!connected()) return done(Status::kNoDevice);
+  if (shared_.others_hold(*this)) {
+    // Resetting the real device would pull it from under the other VMs: this VM's view is reset.
+    spdlog::info("vusbd: {}: {} reset its view (not the device: {} use it)", shared_.name_, vm_,
+                 shared_.holders_except(*this));
+    ++stats_.cache_hits;
+    return done(Status::kOk);
+  }
+  shared_.backend_->reset(std::move(done));
+}
+
+void DeviceView::set_configuration(uint8_t value, usb::StatusCallback done) {
+  if (!connected()) return done(Status::kNoDevice);
+  const uint8_t current = shared_.backend_->active_configuration();
+  if (current == value) {
+    ++stats_.cache_hits;
+    halts_.clear();
+    return done(Status::kOk);
+  }
+  if (shared_.others_hold(*this)) {
+    ++stats_.refused;
+    spdlog::warn("vusbd: {}: {} asked for configuration {}, refused: {} use configuration {}",
+                 shared_.name_, vm_, value, shared_.holders_except(*this), current);
+    return done(Status::kStall);
+  }
+  halts_.clear();
+  shared_.backend_->set_configuration(value, std::move(done));
+}
+
+void DeviceView::set_interface(uint8_t interface, uint8_t alternate, usb::StatusCallback done) {
+  if (!connected()) return done(Status::kNoDevice);
+  const uint8_t current = shared_.backend_->alternate_setting(interface);
+  if (current == alternate) {
+    ++stats_.cache_hits;
+    halts_.clear();
+    return done(Status::kOk);
+  }
+  if (shared_.others_hold(*this)) {
+    ++stats_.refused;
+    spdlog::warn("vusbd: {}: {} asked for interface {} alternate {}, refused: {} use alternate {}",
+                 shared_.name_, vm_, interface, alternate, shared_.holders_except(*this),
+                 current);
+    return done(Status::kStall);
+  }
+  halts_.clear();
+  shared_.backend_->set_interface(interface, alternate, std::move(done));
+}
+
+void DeviceView::clear_halt(uint8_t endpoint, usb::StatusCallback done) {
+  const Halt h = halts_.contains(endpoint) ? halts_[endpoint] : Halt::kNone;
+  halts_.erase(endpoint);
+  if (!connected()) return done(Status::kNoDevice);
+  // The device is told when it halted the endpoint itself, or when nobody else could be disturbed
+  // by the data-toggle reset a CLEAR_FEATURE(HALT) implies.
+  if (h == Halt::kDevice || !shared_.others_hold(*this))
+    return shared_.backend_->clear_halt(endpoint, std::move(done));
+  ++stats_.cache_hits;
+  done(Status::kOk);
+}
+
+void DeviceView::set_halt(uint8_t endpoint, usb::StatusCallback done) {
+  if (usb::endpoint_number(endpoint) != 0) halts_[endpoint] = Halt::kVirtual;
+  ++stats_.cache_hits;
+  done(Status::kOk);
+}
+
+// ------------------------------------------------------------------ SharedDevice
+
+SharedDevice::SharedDevice(std::string name, Mode mode, Timer timer,
+                           std::chrono::milliseconds control_lock_timeout)
+    : name_(std::move(name)),
+      mode_(mode),
+      timer_(std::move(timer)),
+      lock_timeout_(control_lock_timeout) {}
+
+SharedDevice::~SharedDevice() {
+  *alive_ = false;
+  // Parked transfers belong to the VM adapters: give them back.
+  while (!control_waiting_.empty()) {
+    Waiting w = control_waiting_.front();
+    control_waiting_.pop_front();
+    w.view->complete_here(*w.transfer, Status::kNoDevice, 0);
+  }
+}
+
+void SharedDevice::set_backend(usb::Device* backend) {
+  loop_.check();
+  backend_ = backend;
+  if (!backend_) {
+    control_owner_ = nullptr;
+    ++lock_generation_;
+    while (!control_waiting_.empty()) {
+      Waiting w = control_waiting_.front();
+      control_waiting_.pop_front();
+      w.view->complete_here(*w.transfer, Status::kNoDevice, 0);
+    }
+    for (auto& [_, v] : views_) v->halts_.clear();
+  }
+}
+
+DeviceView& SharedDevice::view(const std::string& vm, usb::DeviceLocation location) {
+  auto& slot = views_[vm];
+  if (!slot) slot = std::make_unique<DeviceView>(*this, vm, std::move(location));
+  return *slot;
+}
+
+std::vector<DeviceView*> SharedDevice::views() const {
+  std::vector<DeviceView*> out;
+  for (auto& [_, v] : views_) out.push_back(v.get());
+  return out;
+}
+
+bool SharedDevice::others_hold(const DeviceView& view) const {
+  for (auto& [_, v] : views_)
+    if (v.get() != &view && v->held_) return true;
+  return false;
+}
+
+std::string SharedDevice::holders_except(const DeviceView& view) const {
+  std::string out;
+  for (auto& [name, v] : views_)
+    if (v.get() != &view && v->held_) out += (out.empty() ? "" : ", ") + name;
+  return out.empty() ? "nobody" : out;
+}
+
+void SharedDevice::submit_control(DeviceView& view, Transfer& t) {
+  if (control_owner_ && control_owner_ != &view) {
+    // Another VM is between its class/vendor OUT and IN: wait, cancellable (parked here).
+    t.park(&view);
+    control_waiting_.push_back({&view, &t});
+    return;
+  }
+  const bool out = t.setup.direction() == usb::Direction::kOut;
+  if (out && control_owner_ != &view) {
+    control_owner_ = &view;
+    const uint64_t gen = ++lock_generation_;
+    timer_(lock_timeout_, [this, gen, alive = alive_] {
+      if (!*alive || control_owner_ == nullptr || lock_generation_ != gen) return;
+      spdlog::debug("vusbd: {}: {}'s control transaction timed out; releasing", name_,
+                    control_owner_->vm_);
+      release_control_lock();
+    });
+  }
+  const uint64_t gen = lock_generation_;
+  t.add_completion_observer([this, &view, gen, alive = alive_](Transfer& x) {
+    if (*alive) on_control_done(view, x, gen);
+  });
+  view.forward(t);
+}
+
+void SharedDevice::on_control_done(DeviceView& view, const Transfer& t, uint64_t generation) {
+  if (control_owner_ != &view || lock_generation_ != generation) return;
+  // The owner's IN closes its transaction; a failed OUT never opened one the device remembers.
+  if (t.setup.direction() == usb::Direction::kIn || t.status() != Status::kOk)
+    release_control_lock();
+}
+
+void SharedDevice::release_control_lock() {
+  control_owner_ = nullptr;
+  ++lock_generation_;
+  while (!control_owner_ && !control_waiting_.empty()) {
+    Waiting w = control_waiting_.front();
+    control_waiting_.pop_front();
+    w.transfer->unpark();
+    submit_control(*w.view, *w.transfer);
+  }
+}
+
+bool SharedDevice::cancel_waiting(Transfer& t) {
+  auto it = std::find_if(control_waiting_.begin(), control_waiting_.end(),
+                         [&](const Waiting& w) { return w.transfer == &t; });
+  if (it == control_waiting_.end()) return false;
+  DeviceView* view = it->view;
+  control_waiting_.erase(it);
+  view->complete_here(t, Status::kCancelled, 0);
+  return true;
+}
+
+}  // namespace vusbd

@@ -1,0 +1,142 @@
+// SharedDevice: one backend usb::Device used by several VMs (ARCHITECTURE "SharedDevice").
+// Each VM gets a DeviceView — a usb::Device of its own — that its VM adapter exports:
+//  - fast path: standard requests a cache can answer (device and configuration descriptors,
+//    GET_STATUS, GET_CONFIGURATION, GET_INTERFACE) are answered without a round trip to the
+//    backend and counted as cache hits;
+//  - arbitration: SET_CONFIGURATION / SET_INTERFACE to the value in force succeed; a change while
+//    another VM holds the device is refused with a stall (what a real device's refusal looks like
+//    to the guest) and logged with both VMs' names;
+//  - halt state is kept per view: SET_FEATURE(ENDPOINT_HALT) from one VM halts that VM's view of
+//    the endpoint only; a stall the device itself reports is remembered per view and cleared on
+//    the device when that VM clears it;
+//  - class / vendor control requests are serialized per VM transaction: a VM's class/vendor OUT
+//    opens a transaction that its next class/vendor IN closes (command / response pairs such as
+//    Gadget Zero's 0x5b / 0x5c); other VMs' class/vendor requests wait, not fail, meanwhile. A
+//    transaction with no IN closes after `control_lock_timeout`;
+//  - bulk, interrupt and isochronous transfers go to the backend as they are (zero copy); each
+//    completion returns to the VM that submitted it, and per-view stats count it.
+// Modes: kShared (all views at once), kExclusive (one VM holds it; others get "busy").
+//
+// Owned by vusbd's device registry; views are owned by the SharedDevice and outlive their
+// exports. Lives on vusbd's loop; timers come from the injected Timer.
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "usb-stub/export_table.h"
+#include "usb/core/device.h"
+#include "usb/core/loop_checker.h"
+
+namespace vusbd {
+
+struct ViewStats {
+  uint64_t urbs = 0;
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
+  uint64_t cache_hits = 0;
+  uint64_t errors = 0;  // completions with a status other than ok / cancelled
+  uint64_t refused = 0;  // arbitration refusals (stalls vusbd answered)
+  std::chrono::nanoseconds latency_total{0};
+};
+
+class SharedDevice;
+
+class DeviceView : public usb::Device, public stub::ExportTable::ClaimGuard {
+ public:
+  DeviceView(SharedDevice& shared, std::string vm, usb::DeviceLocation location);
+  ~DeviceView() override;
+
+  const std::string& vm() const { return vm_; }
+  const ViewStats& stats() const { return stats_; }
+  bool held() const { return held_; }
+
+  // usb::Device
+  const usb::DescriptorSet& descriptors() const override;
+  usb::Speed speed() const override;
+  const usb::DeviceLocation& location() const override { return location_; }
+  uint8_t active_configuration() const override;
+  uint8_t alternate_setting(uint8_t interface) const override;
+  bool connected() const override;
+  void submit(usb::Transfer& transfer) override;
+  void cancel(usb::Transfer& transfer) override;
+  void reset(usb::StatusCallback done) override;
+  void set_configuration(uint8_t value, usb::StatusCallback done) override;
+  void set_interface(uint8_t interface, uint8_t alternate, usb::StatusCallback done) override;
+  void clear_halt(uint8_t endpoint, usb::StatusCallback done) override;
+  void set_halt(uint8_t endpoint, usb::StatusCallback done) override;
+
+  // ExportTable::ClaimGuard: the VM imported / released this view.
+  bool try_acquire() override;
+  void release() override;
+
+ private:
+  friend class SharedDevice;
+  enum class Halt : uint8_t { kNone, kVirtual, kDevice };
+
+  void forward(usb::Transfer& t);
+  bool answer_from_cache(usb::Transfer& t);
+  void complete_here(usb::Transfer& t, usb::Status status, size_t actual);
+  void reply(usb::Transfer& t, std::span<const uint8_t> bytes);
+
+  SharedDevice& shared_;
+  std::string vm_;
+  usb::DeviceLocation location_;
+  std::map<uint8_t, Halt> halts_;
+  ViewStats stats_;
+  bool held_ = false;
+};
+
+class SharedDevice {
+ public:
+  enum class Mode { kExclusive, kShared };
+  using Timer = std::function<void(std::chrono::milliseconds, std::move_only_function<void()>)>;
+
+  SharedDevice(std::string name, Mode mode, Timer timer,
+               std::chrono::milliseconds control_lock_timeout = std::chrono::milliseconds(200));
+  ~SharedDevice();
+
+  const std::string& name() const { return name_; }
+  Mode mode() const { return mode_; }
+  // The backend appears (import done) or goes away (nullptr). Views report connected() from it.
+  void set_backend(usb::Device* backend);
+  usb::Device* backend() const { return backend_; }
+
+  // The view of one VM (created on first call).
+  DeviceView& view(const std::string& vm, usb::DeviceLocation location);
+  std::vector<DeviceView*> views() const;
+
+ private:
+  friend class DeviceView;
+  struct Waiting {
+    DeviceView* view;
+    usb::Transfer* transfer;
+  };
+
+  // Class/vendor control transactions (see the class comment).
+  void submit_control(DeviceView& view, usb::Transfer& t);
+  void on_control_done(DeviceView& view, const usb::Transfer& t, uint64_t generation);
+  void release_control_lock();
+  bool cancel_waiting(usb::Transfer& t);
+  std::string holders_except(const DeviceView& view) const;
+  bool others_hold(const DeviceView& view) const;
+
+  std::string name_;
+  Mode mode_;
+  Timer timer_;
+  std::chrono::milliseconds lock_timeout_;
+  usb::Device* backend_ = nullptr;
+  std::map<std::string, std::unique_ptr<DeviceView>> views_;
+  DeviceView* control_owner_ = nullptr;
+  uint64_t lock_generation_ = 0;
+  std::deque<Waiting> control_waiting_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  usb::LoopChecker loop_;
+};
+
+}  // namespace vusbd
