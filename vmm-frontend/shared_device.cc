@@ -147,8 +147,10 @@ void DeviceView::submit(Transfer& t) {
         x.status() != Status::kUnlinked)
       ++stats_.errors;
     stats_.latency_total += std::chrono::steady_clock::now() - t0;
-    if (x.status() == Status::kStall && usb::endpoint_number(x.endpoint()) != 0)
-      halts_[x.endpoint()] = Halt::kDevice;  // the device itself halted it
+    if (x.status() == Status::kStall && usb::endpoint_number(x.endpoint()) != 0) {
+      Halt& h = halts_[x.endpoint()];
+      if (h != Halt::kVirtual) h = Halt::kDevice;  // the device itself halted it
+    }
   });
 
   if (usb::endpoint_number(t.endpoint()) != 0) {

@@ -1,0 +1,282 @@
+// SharedDevice / DeviceView against a FakeDevice backend, on simulated time (a manual timer).
+#include "vmm-frontend/shared_device.h"
+
+#include <gtest/gtest.h>
+
+#include "usb/core/fake_device.h"
+
+namespace vusbd {
+namespace {
+
+using usb::Status;
+using usb::Transfer;
+
+usb::DescriptorSet gz_like() {
+  usb::DescriptorSet d;
+  d.device.vendor_id = 0x0525;
+  d.device.product_id = 0xa4a0;
+  d.device.num_configurations = 1;
+  usb::ConfigurationDescriptor c;
+  c.value = 3;
+  c.num_interfaces = 1;
+  c.attributes = usb::kConfigAttrOne | usb::kConfigAttrSelfPowered;
+  usb::InterfaceDescriptor i;
+  i.interface_class = 0xff;
+  usb::EndpointDescriptor in, out;
+  in.address = 0x81;
+  in.attributes = 2;
+  in.max_packet_size = 512;
+  out.address = 0x01;
+  out.attributes = 2;
+  out.max_packet_size = 512;
+  i.endpoints = {in, out};
+  usb::InterfaceDescriptor alt1 = i;
+  alt1.alternate = 1;
+  c.interfaces = {i, alt1};
+  d.configurations.push_back(c);
+  return d;
+}
+
+// Timers that fire when the test says so.
+struct ManualTimers {
+  std::vector<std::move_only_function<void()>> pending;
+  SharedDevice::Timer timer() {
+    return [this](std::chrono::milliseconds, std::move_only_function<void()> fn) {
+      pending.push_back(std::move(fn));
+    };
+  }
+  void fire_all() {
+    auto fns = std::move(pending);
+    pending.clear();
+    for (auto& f : fns) f();
+  }
+};
+
+struct Outcome {
+  int calls = 0;
+  Status status = Status::kIoError;
+  size_t actual = 0;
+};
+
+std::unique_ptr<Transfer> control(const usb::SetupPacket& s, Outcome& o, bool short_not_ok = false) {
+  auto t = Transfer::control(s.direction() == usb::Direction::kIn ? 0x80 : 0x00, s);
+  t->flags.short_not_ok = short_not_ok;
+  t->set_completion([&o](Transfer& x) {
+    ++o.calls;
+    o.status = x.status();
+    o.actual = x.actual_length();
+  });
+  return t;
+}
+
+std::unique_ptr<Transfer> bulk(uint8_t ep, size_t len, Outcome& o) {
+  auto t = std::make_unique<Transfer>(ep, usb::TransferType::kBulk, len);
+  t->set_completion([&o](Transfer& x) {
+    ++o.calls;
+    o.status = x.status();
+    o.actual = x.actual_length();
+  });
+  return t;
+}
+
+class SharedDeviceTest : public ::testing::Test {
+ protected:
+  SharedDeviceTest()
+      : backend(gz_like()),
+        shared("gz", SharedDevice::Mode::kShared, timers.timer()),
+        a(shared.view("vmA", {.busid = "1-1", .path = {}})),
+        b(shared.view("vmB", {.busid = "1-1", .path = {}})) {
+    shared.set_backend(&backend);
+    EXPECT_TRUE(a.try_acquire());
+    EXPECT_TRUE(b.try_acquire());
+  }
+  ManualTimers timers;
+  usb::testing::FakeDevice backend;
+  SharedDevice shared;
+  DeviceView& a;
+  DeviceView& b;
+};
+
+TEST_F(SharedDeviceTest, DescriptorsAndStatusComeFromTheCache) {
+  Outcome o;
+  auto t = control({0x80, usb::request::kGetDescriptor, 0x0100, 0, 18}, o);
+  a.submit(*t);
+  EXPECT_EQ(o.status, Status::kOk);
+  EXPECT_EQ(o.actual, 18u);
+  EXPECT_EQ(t->data()[8], 0x25);  // idVendor low byte
+  auto cfg = control({0x80, usb::request::kGetDescriptor, 0x0200, 0, 9}, o);
+  a.submit(*cfg);
+  EXPECT_EQ(o.actual, 9u) << "short read of the configuration header";
+  auto st = control({0x80, usb::request::kGetStatus, 0, 0, 2}, o);
+  a.submit(*st);
+  EXPECT_EQ(st->data()[0], 1) << "self-powered bit from bmAttributes";
+  auto gc = control({0x80, usb::request::kGetConfiguration, 0, 0, 1}, o);
+  b.submit(*gc);
+  EXPECT_EQ(gc->data()[0], 3);
+  EXPECT_TRUE(backend.pending.empty()) << "no round trip";
+  EXPECT_EQ(a.stats().cache_hits, 3u);
+  EXPECT_EQ(b.stats().cache_hits, 1u);
+}
+
+TEST_F(SharedDeviceTest, CachedShortAnswerWithShortNotOkIsAnError) {
+  Outcome o;
+  auto t = control({0x80, usb::request::kGetDescriptor, 0x0100, 0, 64}, o, /*short_not_ok=*/true);
+  a.submit(*t);
+  EXPECT_EQ(o.status, Status::kShortPacket);
+  EXPECT_EQ(o.actual, 18u);
+}
+
+TEST_F(SharedDeviceTest, UncachedRequestsGoToTheDevice) {
+  Outcome o;
+  auto t = control({0x80, usb::request::kGetDescriptor, 0x0301, 0x0409, 255}, o);  // a string
+  a.submit(*t);
+  ASSERT_EQ(backend.pending.size(), 1u);
+  backend.complete_next(Status::kOk, 10);
+  EXPECT_EQ(o.actual, 10u);
+}
+
+TEST_F(SharedDeviceTest, ConfigurationInForceSucceedsAndAChangeIsRefusedWhileShared) {
+  Status s1 = Status::kIoError, s2 = Status::kIoError;
+  a.set_configuration(3, [&](Status s) { s1 = s; });
+  EXPECT_EQ(s1, Status::kOk);
+  b.set_interface(0, 1, [&](Status s) { s2 = s; });
+  EXPECT_EQ(s2, Status::kStall) << "vmA holds the device at alt 0";
+  EXPECT_EQ(b.stats().refused, 1u);
+  EXPECT_TRUE(backend.calls.empty()) << "the device was never touched";
+  // Once vmA lets go, vmB may change it.
+  a.release();
+  b.set_interface(0, 1, [&](Status s) { s2 = s; });
+  EXPECT_EQ(s2, Status::kOk);
+  EXPECT_EQ(backend.calls, (std::vector<std::string>{"set_interface 0 1"}));
+}
+
+TEST_F(SharedDeviceTest, BulkCompletionsReturnToTheirOwnVm) {
+  Outcome oa, ob;
+  auto ta = bulk(0x81, 64, oa);
+  auto tb = bulk(0x01, 32, ob);
+  a.submit(*ta);
+  b.submit(*tb);
+  ASSERT_EQ(backend.pending.size(), 2u);
+  backend.complete_next(Status::kOk, 64);
+  backend.complete_next(Status::kOk, 32);
+  EXPECT_EQ(oa.actual, 64u);
+  EXPECT_EQ(ob.actual, 32u);
+  EXPECT_EQ(a.stats().bytes_in, 64u);
+  EXPECT_EQ(b.stats().bytes_out, 32u);
+  EXPECT_EQ(a.stats().urbs, 1u);
+  EXPECT_EQ(b.stats().urbs, 1u);
+}
+
+TEST_F(SharedDeviceTest, HaltIsPerVm) {
+  Outcome o;
+  auto set = control({0x02, usb::request::kSetFeature, usb::feature::kEndpointHalt, 0x81, 0}, o);
+  a.submit(*set);
+  EXPECT_EQ(o.status, Status::kOk);
+  EXPECT_TRUE(backend.calls.empty()) << "the real endpoint keeps running for vmB";
+  auto sa = control({0x82, usb::request::kGetStatus, 0, 0x81, 2}, o);
+  a.submit(*sa);
+  EXPECT_EQ(sa->data()[0], 1);
+  auto sb = control({0x82, usb::request::kGetStatus, 0, 0x81, 2}, o);
+  b.submit(*sb);
+  EXPECT_EQ(sb->data()[0], 0);
+  Outcome oa, ob;
+  auto ta = bulk(0x81, 8, oa);
+  auto tb = bulk(0x81, 8, ob);
+  a.submit(*ta);
+  b.submit(*tb);
+  EXPECT_EQ(oa.status, Status::kStall);
+  ASSERT_EQ(backend.pending.size(), 1u);
+  backend.complete_next();
+  EXPECT_EQ(ob.status, Status::kOk);
+  Status cleared = Status::kIoError;
+  a.clear_halt(0x81, [&](Status s) { cleared = s; });
+  EXPECT_EQ(cleared, Status::kOk);
+  EXPECT_TRUE(backend.calls.empty()) << "virtual halt: vmB's data toggle is left alone";
+}
+
+TEST_F(SharedDeviceTest, DeviceStallIsClearedOnTheDevice) {
+  Outcome o;
+  auto t = bulk(0x01, 8, o);
+  a.submit(*t);
+  backend.complete_next(Status::kStall, 0);
+  EXPECT_EQ(o.status, Status::kStall);
+  Status cleared = Status::kIoError;
+  a.clear_halt(0x01, [&](Status s) { cleared = s; });
+  EXPECT_EQ(backend.calls, (std::vector<std::string>{"clear_halt 1"}));
+}
+
+TEST_F(SharedDeviceTest, VendorTransactionsAreSerializedPerVm) {
+  // vmA: OUT 0x5b ... IN 0x5c; vmB's OUT 0x5b in between must wait, not interleave.
+  Outcome a_out, a_in, b_out;
+  auto aw = control({0x40, 0x5b, 0, 0, 4}, a_out);
+  auto bw = control({0x40, 0x5b, 0, 0, 4}, b_out);
+  auto ar = control({0xc0, 0x5c, 0, 0, 4}, a_in);
+  a.submit(*aw);
+  b.submit(*bw);
+  ASSERT_EQ(backend.pending.size(), 1u) << "vmB's write waits";
+  backend.complete_next();
+  EXPECT_EQ(a_out.status, Status::kOk);
+  EXPECT_EQ(b_out.calls, 0);
+  a.submit(*ar);
+  ASSERT_EQ(backend.pending.size(), 1u);
+  EXPECT_EQ(backend.pending.front(), ar.get()) << "vmA's read goes before vmB's write";
+  backend.complete_next();
+  ASSERT_EQ(backend.pending.size(), 1u) << "the read closed vmA's transaction; vmB's write runs";
+  EXPECT_EQ(backend.pending.front(), bw.get());
+  backend.complete_next();
+  EXPECT_EQ(b_out.status, Status::kOk);
+}
+
+TEST_F(SharedDeviceTest, AbandonedTransactionTimesOut) {
+  Outcome a_out, b_out;
+  auto aw = control({0x40, 0x5b, 0, 0, 4}, a_out);
+  auto bw = control({0x40, 0x5b, 0, 0, 4}, b_out);
+  a.submit(*aw);
+  backend.complete_next();
+  b.submit(*bw);
+  EXPECT_TRUE(backend.pending.empty());
+  timers.fire_all();  // vmA never read back
+  ASSERT_EQ(backend.pending.size(), 1u);
+  EXPECT_EQ(backend.pending.front(), bw.get());
+}
+
+TEST_F(SharedDeviceTest, WaitingTransferCanBeCancelled) {
+  Outcome a_out, b_out;
+  auto aw = control({0x40, 0x5b, 0, 0, 4}, a_out);
+  auto bw = control({0x40, 0x5b, 0, 0, 4}, b_out);
+  a.submit(*aw);
+  b.submit(*bw);
+  EXPECT_TRUE(bw->cancel());
+  EXPECT_EQ(b_out.calls, 1);
+  EXPECT_EQ(b_out.status, Status::kCancelled);
+  EXPECT_FALSE(bw->cancel());
+}
+
+TEST_F(SharedDeviceTest, BackendGoneCompletesWithNoDevice) {
+  Outcome o, w;
+  auto t = bulk(0x81, 8, o);
+  a.submit(*t);
+  backend.unplug();
+  EXPECT_EQ(o.status, Status::kNoDevice);
+  shared.set_backend(nullptr);
+  EXPECT_FALSE(a.connected());
+  auto t2 = bulk(0x81, 8, w);
+  a.submit(*t2);
+  EXPECT_EQ(w.status, Status::kNoDevice);
+}
+
+TEST(SharedDeviceExclusiveTest, OneVmAtATime) {
+  ManualTimers timers;
+  usb::testing::FakeDevice backend(gz_like());
+  SharedDevice shared("gz", SharedDevice::Mode::kExclusive, timers.timer());
+  shared.set_backend(&backend);
+  DeviceView& a = shared.view("vmA", {});
+  DeviceView& b = shared.view("vmB", {});
+  EXPECT_TRUE(a.try_acquire());
+  EXPECT_FALSE(b.try_acquire());
+  a.release();
+  EXPECT_TRUE(b.try_acquire());
+}
+
+}  // namespace
+}  // namespace vusbd
