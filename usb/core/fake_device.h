@@ -35,6 +35,21 @@ class FakeDevice : public Device {
       return;
     }
     t.begin(this);
+    if (serve_descriptors && t.type() == TransferType::kControl &&
+        t.setup.is_standard(Recipient::kDevice, request::kGetDescriptor)) {
+      // Like any device: device and configuration descriptors are answered at once.
+      const uint8_t type = t.setup.value >> 8, index = t.setup.value & 0xff;
+      std::vector<uint8_t> bytes;
+      if (type == desc::kDevice) bytes = descriptors_.device.build();
+      if (type == desc::kConfiguration && index < descriptors_.configurations.size())
+        bytes = descriptors_.configurations[index].build();
+      if (!bytes.empty()) {
+        const size_t n = std::min({bytes.size(), t.length(), size_t{t.setup.length}});
+        std::copy_n(bytes.begin(), n, t.buffer().begin());
+        t.complete(Status::kOk, n);
+        return;
+      }
+    }
     pending.push_back(&t);
     if (auto_complete) complete_next(auto_status, SIZE_MAX);
   }
@@ -90,6 +105,7 @@ class FakeDevice : public Device {
   std::vector<Transfer*> cancel_requests;
   std::vector<std::string> calls;
   bool complete_on_cancel = true;
+  bool serve_descriptors = true;  // GET_DESCRIPTOR(device / configuration) answered inline
   bool auto_complete = false;
   Status auto_status = Status::kOk;
   Status next_op_status = Status::kOk;
