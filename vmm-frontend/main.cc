@@ -18,8 +18,7 @@ int main(int argc, char** argv) {
       "  usbip --tcp-port PORT list -r HOST\n"
       "  usbip --tcp-port PORT attach -r HOST -b 1-1\n",
       "vusbd"};
-  app.add_option("--config", config_path, "TOML config: [[vm]] and [[device]] tables")
-      ->required();
+  app.add_option("--config", config_path, "TOML config: [[vm]] and [[device]] tables")->required();
   app.add_option("--stats-json", stats_path, "Write per-VM per-device stats here on exit");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->default_val(log_level);

@@ -20,7 +20,9 @@ RemoteBackend::~RemoteBackend() {
   if (device_) device_->close();
 }
 
-void RemoteBackend::start() { import(); }
+void RemoteBackend::start() {
+  import();
+}
 
 void RemoteBackend::import() {
   devices::UsbipRemoteDevice::Options options;

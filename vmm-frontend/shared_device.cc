@@ -34,6 +34,7 @@ uint8_t DeviceView::active_configuration() const {
   return shared_.backend_ ? shared_.backend_->active_configuration() : 0;
 }
 uint8_t DeviceView::alternate_setting(uint8_t interface) const {
+  if (auto it = alts_.find(interface); it != alts_.end()) return it->second;
   return shared_.backend_ ? shared_.backend_->alternate_setting(interface) : 0;
 }
 bool DeviceView::connected() const {
@@ -53,6 +54,7 @@ bool DeviceView::try_acquire() {
 void DeviceView::release() {
   held_ = false;
   halts_.clear();
+  alts_.clear();
   if (shared_.control_owner_ == this) shared_.release_control_lock();
 }
 
@@ -95,7 +97,7 @@ bool DeviceView::answer_from_cache(Transfer& t) {
   const usb::ConfigurationDescriptor* cfg = be->active_config_descriptor();
   if (s.is_standard(Recipient::kInterface, rq::kGetInterface)) {
     if (!cfg || !cfg->find(static_cast<uint8_t>(s.index), 0)) return false;
-    const uint8_t alt = be->alternate_setting(static_cast<uint8_t>(s.index));
+    const uint8_t alt = alternate_setting(static_cast<uint8_t>(s.index));
     reply(t, std::span(&alt, 1));
     return true;
   }
@@ -114,7 +116,7 @@ bool DeviceView::answer_from_cache(Transfer& t) {
         bool exists = false;
         if (cfg)
           for (const auto& intf : cfg->interfaces)
-            if (intf.alternate == be->alternate_setting(intf.number))
+            if (intf.alternate == alternate_setting(intf.number))
               for (const auto& e : intf.endpoints) exists = exists || e.address == ep;
         if (!exists) return false;
         auto h = halts_.find(ep);
@@ -159,6 +161,29 @@ void DeviceView::submit(Transfer& t) {
     return forward(t);
   }
   if (t.type() != usb::TransferType::kControl) return complete_here(t, Status::kInvalid, 0);
+  // The control pipe is serial: one request at a time, completions in submission order.
+  t.park(this);
+  control_queue_.push_back(&t);
+  if (!control_busy_) next_control();
+}
+
+void DeviceView::next_control() {
+  while (!control_busy_ && !control_queue_.empty()) {
+    Transfer& t = *control_queue_.front();
+    control_queue_.pop_front();
+    t.unpark();
+    control_busy_ = true;
+    t.add_completion_epilogue([this, alive = shared_.alive_] {
+      if (!*alive) return;
+      control_busy_ = false;
+      next_control();
+    });
+    run_control(t);
+  }
+}
+
+void DeviceView::run_control(Transfer& t) {
+  if (!connected()) return complete_here(t, Status::kNoDevice, 0);
   const usb::SetupPacket& s = t.setup;
   if (s.type() == RequestType::kStandard) {
     if (answer_from_cache(t)) return;
@@ -167,7 +192,7 @@ void DeviceView::submit(Transfer& t) {
         s.value == usb::feature::kEndpointHalt)
       return set_halt(static_cast<uint8_t>(s.index), done);
     if (s.is_standard(Recipient::kEndpoint, rq::kClearFeature) &&
-        s.value == usb::feature::kEndpointHalt)
+        s.value == usb::feature::kEndpointHalt && usb::endpoint_number(s.index) != 0)
       return clear_halt(static_cast<uint8_t>(s.index), done);
     if (s.is_standard(Recipient::kDevice, rq::kSetAddress)) {
       ++stats_.cache_hits;
@@ -184,6 +209,11 @@ void DeviceView::submit(Transfer& t) {
 
 void DeviceView::cancel(Transfer& t) {
   // Reached only for transfers parked here (forwarded ones are cancelled by the backend).
+  if (auto it = std::find(control_queue_.begin(), control_queue_.end(), &t);
+      it != control_queue_.end()) {
+    control_queue_.erase(it);
+    return complete_here(t, Status::kCancelled, 0);
+  }
   if (!shared_.cancel_waiting(t)) complete_here(t, Status::kCancelled, 0);
 }
 
@@ -206,6 +236,7 @@ void DeviceView::set_configuration(uint8_t value, usb::StatusCallback done) {
   if (current == value) {
     ++stats_.cache_hits;
     halts_.clear();
+    alts_.clear();
     return done(Status::kOk);
   }
   if (shared_.others_hold(*this)) {
@@ -215,26 +246,64 @@ void DeviceView::set_configuration(uint8_t value, usb::StatusCallback done) {
     return done(Status::kStall);
   }
   halts_.clear();
+  alts_.clear();
   shared_.backend_->set_configuration(value, std::move(done));
 }
 
 void DeviceView::set_interface(uint8_t interface, uint8_t alternate, usb::StatusCallback done) {
   if (!connected()) return done(Status::kNoDevice);
-  const uint8_t current = shared_.backend_->alternate_setting(interface);
-  if (current == alternate) {
+  const auto* cfg = shared_.backend_->active_config_descriptor();
+  if (!cfg || !cfg->find(interface, alternate)) return done(Status::kStall);  // as a device would
+  halts_.clear();
+  const uint8_t device_alt = shared_.backend_->alternate_setting(interface);
+  const auto wanted = shared_.endpoints(interface, alternate);
+  auto contains = [](const std::vector<usb::EndpointDescriptor>& set,
+                     const std::vector<usb::EndpointDescriptor>& sub) {
+    for (const auto& e : sub)
+      if (std::none_of(set.begin(), set.end(), [&](const usb::EndpointDescriptor& x) {
+            return x.address == e.address && x.attributes == e.attributes &&
+                   x.max_packet_size == e.max_packet_size;
+          }))
+        return false;
+    return true;
+  };
+  if (device_alt == alternate) {
     ++stats_.cache_hits;
-    halts_.clear();
+    alts_.erase(interface);
     return done(Status::kOk);
   }
-  if (shared_.others_hold(*this)) {
-    ++stats_.refused;
-    spdlog::warn("vusbd: {}: {} asked for interface {} alternate {}, refused: {} use alternate {}",
-                 shared_.name_, vm_, interface, alternate, shared_.holders_except(*this),
-                 current);
-    return done(Status::kStall);
+  // Switch the device if every other VM's endpoints survive the switch.
+  bool others_fit = true;
+  for (DeviceView* v : shared_.views())
+    if (v != this && v->held_)
+      others_fit = others_fit &&
+                   contains(wanted, shared_.endpoints(interface, v->alternate_setting(interface)));
+  if (others_fit) {
+    // Others keep the setting they chose, now possibly different from the device's.
+    for (DeviceView* v : shared_.views())
+      if (v != this && v->held_ && !v->alts_.contains(interface)) v->alts_[interface] = device_alt;
+    shared_.backend_->set_interface(
+        interface, alternate,
+        [this, interface, alternate, done = std::move(done)](Status st) mutable {
+          if (st == Status::kOk) alts_.erase(interface);
+          // Views whose choice now equals the device's follow it again.
+          for (DeviceView* v : shared_.views())
+            if (auto it = v->alts_.find(interface); it != v->alts_.end() && it->second == alternate)
+              v->alts_.erase(it);
+          done(st);
+        });
+    return;
   }
-  halts_.clear();
-  shared_.backend_->set_interface(interface, alternate, std::move(done));
+  // Otherwise this VM alone may use `alternate` if its endpoints exist in the device's setting.
+  if (contains(shared_.endpoints(interface, device_alt), wanted)) {
+    ++stats_.cache_hits;
+    alts_[interface] = alternate;
+    return done(Status::kOk);
+  }
+  ++stats_.refused;
+  spdlog::warn("vusbd: {}: {} asked for interface {} alternate {}, refused: {} need alternate {}",
+               shared_.name_, vm_, interface, alternate, shared_.holders_except(*this), device_alt);
+  done(Status::kStall);
 }
 
 void DeviceView::clear_halt(uint8_t endpoint, usb::StatusCallback done) {
@@ -299,6 +368,13 @@ std::vector<DeviceView*> SharedDevice::views() const {
   std::vector<DeviceView*> out;
   for (auto& [_, v] : views_) out.push_back(v.get());
   return out;
+}
+
+std::vector<usb::EndpointDescriptor> SharedDevice::endpoints(uint8_t interface,
+                                                             uint8_t alternate) const {
+  const auto* cfg = backend_ ? backend_->active_config_descriptor() : nullptr;
+  const auto* intf = cfg ? cfg->find(interface, alternate) : nullptr;
+  return intf ? intf->endpoints : std::vector<usb::EndpointDescriptor>{};
 }
 
 bool SharedDevice::others_hold(const DeviceView& view) const {

@@ -3,9 +3,14 @@
 //  - fast path: standard requests a cache can answer (device and configuration descriptors,
 //    GET_STATUS, GET_CONFIGURATION, GET_INTERFACE) are answered without a round trip to the
 //    backend and counted as cache hits;
-//  - arbitration: SET_CONFIGURATION / SET_INTERFACE to the value in force succeed; a change while
-//    another VM holds the device is refused with a stall (what a real device's refusal looks like
-//    to the guest) and logged with both VMs' names;
+//  - arbitration: SET_CONFIGURATION to the value in force succeeds; a change while another VM
+//    holds the device is refused with a stall (what a real device's refusal looks like to the
+//    guest) and logged with both VMs' names. Alternate settings are kept per view: the device is
+//    switched when every other VM's endpoints exist in the new setting; otherwise the request is
+//    granted to this VM alone when its endpoints already exist in the device's setting (Gadget
+//    Zero's alt 1 is alt 0 plus iso endpoints); otherwise it is refused like a configuration;
+//  - each view's control pipe is serial, as a device's is: its ep0 requests complete in the
+//    order they were submitted, cached answers included (usbtest case 10 checks FIFO order);
 //  - halt state is kept per view: SET_FEATURE(ENDPOINT_HALT) from one VM halts that VM's view of
 //    the endpoint only; a stall the device itself reports is remembered per view and cleared on
 //    the device when that VM clears it;
@@ -40,7 +45,7 @@ struct ViewStats {
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   uint64_t cache_hits = 0;
-  uint64_t errors = 0;  // completions with a status other than ok / cancelled
+  uint64_t errors = 0;   // completions with a status other than ok / cancelled
   uint64_t refused = 0;  // arbitration refusals (stalls vusbd answered)
   std::chrono::nanoseconds latency_total{0};
 };
@@ -80,6 +85,8 @@ class DeviceView : public usb::Device, public stub::ExportTable::ClaimGuard {
   enum class Halt : uint8_t { kNone, kVirtual, kDevice };
 
   void forward(usb::Transfer& t);
+  void run_control(usb::Transfer& t);
+  void next_control();
   bool answer_from_cache(usb::Transfer& t);
   void complete_here(usb::Transfer& t, usb::Status status, size_t actual);
   void reply(usb::Transfer& t, std::span<const uint8_t> bytes);
@@ -88,6 +95,9 @@ class DeviceView : public usb::Device, public stub::ExportTable::ClaimGuard {
   std::string vm_;
   usb::DeviceLocation location_;
   std::map<uint8_t, Halt> halts_;
+  std::map<uint8_t, uint8_t> alts_;           // this VM's alternate settings, where they differ
+  std::deque<usb::Transfer*> control_queue_;  // ep0 requests waiting for the one in progress
+  bool control_busy_ = false;
   ViewStats stats_;
   bool held_ = false;
 };
@@ -125,6 +135,8 @@ class SharedDevice {
   bool cancel_waiting(usb::Transfer& t);
   std::string holders_except(const DeviceView& view) const;
   bool others_hold(const DeviceView& view) const;
+  // Endpoint descriptors of interface `interface` at `alternate` in the active configuration.
+  std::vector<usb::EndpointDescriptor> endpoints(uint8_t interface, uint8_t alternate) const;
 
   std::string name_;
   Mode mode_;

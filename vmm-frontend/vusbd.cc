@@ -35,8 +35,8 @@ Vusbd::Vusbd(boost::asio::io_context& io, VusbdConfig config)
     auto dev = std::make_unique<Dev>();
     dev->config = dc;
     dev->shared = std::make_unique<SharedDevice>(
-        dc.name, dc.mode == "exclusive" ? SharedDevice::Mode::kExclusive
-                                        : SharedDevice::Mode::kShared,
+        dc.name,
+        dc.mode == "exclusive" ? SharedDevice::Mode::kExclusive : SharedDevice::Mode::kShared,
         asio_timer(io_));
     // Each VM's view gets the next VM-local address on that VM's bus 1.
     for (const auto& vm_name : dc.vms) {
@@ -56,7 +56,9 @@ Vusbd::Vusbd(boost::asio::io_context& io, VusbdConfig config)
   }
 }
 
-Vusbd::~Vusbd() { stop(); }
+Vusbd::~Vusbd() {
+  stop();
+}
 
 usb::Result<void> Vusbd::start(std::function<void()> on_ready) {
   on_ready_ = std::move(on_ready);
@@ -98,8 +100,8 @@ void Vusbd::on_backend(Dev& dev, usb::Device* backend) {
       spdlog::warn("vusbd: cannot offer {} to {}: {}", dev.config.name, e.vm->config.name,
                    r.error().message);
     else
-      spdlog::info("vusbd: {} offered to vm {} as {} ({} mode)", dev.config.name,
-                   e.vm->config.name, *r, dev.config.mode);
+      spdlog::info("vusbd: {} offered to vm {} as {} ({} mode)", dev.config.name, e.vm->config.name,
+                   *r, dev.config.mode);
   }
   check_ready();
 }

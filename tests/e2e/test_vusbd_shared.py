@@ -19,11 +19,12 @@ the vusbd log tail and the stub log tail.
 
 Usage: tests/e2e/test_vusbd_shared.py [--build DIR] [--stub PATH] [--vusbd PATH] [--direct]
                                       [--cases 1,2,...] [--iterations N] [--timeout S]
-                                      [--guests 1|2] [--log-level debug]
+                                      [--guests 1|2] [--log-level debug] [--capture]
 --guests 1 boots only vm1 (vusbd still serves both VMs): a failure that remains is not about
-sharing.
+sharing. --capture records the stub and VM ports (NAME.pcapng); lab/usbip_flow.py CAPTURE PORT
+--ep0 then lists that port's URBs by seqnum, in wire order.
 Logs: <build>/e2e-logs/vusbd_shared.{vm1,vm2}.console.log, .vusbd.log, .stub.log, .stats.json,
-.vusbd.toml (--direct: vusbd_direct.*).
+.vusbd.toml (--direct: vusbd_direct.*; --name changes the prefix)
 """
 import argparse
 import json
@@ -70,6 +71,21 @@ def wait_log_line(path: Path, text: str, proc: subprocess.Popen, secs: float) ->
             return False
         time.sleep(0.05)
     return False
+
+
+def start_capture(ports, path: Path) -> subprocess.Popen:
+    """dumpcap on loopback, only `ports`; returns the process once it is capturing."""
+    flt = " or ".join(f"tcp port {p}" for p in ports)
+    proc = subprocess.Popen(["dumpcap", "-q", "-i", "lo", "-f", flt, "-w", str(path)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not path.exists():
+        if proc.poll() is not None:
+            raise lab.LabError(f"dumpcap failed: {proc.stderr.read().decode(errors='replace')}")
+        time.sleep(0.05)
+    time.sleep(0.3)  # dumpcap creates the file just before it starts capturing
+    return proc
 
 
 def vusbd_toml(stub_port: int, vm_ports: dict) -> str:
@@ -260,6 +276,9 @@ def main() -> int:
     ap.add_argument("--guests", type=int, choices=(1, 2), default=2,
                     help="boot only vm1 with 1 (vusbd still serves both VMs): tells a sharing "
                          "problem from a plain forwarding one")
+    ap.add_argument("--capture", action="store_true",
+                    help="dumpcap the stub and VM ports into <logs>/NAME.pcapng (decode with "
+                         "lab/usbip_flow.py CAPTURE PORT --ep0)")
     ap.add_argument("--name", help="log name prefix (default: vusbd_shared, or vusbd_direct)")
     a = ap.parse_args()
     if a.build:
@@ -294,10 +313,15 @@ def main() -> int:
     barrier = None
     problems: list = []
     t_guests = 0.0
+    cap_proc = None
+    cap_path = logs / f"{name}.pcapng"
+    p0, p1, p2 = free_ports(3)
+    vm_ports = {"vm1": p1, "vm2": p2}
     try:
+        if a.capture:
+            cap_path.unlink(missing_ok=True)
+            cap_proc = start_capture([p1, p2] if a.direct else [p0, p1, p2], cap_path)
         if a.direct:
-            ports = free_ports(2)
-            vm_ports = dict(zip(VMS, ports))
             for vm in VMS:
                 log_path = logs / f"{name}.stub-{vm}.log"
                 stubs[vm] = (start([stub, "--listen", f"127.0.0.1:{vm_ports[vm]}", "--emulate",
@@ -309,8 +333,6 @@ def main() -> int:
                           f"(exit status {proc.poll()})\n{lab.tail(log_path)}")
                     return 1
         else:
-            p0, p1, p2 = free_ports(3)
-            vm_ports = {"vm1": p1, "vm2": p2}
             log_path = logs / f"{name}.stub.log"
             stubs["stub"] = (start([stub, "--listen", f"127.0.0.1:{p0}", "--emulate",
                                     f"gadget-zero={STUB_BUSID}"], log_path), log_path)
@@ -349,6 +371,9 @@ def main() -> int:
             vusbd_rc = lab.stop_process(vusbd_proc)
         for label, (proc, _) in stubs.items():
             stub_rcs[label] = lab.stop_process(proc)
+        if cap_proc is not None:
+            cap_proc.terminate()
+            cap_proc.wait(timeout=10)
     t_total = time.monotonic() - t0
 
     # ---- results
@@ -418,7 +443,8 @@ def main() -> int:
                     continue
                 print(f"  {vm}/{DEVICE}: " + " ".join(f"{k}={s.get(k)}" for k in
                                                       ("urbs", "bytes_in", "bytes_out",
-                                                       "cache_hits", "errors")))
+                                                       "cache_hits", "errors", "refused")
+                                                      if k in s))
                 for k in ("urbs", "bytes_in", "bytes_out"):
                     if not isinstance(s.get(k), int) or s[k] <= 0:
                         problems.append(f"vusbd stats: vms.{vm}.{DEVICE}.{k} = {s.get(k)!r}, "
@@ -427,13 +453,18 @@ def main() -> int:
                     print(f"  note: {vm}/{DEVICE} cache_hits = {s.get('cache_hits')!r} "
                           "(expected > 0, not asserted)")
 
+    if cap_proc is not None:
+        flow = Path(__file__).resolve().parent / "lab" / "usbip_flow.py"
+        print(f"capture: {cap_path}; URB flow per port: " + "; ".join(
+            f"{flow} {cap_path} {p} --ep0   # {who}" for who, p in
+            list(vm_ports.items()) + ([] if a.direct else [("vusbd <-> stub", p0)])))
     walls = ", ".join(f"{g.vm} {g.run.wall_secs:.1f}s" for g in guests if g.run)
     print(f"timing: prepare {t_prep:.1f}s, guests {t_guests:.1f}s ({walls}), total {t_total:.1f}s")
     if problems:
         print("FAIL: " + "; ".join(problems))
         for g in guests:
             print(f"=== {g.vm} ===")
-            print(g.run.failure_report() if g.run else g.error)
+            print(g.run.failure_report(60) if g.run else g.error)
         if not a.direct:
             print(f"--- vusbd log tail ({vusbd_log}, exit status {vusbd_rc}) ---")
             print(lab.tail(vusbd_log, 80))

@@ -125,6 +125,15 @@ class Transfer {
   void park(Device* holder) { device_ = holder; }
   void unpark() { device_ = nullptr; }
 
+  // Runs `after` once the completion has returned. It must not touch the transfer: the
+  // completion may have destroyed it. (A serial queue starts its next item here.)
+  void add_completion_epilogue(std::move_only_function<void()> after) {
+    completion_ = [a = std::move(after), next = std::move(completion_)]() mutable {
+      if (next) next();
+      a();
+    };
+  }
+
   // Called by a Device when it accepts the transfer. Returns false unless the state was kIdle.
   bool begin(Device* device);
   // Idempotent. Asks the device to stop the transfer; the completion still runs exactly once,

@@ -30,9 +30,18 @@ usb::DescriptorSet gz_like() {
   out.attributes = 2;
   out.max_packet_size = 512;
   i.endpoints = {in, out};
-  usb::InterfaceDescriptor alt1 = i;
+  usb::InterfaceDescriptor alt1 = i;  // alt 0 plus an iso IN endpoint (like Gadget Zero)
   alt1.alternate = 1;
-  c.interfaces = {i, alt1};
+  usb::EndpointDescriptor iso;
+  iso.address = 0x82;
+  iso.attributes = 1;
+  iso.max_packet_size = 1024;
+  iso.interval = 4;
+  alt1.endpoints.push_back(iso);
+  usb::InterfaceDescriptor alt2 = i;  // 0x81 with another packet size: incompatible with alt 0
+  alt2.alternate = 2;
+  alt2.endpoints[0].max_packet_size = 64;
+  c.interfaces = {i, alt1, alt2};
   d.configurations.push_back(c);
   return d;
 }
@@ -58,7 +67,8 @@ struct Outcome {
   size_t actual = 0;
 };
 
-std::unique_ptr<Transfer> control(const usb::SetupPacket& s, Outcome& o, bool short_not_ok = false) {
+std::unique_ptr<Transfer> control(const usb::SetupPacket& s, Outcome& o,
+                                  bool short_not_ok = false) {
   auto t = Transfer::control(s.direction() == usb::Direction::kIn ? 0x80 : 0x00, s);
   t->flags.short_not_ok = short_not_ok;
   t->set_completion([&o](Transfer& x) {
@@ -139,15 +149,73 @@ TEST_F(SharedDeviceTest, ConfigurationInForceSucceedsAndAChangeIsRefusedWhileSha
   Status s1 = Status::kIoError, s2 = Status::kIoError;
   a.set_configuration(3, [&](Status s) { s1 = s; });
   EXPECT_EQ(s1, Status::kOk);
-  b.set_interface(0, 1, [&](Status s) { s2 = s; });
-  EXPECT_EQ(s2, Status::kStall) << "vmA holds the device at alt 0";
+  b.set_configuration(1, [&](Status s) { s2 = s; });
+  EXPECT_EQ(s2, Status::kStall) << "vmA uses configuration 3";
   EXPECT_EQ(b.stats().refused, 1u);
   EXPECT_TRUE(backend.calls.empty()) << "the device was never touched";
-  // Once vmA lets go, vmB may change it.
   a.release();
-  b.set_interface(0, 1, [&](Status s) { s2 = s; });
+  b.set_configuration(1, [&](Status s) { s2 = s; });
   EXPECT_EQ(s2, Status::kOk);
+  EXPECT_EQ(backend.calls, (std::vector<std::string>{"set_configuration 1"}));
+}
+
+TEST_F(SharedDeviceTest, AlternateSettingsArePerVmWhenEndpointsAllowIt) {
+  Status s = Status::kIoError;
+  // vmB asks for alt 1 (alt 0 + iso): vmA's endpoints survive, so the device switches.
+  b.set_interface(0, 1, [&](Status st) { s = st; });
+  EXPECT_EQ(s, Status::kOk);
   EXPECT_EQ(backend.calls, (std::vector<std::string>{"set_interface 0 1"}));
+  EXPECT_EQ(b.alternate_setting(0), 1);
+  EXPECT_EQ(a.alternate_setting(0), 0) << "vmA still sees the setting it chose";
+  // vmA asks for alt 1 too: already in force.
+  a.set_interface(0, 1, [&](Status st) { s = st; });
+  EXPECT_EQ(s, Status::kOk);
+  EXPECT_EQ(backend.calls.size(), 1u);
+  // vmB goes back to alt 0: vmA needs the iso endpoint, so vmB gets alt 0 on its own.
+  b.set_interface(0, 0, [&](Status st) { s = st; });
+  EXPECT_EQ(s, Status::kOk);
+  EXPECT_EQ(backend.calls.size(), 1u) << "the device stays at alt 1";
+  EXPECT_EQ(b.alternate_setting(0), 0);
+  Outcome o;
+  auto gi = control({0x81, usb::request::kGetInterface, 0, 0, 1}, o);
+  b.submit(*gi);
+  EXPECT_EQ(gi->data()[0], 0) << "GET_INTERFACE answers vmB's own setting";
+  // alt 2 redefines 0x81: neither switchable nor available virtually while vmA streams.
+  a.set_interface(0, 2, [&](Status st) { s = st; });
+  EXPECT_EQ(s, Status::kStall);
+  EXPECT_EQ(a.stats().refused, 1u);
+  // A setting that does not exist stalls like on a device.
+  a.set_interface(0, 7, [&](Status st) { s = st; });
+  EXPECT_EQ(s, Status::kStall);
+}
+
+TEST_F(SharedDeviceTest, ControlRequestsCompleteInSubmissionOrder) {
+  // usbtest case 10: a forwarded request (a string) followed by cached ones.
+  std::vector<int> order;
+  auto make = [&](const usb::SetupPacket& setup, int n) {
+    auto t = Transfer::control(0x80, setup);
+    t->set_completion([&order, n](Transfer&) { order.push_back(n); });
+    return t;
+  };
+  auto t0 = make({0x80, usb::request::kGetDescriptor, 0x0300, 0, 4}, 0);   // forwarded
+  auto t1 = make({0x80, usb::request::kGetDescriptor, 0x0100, 0, 18}, 1);  // cached
+  auto t2 = make({0x80, usb::request::kGetStatus, 0, 0, 2}, 2);            // cached
+  a.submit(*t0);
+  a.submit(*t1);
+  a.submit(*t2);
+  EXPECT_TRUE(order.empty()) << "cached answers wait for the request before them";
+  ASSERT_EQ(backend.pending.size(), 1u);
+  backend.complete_next(Status::kOk, 4);
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2}));
+  // A queued request can be cancelled.
+  auto t3 = make({0x80, usb::request::kGetDescriptor, 0x0300, 0, 4}, 3);
+  auto t4 = make({0x80, usb::request::kGetDescriptor, 0x0100, 0, 18}, 4);
+  a.submit(*t3);
+  a.submit(*t4);
+  EXPECT_TRUE(t4->cancel());
+  EXPECT_EQ(t4->status(), Status::kCancelled);
+  backend.complete_next();
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 4, 3}));
 }
 
 TEST_F(SharedDeviceTest, BulkCompletionsReturnToTheirOwnVm) {

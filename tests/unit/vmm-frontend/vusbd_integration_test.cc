@@ -64,8 +64,10 @@ std::unique_ptr<devices::UsbipRemoteDevice> import(asio::io_context& io, uint16_
   std::unique_ptr<devices::UsbipRemoteDevice> dev;
   bool done = false;
   devices::UsbipRemoteDevice::import(io, {"127.0.0.1", port}, busid, {}, [&](auto r) {
-    if (r) dev = std::move(*r);
-    else if (error) *error = r.error().message;
+    if (r)
+      dev = std::move(*r);
+    else if (error)
+      *error = r.error().message;
     done = true;
   });
   run_until(io, [&] { return done; });
@@ -124,10 +126,13 @@ TEST(VusbdIntegrationTest, TwoVmsShareAndTheStubDiesAndComesBack) {
   device.pending.clear();
   stub.start(stub_port);
   std::unique_ptr<devices::UsbipRemoteDevice> again;
-  ASSERT_TRUE(run_until(io, [&] {
-    if (!again) again = import(io, daemon.vm_port("vm1"), "1-1");
-    return again != nullptr;
-  }, 10000));
+  ASSERT_TRUE(run_until(
+      io,
+      [&] {
+        if (!again) again = import(io, daemon.vm_port("vm1"), "1-1");
+        return again != nullptr;
+      },
+      10000));
   EXPECT_TRUE(again->connected());
 
   auto stats = daemon.stats();
