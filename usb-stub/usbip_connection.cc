@@ -374,7 +374,8 @@ void UsbipConnection::dispatch(std::unique_ptr<InFlight> in) {
       [self = shared_from_this(), seqnum](usb::Transfer&) { self->on_complete(seqnum); });
   InFlight& ref = *in;
   inflight_.emplace(seqnum, std::move(in));
-  if (t.type() == usb::TransferType::kControl && intercepted(t.setup))
+  if (t.type() == usb::TransferType::kControl && intercepted(t.setup) &&
+      !device_->performs_standard_requests())
     return run_standard_operation(ref);
   device_->submit(t);  // may complete inline
 }

@@ -204,6 +204,9 @@ void DeviceView::run_control(Transfer& t) {
       return set_interface(static_cast<uint8_t>(s.index), static_cast<uint8_t>(s.value), done);
     return forward(t);
   }
+  if (s.request_type == 0x23 && s.request == rq::kSetFeature &&
+      s.value == usb::kHubPortResetFeature)  // a USB/IP client's port reset
+    return reset([&t](Status st) { t.unpark(), t.complete(st, 0); });
   shared_.submit_control(*this, t);
 }
 
@@ -231,6 +234,24 @@ void DeviceView::reset(usb::StatusCallback done) {
 }
 
 void DeviceView::set_configuration(uint8_t value, usb::StatusCallback done) {
+  shared_.serialize([this, value, done = std::move(done)]() mutable {
+    do_set_configuration(value, [this, done = std::move(done)](Status st) mutable {
+      done(st);
+      shared_.op_done();
+    });
+  });
+}
+
+void DeviceView::set_interface(uint8_t interface, uint8_t alternate, usb::StatusCallback done) {
+  shared_.serialize([this, interface, alternate, done = std::move(done)]() mutable {
+    do_set_interface(interface, alternate, [this, done = std::move(done)](Status st) mutable {
+      done(st);
+      shared_.op_done();
+    });
+  });
+}
+
+void DeviceView::do_set_configuration(uint8_t value, usb::StatusCallback done) {
   if (!connected()) return done(Status::kNoDevice);
   const uint8_t current = shared_.backend_->active_configuration();
   if (current == value) {
@@ -250,7 +271,8 @@ void DeviceView::set_configuration(uint8_t value, usb::StatusCallback done) {
   shared_.backend_->set_configuration(value, std::move(done));
 }
 
-void DeviceView::set_interface(uint8_t interface, uint8_t alternate, usb::StatusCallback done) {
+void DeviceView::do_set_interface(uint8_t interface, uint8_t alternate,
+                                  usb::StatusCallback done) {
   if (!connected()) return done(Status::kNoDevice);
   const auto* cfg = shared_.backend_->active_config_descriptor();
   if (!cfg || !cfg->find(interface, alternate)) return done(Status::kStall);  // as a device would
@@ -430,6 +452,26 @@ void SharedDevice::release_control_lock() {
     control_waiting_.pop_front();
     w.transfer->unpark();
     submit_control(*w.view, *w.transfer);
+  }
+}
+
+void SharedDevice::serialize(std::move_only_function<void()> op) {
+  ops_.push_back(std::move(op));
+  while (!op_busy_ && !ops_.empty()) {
+    auto next = std::move(ops_.front());
+    ops_.pop_front();
+    op_busy_ = true;
+    next();
+  }
+}
+
+void SharedDevice::op_done() {
+  op_busy_ = false;
+  while (!op_busy_ && !ops_.empty()) {
+    auto next = std::move(ops_.front());
+    ops_.pop_front();
+    op_busy_ = true;
+    next();
   }
 }
 

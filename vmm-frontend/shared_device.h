@@ -75,6 +75,7 @@ class DeviceView : public usb::Device, public stub::ExportTable::ClaimGuard {
   void set_interface(uint8_t interface, uint8_t alternate, usb::StatusCallback done) override;
   void clear_halt(uint8_t endpoint, usb::StatusCallback done) override;
   void set_halt(uint8_t endpoint, usb::StatusCallback done) override;
+  bool performs_standard_requests() const override { return true; }
 
   // ExportTable::ClaimGuard: the VM imported / released this view.
   bool try_acquire() override;
@@ -85,6 +86,8 @@ class DeviceView : public usb::Device, public stub::ExportTable::ClaimGuard {
   enum class Halt : uint8_t { kNone, kVirtual, kDevice };
 
   void forward(usb::Transfer& t);
+  void do_set_configuration(uint8_t value, usb::StatusCallback done);
+  void do_set_interface(uint8_t interface, uint8_t alternate, usb::StatusCallback done);
   void run_control(usb::Transfer& t);
   void next_control();
   bool answer_from_cache(usb::Transfer& t);
@@ -133,6 +136,10 @@ class SharedDevice {
   void on_control_done(DeviceView& view, const usb::Transfer& t, uint64_t generation);
   void release_control_lock();
   bool cancel_waiting(usb::Transfer& t);
+  // Changes of device state (configuration, alternate settings, reset) run one at a time, so
+  // two VMs' decisions never race on a state that is still changing. `op` calls op_done() once.
+  void serialize(std::move_only_function<void()> op);
+  void op_done();
   std::string holders_except(const DeviceView& view) const;
   bool others_hold(const DeviceView& view) const;
   // Endpoint descriptors of interface `interface` at `alternate` in the active configuration.
@@ -147,6 +154,8 @@ class SharedDevice {
   DeviceView* control_owner_ = nullptr;
   uint64_t lock_generation_ = 0;
   std::deque<Waiting> control_waiting_;
+  std::deque<std::move_only_function<void()>> ops_;
+  bool op_busy_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   usb::LoopChecker loop_;
 };

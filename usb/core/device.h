@@ -55,6 +55,11 @@ class Device {
   virtual void clear_halt(uint8_t endpoint, StatusCallback done) = 0;
   virtual void set_halt(uint8_t endpoint, StatusCallback done) = 0;
 
+  // True if the device wants SET_CONFIGURATION / SET_INTERFACE / CLEAR_FEATURE(HALT) / port
+  // reset as ordinary control transfers, in order with its other ep0 requests (vusbd's shared
+  // views do), instead of having a USB/IP server perform them through the methods above.
+  virtual bool performs_standard_requests() const { return false; }
+
   // Convenience: the active configuration's descriptor, or nullptr.
   const ConfigurationDescriptor* active_config_descriptor() const {
     return descriptors().find_configuration(active_configuration());

@@ -5,7 +5,7 @@ Reassembles each TCP connection on PORT (tshark supplies the payload bytes; Wire
 dissector mis-frames PDUs that share a segment) and prints one line per PDU:
 
     TIME  sSTREAM  CMD_SUBMIT  seq=N  ep0in len=18 setup=8006000100001200
-    TIME  sSTREAM  RET_SUBMIT  seq=N  status=-32 actual=0
+    TIME  sSTREAM  RET_SUBMIT  seq=N  status=0 actual=1 data=01   (IN data up to 16 bytes)
 
 Usage: tests/e2e/lab/usbip_flow.py CAPTURE PORT [--from SECS] [--ep0]
 Standard library + tshark only.
@@ -72,7 +72,10 @@ def parse(chunks, dirs: dict, stream: int, events: list) -> None:
             off += 48
         elif cmd == 3:
             status, actual, _sf, npk, _ec = struct.unpack(">iIiii", buf[off + 20:off + 40])
-            events.append((t, stream, "RET_SUBMIT", seq, None, f"status={status} actual={actual}"))
+            desc = f"status={status} actual={actual}"
+            if dirs.get(seq, 1) == 1 and 0 < actual <= 16:  # short IN data: show it
+                desc += f" data={buf[off + 48:off + 48 + actual].hex()}"
+            events.append((t, stream, "RET_SUBMIT", seq, None, desc))
             off += 48 + (actual if dirs.get(seq, 1) == 1 else 0) + (16 * npk if npk > 0 else 0)
         elif cmd == 4:
             (status,) = struct.unpack(">i", buf[off + 20:off + 24])
