@@ -36,7 +36,7 @@ UsbipConnection::UsbipConnection(asio::ip::tcp::socket socket, ExportTable& expo
       op_deadline_(socket_.get_executor()),
       exports_(exports),
       limits_(limits),
-      peer_(peer_name(socket_)) {
+      peer_(limits.label.empty() ? peer_name(socket_) : limits.label + " " + peer_name(socket_)) {
   error_code ec;
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
   if (limits_.keepalive_idle.count() > 0) {

@@ -51,6 +51,8 @@ struct ConnectionLimits {
   std::chrono::seconds keepalive_idle{30};
   std::chrono::seconds keepalive_interval{5};
   int keepalive_count = 3;
+  // Prefix for this server's log lines, e.g. "vm vm1" in vusbd (the peer address follows).
+  std::string label;
 };
 
 class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,

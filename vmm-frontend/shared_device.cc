@@ -145,8 +145,10 @@ void DeviceView::submit(Transfer& t) {
     ++stats_.urbs;
     (x.direction() == usb::Direction::kIn ? stats_.bytes_in : stats_.bytes_out) +=
         x.actual_length();
-    if (x.status() != Status::kOk && x.status() != Status::kCancelled &&
-        x.status() != Status::kUnlinked)
+    if (x.status() == Status::kStall)
+      ++stats_.stalls;
+    else if (x.status() != Status::kOk && x.status() != Status::kCancelled &&
+             x.status() != Status::kUnlinked)
       ++stats_.errors;
     stats_.latency_total += std::chrono::steady_clock::now() - t0;
     if (x.status() == Status::kStall && usb::endpoint_number(x.endpoint()) != 0) {

@@ -28,7 +28,9 @@ Vusbd::Vusbd(boost::asio::io_context& io, VusbdConfig config)
     auto vm = std::make_unique<Vm>();
     vm->config = vc;
     vm->table = std::make_unique<stub::ExportTable>();
-    vm->server = std::make_unique<stub::UsbipServer>(io_, *vm->table, stub::ConnectionLimits{});
+    stub::ConnectionLimits limits;
+    limits.label = "vm " + vc.name;
+    vm->server = std::make_unique<stub::UsbipServer>(io_, *vm->table, limits);
     vms_.push_back(std::move(vm));
   }
   for (const auto& dc : config_.devices) {
@@ -148,6 +150,7 @@ nlohmann::json Vusbd::stats() const {
           {"bytes_in", s.bytes_in},
           {"bytes_out", s.bytes_out},
           {"cache_hits", s.cache_hits},
+          {"stalls", s.stalls},
           {"errors", s.errors},
           {"refused", s.refused},
           {"avg_latency_us",
