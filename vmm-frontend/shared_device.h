@@ -45,7 +45,8 @@ struct ViewStats {
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   uint64_t cache_hits = 0;
-  uint64_t errors = 0;   // completions with a status other than ok / cancelled
+  uint64_t stalls = 0;  // completions with kStall (usbtest expects many)
+  uint64_t errors = 0;  // completions with any other status than ok / cancelled / stall
   uint64_t refused = 0;  // arbitration refusals (stalls vusbd answered)
   std::chrono::nanoseconds latency_total{0};
 };
