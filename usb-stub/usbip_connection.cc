@@ -93,13 +93,27 @@ void UsbipConnection::close(std::string_view reason) {
 void UsbipConnection::on_device_gone() {
   loop_.check();
   // The device completed its in-flight URBs with kNoDevice (-ESHUTDOWN) already; those replies
-  // are queued. Send them, then hang up so the client detaches.
-  spdlog::info("usbip {}: device {} is gone; closing after {} queued replies", peer_, busid_,
-               queued_.size());
+  // are queued. The client may still have URBs on the wire that we have not read: keep reading
+  // and answer each (CMD_SUBMIT -> -ESHUTDOWN, CMD_UNLINK -> RET_UNLINK) until the client has
+  // been quiet for a moment, then hang up so it detaches. Closing at once would leave those URBs
+  // unanswered, and Linux's vhci then waits for them forever (its disconnect needs the device
+  // lock a waiting usbfs ioctl holds).
+  spdlog::info("usbip {}: device {} is gone; answering what is in flight, then closing", peer_,
+               busid_);
   device_ = nullptr;
   busid_.clear();
-  close_after_flush_ = true;
-  if (!write_in_progress_ && queued_.empty()) close("device gone");
+  draining_since_ = std::chrono::steady_clock::now();
+  arm_drain_timer();
+}
+
+void UsbipConnection::arm_drain_timer() {
+  if (closed_ || !draining_since_) return;
+  op_deadline_.expires_after(limits_.drain_quiet);
+  op_deadline_.async_wait([self = shared_from_this()](error_code ec) {
+    if (ec || self->closed_) return;
+    if (self->write_in_progress_ || !self->queued_.empty()) return self->arm_drain_timer();
+    self->close("device gone");
+  });
 }
 
 // ---------------------------------------------------------------- op phase
@@ -183,6 +197,9 @@ void UsbipConnection::read_urb_header() {
 }
 
 void UsbipConnection::on_urb_header() {
+  if (draining_since_ &&
+      std::chrono::steady_clock::now() - *draining_since_ < limits_.drain_max)
+    arm_drain_timer();
   auto pdu = wire::decode_urb_header(header_, limits_.wire);
   if (!pdu) return protocol_error("malformed URB header: " + pdu.error().message);
   if (auto* cmd = std::get_if<wire::CmdSubmit>(&*pdu)) {
@@ -533,7 +550,7 @@ void UsbipConnection::start_write() {
     if (self->closed_) return;
     if (ec) return self->close(ec.message());
     if (!self->queued_.empty()) return self->start_write();
-    if (self->close_after_flush_) self->close("device gone");
+
   });
 }
 

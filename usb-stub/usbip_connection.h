@@ -51,6 +51,10 @@ struct ConnectionLimits {
   std::chrono::seconds keepalive_idle{30};
   std::chrono::seconds keepalive_interval{5};
   int keepalive_count = 3;
+  // After the imported device vanished: keep answering the client's late URBs (-ESHUTDOWN) and
+  // close once it has been quiet this long (and at the latest after drain_max).
+  std::chrono::milliseconds drain_quiet{200};
+  std::chrono::milliseconds drain_max{2000};
   // Prefix for this server's log lines, e.g. "vm vm1" in vusbd (the peer address follows).
   std::string label;
 };
@@ -112,11 +116,12 @@ class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
   bool intercepted(const usb::SetupPacket& setup) const;
   std::optional<usb::TransferType> endpoint_type(uint8_t address) const;
   void protocol_error(std::string_view why);
+  void arm_drain_timer();
   // A transfer this connection is done with: its bytes leave the budget, its buffer the pool.
   void recycle(std::unique_ptr<usb::Transfer> transfer);
 
   boost::asio::ip::tcp::socket socket_;
-  boost::asio::steady_timer op_deadline_;
+  boost::asio::steady_timer op_deadline_;  // the op-phase deadline, later the drain timer
   ExportTable& exports_;
   ConnectionLimits limits_;
   std::string peer_;
@@ -141,7 +146,7 @@ class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
   std::vector<Reply> writing_;
   std::vector<boost::asio::const_buffer> write_buffers_;
   bool write_in_progress_ = false;
-  bool close_after_flush_ = false;
+  std::optional<std::chrono::steady_clock::time_point> draining_since_;
   bool closed_ = false;
   uint64_t rejected_for_memory_ = 0;
 };

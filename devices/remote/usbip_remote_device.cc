@@ -88,6 +88,10 @@ struct UsbipRemoteDevice::Channel : std::enable_shared_from_this<Channel> {
 
   void queue(Out out) {
     cache.push_back(std::move(out));
+    if (!options.batch) {
+      if (!write_in_progress) flush();
+      return;
+    }
     if (!flush_posted) {
       flush_posted = true;
       asio::post(io, [self = shared_from_this()] {
@@ -99,8 +103,14 @@ struct UsbipRemoteDevice::Channel : std::enable_shared_from_this<Channel> {
 
   void flush() {
     if (cache.empty() || !connected) return;
-    writing = std::move(cache);
-    cache.clear();
+    if (options.batch) {
+      writing = std::move(cache);
+      cache.clear();
+    } else {
+      writing.clear();
+      writing.push_back(std::move(cache.front()));
+      cache.erase(cache.begin());
+    }
     buffers.clear();
     for (Out& o : writing) {
       buffers.emplace_back(o.header.data(), o.header.size());

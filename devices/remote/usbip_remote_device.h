@@ -26,6 +26,9 @@ class UsbipRemoteDevice : public usb::Device {
  public:
   struct Options {
     usb::wire::usbip::Limits limits;
+    // Submits made in one loop turn leave in one gathered write. false: one write per PDU
+    // (for measuring what the batching gains).
+    bool batch = true;
     // Called once when the connection ends (peer gone, protocol error, close()).
     std::function<void(const std::string& reason)> on_disconnect;
   };

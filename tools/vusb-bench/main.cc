@@ -24,6 +24,7 @@
 #include "tools/vusb-bench/raw_tcp_baseline.h"
 #include "usb-stub/export_table.h"
 #include "usb-stub/usbip_server.h"
+#include "vmm-frontend/vusbd.h"
 
 namespace {
 
@@ -78,9 +79,11 @@ ServerSide* g_server = nullptr;
 // The client side: vusb's USB/IP client with Gadget Zero imported and configured (source/sink).
 class Client {
  public:
-  Client() {
+  explicit Client(uint16_t port, bool batch = true) {
     bool ready = false;
-    devices::UsbipRemoteDevice::import(io_, {"127.0.0.1", g_server->usbip_port()}, "1-1", {},
+    devices::UsbipRemoteDevice::Options options;
+    options.batch = batch;
+    devices::UsbipRemoteDevice::import(io_, {"127.0.0.1", port}, "1-1", std::move(options),
                                        [&](auto r) {
                                          if (!r) {
                                            spdlog::error("import failed: {}", r.error().message);
@@ -126,11 +129,12 @@ class Client {
     while (completed < count) io_.run_one();
   }
 
-  std::vector<uint64_t> control_rtt(uint64_t count) {
+  // GET_DESCRIPTOR(device, 8 bytes) by default; `value` picks another descriptor.
+  std::vector<uint64_t> control_rtt(uint64_t count, uint16_t value = 0x0100) {
     std::vector<uint64_t> rtt;
     rtt.reserve(count);
     for (uint64_t i = 0; i < count; ++i) {
-      auto t = usb::Transfer::control(0x80, {0x80, usb::request::kGetDescriptor, 0x0100, 0, 8});
+      auto t = usb::Transfer::control(0x80, {0x80, usb::request::kGetDescriptor, value, 0x0409, 8});
       bool done = false;
       t->set_completion([&](usb::Transfer&) { done = true; });
       auto t0 = std::chrono::steady_clock::now();
@@ -149,6 +153,8 @@ class Client {
 };
 
 Client* g_client = nullptr;
+Client* g_vusbd_client = nullptr;    // through vusbd
+Client* g_unbatched = nullptr;       // straight to the stub, one write per URB
 bench::RawTcpClient* g_raw = nullptr;
 asio::io_context* g_raw_io = nullptr;
 
@@ -194,6 +200,91 @@ void BM_RawTcpRtt(benchmark::State& state) {
   add_percentiles(state, std::move(all));
 }
 
+// vusbd on its own loop thread, importing the stub's Gadget Zero and serving one VM.
+class VusbdSide {
+ public:
+  explicit VusbdSide(uint16_t stub_port) : work_(io_.get_executor()) {
+    thread_ = std::thread([this] { io_.run(); });
+    std::promise<void> ready;
+    asio::post(io_, [&] {
+      vusbd::VusbdConfig config;
+      config.vms = {{"vm1", {"127.0.0.1", 0}}, {"vm2", {"127.0.0.1", 0}}};
+      vusbd::DeviceConfig d;
+      d.name = "gz";
+      (void)vusbd::parse_source("usbip://127.0.0.1:" + std::to_string(stub_port) + "/1-1", d);
+      d.vms = {"vm1", "vm2"};
+      config.devices = {d};
+      daemon_ = std::make_unique<vusbd::Vusbd>(io_, config);
+      (void)daemon_->start([&] { ready.set_value(); });
+    });
+    ready.get_future().wait();
+    std::promise<void> port;
+    asio::post(io_, [&] {
+      port_ = daemon_->vm_port("vm1");
+      port2_ = daemon_->vm_port("vm2");
+      port.set_value();
+    });
+    port.get_future().wait();
+  }
+  ~VusbdSide() {
+    std::promise<void> done;
+    asio::post(io_, [&] {
+      daemon_->stop();
+      done.set_value();
+    });
+    done.get_future().wait();
+    work_.reset();
+    io_.stop();
+    thread_.join();
+  }
+  uint16_t port() const { return port_; }
+  uint16_t port2() const { return port2_; }
+
+ private:
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::unique_ptr<vusbd::Vusbd> daemon_;
+  uint16_t port_ = 0, port2_ = 0;
+  std::thread thread_;
+};
+
+void BM_VusbdBulk(benchmark::State& state) {
+  const bool in = state.range(0) == 1;
+  const auto length = static_cast<uint32_t>(state.range(1));
+  const int depth = static_cast<int>(state.range(2));
+  for (auto _ : state) g_vusbd_client->bulk(in ? 0x81 : 0x01, length, depth, kBatch);
+  state.SetBytesProcessed(int64_t(state.iterations() * kBatch * length));
+}
+
+// Write batching in vusb's client: 512-byte OUT URBs, 8 in flight, through vusbd (vm1 batched,
+// vm2 unbatched; the device is shared).
+void BM_Batching(benchmark::State& state) {
+  Client* c = state.range(0) ? g_client : g_unbatched;
+  for (auto _ : state) c->bulk(0x01, 512, 8, kBatch);
+  state.SetItemsProcessed(int64_t(state.iterations() * kBatch));
+}
+
+// Control round trip through vusbd: served from its cache (device descriptor) or forwarded to
+// the stub (a string descriptor, which vusbd does not cache).
+void BM_VusbdControlRtt(benchmark::State& state) {
+  const uint16_t value = state.range(0) ? 0x0100 : 0x0301;
+  std::vector<uint64_t> all;
+  for (auto _ : state) {
+    auto r = g_vusbd_client->control_rtt(100, value);
+    all.insert(all.end(), r.begin(), r.end());
+  }
+  add_percentiles(state, std::move(all));
+}
+
+void vusbd_bulk_args(benchmark::internal::Benchmark* b) {
+  for (int in : {1, 0})
+    for (int depth : {1, 8}) b->Args({in, 65536, depth});
+  b->Args({1, 512, 8});
+  b->ArgNames({"in", "bytes", "depth"});
+  b->MinTime(0.5);
+  b->UseRealTime();
+}
+
 void bulk_args(benchmark::internal::Benchmark* b) {
   for (int in : {1, 0})
     for (int len : {512, 16384, 65536})
@@ -206,6 +297,9 @@ void bulk_args(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_VusbBulk)->Apply(bulk_args);
 BENCHMARK(BM_RawTcp)->Apply(bulk_args);
 BENCHMARK(BM_VusbControlRtt)->MinTime(0.5)->UseRealTime();
+BENCHMARK(BM_VusbdBulk)->Apply(vusbd_bulk_args);
+BENCHMARK(BM_Batching)->Arg(1)->Arg(0)->ArgName("batched")->MinTime(0.5)->UseRealTime();
+BENCHMARK(BM_VusbdControlRtt)->Arg(1)->Arg(0)->ArgName("cached")->MinTime(0.5)->UseRealTime();
 BENCHMARK(BM_RawTcpRtt)->MinTime(0.5)->UseRealTime();
 
 // Collects results so the ratios can be printed next to each other at the end.
@@ -221,6 +315,8 @@ class Collector : public benchmark::ConsoleReporter {
       if (r.run_type == Run::RT_Aggregate) name = name.substr(0, name.rfind('_'));
       auto bps = r.counters.find("bytes_per_second");
       if (bps != r.counters.end()) results[name] = bps->second.value;
+      auto ips = r.counters.find("items_per_second");
+      if (ips != r.counters.end()) results[name] = ips->second.value;
       auto p50 = r.counters.find("p50_us");
       if (p50 != r.counters.end()) {
         results[name + "/p50"] = p50->second.value;
@@ -228,11 +324,11 @@ class Collector : public benchmark::ConsoleReporter {
       }
     }
   }
-  void summary() const {
+  void summary(const std::string& prefix) const {
     std::printf("\n%-34s %12s %12s %8s\n", "case", "vusb MB/s", "raw MB/s", "ratio");
     for (const auto& [name, v] : results) {
-      if (!name.starts_with("BM_VusbBulk/")) continue;
-      std::string args = name.substr(std::string("BM_VusbBulk/").size());
+      if (!name.starts_with(prefix + "/")) continue;
+      std::string args = name.substr(prefix.size() + 1);
       auto raw = results.find("BM_RawTcp/" + args);
       if (raw == results.end()) continue;
       std::printf("%-34s %12.1f %12.1f %8.2f\n", args.c_str(), v / 1e6, raw->second / 1e6,
@@ -248,7 +344,17 @@ class Collector : public benchmark::ConsoleReporter {
       if (v > 0 && r > 0)
         std::printf("control RTT %s: vusb %.1f us, raw TCP %.1f us, ratio %.2f\n", pct, v, r,
                     v / r);
+      double cached = get(std::string("BM_VusbdControlRtt/cached:1/min_time:0.500/real_time/") + pct);
+      double fwd = get(std::string("BM_VusbdControlRtt/cached:0/min_time:0.500/real_time/") + pct);
+      if (cached > 0 && fwd > 0)
+        std::printf("control RTT %s through vusbd: cached %.1f us, forwarded %.1f us, ratio %.2f\n",
+                    pct, cached, fwd, cached / fwd);
     }
+    double on = get("BM_Batching/batched:1/min_time:0.500/real_time");
+    double off = get("BM_Batching/batched:0/min_time:0.500/real_time");
+    if (on > 0 && off > 0)
+      std::printf("client write batching, 512 B OUT x 8: batched %.0f URB/s, unbatched %.0f URB/s, "
+                  "gain %.2fx\n", on, off, on / off);
   }
   std::map<std::string, double> results;
 };
@@ -256,28 +362,51 @@ class Collector : public benchmark::ConsoleReporter {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || std::string(argv[1]) != "stub") {
+  const std::string mode = argc >= 2 ? argv[1] : "";
+  if (mode != "stub" && mode != "vusbd") {
     std::fprintf(stderr,
-                 "usage: vusb-bench stub [--benchmark_filter=...]\n"
-                 "  stub   Gadget Zero bulk and control through vusb-stub vs raw loopback TCP\n");
+                 "usage: vusb-bench stub|vusbd [google-benchmark flags]\n"
+                 "  stub    Gadget Zero bulk and control through vusb-stub vs raw loopback TCP\n"
+                 "  vusbd   client -> vusbd -> vusb-stub -> Gadget Zero vs raw loopback TCP;\n"
+                 "          batched vs unbatched client writes; cached vs forwarded control\n");
     return 2;
   }
   spdlog::set_level(spdlog::level::warn);
-  argv[1] = argv[0];
-  --argc;
-  ++argv;
-  benchmark::Initialize(&argc, argv);
+  // Keep only this mode's benchmarks (plus the raw TCP baselines they are compared with).
+  std::vector<char*> args{argv[0]};
+  std::string filter = mode == "stub" ? "--benchmark_filter=^BM_(VusbBulk|RawTcp|VusbControlRtt|RawTcpRtt)/"
+                                      : "--benchmark_filter=^BM_(VusbdBulk|RawTcp|Batching|VusbdControlRtt)/";
+  bool has_filter = false;
+  for (int i = 2; i < argc; ++i) {
+    args.push_back(argv[i]);
+    has_filter = has_filter || std::string(argv[i]).starts_with("--benchmark_filter");
+  }
+  if (!has_filter) args.push_back(filter.data());
+  int n = static_cast<int>(args.size());
+  benchmark::Initialize(&n, args.data());
   ServerSide server;
   g_server = &server;
-  Client client;
-  g_client = &client;
   asio::io_context raw_io;
   bench::RawTcpClient raw(raw_io, server.raw_port());
   g_raw = &raw;
   g_raw_io = &raw_io;
+  // Gadget Zero takes one importer: in stub mode vusb's client, in vusbd mode vusbd (whose VM
+  // port then serves a batched and an unbatched client, both in shared mode).
+  std::unique_ptr<Client> direct, via, unbatched;
+  std::unique_ptr<VusbdSide> vusbd_side;
+  if (mode == "stub") {
+    direct = std::make_unique<Client>(server.usbip_port());
+    g_client = direct.get();
+  } else {
+    vusbd_side = std::make_unique<VusbdSide>(server.usbip_port());
+    via = std::make_unique<Client>(vusbd_side->port());
+    unbatched = std::make_unique<Client>(vusbd_side->port2(), /*batch=*/false);
+    g_vusbd_client = g_client = via.get();
+    g_unbatched = unbatched.get();
+  }
   Collector collector;
   benchmark::RunSpecifiedBenchmarks(&collector);
-  collector.summary();
+  collector.summary(mode == "stub" ? "BM_VusbBulk" : "BM_VusbdBulk");
   benchmark::Shutdown();
   return 0;
 }

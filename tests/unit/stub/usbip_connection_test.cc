@@ -447,7 +447,17 @@ TEST_F(StubServerTest, VanishedDeviceCompletesInflightWithEshutdownAndLeavesList
   auto r2 = std::get<wire::RetSubmit>(read_pdu(s));
   EXPECT_EQ(r1.status, -108);
   EXPECT_EQ(r2.status, -108);
-  EXPECT_TRUE(closed_by_peer(s));
+  // URBs the client sent before it heard: each still gets an answer before the server hangs up.
+  std::vector<uint8_t> payload(256, 0);
+  send(s, wire::encode(submit(52, 1, wire::kDirOut, 256)));
+  send(s, payload);
+  auto late = std::get<wire::RetSubmit>(read_pdu(s));
+  EXPECT_EQ(late.seqnum, 52u);
+  EXPECT_EQ(late.status, -108);
+  wire::CmdUnlink u{.seqnum = 53, .devid = wire::make_devid(1, 2), .unlink_seqnum = 51};
+  send(s, wire::encode(u));
+  EXPECT_EQ(std::get<wire::RetUnlink>(read_pdu(s)).seqnum, 53u);
+  EXPECT_TRUE(closed_by_peer(s)) << "closed once the client is quiet";
   on_loop([&] { EXPECT_EQ(exports_.size(), 0u); });
 }
 
