@@ -391,6 +391,11 @@ void UsbipConnection::dispatch(std::unique_ptr<InFlight> in) {
       [self = shared_from_this(), seqnum](usb::Transfer&) { self->on_complete(seqnum); });
   InFlight& ref = *in;
   inflight_.emplace(seqnum, std::move(in));
+  if (!device_) {
+    // The device vanished while this URB's payload was being read: answer -ESHUTDOWN.
+    t.complete(usb::Status::kNoDevice, 0);
+    return;
+  }
   if (t.type() == usb::TransferType::kControl && intercepted(t.setup) &&
       !device_->performs_standard_requests())
     return run_standard_operation(ref);

@@ -46,7 +46,7 @@ VM = "vm1"
 STUB_BUSID = "1-1"
 VM_BUSID = "1-1"
 AFTER = [1, 2]
-DEFAULT_LONG = "1:100000:4096"
+DEFAULT_LONG = "27:20000:16384:0:8"  # queued 16 KiB OUT URBs: several on the wire at the kill
 
 
 class LogFollower:

@@ -461,6 +461,24 @@ TEST_F(StubServerTest, VanishedDeviceCompletesInflightWithEshutdownAndLeavesList
   on_loop([&] { EXPECT_EQ(exports_.size(), 0u); });
 }
 
+TEST_F(StubServerTest, DeviceVanishingWhilePayloadIsReadAnswersEshutdown) {
+  auto s = import("1-1");
+  // Half an OUT payload arrives, then the device vanishes, then the rest of the payload.
+  std::vector<uint8_t> payload(4096, 0);
+  send(s, wire::encode(submit(70, 1, wire::kDirOut, 4096)));
+  send(s, std::span(payload).first(1000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  on_loop([&] {
+    device_->unplug();
+    exports_.remove(*device_);
+  });
+  send(s, std::span(payload).subspan(1000));
+  auto r = std::get<wire::RetSubmit>(read_pdu(s));
+  EXPECT_EQ(r.seqnum, 70u);
+  EXPECT_EQ(r.status, -108);
+  EXPECT_TRUE(closed_by_peer(s));
+}
+
 TEST_F(StubServerTest, ClientHangupCancelsInflight) {
   {
     auto s = import("1-1");
