@@ -57,10 +57,12 @@ class HostileVmTest : public ::testing::Test {
   }
   void TearDown() override {
     if (good_) good_->close();
-    on_loop([&] {
-      daemon_->stop();
+    on_loop([&] {  // objects of the loop die on the loop (LoopChecker)
+      daemon_.reset();
       stub_->stop();
+      stub_.reset();
       exports_.remove(*gz_);
+      gz_.reset();
     });
     work_.reset();
     server_io_.stop();
