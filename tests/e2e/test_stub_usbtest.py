@@ -116,20 +116,6 @@ def table(results, expected, base: dict) -> str:
     return "\n".join(lines)
 
 
-def start_capture(port: int, path: Path):
-    """dumpcap on loopback, only the stub's port; returns the process once it is capturing."""
-    proc = subprocess.Popen(["dumpcap", "-q", "-i", "lo", "-f", f"tcp port {port}", "-w", str(path)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not path.exists():
-        if proc.poll() is not None:
-            raise lab.LabError(f"dumpcap failed: {proc.stderr.read().decode(errors='replace')}")
-        time.sleep(0.05)
-    time.sleep(0.3)  # dumpcap creates the file just before it starts capturing
-    return proc
-
-
 def check_capture(port: int, path: Path) -> tuple[list, str]:
     """Decodes the capture as USB/IP; returns (problems, summary)."""
     base = ["tshark", "-n", "-r", str(path), "-d", f"tcp.port=={port},usbip"]
@@ -234,7 +220,7 @@ def main() -> int:
     try:
         if a.capture and not a.guest_loopback:
             cap_path.unlink(missing_ok=True)
-            cap_proc = start_capture(port, cap_path)
+            cap_proc = lab.start_capture([port], cap_path)
         if a.guest_loopback:
             script = guest_script("127.0.0.1", port, main_cases, alt_param, alt_cases,
                                   LOOPBACK_SETUP.replace("PORT", str(port)))

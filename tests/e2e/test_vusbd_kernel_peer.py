@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "lab"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab  # noqa: E402
 from test_vusbd_shared import (Barrier, CRASH_SIGNALS, free_ports, start,  # noqa: E402
-                               start_capture, wait_log_line)
+                               wait_log_line)
 
 CASES = [1, 2, 9, 10, 13, 14]
 DEVICE = "gz"
@@ -89,15 +89,7 @@ fi
 b=$(lab_usbtest_bound 30) || {{ echo "LAB-FAIL usbtest did not bind the attached device"; lab_usb_tree; exit 21; }}
 echo "LAB-INFO usbtest bound to $b"
 usbip port 2>&1
-echo "LAB-PHASE main"
-echo "LAB-INFO usbtest-start"
-{lab.usbtest_cmd(specs, timeout=30)}
-rc=$?
-echo "LAB-INFO usbtest-end rc=$rc"
-[ $rc -eq 3 ] && {{ echo "LAB-FAIL a usbtest case hung"; exit 23; }}
-echo "LAB-PHASE detach"
-usbip detach -p 0 2>&1 || echo "LAB-WARN usbip detach failed"
-[ $rc -eq 0 ]
+{lab.usbtest_phase(specs)}
 """
 
 
@@ -205,7 +197,7 @@ def main() -> int:
     try:
         if a.capture:
             cap_path.unlink(missing_ok=True)
-            cap_proc = start_capture([pa, p1], cap_path)
+            cap_proc = lab.start_capture([pa, p1], cap_path)
         tg = time.monotonic()
         threads.append(peer.start_thread(a.timeout, a.memory))
         threads.append(client.start_thread(a.timeout, a.memory))

@@ -73,21 +73,6 @@ def wait_log_line(path: Path, text: str, proc: subprocess.Popen, secs: float) ->
     return False
 
 
-def start_capture(ports, path: Path) -> subprocess.Popen:
-    """dumpcap on loopback, only `ports`; returns the process once it is capturing."""
-    flt = " or ".join(f"tcp port {p}" for p in ports)
-    proc = subprocess.Popen(["dumpcap", "-q", "-i", "lo", "-f", flt, "-w", str(path)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not path.exists():
-        if proc.poll() is not None:
-            raise lab.LabError(f"dumpcap failed: {proc.stderr.read().decode(errors='replace')}")
-        time.sleep(0.05)
-    time.sleep(0.3)  # dumpcap creates the file just before it starts capturing
-    return proc
-
-
 def vusbd_toml(stub_port: int, vm_ports: dict) -> str:
     out = []
     for vm in VMS:
@@ -185,15 +170,7 @@ usbip port 2>&1
 echo "LAB-PHASE barrier"
 go=$(timeout 90 nc 10.0.2.2 {barrier_port} </dev/null 2>&1)
 echo "LAB-INFO barrier: ${{go:-no answer}}"
-echo "LAB-PHASE main"
-echo "LAB-INFO usbtest-start"
-{lab.usbtest_cmd(specs, timeout=30)}
-rc=$?
-echo "LAB-INFO usbtest-end rc=$rc"
-[ $rc -eq 3 ] && {{ echo "LAB-FAIL a usbtest case hung"; exit 23; }}
-echo "LAB-PHASE detach"
-usbip detach -p 0 2>&1 || echo "LAB-WARN usbip detach failed"
-[ $rc -eq 0 ]
+{lab.usbtest_phase(specs)}
 """
 
 
@@ -320,7 +297,7 @@ def main() -> int:
     try:
         if a.capture:
             cap_path.unlink(missing_ok=True)
-            cap_proc = start_capture([p1, p2] if a.direct else [p0, p1, p2], cap_path)
+            cap_proc = lab.start_capture([p1, p2] if a.direct else [p0, p1, p2], cap_path)
         if a.direct:
             for vm in VMS:
                 log_path = logs / f"{name}.stub-{vm}.log"

@@ -38,7 +38,7 @@ sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lab"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab  # noqa: E402
-from test_vusbd_shared import (CRASH_SIGNALS, free_ports, start, start_capture,  # noqa: E402
+from test_vusbd_shared import (CRASH_SIGNALS, free_ports, start,  # noqa: E402
                                wait_log_line)
 
 DEVICE = "gz"
@@ -225,7 +225,7 @@ def main() -> int:
     try:
         if a.capture:
             cap_path.unlink(missing_ok=True)
-            cap_proc = start_capture([p0, p1], cap_path)
+            cap_proc = lab.start_capture([p0, p1], cap_path)
         stubs.append(start(stub_cmd, stub_logs[0]))
         if not lab.wait_listening(p0, stubs[0], 15):
             print(f"FAIL: vusb-stub did not listen on 127.0.0.1:{p0} (exit status "

@@ -433,6 +433,34 @@ def tail(path: Path, n: int = 40) -> str:
         return "(no log)"
 
 
+def start_capture(ports, path: Path) -> subprocess.Popen:
+    """dumpcap on loopback, only `ports`; returns the process once it is capturing."""
+    flt = " or ".join(f"tcp port {p}" for p in ports)
+    proc = subprocess.Popen(["dumpcap", "-q", "-i", "lo", "-f", flt, "-w", str(path)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not path.exists():
+        if proc.poll() is not None:
+            raise LabError(f"dumpcap failed: {proc.stderr.read().decode(errors='replace')}")
+        time.sleep(0.05)
+    time.sleep(0.3)  # dumpcap creates the file just before it starts capturing
+    return proc
+
+
+def usbtest_phase(specs, timeout: float = 30) -> str:
+    """Guest script tail: run the usbtest cases between start/end markers, then detach port 0."""
+    return f"""echo "LAB-PHASE main"
+echo "LAB-INFO usbtest-start"
+{usbtest_cmd(specs, timeout=timeout)}
+rc=$?
+echo "LAB-INFO usbtest-end rc=$rc"
+[ $rc -eq 3 ] && {{ echo "LAB-FAIL a usbtest case hung"; exit 23; }}
+echo "LAB-PHASE detach"
+usbip detach -p 0 2>&1 || echo "LAB-WARN usbip detach failed"
+[ $rc -eq 0 ]"""
+
+
 @dataclass(frozen=True)
 class Case:
     """One usbtest case and its parameters (None = usbtest-ioctl's per-case default)."""
