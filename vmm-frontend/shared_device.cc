@@ -48,6 +48,7 @@ bool DeviceView::try_acquire() {
     return false;
   }
   held_ = true;
+  if (shared_.on_hold_change_) shared_.on_hold_change_(*this, true);
   return true;
 }
 
@@ -56,6 +57,7 @@ void DeviceView::release() {
   halts_.clear();
   alts_.clear();
   if (shared_.control_owner_ == this) shared_.release_control_lock();
+  if (shared_.on_hold_change_) shared_.on_hold_change_(*this, false);
 }
 
 void DeviceView::complete_here(Transfer& t, Status status, size_t actual) {
@@ -273,8 +275,7 @@ void DeviceView::do_set_configuration(uint8_t value, usb::StatusCallback done) {
   shared_.backend_->set_configuration(value, std::move(done));
 }
 
-void DeviceView::do_set_interface(uint8_t interface, uint8_t alternate,
-                                  usb::StatusCallback done) {
+void DeviceView::do_set_interface(uint8_t interface, uint8_t alternate, usb::StatusCallback done) {
   if (!connected()) return done(Status::kNoDevice);
   const auto* cfg = shared_.backend_->active_config_descriptor();
   if (!cfg || !cfg->find(interface, alternate)) return done(Status::kStall);  // as a device would

@@ -45,8 +45,8 @@ struct ViewStats {
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   uint64_t cache_hits = 0;
-  uint64_t stalls = 0;  // completions with kStall (usbtest expects many)
-  uint64_t errors = 0;  // completions with any other status than ok / cancelled / stall
+  uint64_t stalls = 0;   // completions with kStall (usbtest expects many)
+  uint64_t errors = 0;   // completions with any other status than ok / cancelled / stall
   uint64_t refused = 0;  // arbitration refusals (stalls vusbd answered)
   std::chrono::nanoseconds latency_total{0};
 };
@@ -61,6 +61,8 @@ class DeviceView : public usb::Device, public stub::ExportTable::ClaimGuard {
   const std::string& vm() const { return vm_; }
   const ViewStats& stats() const { return stats_; }
   bool held() const { return held_; }
+  // The VM-local address (from the AddressMap); changed only while the view is not exported.
+  void set_location(usb::DeviceLocation location) { location_ = std::move(location); }
 
   // usb::Device
   const usb::DescriptorSet& descriptors() const override;
@@ -117,6 +119,12 @@ class SharedDevice {
 
   const std::string& name() const { return name_; }
   Mode mode() const { return mode_; }
+  // A change applies to the next import: VMs that hold the device keep it.
+  void set_mode(Mode mode) { mode_ = mode; }
+  // Told when a VM imports (true) or releases (false) its view.
+  void on_hold_change(std::function<void(DeviceView&, bool)> fn) {
+    on_hold_change_ = std::move(fn);
+  }
   // The backend appears (import done) or goes away (nullptr). Views report connected() from it.
   void set_backend(usb::Device* backend);
   usb::Device* backend() const { return backend_; }
@@ -157,6 +165,7 @@ class SharedDevice {
   std::deque<Waiting> control_waiting_;
   std::deque<std::move_only_function<void()>> ops_;
   bool op_busy_ = false;
+  std::function<void(DeviceView&, bool)> on_hold_change_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   usb::LoopChecker loop_;
 };

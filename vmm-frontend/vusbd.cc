@@ -20,10 +20,35 @@ SharedDevice::Timer asio_timer(boost::asio::io_context& io) {
   };
 }
 
+SharedDevice::Mode mode_of(const std::string& mode) {
+  return mode == "exclusive" ? SharedDevice::Mode::kExclusive : SharedDevice::Mode::kShared;
+}
+
+std::unexpected<usb::Error> not_found(std::string what) {
+  return usb::Error::make(usb::Error::Code::kNotFound, std::move(what));
+}
+
+std::string_view speed_name(usb::Speed s) {
+  switch (s) {
+    case usb::Speed::kLow:
+      return "low";
+    case usb::Speed::kFull:
+      return "full";
+    case usb::Speed::kHigh:
+      return "high";
+    case usb::Speed::kSuper:
+      return "super";
+    case usb::Speed::kSuperPlus:
+      return "super-plus";
+    default:
+      return "unknown";
+  }
+}
+
 }  // namespace
 
-Vusbd::Vusbd(boost::asio::io_context& io, VusbdConfig config)
-    : io_(io), config_(std::move(config)) {
+Vusbd::Vusbd(boost::asio::io_context& io, VusbdConfig config, std::string config_path)
+    : io_(io), config_(std::move(config)), config_path_(std::move(config_path)) {
   for (const auto& vc : config_.vms) {
     auto vm = std::make_unique<Vm>();
     vm->config = vc;
@@ -33,29 +58,6 @@ Vusbd::Vusbd(boost::asio::io_context& io, VusbdConfig config)
     vm->server = std::make_unique<stub::UsbipServer>(io_, *vm->table, limits);
     vms_.push_back(std::move(vm));
   }
-  for (const auto& dc : config_.devices) {
-    auto dev = std::make_unique<Dev>();
-    dev->config = dc;
-    dev->shared = std::make_unique<SharedDevice>(
-        dc.name,
-        dc.mode == "exclusive" ? SharedDevice::Mode::kExclusive : SharedDevice::Mode::kShared,
-        asio_timer(io_));
-    // Each VM's view gets the next VM-local address on that VM's bus 1.
-    for (const auto& vm_name : dc.vms) {
-      for (auto& vm : vms_) {
-        if (vm->config.name != vm_name) continue;
-        uint32_t n = 1;
-        for (const auto& other : config_.devices) {
-          if (other.name == dc.name) break;
-          if (std::find(other.vms.begin(), other.vms.end(), vm_name) != other.vms.end()) ++n;
-        }
-        usb::DeviceLocation loc{1, n + 1, "1-" + std::to_string(n),
-                                "/vusbd/" + vm_name + "/" + dc.name};
-        dev->exports.push_back({vm.get(), &dev->shared->view(vm_name, loc)});
-      }
-    }
-    devices_.push_back(std::move(dev));
-  }
 }
 
 Vusbd::~Vusbd() {
@@ -64,52 +66,241 @@ Vusbd::~Vusbd() {
 
 usb::Result<void> Vusbd::start(std::function<void()> on_ready) {
   on_ready_ = std::move(on_ready);
+  if (auto r = validate(config_); !r) return r;
   for (auto& vm : vms_) {
     if (auto r = vm->server->listen(vm->config.listen); !r)
       return usb::Error::make(r.error().code, "vm '" + vm->config.name + "': " + r.error().message);
     spdlog::info("vusbd: vm {} served on {}:{}", vm->config.name, vm->config.listen.host,
                  vm->server->local_port());
   }
-  for (auto& dev : devices_) {
-    Dev* d = dev.get();
-    if (d->config.kind == DeviceConfig::Kind::kUsbip) {
-      d->remote = std::make_unique<RemoteBackend>(
-          io_, d->config.server, d->config.busid,
-          [this, d](usb::Device* backend) { on_backend(*d, backend); });
-      d->remote->start();
-    } else {
-      auto gz = std::make_unique<devices::GadgetZero>(devices::GadgetZeroOptions{},
-                                                      usb::DeviceLocation{});
-      gz->set_configuration(gz->descriptors().configurations.front().value, [](usb::Status) {});
-      d->local = std::move(gz);
-      on_backend(*d, d->local.get());
-    }
-  }
+  started_ = true;
+  // Create every device, give the fixed ports, then the automatic ones (so an automatic port
+  // never takes a port the config names), then start the backends.
+  auto devices = std::move(config_.devices);
+  config_.devices.clear();
+  for (auto& dc : devices)
+    if (auto r = create_device(dc); !r) return r;
+  for (bool fixed : {true, false})
+    for (const auto& dc : devices)
+      for (const auto& vm : dc.vms) {
+        auto p = dc.ports.find(vm);
+        if ((p != dc.ports.end()) != fixed) continue;
+        if (auto r = attach(dc.name, vm, fixed ? p->second : 0); !r)
+          spdlog::warn("vusbd: {} not given to {}: {}", dc.name, vm, r.error().message);
+      }
+  for (auto& d : devices_)
+    if (auto r = start_device(*d); !r)
+      return usb::Error::make(r.error().code, "device '" + d->name + "': " + r.error().message);
+  save();
   check_ready();
   return {};
 }
 
-void Vusbd::on_backend(Dev& dev, usb::Device* backend) {
+// ------------------------------------------------------------------ control operations
+
+usb::Result<void> Vusbd::add_device(DeviceConfig dc) {
+  if (auto r = create_device(dc); !r) return r;
+  Dev& d = *devices_.back();
+  for (const auto& vm : dc.vms) {
+    auto p = dc.ports.find(vm);
+    if (auto r = attach(d.name, vm, p == dc.ports.end() ? 0 : p->second); !r)
+      spdlog::warn("vusbd: {} not given to {}: {}", d.name, vm, r.error().message);
+  }
+  if (auto r = start_device(d); !r) {
+    spdlog::error("vusbd: device {}: {}", d.name, r.error().message);
+    (void)remove_device(d.name);
+    return r;
+  }
+  save();
+  return {};
+}
+
+usb::Result<void> Vusbd::create_device(DeviceConfig dc) {
+  if (find_device(dc.name))
+    return usb::Error::make(usb::Error::Code::kBusy, "device '" + dc.name + "' exists");
+  if (auto r = parse_source(dc.source, dc); !r) return r;
+  {
+    VusbdConfig probe = config_;
+    probe.devices.push_back(dc);
+    if (auto r = validate(probe); !r) return r;
+  }
+  auto dev = std::make_unique<Dev>();
+  Dev& d = *dev;
+  d.name = dc.name;
+  d.id = addresses_.add_device(dc.name);
+  d.shared = std::make_unique<SharedDevice>(dc.name, mode_of(dc.mode), asio_timer(io_));
+  d.shared->on_hold_change([this, &d](DeviceView& view, bool held) {
+    emit({{"event", held ? "imported" : "released"},
+          {"device", d.name},
+          {"vm", view.vm()},
+          {"busid", view.location().busid}});
+  });
+  dc.vms.clear();
+  dc.ports.clear();
+  emit({{"event", "device-added"}, {"device", d.name}, {"source", dc.source}, {"mode", dc.mode}});
+  config_.devices.push_back(std::move(dc));
+  devices_.push_back(std::move(dev));
+  return {};
+}
+
+usb::Result<void> Vusbd::remove_device(const std::string& name) {
+  Dev* d = find_device(name);
+  if (!d) return not_found("no device '" + name + "'");
+  for (const auto& vm : std::vector<std::string>(d->vms)) (void)detach(name, vm);
+  // Withdrawn everywhere: now the backend goes (in-flight URBs complete with kNoDevice while the
+  // views still exist), then the views.
+  d->shared->set_backend(nullptr);
+  d->remote.reset();
+  d->libusb.reset();
+  d->local.reset();
+  addresses_.remove_device(d->id);
+  std::erase_if(config_.devices, [&](const DeviceConfig& c) { return c.name == name; });
+  std::erase_if(devices_, [&](const auto& p) { return p.get() == d; });
+  spdlog::info("vusbd: device {} removed", name);
+  emit({{"event", "device-removed"}, {"device", name}});
+  save();
+  return {};
+}
+
+usb::Result<VmAddress> Vusbd::attach(const std::string& device, const std::string& vm_name,
+                                     uint32_t port) {
+  Dev* d = find_device(device);
+  if (!d) return not_found("no device '" + device + "'");
+  Vm* vm = find_vm(vm_name);
+  if (!vm) return not_found("no vm '" + vm_name + "'");
+  const bool already = std::ranges::find(d->vms, vm_name) != d->vms.end();
+  if (already) {
+    auto addr = addresses_.address(vm_name, d->id);
+    if (port && addr && addr->port != port)
+      return usb::Error::make(usb::Error::Code::kBusy, "'" + device + "' is already at " +
+                                                           addr->busid + " in vm '" + vm_name +
+                                                           "'; detach it first");
+    return *addr;
+  }
+  auto addr = give(*d, *vm, port);
+  if (!addr) return addr;
+  emit({{"event", "attached"},
+        {"device", device},
+        {"vm", vm_name},
+        {"busid", addr->busid},
+        {"devid", addr->devid()}});
+  save();
+  return addr;
+}
+
+usb::Result<VmAddress> Vusbd::give(Dev& d, Vm& vm, uint32_t port) {
+  auto addr = addresses_.assign(vm.config.name, d.id, port);
+  if (!addr) return addr;
+  d.vms.push_back(vm.config.name);
+  DeviceConfig& dc = device_config(d.name);
+  dc.vms.push_back(vm.config.name);
+  dc.ports[vm.config.name] = addr->port;
+  DeviceView& view = d.shared->view(vm.config.name,
+                                    usb::DeviceLocation{addr->busnum, addr->devnum, addr->busid,
+                                                        "/vusbd/" + vm.config.name + "/" + d.name});
+  view.set_location(usb::DeviceLocation{addr->busnum, addr->devnum, addr->busid,
+                                        "/vusbd/" + vm.config.name + "/" + d.name});
+  spdlog::info("vusbd: {} given to vm {} at {} (devid {:#x}, global id {})", d.name, vm.config.name,
+               addr->busid, addr->devid(), d.id);
+  if (d.shared->backend()) offer(d, vm);
+  return addr;
+}
+
+usb::Result<void> Vusbd::detach(const std::string& device, const std::string& vm_name) {
+  Dev* d = find_device(device);
+  if (!d) return not_found("no device '" + device + "'");
+  Vm* vm = find_vm(vm_name);
+  if (!vm) return not_found("no vm '" + vm_name + "'");
+  if (std::ranges::find(d->vms, vm_name) == d->vms.end())
+    return not_found("'" + device + "' is not given to vm '" + vm_name + "'");
+  const auto addr = addresses_.address(vm_name, d->id);
+  withdraw(*d, *vm);
+  addresses_.release(vm_name, d->id);
+  std::erase(d->vms, vm_name);
+  DeviceConfig& dc = device_config(device);
+  std::erase(dc.vms, vm_name);
+  dc.ports.erase(vm_name);
+  spdlog::info("vusbd: {} taken from vm {}", device, vm_name);
+  emit({{"event", "detached"},
+        {"device", device},
+        {"vm", vm_name},
+        {"busid", addr ? addr->busid : ""}});
+  save();
+  return {};
+}
+
+usb::Result<void> Vusbd::set_mode(const std::string& device, const std::string& mode) {
+  Dev* d = find_device(device);
+  if (!d) return not_found("no device '" + device + "'");
+  VusbdConfig probe = config_;
+  probe.device(device)->mode = mode;
+  if (auto r = validate(probe); !r) return r;
+  device_config(device).mode = mode;
+  d->shared->set_mode(mode_of(mode));
+  spdlog::info("vusbd: {} is now {}", device, mode);
+  emit({{"event", "mode"}, {"device", device}, {"mode", mode}});
+  save();
+  return {};
+}
+
+// ------------------------------------------------------------------ backends and exports
+
+usb::Result<void> Vusbd::start_device(Dev& d) {
+  const DeviceConfig& dc = device_config(d.name);
+  switch (dc.kind) {
+    case DeviceConfig::Kind::kUsbip:
+      d.remote = std::make_unique<RemoteBackend>(
+          io_, dc.server, dc.busid, [this, &d](usb::Device* backend) { on_backend(d, backend); });
+      d.remote->start();
+      return {};
+    case DeviceConfig::Kind::kLibusb:
+      d.libusb = std::make_unique<LibusbBackend>(
+          io_, dc.libusb, [this, &d](usb::Device* backend) { on_backend(d, backend); });
+      return d.libusb->start();
+    case DeviceConfig::Kind::kEmulated: {
+      auto gz = std::make_unique<devices::GadgetZero>(devices::GadgetZeroOptions{},
+                                                      usb::DeviceLocation{});
+      gz->set_configuration(gz->descriptors().configurations.front().value, [](usb::Status) {});
+      d.local = std::move(gz);
+      on_backend(d, d.local.get());
+      return {};
+    }
+  }
+  return {};
+}
+
+void Vusbd::on_backend(Dev& d, usb::Device* backend) {
   if (!backend) {
     // Withdraw first (importing VMs get their in-flight URBs back and a disconnect), then drop.
-    for (auto& e : dev.exports) e.vm->table->remove(*e.view);
-    dev.shared->set_backend(nullptr);
+    for (const auto& vm : d.vms) withdraw(d, *find_vm(vm));
+    d.shared->set_backend(nullptr);
+    emit({{"event", "disconnected"}, {"device", d.name}});
     return;
   }
-  dev.shared->set_backend(backend);
-  for (auto& e : dev.exports) {
-    if (auto r = e.vm->table->add(*e.view, e.view); !r)
-      spdlog::warn("vusbd: cannot offer {} to {}: {}", dev.config.name, e.vm->config.name,
-                   r.error().message);
-    else
-      spdlog::info("vusbd: {} offered to vm {} as {} ({} mode)", dev.config.name, e.vm->config.name,
-                   *r, dev.config.mode);
-  }
+  d.shared->set_backend(backend);
+  emit({{"event", "connected"},
+        {"device", d.name},
+        {"vendor_id", backend->descriptors().device.vendor_id},
+        {"product_id", backend->descriptors().device.product_id}});
+  for (const auto& vm : d.vms) offer(d, *find_vm(vm));
   check_ready();
 }
 
+void Vusbd::offer(Dev& d, Vm& vm) {
+  DeviceView& view = d.shared->view(vm.config.name, {});
+  if (auto r = vm.table->add(view, &view); !r)
+    spdlog::warn("vusbd: cannot offer {} to {}: {}", d.name, vm.config.name, r.error().message);
+  else
+    spdlog::info("vusbd: {} offered to vm {} as {} ({} mode)", d.name, vm.config.name, *r,
+                 device_config(d.name).mode);
+}
+
+void Vusbd::withdraw(Dev& d, Vm& vm) {
+  vm.table->remove(d.shared->view(vm.config.name, {}));
+}
+
 void Vusbd::check_ready() {
-  if (ready_) return;
+  if (ready_ || !started_) return;
   for (auto& dev : devices_)
     if (!dev->shared->backend()) return;
   ready_ = true;
@@ -118,13 +309,52 @@ void Vusbd::check_ready() {
 }
 
 void Vusbd::stop() {
+  if (!started_) return;
+  started_ = false;
   for (auto& vm : vms_) vm->server->stop();
   for (auto& dev : devices_) {
-    for (auto& e : dev->exports) e.vm->table->remove(*e.view);
+    for (const auto& vm : dev->vms) withdraw(*dev, *find_vm(vm));
     dev->shared->set_backend(nullptr);
     dev->remote.reset();
+    dev->libusb.reset();
     dev->local.reset();
   }
+}
+
+// ------------------------------------------------------------------ helpers
+
+Vusbd::Dev* Vusbd::find_device(const std::string& name) {
+  for (auto& d : devices_)
+    if (d->name == name) return d.get();
+  return nullptr;
+}
+
+const Vusbd::Dev* Vusbd::find_device(const std::string& name) const {
+  for (auto& d : devices_)
+    if (d->name == name) return d.get();
+  return nullptr;
+}
+
+Vusbd::Vm* Vusbd::find_vm(const std::string& name) {
+  for (auto& v : vms_)
+    if (v->config.name == name) return v.get();
+  return nullptr;
+}
+
+DeviceConfig& Vusbd::device_config(const std::string& name) {
+  return *config_.device(name);
+}
+
+void Vusbd::emit(nlohmann::json event) {
+  if (on_event_) on_event_(event);
+}
+
+void Vusbd::save() {
+  if (config_path_.empty() || !started_) return;
+  if (auto r = save_config(config_, config_path_); !r)
+    spdlog::error("vusbd: config not written back: {}", r.error().message);
+  else
+    spdlog::debug("vusbd: config written to {}", config_path_);
 }
 
 uint16_t Vusbd::vm_port(const std::string& vm) const {
@@ -133,19 +363,73 @@ uint16_t Vusbd::vm_port(const std::string& vm) const {
   return 0;
 }
 
+nlohmann::json Vusbd::devices_json() const {
+  auto out = nlohmann::json::array();
+  for (const auto& dc : config_.devices) {
+    const Dev* d = find_device(dc.name);
+    if (!d) continue;
+    const usb::Device* be = d->shared->backend();
+    nlohmann::json j = {{"name", dc.name},    {"source", dc.source},
+                        {"mode", dc.mode},    {"connected", be != nullptr},
+                        {"global_id", d->id}, {"vms", nlohmann::json::array()}};
+    if (be) {
+      j["vendor_id"] = be->descriptors().device.vendor_id;
+      j["product_id"] = be->descriptors().device.product_id;
+      j["speed"] = speed_name(be->speed());
+    }
+    for (const auto& vm : d->vms) {
+      auto addr = addresses_.address(vm, d->id);
+      const DeviceView* view = nullptr;
+      for (DeviceView* v : d->shared->views())
+        if (v->vm() == vm) view = v;
+      j["vms"].push_back({{"vm", vm},
+                          {"busid", addr ? addr->busid : ""},
+                          {"devid", addr ? addr->devid() : 0},
+                          {"imported", view && view->held()}});
+    }
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+nlohmann::json Vusbd::vms_json() const {
+  auto out = nlohmann::json::array();
+  for (const auto& vm : vms_) {
+    nlohmann::json j = {{"name", vm->config.name},
+                        {"listen", vm->config.listen.to_string()},
+                        {"port", vm->server->local_port()},
+                        {"devices", nlohmann::json::array()}};
+    for (const auto& d : devices_) {
+      if (std::ranges::find(d->vms, vm->config.name) == d->vms.end()) continue;
+      auto addr = addresses_.address(vm->config.name, d->id);
+      bool held = false;
+      for (DeviceView* v : d->shared->views())
+        if (v->vm() == vm->config.name) held = v->held();
+      j["devices"].push_back({{"device", d->name},
+                              {"busid", addr ? addr->busid : ""},
+                              {"devid", addr ? addr->devid() : 0},
+                              {"connected", d->shared->backend() != nullptr},
+                              {"imported", held}});
+    }
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
 nlohmann::json Vusbd::stats() const {
   nlohmann::json out;
   out["vms"] = nlohmann::json::object();
   out["devices"] = nlohmann::json::object();
   for (auto& vm : vms_) out["vms"][vm->config.name] = nlohmann::json::object();
   for (auto& dev : devices_) {
-    out["devices"][dev->config.name] = {{"source", dev->config.source},
-                                        {"mode", dev->config.mode},
-                                        {"connected", dev->shared->backend() != nullptr}};
-    for (auto& e : dev->exports) {
-      const ViewStats& s = e.view->stats();
-      out["vms"][e.vm->config.name][dev->config.name] = {
-          {"busid", e.view->location().busid},
+    const DeviceConfig& dc = *config_.device(dev->name);
+    out["devices"][dev->name] = {
+        {"source", dc.source}, {"mode", dc.mode}, {"connected", dev->shared->backend() != nullptr}};
+    for (DeviceView* view : dev->shared->views()) {
+      if (std::ranges::find(dev->vms, view->vm()) == dev->vms.end()) continue;
+      const ViewStats& s = view->stats();
+      out["vms"][view->vm()][dev->name] = {
+          {"busid", view->location().busid},
           {"urbs", s.urbs},
           {"bytes_in", s.bytes_in},
           {"bytes_out", s.bytes_out},

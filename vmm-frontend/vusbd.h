@@ -1,8 +1,12 @@
 // Vusbd: the daemon's registry. Owns every VM's USB/IP server (its own address, its own export
-// table = the VM's address space: VM-local bus ids and devids) and every device (its backend and
-// the SharedDevice that hands each VM a view). When a backend appears, its views are exported to
-// the VMs the config names under their VM-local bus ids; when it goes away they are withdrawn
-// (importing VMs see the disconnect) and offered again when it comes back.
+// table), every device (its backend and the SharedDevice that hands each VM a view) and the
+// AddressMap that gives each VM its own bus ids and devids. When a backend appears, its views
+// are exported to the VMs it was given at their VM-local addresses; when it goes away they are
+// withdrawn (importing VMs see the disconnect) and offered again when it comes back.
+//
+// The control operations (add/remove a device, attach/detach it to a VM, change its mode) change
+// the running daemon, emit an event to the subscriber (the control API's WebSocket stream) and
+// write the config back to its file, so a restart restores the same state.
 // Owned by main; lives on vusbd's loop.
 #pragma once
 
@@ -15,6 +19,8 @@
 
 #include "usb-stub/export_table.h"
 #include "usb-stub/usbip_server.h"
+#include "vmm-frontend/address_map.h"
+#include "vmm-frontend/libusb_backend.h"
 #include "vmm-frontend/remote_backend.h"
 #include "vmm-frontend/shared_device.h"
 #include "vmm-frontend/vusbd_config.h"
@@ -23,7 +29,8 @@ namespace vusbd {
 
 class Vusbd {
  public:
-  Vusbd(boost::asio::io_context& io, VusbdConfig config);
+  // `config_path`: where changes are written back; empty: nowhere (tests).
+  Vusbd(boost::asio::io_context& io, VusbdConfig config, std::string config_path = {});
   ~Vusbd();
 
   // Binds every VM's server and starts importing. `on_ready` runs once when every VM listens
@@ -31,10 +38,31 @@ class Vusbd {
   usb::Result<void> start(std::function<void()> on_ready = {});
   void stop();
 
-  // {"vms": {VM: {DEVICE: {urbs, bytes_in, bytes_out, cache_hits, errors, refused,
-  //  avg_latency_us}}}, "devices": {DEVICE: {source, mode, connected}}}
+  // Control operations. Errors: kNotFound (no such device / vm), kInvalidArgument (bad name,
+  // source or mode), kBusy (name taken, port taken, bus full).
+  usb::Result<void> add_device(DeviceConfig device);
+  usb::Result<void> remove_device(const std::string& device);
+  usb::Result<VmAddress> attach(const std::string& device, const std::string& vm,
+                                uint32_t port = 0);
+  usb::Result<void> detach(const std::string& device, const std::string& vm);
+  usb::Result<void> set_mode(const std::string& device, const std::string& mode);
+
+  // Events, as JSON objects {"event": ..., ...}: device-added, device-removed, connected,
+  // disconnected, attached, detached, mode, imported, released. One subscriber.
+  using EventSink = std::function<void(const nlohmann::json&)>;
+  void on_event(EventSink sink) { on_event_ = std::move(sink); }
+
+  // [{name, source, mode, connected, global_id, vendor_id, product_id, speed,
+  //   vms: [{vm, busid, devid, imported}]}]
+  nlohmann::json devices_json() const;
+  // [{name, listen, port, devices: [{device, busid, devid, imported}]}]
+  nlohmann::json vms_json() const;
+  // {"vms": {VM: {DEVICE: {busid, urbs, bytes_in, bytes_out, cache_hits, stalls, errors,
+  //  refused, avg_latency_us}}}, "devices": {DEVICE: {source, mode, connected}}}
   nlohmann::json stats() const;
   uint16_t vm_port(const std::string& vm) const;
+  const VusbdConfig& config() const { return config_; }
+  const AddressMap& addresses() const { return addresses_; }
 
  private:
   struct Vm {
@@ -42,26 +70,39 @@ class Vusbd {
     std::unique_ptr<stub::ExportTable> table;
     std::unique_ptr<stub::UsbipServer> server;
   };
-  struct Exported {
-    Vm* vm;
-    DeviceView* view;
-  };
   struct Dev {
-    DeviceConfig config;
+    std::string name;
+    AddressMap::GlobalId id = 0;
     std::unique_ptr<SharedDevice> shared;
     std::unique_ptr<RemoteBackend> remote;
+    std::unique_ptr<LibusbBackend> libusb;
     std::unique_ptr<usb::Device> local;
-    std::vector<Exported> exports;
+    std::vector<std::string> vms;  // given to, in config order
   };
 
+  usb::Result<void> create_device(DeviceConfig device);  // not yet given to VMs, not started
+  usb::Result<void> start_device(Dev& dev);
   void on_backend(Dev& dev, usb::Device* backend);
+  usb::Result<VmAddress> give(Dev& dev, Vm& vm, uint32_t port);
+  void offer(Dev& dev, Vm& vm);
+  void withdraw(Dev& dev, Vm& vm);
+  Dev* find_device(const std::string& name);
+  const Dev* find_device(const std::string& name) const;
+  Vm* find_vm(const std::string& name);
+  DeviceConfig& device_config(const std::string& name);
+  void emit(nlohmann::json event);
+  void save();
   void check_ready();
 
   boost::asio::io_context& io_;
   VusbdConfig config_;
+  std::string config_path_;
+  AddressMap addresses_;
   std::vector<std::unique_ptr<Vm>> vms_;
   std::vector<std::unique_ptr<Dev>> devices_;
+  EventSink on_event_;
   std::function<void()> on_ready_;
+  bool started_ = false;
   bool ready_ = false;
 };
 

@@ -1,18 +1,67 @@
 #include "vmm-frontend/vusbd_config.h"
 
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <toml.hpp>
+
+#include "vmm-frontend/address_map.h"
 
 namespace vusbd {
 
 namespace {
+
 std::unexpected<usb::Error> bad(std::string msg) {
   return usb::Error::make(usb::Error::Code::kInvalidArgument, std::move(msg));
 }
+
+// A TOML string literal for any string (toml11 picks the quoting and escapes).
+std::string quote(const std::string& s) {
+  return toml::format(toml::value(s));
+}
+
+// Names appear in logs, URLs and TOML keys: letters, digits, '.', '_', '-', at most 64.
+bool good_name(const std::string& n) {
+  if (n.empty() || n.size() > 64) return false;
+  for (char ch : n)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '_' && ch != '-')
+      return false;
+  return true;
+}
+
+bool known_mode(const std::string& m) {
+  return m == "shared" || m == "exclusive";
+}
+
 }  // namespace
 
+DeviceConfig* VusbdConfig::device(const std::string& name) {
+  for (auto& d : devices)
+    if (d.name == name) return &d;
+  return nullptr;
+}
+
+const DeviceConfig* VusbdConfig::device(const std::string& name) const {
+  for (const auto& d : devices)
+    if (d.name == name) return &d;
+  return nullptr;
+}
+
+const VmConfig* VusbdConfig::vm(const std::string& name) const {
+  for (const auto& v : vms)
+    if (v.name == name) return &v;
+  return nullptr;
+}
+
 usb::Result<void> parse_source(const std::string& source, DeviceConfig& d) {
-  constexpr std::string_view kUsbip = "usbip://", kEmulated = "emulated:";
+  constexpr std::string_view kUsbip = "usbip://", kLibusb = "libusb:", kEmulated = "emulated:";
+  if (&source != &d.source) d.source = source;
   if (source.starts_with(kUsbip)) {
     const std::string rest = source.substr(kUsbip.size());
     const auto slash = rest.find('/');
@@ -26,6 +75,15 @@ usb::Result<void> parse_source(const std::string& source, DeviceConfig& d) {
     if (d.busid.size() >= 32) return bad("source '" + source + "': bus id longer than 31 bytes");
     return {};
   }
+  if (source.starts_with(kLibusb)) {
+    auto f = devices::parse_device_filter(source.substr(kLibusb.size()));
+    if (!f) return bad("source '" + source + "': " + f.error().message);
+    if (f->kind == devices::DeviceFilter::Kind::kAll)
+      return bad("source '" + source + "': name one device (VID:PID or a bus id), not all");
+    d.kind = DeviceConfig::Kind::kLibusb;
+    d.libusb = *f;
+    return {};
+  }
   if (source.starts_with(kEmulated)) {
     d.kind = DeviceConfig::Kind::kEmulated;
     d.emulated = source.substr(kEmulated.size());
@@ -33,13 +91,24 @@ usb::Result<void> parse_source(const std::string& source, DeviceConfig& d) {
       return bad("source '" + source + "': known emulated devices: gadget-zero");
     return {};
   }
-  return bad("source '" + source + "': expected usbip://HOST:PORT/BUSID or emulated:gadget-zero");
+  return bad("source '" + source +
+             "': expected usbip://HOST:PORT/BUSID, libusb:VID:PID, libusb:BUSID or "
+             "emulated:gadget-zero");
 }
 
 usb::Result<VusbdConfig> load_config(const std::string& path) {
   VusbdConfig c;
   try {
     const toml::value root = toml::parse(path);
+    if (root.contains("control")) {
+      const auto& control = toml::find(root, "control");
+      if (control.contains("listen")) {
+        auto hp =
+            usb::net::parse_host_port(toml::find<std::string>(control, "listen"), "127.0.0.1");
+        if (!hp) return bad("control: " + hp.error().message);
+        c.control = *hp;
+      }
+    }
     if (root.contains("vm"))
       for (const auto& v : toml::find<toml::array>(root, "vm")) {
         VmConfig vm;
@@ -57,6 +126,14 @@ usb::Result<VusbdConfig> load_config(const std::string& path) {
         if (auto r = parse_source(d.source, d); !r) return std::unexpected(r.error());
         if (v.contains("mode")) d.mode = toml::find<std::string>(v, "mode");
         if (v.contains("vms")) d.vms = toml::find<std::vector<std::string>>(v, "vms");
+        if (v.contains("ports"))
+          for (const auto& [vm, port] : toml::find<toml::table>(v, "ports")) {
+            const auto n = port.as_integer();
+            if (n < 1 || n > AddressMap::kMaxPort)
+              return bad("device '" + d.name + "': port " + std::to_string(n) + " for vm '" + vm +
+                         "' is not 1.." + std::to_string(AddressMap::kMaxPort));
+            d.ports[vm] = static_cast<uint32_t>(n);
+          }
         c.devices.push_back(d);
       }
   } catch (const std::exception& e) {
@@ -69,14 +146,77 @@ usb::Result<VusbdConfig> load_config(const std::string& path) {
 
 usb::Result<void> validate(const VusbdConfig& c) {
   std::set<std::string> vms, devices;
-  for (const auto& vm : c.vms)
+  for (const auto& vm : c.vms) {
+    if (!good_name(vm.name))
+      return bad("vm name '" + vm.name + "': use 1-64 letters, digits, '.', '_' or '-'");
     if (!vms.insert(vm.name).second) return bad("vm '" + vm.name + "' is defined twice");
+  }
+  std::map<std::string, std::map<uint32_t, std::string>> used;  // vm → port → device
   for (const auto& d : c.devices) {
+    if (!good_name(d.name))
+      return bad("device name '" + d.name + "': use 1-64 letters, digits, '.', '_' or '-'");
     if (!devices.insert(d.name).second) return bad("device '" + d.name + "' is defined twice");
-    if (d.mode != "shared" && d.mode != "exclusive")
-      return bad("device '" + d.name + "': mode must be shared or exclusive, not '" + d.mode + "'");
-    for (const auto& vm : d.vms)
+    if (!known_mode(d.mode))
+      return bad("device '" + d.name + "': mode must be shared or exclusive, not '" + d.mode + "'" +
+                 (d.mode == "timeslice" ? " (timeslice arrives with the schedulers)" : ""));
+    std::set<std::string> seen;
+    for (const auto& vm : d.vms) {
       if (!vms.contains(vm)) return bad("device '" + d.name + "' names unknown vm '" + vm + "'");
+      if (!seen.insert(vm).second)
+        return bad("device '" + d.name + "' names vm '" + vm + "' twice");
+    }
+    for (const auto& [vm, port] : d.ports) {
+      if (!seen.contains(vm))
+        return bad("device '" + d.name + "' has a port for vm '" + vm + "' it is not given to");
+      if (port < 1 || port > AddressMap::kMaxPort)
+        return bad("device '" + d.name + "': port " + std::to_string(port) + " out of range");
+      auto [it, fresh] = used[vm].emplace(port, d.name);
+      if (!fresh)
+        return bad("vm '" + vm + "' port " + std::to_string(port) + " is given to both '" +
+                   it->second + "' and '" + d.name + "'");
+    }
+  }
+  return {};
+}
+
+std::string to_toml(const VusbdConfig& c) {
+  std::ostringstream out;
+  out << "# vusbd configuration. vusbd rewrites this file when its control API changes something;\n"
+         "# comments are not kept.\n\n";
+  out << "[control]\nlisten = " << quote(c.control.to_string()) << "\n";
+  for (const auto& vm : c.vms)
+    out << "\n[[vm]]\nname = " << quote(vm.name) << "\nlisten = " << quote(vm.listen.to_string())
+        << "\n";
+  for (const auto& d : c.devices) {
+    out << "\n[[device]]\nname = " << quote(d.name) << "\nsource = " << quote(d.source)
+        << "\nmode = " << quote(d.mode) << "\nvms = [";
+    for (size_t i = 0; i < d.vms.size(); ++i) out << (i ? ", " : "") << quote(d.vms[i]);
+    out << "]\nports = {";
+    bool first = true;
+    for (const auto& [vm, port] : d.ports) {
+      out << (first ? " " : ", ") << vm << " = " << port;  // names are bare keys
+      first = false;
+    }
+    out << (first ? "}" : " }") << "\n";
+  }
+  return out.str();
+}
+
+usb::Result<void> save_config(const VusbdConfig& config, const std::string& path) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << to_toml(config);
+    f.flush();
+    if (!f)
+      return usb::Error::make(usb::Error::Code::kIo,
+                              "cannot write " + tmp + ": " + std::strerror(errno));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    std::remove(tmp.c_str());
+    return usb::Error::make(usb::Error::Code::kIo,
+                            "cannot replace " + path + ": " + std::strerror(e));
   }
   return {};
 }

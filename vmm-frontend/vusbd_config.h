@@ -1,14 +1,23 @@
-// VusbdConfig: vusbd's TOML configuration — the VMs (each with its own USB/IP listen address)
-// and the devices (a source, a sharing mode, the VMs that may use it).
+// VusbdConfig: vusbd's TOML configuration — the control API's address, the VMs (each with its
+// own USB/IP listen address) and the devices (a source, a sharing mode, the VMs that may use it
+// and the VM-local port each of them sees it on). vusbd writes it back whenever the control API
+// changes something, so a restart restores every VM's devices, addresses and modes.
 //
+//   [control]   listen = "127.0.0.1:3250"
 //   [[vm]]      name = "vm1"   listen = "127.0.0.1:41001"
-//   [[device]]  name = "gz"    source = "usbip://127.0.0.1:3240/1-1" | "emulated:gadget-zero"
+//   [[device]]  name = "gz"
+//               source = "usbip://HOST:PORT/BUSID" | "libusb:VID:PID" | "libusb:BUSID"
+//                      | "emulated:gadget-zero"
 //               mode = "shared" | "exclusive"     vms = ["vm1", "vm2"]
+//               ports = { vm1 = 1, vm2 = 3 }      (optional; written back by vusbd)
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "devices/libusb/device_filter.h"
 #include "usb/core/error.h"
 #include "usb/net/address.h"
 
@@ -22,23 +31,35 @@ struct VmConfig {
 struct DeviceConfig {
   std::string name;
   std::string source;  // as written
-  enum class Kind { kUsbip, kEmulated } kind = Kind::kUsbip;
-  usb::net::HostPort server;  // kUsbip
-  std::string busid;          // kUsbip
-  std::string emulated;       // kEmulated: "gadget-zero"
+  enum class Kind { kUsbip, kLibusb, kEmulated } kind = Kind::kUsbip;
+  usb::net::HostPort server;       // kUsbip
+  std::string busid;               // kUsbip
+  devices::DeviceFilter libusb{};  // kLibusb
+  std::string emulated;            // kEmulated: "gadget-zero"
   std::string mode = "shared";
   std::vector<std::string> vms;
+  std::map<std::string, uint32_t> ports;  // VM → port on its virtual bus (bus id "1-PORT")
 };
 
 struct VusbdConfig {
+  usb::net::HostPort control{"127.0.0.1", 3250};
   std::vector<VmConfig> vms;
   std::vector<DeviceConfig> devices;
+
+  DeviceConfig* device(const std::string& name);
+  const DeviceConfig* device(const std::string& name) const;
+  const VmConfig* vm(const std::string& name) const;
 };
 
-// Parses "usbip://HOST:PORT/BUSID" or "emulated:gadget-zero" into `d`.
+// Parses a source (see above) into `d` (d.source included).
 usb::Result<void> parse_source(const std::string& source, DeviceConfig& d);
 usb::Result<VusbdConfig> load_config(const std::string& path);
-// Names unique, every device's VMs exist, modes known.
+// Names unique and non-empty, every device's VMs exist, modes known, ports in range and unique
+// per VM.
 usb::Result<void> validate(const VusbdConfig& config);
+// The config as TOML that load_config reads back to the same config.
+std::string to_toml(const VusbdConfig& config);
+// Writes to_toml(config) to `path` atomically (a temporary file renamed over it).
+usb::Result<void> save_config(const VusbdConfig& config, const std::string& path);
 
 }  // namespace vusbd

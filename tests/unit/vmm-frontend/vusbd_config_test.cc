@@ -57,3 +57,72 @@ vms = ["vm1", "vm2"]
 
 }  // namespace
 }  // namespace vusbd
+
+namespace vusbd {
+namespace {
+
+TEST(VusbdConfigTest, WrittenBackConfigReadsBackTheSame) {
+  VusbdConfig c;
+  c.control = {"127.0.0.1", 3999};
+  c.vms = {{"vm1", {"127.0.0.1", 41001}}, {"vm-2", {"::1", 41002}}};
+  DeviceConfig d;
+  d.name = "gz";
+  ASSERT_TRUE(parse_source("usbip://10.0.0.5:3240/1-1.2", d));
+  d.mode = "exclusive";
+  d.vms = {"vm1", "vm-2"};
+  d.ports = {{"vm1", 3}, {"vm-2", 1}};
+  c.devices.push_back(d);
+  DeviceConfig l;
+  l.name = "cam";
+  ASSERT_TRUE(parse_source("libusb:046d:0825", l));
+  c.devices.push_back(l);
+  ASSERT_TRUE(validate(c));
+
+  const std::string path = ::testing::TempDir() + "/vusbd-roundtrip.toml";
+  ASSERT_TRUE(save_config(c, path));
+  auto back = load_config(path);
+  ASSERT_TRUE(back) << back.error().message << "\n" << to_toml(c);
+  EXPECT_EQ(back->control.port, 3999);
+  ASSERT_EQ(back->vms.size(), 2u);
+  EXPECT_EQ(back->vms[1].listen.host, "::1");
+  ASSERT_EQ(back->devices.size(), 2u);
+  EXPECT_EQ(back->devices[0].mode, "exclusive");
+  EXPECT_EQ(back->devices[0].vms, d.vms);
+  EXPECT_EQ(back->devices[0].ports, d.ports);
+  EXPECT_EQ(back->devices[0].busid, "1-1.2");
+  EXPECT_EQ(back->devices[1].kind, DeviceConfig::Kind::kLibusb);
+  EXPECT_EQ(back->devices[1].libusb, devices::DeviceFilter::vid_pid(0x046d, 0x0825));
+  EXPECT_EQ(to_toml(*back), to_toml(c));
+}
+
+TEST(VusbdConfigTest, BadNamesModesAndPortsAreRefused) {
+  VusbdConfig c;
+  c.vms = {{"vm1", {"127.0.0.1", 1}}};
+  DeviceConfig a, b;
+  a.name = "a";
+  b.name = "b";
+  ASSERT_TRUE(parse_source("emulated:gadget-zero", a));
+  ASSERT_TRUE(parse_source("emulated:gadget-zero", b));
+  a.vms = b.vms = {"vm1"};
+  a.ports = b.ports = {{"vm1", 2}};
+  c.devices = {a, b};
+  auto r = validate(c);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("port 2"), std::string::npos) << r.error().message;
+  c.devices = {a};
+  EXPECT_TRUE(validate(c));
+  c.devices[0].mode = "timeslice";
+  EXPECT_FALSE(validate(c)) << "timeslice comes with the schedulers";
+  c.devices[0].mode = "shared";
+  c.devices[0].name = "a/../b";
+  EXPECT_FALSE(validate(c));
+  c.devices[0].name = "a";
+  c.devices[0].ports = {{"vm9", 1}};
+  EXPECT_FALSE(validate(c));
+  DeviceConfig all;
+  EXPECT_FALSE(parse_source("libusb:all", all)) << "vusbd takes one device per entry";
+  EXPECT_TRUE(parse_source("libusb:1-1.4", all));
+}
+
+}  // namespace
+}  // namespace vusbd

@@ -93,7 +93,8 @@ TEST(VusbdIntegrationTest, TwoVmsShareAndTheStubDiesAndComesBack) {
   config.devices = {d};
   Vusbd daemon(io, config);
   bool ready = false;
-  ASSERT_TRUE(daemon.start([&] { ready = true; }));
+  auto started = daemon.start([&] { ready = true; });
+  ASSERT_TRUE(started) << started.error().message;
   ASSERT_TRUE(run_until(io, [&] { return ready; }));
 
   // Both VMs import "their" 1-1 at once (shared mode).
@@ -144,6 +145,94 @@ TEST(VusbdIntegrationTest, TwoVmsShareAndTheStubDiesAndComesBack) {
   vm2->close();
   daemon.stop();
   stub.kill();
+}
+
+}  // namespace
+}  // namespace vusbd
+
+namespace vusbd {
+namespace {
+
+bool listed(asio::io_context& io, uint16_t port, const std::string& busid) {
+  std::string err;
+  auto dev = import(io, port, busid, &err);
+  if (dev) dev->close();
+  return dev != nullptr;
+}
+
+TEST(VusbdControlTest, AttachDetachModeAreLiveEmittedAndWrittenBack) {
+  asio::io_context io;
+  const std::string path = ::testing::TempDir() + "/vusbd-control.toml";
+  VusbdConfig config;
+  config.vms = {{"vm1", {"127.0.0.1", 0}}, {"vm2", {"127.0.0.1", 0}}};
+  std::vector<nlohmann::json> events;
+  {
+    Vusbd daemon(io, config, path);
+    daemon.on_event([&](const nlohmann::json& e) { events.push_back(e); });
+    ASSERT_TRUE(daemon.start());
+
+    DeviceConfig gz;
+    gz.name = "gz";
+    gz.source = "emulated:gadget-zero";
+    gz.vms = {"vm1"};
+    ASSERT_TRUE(daemon.add_device(gz));
+    EXPECT_TRUE(listed(io, daemon.vm_port("vm1"), "1-1"));
+    EXPECT_FALSE(listed(io, daemon.vm_port("vm2"), "1-1")) << "not given to vm2";
+
+    // vm2 gets it at a port of its choosing; vm1's address is untouched.
+    auto a = daemon.attach("gz", "vm2", 4);
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->busid, "1-4");
+    EXPECT_EQ(a->devid(), 0x10005u);
+    EXPECT_TRUE(listed(io, daemon.vm_port("vm2"), "1-4"));
+    EXPECT_EQ(daemon.addresses().resolve_busid("vm2", "1-4"),
+              daemon.addresses().resolve_busid("vm1", "1-1"));
+
+    // Errors name what is wrong and change nothing.
+    EXPECT_EQ(daemon.attach("gz", "vm9").error().code, usb::Error::Code::kNotFound);
+    EXPECT_EQ(daemon.attach("nope", "vm1").error().code, usb::Error::Code::kNotFound);
+    EXPECT_EQ(daemon.attach("gz", "vm2", 5).error().code, usb::Error::Code::kBusy);
+    EXPECT_EQ(daemon.set_mode("gz", "sometimes").error().code, usb::Error::Code::kInvalidArgument);
+    EXPECT_EQ(daemon.add_device(gz).error().code, usb::Error::Code::kBusy);
+    DeviceConfig bad;
+    bad.name = "bad";
+    bad.source = "floppy:a";
+    EXPECT_EQ(daemon.add_device(bad).error().code, usb::Error::Code::kInvalidArgument);
+
+    ASSERT_TRUE(daemon.set_mode("gz", "exclusive"));
+    ASSERT_TRUE(daemon.detach("gz", "vm1"));
+    EXPECT_FALSE(listed(io, daemon.vm_port("vm1"), "1-1"));
+    EXPECT_EQ(daemon.detach("gz", "vm1").error().code, usb::Error::Code::kNotFound);
+
+    auto devices = daemon.devices_json();
+    ASSERT_EQ(devices.size(), 1u);
+    EXPECT_EQ(devices[0]["mode"], "exclusive");
+    EXPECT_EQ(devices[0]["connected"], true);
+    ASSERT_EQ(devices[0]["vms"].size(), 1u);
+    EXPECT_EQ(devices[0]["vms"][0]["busid"], "1-4");
+    daemon.stop();
+  }
+  std::vector<std::string> kinds;
+  for (const auto& e : events) kinds.push_back(e["event"]);
+  EXPECT_NE(std::ranges::find(kinds, "device-added"), kinds.end());
+  EXPECT_NE(std::ranges::find(kinds, "connected"), kinds.end());
+  EXPECT_NE(std::ranges::find(kinds, "attached"), kinds.end());
+  EXPECT_NE(std::ranges::find(kinds, "imported"), kinds.end());
+  EXPECT_NE(std::ranges::find(kinds, "mode"), kinds.end());
+  EXPECT_NE(std::ranges::find(kinds, "detached"), kinds.end());
+
+  // A restart from the written-back file restores the device, its mode and vm2's address.
+  auto reloaded = load_config(path);
+  ASSERT_TRUE(reloaded) << reloaded.error().message;
+  Vusbd again(io, *reloaded, path);
+  ASSERT_TRUE(again.start());
+  EXPECT_TRUE(listed(io, again.vm_port("vm2"), "1-4"));
+  EXPECT_FALSE(listed(io, again.vm_port("vm1"), "1-1"));
+  EXPECT_EQ(again.devices_json()[0]["mode"], "exclusive");
+  ASSERT_TRUE(again.remove_device("gz"));
+  EXPECT_FALSE(listed(io, again.vm_port("vm2"), "1-4"));
+  EXPECT_TRUE(load_config(path)->devices.empty());
+  again.stop();
 }
 
 }  // namespace
