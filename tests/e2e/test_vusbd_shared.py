@@ -1,16 +1,18 @@
 #!/usr/bin/python3
 """e2e.vusbd_shared — two Linux guests use ONE emulated Gadget Zero at the same time through vusbd.
 
-Starts `vusb-stub --listen 127.0.0.1:P0 --emulate gadget-zero=1-1`, then `vusbd --config <toml>
---stats-json <file>` with two VMs (vm1 on 127.0.0.1:P1, vm2 on 127.0.0.1:P2) and the stub's 1-1
-imported once as device "gz", mode "shared", for both. Boots two guests concurrently (two QEMU TCG
+Starts `vusb-stub --listen 127.0.0.1:P0 --emulate gadget-zero=1-1`, then `vusbd --config <toml>`
+with two VMs (vm1 on 127.0.0.1:P1, vm2 on 127.0.0.1:P2) and the stub's 1-1 imported once as device
+"gz", mode "shared", given to vm1 by the config; `vusbctl attach --vm vm2 -d gz` then gives it to
+vm2 through the control API (it must land at vm2's bus id 1-1). Boots two guests concurrently (two QEMU TCG
 processes, 1 vCPU each); each attaches its own VM port's bus id 1-1 with Debian's usbip, waits for
 usbtest to bind, then waits at a host barrier (the guests cannot see each other: each one connects
 to a host TCP port with busybox nc, and the host answers "go" to both once both are there) so the
 usbtest runs start together and overlap. Each guest runs usbtest cases 1 2 3 4 9 10 13 14.
 
-Passes when both guests pass every case, vusbd exits 0 on SIGTERM, and its stats JSON shows URBs
-and bytes (in and out) for vm1 and vm2 on device gz (cache_hits is reported, not asserted). Prints
+Passes when both guests pass every case, vusbd exits 0 on SIGTERM, and `vusbctl --json stats`
+(taken before vusbd stops) shows URBs and bytes (in and out) for vm1 and vm2 on device gz
+(cache_hits is reported, not asserted). Prints
 a timeline of both guests (host clock) to show the overlap. On failure: each guest's failure report,
 the vusbd log tail and the stub log tail.
 
@@ -73,13 +75,13 @@ def wait_log_line(path: Path, text: str, proc: subprocess.Popen, secs: float) ->
     return False
 
 
-def vusbd_toml(stub_port: int, vm_ports: dict) -> str:
-    out = []
+def vusbd_toml(stub_port: int, vm_ports: dict, control_port: int) -> str:
+    out = ["[control]", f'listen = "127.0.0.1:{control_port}"', ""]
     for vm in VMS:
         out += ["[[vm]]", f'name = "{vm}"', f'listen = "127.0.0.1:{vm_ports[vm]}"', ""]
     out += ["[[device]]", f'name = "{DEVICE}"',
             f'source = "usbip://127.0.0.1:{stub_port}/{STUB_BUSID}"', 'mode = "shared"',
-            "vms = [" + ", ".join(f'"{vm}"' for vm in VMS) + "]", ""]
+            f'vms = ["{VMS[0]}"]', ""]
     return "\n".join(out)
 
 
@@ -242,6 +244,7 @@ def main() -> int:
     ap.add_argument("--build", help="CMake build dir (default: $VUSB_BUILD or <repo>/build)")
     ap.add_argument("--stub", help="vusb-stub binary (default: <build>/bin/vusb-stub)")
     ap.add_argument("--vusbd", help="vusbd binary (default: <build>/bin/vusbd)")
+    ap.add_argument("--vusbctl", help="vusbctl binary (default: <build>/bin/vusbctl)")
     ap.add_argument("--direct", action="store_true",
                     help="no vusbd: each guest talks to its own vusb-stub (harness self-check)")
     ap.add_argument("--cases", help="comma-separated usbtest cases (default: %s)"
@@ -275,7 +278,8 @@ def main() -> int:
 
     stub = Path(a.stub) if a.stub else lab.build_dir() / "bin" / "vusb-stub"
     vusbd = Path(a.vusbd) if a.vusbd else lab.build_dir() / "bin" / "vusbd"
-    for binary in [stub] + ([] if a.direct else [vusbd]):
+    vusbctl = Path(a.vusbctl) if a.vusbctl else lab.build_dir() / "bin" / "vusbctl"
+    for binary in [stub] + ([] if a.direct else [vusbd, vusbctl]):
         if not binary.is_file():
             print(f"FAIL: {binary} not found (build it first)")
             return 1
@@ -292,7 +296,8 @@ def main() -> int:
     t_guests = 0.0
     cap_proc = None
     cap_path = logs / f"{name}.pcapng"
-    p0, p1, p2 = free_ports(3)
+    p0, p1, p2, pc = free_ports(4)
+    stats = None
     vm_ports = {"vm1": p1, "vm2": p2}
     try:
         if a.capture:
@@ -318,16 +323,29 @@ def main() -> int:
                       f"(exit status {stubs['stub'][0].poll()})\n{lab.tail(log_path)}")
                 return 1
             toml = logs / f"{name}.vusbd.toml"
-            toml.write_text(vusbd_toml(p0, vm_ports))
+            toml.write_text(vusbd_toml(p0, vm_ports, pc))
             stats_path.unlink(missing_ok=True)
-            vusbd_proc = start([vusbd, "--config", toml, "--stats-json", stats_path,
-                                "--log-level", a.log_level], vusbd_log)
+            vusbd_proc = start([vusbd, "--config", toml, "--log-level", a.log_level], vusbd_log)
             if not wait_log_line(vusbd_log, "vusbd: ready", vusbd_proc, 20):
                 print(f"FAIL: vusbd did not log 'vusbd: ready' within 20 s "
                       f"(exit status {vusbd_proc.poll()})\n--- vusbd log ({vusbd_log}) ---\n"
                       f"{lab.tail(vusbd_log, 60)}\n--- config ---\n{toml.read_text()}")
                 return 1
             lab.log(f"vusbd ready: vm1 on {p1}, vm2 on {p2}, importing {STUB_BUSID} from {p0}")
+            ctl = [vusbctl, "--api", f"127.0.0.1:{pc}"]
+            r = subprocess.run(ctl + ["--json", "attach", "--vm", VMS[1], "-d", DEVICE],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               timeout=20)
+            lab.log(f"vusbctl attach --vm {VMS[1]} -d {DEVICE}: exit {r.returncode}")
+            try:
+                busid = json.loads(r.stdout).get("busid") if r.returncode == 0 else None
+            except ValueError:
+                busid = None
+            if busid != STUB_BUSID:
+                print(f"FAIL: vusbctl attach --vm {VMS[1]} -d {DEVICE} exited {r.returncode}, "
+                      f"bus id {busid!r} (expected {STUB_BUSID}):\n{r.stdout}\n"
+                      f"{lab.tail(vusbd_log, 40)}")
+                return 1
 
         barrier = Barrier(len(booted), 60)
         tg = time.monotonic()
@@ -341,6 +359,16 @@ def main() -> int:
         for th in threads:
             th.join()
         t_guests = time.monotonic() - tg
+        if vusbd_proc is not None:
+            r = subprocess.run(ctl + ["--json", "stats"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, timeout=20)
+            stats_path.write_text(r.stdout)
+            try:
+                stats = json.loads(r.stdout) if r.returncode == 0 else None
+            except ValueError:
+                stats = None
+            if stats is None:
+                problems.append(f"vusbctl --json stats exited {r.returncode}: {r.stdout[:300]}")
     finally:
         if barrier is not None:
             barrier.close()
@@ -405,13 +433,8 @@ def main() -> int:
             problems.append(f"vusbd exited {vusbd_rc} on SIGTERM (expected 0)")
         if "AddressSanitizer" in text or "runtime error:" in text:
             problems.append("vusbd reported a sanitizer error")
-        try:
-            stats = json.loads(stats_path.read_text())
-        except (OSError, ValueError) as e:
-            stats = None
-            problems.append(f"vusbd stats JSON {stats_path} unreadable: {e}")
         if stats is not None:
-            print(f"vusbd stats ({stats_path}):")
+            print(f"vusbctl stats ({stats_path}):")
             for vm in booted:
                 s = (stats.get("vms", {}).get(vm) or {}).get(DEVICE)
                 if not isinstance(s, dict):

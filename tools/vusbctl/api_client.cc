@@ -1,0 +1,115 @@
+#include "tools/vusbctl/api_client.h"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+
+namespace vusbctl {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+using error_code = boost::system::error_code;
+
+namespace {
+
+std::unexpected<usb::Error> io_error(const usb::net::HostPort& api, std::string what,
+                                     const error_code& ec) {
+  return usb::Error::make(usb::Error::Code::kIo, "vusbd at " + api.to_string() + ": " +
+                                                     std::move(what) + ": " + ec.message());
+}
+
+}  // namespace
+
+usb::Result<Reply> request(const usb::net::HostPort& api, std::string_view method,
+                           std::string_view target, std::string_view body,
+                           std::chrono::seconds timeout) {
+  asio::io_context io;
+  tcp::resolver resolver(io);
+  error_code ec;
+  auto endpoints = resolver.resolve(api.host, std::to_string(api.port), ec);
+  if (ec) return io_error(api, "resolve", ec);
+  beast::tcp_stream stream(io);
+  http::request<http::string_body> req(http::string_to_verb({method.data(), method.size()}),
+                                       {target.data(), target.size()}, 11);
+  req.set(http::field::host, api.host);
+  req.set(http::field::user_agent, "vusbctl");
+  if (!body.empty()) {
+    req.set(http::field::content_type, "application/json");
+    req.body() = std::string(body);
+  }
+  req.prepare_payload();
+  http::response<http::string_body> res;
+  beast::flat_buffer buffer;
+  error_code result;
+  std::string step = "connect";
+  stream.expires_after(timeout);
+  stream.async_connect(endpoints, [&](error_code e, const tcp::endpoint&) {
+    if (e) return void(result = e);
+    step = "send";
+    http::async_write(stream, req, [&](error_code e2, size_t) {
+      if (e2) return void(result = e2);
+      step = "answer";
+      http::async_read(stream, buffer, res, [&](error_code e3, size_t) { result = e3; });
+    });
+  });
+  io.run();
+  if (result) return io_error(api, step, result);
+  stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+  return Reply{res.result_int(), std::move(res.body())};
+}
+
+usb::Result<void> follow_events(const usb::net::HostPort& api,
+                                const std::function<bool(const std::string&)>& on_message,
+                                std::chrono::seconds timeout) {
+  asio::io_context io;
+  tcp::resolver resolver(io);
+  error_code ec;
+  auto endpoints = resolver.resolve(api.host, std::to_string(api.port), ec);
+  if (ec) return io_error(api, "resolve", ec);
+  websocket::stream<beast::tcp_stream> ws(io);
+  beast::flat_buffer buffer;
+  error_code result;
+  std::string step = "connect";
+  bool done = false;
+  std::function<void()> read_next = [&] {
+    ws.async_read(buffer, [&](error_code e, size_t) {
+      if (e) return void(result = (e == websocket::error::closed ? error_code{} : e));
+      std::string text = beast::buffers_to_string(buffer.data());
+      buffer.consume(buffer.size());
+      if (!on_message(text)) {
+        done = true;
+        ws.async_close(websocket::close_code::normal, [](error_code) {});
+        return;
+      }
+      read_next();
+    });
+  };
+  beast::get_lowest_layer(ws).expires_after(std::chrono::seconds(10));
+  beast::get_lowest_layer(ws).async_connect(endpoints, [&](error_code e, const tcp::endpoint&) {
+    if (e) return void(result = e);
+    step = "websocket handshake";
+    ws.async_handshake(api.host, "/api/v1/events", [&](error_code e2) {
+      if (e2) return void(result = e2);
+      step = "event stream";
+      beast::get_lowest_layer(ws).expires_never();
+      ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
+      read_next();
+    });
+  });
+  if (timeout.count() > 0) {
+    io.run_for(timeout);
+    if (!done && !result) return {};  // the caller's time is up: not an error
+  } else {
+    io.run();
+  }
+  if (result && !done) return io_error(api, step, result);
+  return {};
+}
+
+}  // namespace vusbctl

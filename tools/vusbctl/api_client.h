@@ -1,0 +1,32 @@
+// ApiClient: vusbctl's side of vusbd's control API — one HTTP request at a time, and the
+// WebSocket event stream. Blocking calls with a deadline (a CLI has nothing else to do). The
+// only Beast translation unit of vusbctl.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "usb/core/error.h"
+#include "usb/net/address.h"
+
+namespace vusbctl {
+
+struct Reply {
+  unsigned status = 0;
+  std::string body;
+};
+
+// kIo when vusbd cannot be reached or does not answer within `timeout`.
+usb::Result<Reply> request(const usb::net::HostPort& api, std::string_view method,
+                           std::string_view target, std::string_view body = {},
+                           std::chrono::seconds timeout = std::chrono::seconds(10));
+
+// Follows GET /api/v1/events, calling `on_message` with every text message until it returns
+// false, the stream ends, or `timeout` (zero: never) passes.
+usb::Result<void> follow_events(const usb::net::HostPort& api,
+                                const std::function<bool(const std::string&)>& on_message,
+                                std::chrono::seconds timeout = std::chrono::seconds(0));
+
+}  // namespace vusbctl

@@ -1,0 +1,287 @@
+// vusbctl: manage a running vusbd through its control API, with usbip's verbs.
+//
+//   vusbctl list                                  devices, their state and who has them
+//   vusbctl attach --vm VM -d DEVICE              give a known device to a VM
+//   vusbctl attach --vm VM -r HOST -b BUSID       import from a USB/IP server and give it
+//   vusbctl detach --vm VM -d DEVICE              take it away (the VM sees an unplug)
+//   vusbctl share -d DEVICE --mode shared|exclusive
+//   vusbctl stats / monitor / remove
+// --json prints the API's answer as it is. Exit status: 0 done, 1 vusbd refused (its reason is
+// printed), 2 usage, 3 vusbd unreachable.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "tools/vusbctl/api_client.h"
+
+namespace {
+
+using json = nlohmann::json;
+
+struct Globals {
+  std::string api = "127.0.0.1:3250";
+  bool json_out = false;
+  usb::net::HostPort at;
+};
+
+int fail(const std::string& message, int code) {
+  std::cerr << "vusbctl: error: " << message << "\n";
+  return code;
+}
+
+// One API call; prints the error and returns the exit code when it fails.
+int call(const Globals& g, std::string_view method, const std::string& target, const json* body,
+         json& out) {
+  auto reply = vusbctl::request(g.at, method, target, body ? body->dump() : std::string{});
+  if (!reply) return fail(reply.error().message + " (is vusbd running? --api HOST:PORT)", 3);
+  out = json::parse(reply->body, nullptr, false);
+  if (out.is_discarded())
+    return fail(
+        "vusbd answered " + std::to_string(reply->status) + " with something that is not JSON", 1);
+  if (reply->status >= 400)
+    return fail(out.is_object()
+                    ? out.value("error", std::string("HTTP ") + std::to_string(reply->status))
+                    : "HTTP " + std::to_string(reply->status),
+                1);
+  return 0;
+}
+
+std::string hex4(const json& v) {
+  if (!v.is_number()) return "????";
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04x", v.get<unsigned>() & 0xffff);
+  return buf;
+}
+
+void print_devices(const json& devices) {
+  if (devices.empty()) {
+    std::cout << "vusbd has no devices. Add one with: vusbctl attach --vm VM -r HOST -b BUSID\n";
+    return;
+  }
+  std::cout << "Devices served by vusbd\n=======================\n";
+  for (const auto& d : devices) {
+    std::cout << " - " << d["name"].get<std::string>() << ": " << hex4(d.value("vendor_id", json()))
+              << ":" << hex4(d.value("product_id", json())) << "  "
+              << (d["connected"].get<bool>() ? "connected" : "waiting for the device") << ", "
+              << d["mode"].get<std::string>() << "\n"
+              << "       source: " << d["source"].get<std::string>() << "\n";
+    if (d["vms"].empty()) std::cout << "       (given to no VM)\n";
+    for (const auto& v : d["vms"])
+      std::cout << "       vm " << v["vm"].get<std::string>() << ": bus id "
+                << v["busid"].get<std::string>() << (v["imported"].get<bool>() ? " (in use)" : "")
+                << "\n";
+  }
+}
+
+void print_vms(const json& vms) {
+  std::cout << "VMs served by vusbd\n===================\n";
+  for (const auto& vm : vms) {
+    std::cout << " - " << vm["name"].get<std::string>() << ": usbip --tcp-port "
+              << vm["port"].get<unsigned>() << " list -r <vusbd host>\n";
+    for (const auto& d : vm["devices"])
+      std::cout << "       " << d["busid"].get<std::string>() << ": "
+                << d["device"].get<std::string>()
+                << (d["connected"].get<bool>() ? "" : " (waiting for the device)")
+                << (d["imported"].get<bool>() ? " (in use)" : "") << "\n";
+  }
+}
+
+void print_stats(const json& stats, const std::string& vm_filter, const std::string& dev_filter) {
+  std::printf("%-12s %-12s %-6s %10s %12s %12s %10s %8s %8s %8s\n", "VM", "DEVICE", "BUSID", "URBS",
+              "BYTES IN", "BYTES OUT", "CACHE HIT", "LAT us", "ERRORS", "REFUSED");
+  for (const auto& [vm, devs] : stats["vms"].items())
+    for (const auto& [dev, s] : devs.items()) {
+      if ((!vm_filter.empty() && vm != vm_filter) || (!dev_filter.empty() && dev != dev_filter))
+        continue;
+      std::printf("%-12s %-12s %-6s %10llu %12llu %12llu %10llu %8.0f %8llu %8llu\n", vm.c_str(),
+                  dev.c_str(), s["busid"].get<std::string>().c_str(),
+                  s["urbs"].get<unsigned long long>(), s["bytes_in"].get<unsigned long long>(),
+                  s["bytes_out"].get<unsigned long long>(),
+                  s["cache_hits"].get<unsigned long long>(), s["avg_latency_us"].get<double>(),
+                  s["errors"].get<unsigned long long>(), s["refused"].get<unsigned long long>());
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Globals g;
+  CLI::App app{
+      "vusbctl: manage vusbd, the service that gives VMs USB devices (several VMs per device).\n"
+      "Verbs follow usbip's: where usbip attaches a remote device to this machine, vusbctl\n"
+      "attaches it to a VM; the VM then runs `usbip attach` against its own vusbd port.",
+      "vusbctl"};
+  app.add_option("--api", g.api, "vusbd's control address")->default_val(g.api);
+  app.add_flag("--json", g.json_out, "Print vusbd's JSON answer");
+  app.require_subcommand(1);
+
+  bool list_vms = false;
+  auto* list = app.add_subcommand("list", "List devices vusbd serves and the VMs that have them");
+  list->add_flag("--vms", list_vms, "List VMs and their devices instead");
+
+  std::string device, vm, remote, busid, libusb, mode;
+  uint16_t tcp_port = 3240;
+  uint32_t port = 0;
+  auto* attach = app.add_subcommand(
+      "attach", "Give a device to a VM (importing it first with -r/-b or --libusb)");
+  attach->add_option("--vm", vm, "The VM that gets the device")->required();
+  attach->add_option("-d,--device", device,
+                     "vusbd's name for the device (default with -r/-b: HOST-BUSID)");
+  attach->add_option("-r,--remote", remote, "Import from this USB/IP server (vusb-stub, usbipd)");
+  attach->add_option("-b,--busid", busid, "Bus id on the server (see usbip list -r HOST)");
+  attach->add_option("--tcp-port", tcp_port, "The server's USB/IP port")->default_val(tcp_port);
+  attach->add_option("--libusb", libusb, "A device of vusbd's own host: VID:PID or bus id");
+  attach->add_option("-p,--port", port, "Port on the VM's virtual bus (bus id 1-PORT)")
+      ->check(CLI::Range(1, 126));
+  attach->add_option("--mode", mode, "Sharing mode for a new device: shared or exclusive");
+
+  auto* detach = app.add_subcommand("detach", "Take a device away from a VM (it sees an unplug)");
+  detach->add_option("--vm", vm, "The VM")->required();
+  detach->add_option("-d,--device", device, "The device")->required();
+
+  std::vector<std::string> share_vms;
+  auto* share = app.add_subcommand("share", "Set a device's sharing mode (and give it to VMs)");
+  share->add_option("-d,--device", device, "The device")->required();
+  share->add_option("--mode", mode, "shared (all its VMs at once) or exclusive (one at a time)")
+      ->required();
+  share->add_option("--vm", share_vms, "Also give it to these VMs");
+
+  auto* stats = app.add_subcommand("stats", "Per-VM per-device URBs, bytes, latency, cache hits");
+  stats->add_option("--vm", vm, "Only this VM");
+  stats->add_option("-d,--device", device, "Only this device");
+
+  int count = 0, seconds = 0;
+  auto* monitor = app.add_subcommand("monitor", "Follow hotplug, attach and stats events");
+  monitor->add_option("--count", count, "Stop after this many events (stats excluded)");
+  monitor->add_option("--timeout", seconds, "Stop after this many seconds");
+  bool with_stats = false;
+  monitor->add_flag("--stats", with_stats, "Also print the stats sent every second");
+
+  auto* remove = app.add_subcommand("remove", "Forget a device (every VM sees an unplug)");
+  remove->add_option("-d,--device", device, "The device")->required();
+
+  CLI11_PARSE(app, argc, argv);
+  auto at = usb::net::parse_host_port(g.api, "127.0.0.1");
+  if (!at) return fail("--api: " + at.error().message, 2);
+  g.at = *at;
+
+  json out;
+  auto emit = [&](auto&& pretty) {
+    if (g.json_out)
+      std::cout << out.dump(2) << "\n";
+    else
+      pretty();
+    return 0;
+  };
+
+  if (list->parsed()) {
+    if (int rc = call(g, "GET", list_vms ? "/api/v1/vms" : "/api/v1/devices", nullptr, out))
+      return rc;
+    return emit([&] { list_vms ? print_vms(out) : print_devices(out); });
+  }
+
+  if (attach->parsed()) {
+    const bool import = !remote.empty() || !busid.empty();
+    if (import && (remote.empty() || busid.empty()))
+      return fail("importing needs both -r HOST and -b BUSID", 2);
+    if (import && !libusb.empty()) return fail("use either -r/-b or --libusb", 2);
+    if (!import && libusb.empty() && device.empty())
+      return fail("name a device (-d) or where to import it from (-r/-b or --libusb)", 2);
+    if (import || !libusb.empty()) {
+      std::string source;
+      if (import) {
+        const bool v6 = remote.find(':') != std::string::npos;
+        source = "usbip://" + (v6 ? "[" + remote + "]" : remote) + ":" + std::to_string(tcp_port) +
+                 "/" + busid;
+        if (device.empty()) device = remote + "-" + busid;
+      } else {
+        source = "libusb:" + libusb;
+        if (device.empty()) return fail("--libusb needs a name for the device (-d NAME)", 2);
+      }
+      for (char& c : device)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
+          c = '_';
+      // A device vusbd already has under this name is reused (same source) or refused.
+      json existing;
+      auto reply = vusbctl::request(g.at, "GET", "/api/v1/devices/" + device);
+      if (!reply) return fail(reply.error().message, 3);
+      if (reply->status == 200) {
+        existing = json::parse(reply->body, nullptr, false);
+        if (existing.is_object() && existing.value("source", "") != source)
+          return fail("vusbd already has a device '" + device + "' from " +
+                          existing.value("source", "?") + "; pick another name with -d",
+                      1);
+      } else {
+        json body = {{"name", device}, {"source", source}};
+        if (!mode.empty()) body["mode"] = mode;
+        if (int rc = call(g, "POST", "/api/v1/devices", &body, out)) return rc;
+      }
+    }
+    json body = {{"device", device}, {"vm", vm}};
+    if (port) body["port"] = port;
+    if (int rc = call(g, "POST", "/api/v1/attachments", &body, out)) return rc;
+    return emit([&] {
+      std::cout << device << " is attached to vm " << vm << " as bus id "
+                << out["busid"].get<std::string>() << "; in the VM:\n  usbip --tcp-port "
+                << out["port"].get<unsigned>() << " attach -r <vusbd host> -b "
+                << out["busid"].get<std::string>() << "\n";
+    });
+  }
+
+  if (detach->parsed()) {
+    if (int rc = call(g, "DELETE", "/api/v1/attachments/" + device + "/" + vm, nullptr, out))
+      return rc;
+    return emit([&] { std::cout << device << " is detached from vm " << vm << "\n"; });
+  }
+
+  if (share->parsed()) {
+    json body = {{"mode", mode}};
+    if (int rc = call(g, "POST", "/api/v1/devices/" + device + "/mode", &body, out)) return rc;
+    for (const auto& v : share_vms) {
+      json a = {{"device", device}, {"vm", v}};
+      json ignored;
+      if (int rc = call(g, "POST", "/api/v1/attachments", &a, ignored)) return rc;
+    }
+    if (!share_vms.empty() && int(call(g, "GET", "/api/v1/devices/" + device, nullptr, out)))
+      return 1;
+    return emit([&] { std::cout << device << " is " << mode << "\n"; });
+  }
+
+  if (stats->parsed()) {
+    if (int rc = call(g, "GET", "/api/v1/stats", nullptr, out)) return rc;
+    return emit([&] { print_stats(out, vm, device); });
+  }
+
+  if (remove->parsed()) {
+    if (int rc = call(g, "DELETE", "/api/v1/devices/" + device, nullptr, out)) return rc;
+    return emit([&] { std::cout << device << " is removed\n"; });
+  }
+
+  if (monitor->parsed()) {
+    int seen = 0;
+    auto r = vusbctl::follow_events(
+        g.at,
+        [&](const std::string& text) {
+          json e = json::parse(text, nullptr, false);
+          if (e.is_discarded()) return true;
+          const std::string kind = e.value("event", "");
+          if (kind == "hello") return true;
+          if (kind == "stats" && !with_stats) return true;
+          if (g.json_out) {
+            std::cout << e.dump() << std::endl;
+          } else {
+            std::cout << kind;
+            for (const auto& [k, v] : e.items())
+              if (k != "event")
+                std::cout << " " << k << "=" << (v.is_string() ? v.get<std::string>() : v.dump());
+            std::cout << std::endl;
+          }
+          return kind == "stats" || count == 0 || ++seen < count;
+        },
+        std::chrono::seconds(seconds));
+    if (!r) return fail(r.error().message, 3);
+    return 0;
+  }
+  return 0;
+}

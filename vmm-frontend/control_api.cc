@@ -1,0 +1,321 @@
+#include "vmm-frontend/control_api.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <deque>
+#include <optional>
+
+#include "usb/core/loop_checker.h"
+#include "vmm-frontend/control_routes.h"
+#include "vmm-frontend/vusbd.h"
+
+namespace vusbd {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+using error_code = boost::system::error_code;
+
+namespace {
+constexpr size_t kMaxConnections = 64;
+constexpr size_t kHeaderLimit = 8 * 1024;
+constexpr size_t kBodyLimit = 64 * 1024;
+constexpr auto kRequestTimeout = std::chrono::seconds(30);
+constexpr size_t kMaxQueuedEvents = 256;
+constexpr auto kStatsInterval = std::chrono::seconds(1);
+
+std::string endpoint_string(const beast::tcp_stream& s) {
+  error_code ec;
+  auto ep = s.socket().remote_endpoint(ec);
+  return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+}  // namespace
+
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  virtual void close() = 0;
+};
+
+class WsSession;
+
+struct ControlApi::Impl {
+  Impl(asio::io_context& io, Vusbd& daemon) : io(io), daemon(daemon), acceptor(io), stats(io) {}
+
+  void accept();
+  void tick_stats();
+  void broadcast(const std::string& text);
+  size_t live_connections() {
+    std::erase_if(connections, [](const auto& w) { return w.expired(); });
+    return connections.size();
+  }
+
+  asio::io_context& io;
+  Vusbd& daemon;
+  tcp::acceptor acceptor;
+  asio::steady_timer stats;
+  std::vector<std::weak_ptr<Connection>> connections;
+  std::vector<std::weak_ptr<WsSession>> subscribers;
+  std::weak_ptr<Impl> self_weak;  // sessions hold the API weakly
+  bool stopped = false;
+  usb::LoopChecker loop;
+};
+
+// One WebSocket subscriber: events out, nothing but pings and close in.
+class WsSession : public Connection, public std::enable_shared_from_this<WsSession> {
+ public:
+  WsSession(beast::tcp_stream stream, std::weak_ptr<ControlApi::Impl> api)
+      : peer_(endpoint_string(stream)), ws_(std::move(stream)), api_(std::move(api)) {}
+
+  void run(http::request<http::string_body> req) {
+    beast::get_lowest_layer(ws_).expires_never();
+    ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    ws_.async_accept(req, [self = shared_from_this()](error_code ec) {
+      if (ec)
+        return spdlog::warn("control {}: websocket handshake failed: {}", self->peer_,
+                            ec.message());
+      auto api = self->api_.lock();
+      if (!api || api->stopped) return self->close();
+      api->subscribers.push_back(self);
+      spdlog::info("control {}: event stream subscribed", self->peer_);
+      self->send(
+          nlohmann::json{{"event", "hello"}, {"devices", api->daemon.devices_json()}}.dump());
+      self->read();
+    });
+  }
+
+  void send(std::string text) {
+    if (closed_) return;
+    if (queue_.size() >= kMaxQueuedEvents) {
+      spdlog::warn("control {}: event subscriber is {} messages behind; dropping it", peer_,
+                   queue_.size());
+      return close();
+    }
+    queue_.push_back(std::move(text));
+    if (!writing_) write_next();
+  }
+
+  void close() override {
+    if (closed_) return;
+    closed_ = true;
+    error_code ec;
+    beast::get_lowest_layer(ws_).socket().shutdown(tcp::socket::shutdown_both, ec);
+    beast::get_lowest_layer(ws_).socket().close(ec);
+  }
+
+ private:
+  void read() {
+    ws_.async_read(buffer_, [self = shared_from_this()](error_code ec, size_t) {
+      self->buffer_.consume(self->buffer_.size());
+      if (ec) {
+        if (ec != websocket::error::closed && !self->closed_)
+          spdlog::info("control {}: event stream ended: {}", self->peer_, ec.message());
+        return self->close();
+      }
+      self->read();  // anything a subscriber sends is ignored
+    });
+  }
+
+  void write_next() {
+    if (queue_.empty() || closed_) return;
+    writing_ = true;
+    ws_.text(true);
+    ws_.async_write(asio::buffer(queue_.front()),
+                    [self = shared_from_this()](error_code ec, size_t) {
+                      self->writing_ = false;
+                      self->queue_.pop_front();
+                      if (ec) return self->close();
+                      self->write_next();
+                    });
+  }
+
+  std::string peer_;
+  websocket::stream<beast::tcp_stream> ws_;
+  std::weak_ptr<ControlApi::Impl> api_;
+  beast::flat_buffer buffer_;
+  std::deque<std::string> queue_;
+  bool writing_ = false;
+  bool closed_ = false;
+};
+
+// One HTTP connection: requests in order, keep-alive, or an upgrade to the event stream.
+class HttpSession : public Connection, public std::enable_shared_from_this<HttpSession> {
+ public:
+  HttpSession(tcp::socket socket, std::weak_ptr<ControlApi::Impl> api)
+      : stream_(std::move(socket)), peer_(endpoint_string(stream_)), api_(std::move(api)) {}
+
+  void read() {
+    parser_.emplace();
+    parser_->header_limit(kHeaderLimit);
+    parser_->body_limit(kBodyLimit);
+    stream_.expires_after(kRequestTimeout);
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](error_code ec, size_t) { self->on_read(ec); });
+  }
+
+  void close() override {
+    error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.socket().close(ec);
+  }
+
+ private:
+  void on_read(error_code ec) {
+    if (ec == http::error::end_of_stream || ec == asio::error::operation_aborted ||
+        ec == asio::error::connection_reset || ec == asio::error::eof)
+      return close();
+    if (ec == beast::error::timeout) {
+      spdlog::info("control {}: no complete request in {} s; closing", peer_,
+                   kRequestTimeout.count());
+      return close();
+    }
+    if (ec) {
+      // A malformed or oversized request: answer once, then hang up.
+      spdlog::warn("control {}: bad request: {}", peer_, ec.message());
+      const unsigned status =
+          (ec == http::error::body_limit || ec == http::error::header_limit) ? 413 : 400;
+      return respond(status, nlohmann::json{{"error", "bad request: " + ec.message()}}.dump(),
+                     "application/json", 11, false);
+    }
+    auto req = parser_->release();
+    auto api = api_.lock();
+    if (!api || api->stopped) return close();
+    if (websocket::is_upgrade(req)) {
+      if (req.target() != "/api/v1/events")
+        return respond(404, R"({"error":"websockets live at /api/v1/events"})", "application/json",
+                       req.version(), false);
+      auto ws = std::make_shared<WsSession>(std::move(stream_), api_);
+      api->connections.push_back(ws);
+      return ws->run(std::move(req));
+    }
+    const std::string_view target(req.target().data(), req.target().size());
+    if (req.method() == http::verb::get && (target == "/" || target == "/index.html"))
+      return respond(200, std::string(dashboard_html()), "text/html; charset=utf-8", req.version(),
+                     req.keep_alive());
+    const std::string_view method(req.method_string().data(), req.method_string().size());
+    RouteResult r = route(api->daemon, method, target, req.body());
+    respond(r.status, r.body.dump(2) + "\n", "application/json", req.version(), req.keep_alive());
+  }
+
+  void respond(unsigned status, std::string body, std::string_view type, unsigned version,
+               bool keep_alive) {
+    auto res = std::make_shared<http::response<http::string_body>>(
+        static_cast<http::status>(status), version);
+    res->set(http::field::server, "vusbd");
+    res->set(http::field::content_type, beast::string_view(type.data(), type.size()));
+    res->keep_alive(keep_alive);
+    res->body() = std::move(body);
+    res->prepare_payload();
+    stream_.expires_after(kRequestTimeout);
+    http::async_write(stream_, *res,
+                      [self = shared_from_this(), res, keep_alive](error_code ec, size_t) {
+                        if (ec || !keep_alive) return self->close();
+                        self->read();
+                      });
+  }
+
+  beast::tcp_stream stream_;
+  std::string peer_;
+  std::weak_ptr<ControlApi::Impl> api_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+};
+
+void ControlApi::Impl::accept() {
+  acceptor.async_accept([this](error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || stopped) return;
+    if (ec) {
+      spdlog::warn("control: accept failed: {}", ec.message());
+    } else if (live_connections() >= kMaxConnections) {
+      spdlog::warn("control: {} connections open; refusing another", kMaxConnections);
+      error_code ignored;
+      socket.close(ignored);
+    } else {
+      auto session = std::make_shared<HttpSession>(std::move(socket), self_weak);
+      connections.push_back(session);
+      session->read();
+    }
+    accept();
+  });
+}
+
+void ControlApi::Impl::tick_stats() {
+  stats.expires_after(kStatsInterval);
+  stats.async_wait([this](error_code ec) {
+    if (ec || stopped) return;
+    std::erase_if(subscribers, [](const auto& w) { return w.expired(); });
+    if (!subscribers.empty())
+      broadcast(nlohmann::json{{"event", "stats"}, {"stats", daemon.stats()}}.dump());
+    tick_stats();
+  });
+}
+
+void ControlApi::Impl::broadcast(const std::string& text) {
+  loop.check();
+  std::erase_if(subscribers, [](const auto& w) { return w.expired(); });
+  for (auto& w : std::vector(subscribers))
+    if (auto s = w.lock()) s->send(text);
+}
+
+ControlApi::ControlApi(asio::io_context& io, Vusbd& daemon)
+    : impl_(std::make_shared<Impl>(io, daemon)) {
+  impl_->self_weak = impl_;
+}
+
+ControlApi::~ControlApi() {
+  stop();
+}
+
+usb::Result<void> ControlApi::listen(const usb::net::HostPort& at) {
+  error_code ec;
+  tcp::resolver resolver(impl_->io);
+  auto results = resolver.resolve(at.host, std::to_string(at.port), ec);
+  if (ec || results.empty())
+    return usb::Error::make(usb::Error::Code::kInvalidArgument,
+                            "control API address " + at.to_string() + ": " + ec.message());
+  const tcp::endpoint ep = results.begin()->endpoint();
+  auto& a = impl_->acceptor;
+  a.open(ep.protocol(), ec);
+  if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) a.bind(ep, ec);
+  if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    return usb::Error::make(usb::Error::Code::kIo,
+                            "control API on " + at.to_string() + ": " + ec.message());
+  impl_->accept();
+  impl_->tick_stats();
+  spdlog::info("vusbd: control API and dashboard on http://{}:{}/", at.host, local_port());
+  return {};
+}
+
+uint16_t ControlApi::local_port() const {
+  error_code ec;
+  auto ep = impl_->acceptor.local_endpoint(ec);
+  return ec ? 0 : ep.port();
+}
+
+void ControlApi::stop() {
+  if (impl_->stopped) return;
+  impl_->stopped = true;
+  error_code ec;
+  impl_->acceptor.close(ec);
+  impl_->stats.cancel();
+  for (auto& w : impl_->connections)
+    if (auto c = w.lock()) c->close();
+  impl_->connections.clear();
+  impl_->subscribers.clear();
+}
+
+void ControlApi::publish(const nlohmann::json& event) {
+  if (impl_->stopped) return;
+  impl_->broadcast(event.dump());
+}
+
+}  // namespace vusbd

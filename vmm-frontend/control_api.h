@@ -1,0 +1,43 @@
+// ControlApi: vusbd's control API on HTTP/1.1 and WebSocket (Boost.Beast; this is the only
+// translation unit of vusbd that includes Beast). Requests go to `route()` (control_routes.h);
+// GET / serves the dashboard; GET /api/v1/events upgrades to a WebSocket that streams every
+// registry event (hotplug, attach/detach, import/release, mode) and, once a second, the stats.
+//
+// Hardening: at most 64 connections, 8 KiB of headers, 64 KiB of body, 30 s to send a request;
+// a WebSocket client that falls 256 messages behind is dropped (logged) rather than buffered
+// without bound. Owned by main beside the Vusbd it serves; lives on vusbd's loop.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "usb/core/error.h"
+#include "usb/net/address.h"
+
+namespace vusbd {
+
+class Vusbd;
+
+class ControlApi {
+ public:
+  ControlApi(boost::asio::io_context& io, Vusbd& daemon);
+  ~ControlApi();
+
+  usb::Result<void> listen(const usb::net::HostPort& at);
+  uint16_t local_port() const;
+  // Closes the listener and every connection.
+  void stop();
+  // Sends an event to every WebSocket subscriber (vusbd's event sink calls this).
+  void publish(const nlohmann::json& event);
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+// The dashboard page (a static page that reads the API).
+std::string_view dashboard_html();
+
+}  // namespace vusbd

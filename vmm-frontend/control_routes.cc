@@ -1,0 +1,209 @@
+#include "vmm-frontend/control_routes.h"
+
+#include <spdlog/spdlog.h>
+
+#include <vector>
+
+#include "vmm-frontend/vusbd.h"
+
+namespace vusbd {
+
+namespace {
+
+using json = nlohmann::json;
+
+RouteResult error(unsigned status, std::string message) {
+  return {status, json{{"error", std::move(message)}}};
+}
+
+RouteResult from_error(const usb::Error& e) {
+  switch (e.code) {
+    case usb::Error::Code::kNotFound:
+      return error(404, e.message);
+    case usb::Error::Code::kBusy:
+      return error(409, e.message);
+    case usb::Error::Code::kIo:
+      return error(500, e.message);
+    default:
+      return error(400, e.message);
+  }
+}
+
+// "/api/v1/devices/gz/mode?x" → {"devices", "gz", "mode"}; the query is ignored.
+std::vector<std::string> split_path(std::string_view target) {
+  target = target.substr(0, target.find('?'));
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i < target.size()) {
+    size_t j = target.find('/', i);
+    if (j == std::string_view::npos) j = target.size();
+    if (j > i) parts.emplace_back(target.substr(i, j - i));
+    i = j + 1;
+  }
+  return parts;
+}
+
+// A JSON object body, or the error to answer.
+std::optional<RouteResult> parse_object(std::string_view body, json& out) {
+  out = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (out.is_discarded()) return error(400, "body is not JSON");
+  if (!out.is_object()) return error(400, "body must be a JSON object");
+  return std::nullopt;
+}
+
+// A required string member, or the error to answer.
+std::optional<RouteResult> get_string(const json& obj, const char* key, std::string& out,
+                                      bool required = true) {
+  auto it = obj.find(key);
+  if (it == obj.end()) {
+    if (required) return error(400, std::string("missing \"") + key + "\"");
+    return std::nullopt;
+  }
+  if (!it->is_string()) return error(400, std::string("\"") + key + "\" must be a string");
+  out = it->get<std::string>();
+  return std::nullopt;
+}
+
+std::optional<RouteResult> get_port(const json& obj, uint32_t& out) {
+  auto it = obj.find("port");
+  if (it == obj.end()) return std::nullopt;
+  if (!it->is_number_unsigned() || it->get<uint64_t>() > AddressMap::kMaxPort)
+    return error(400, "\"port\" must be 1.." + std::to_string(AddressMap::kMaxPort));
+  out = static_cast<uint32_t>(it->get<uint64_t>());
+  return std::nullopt;
+}
+
+json attachments(const Vusbd& daemon) {
+  json out = json::array();
+  for (const auto& d : daemon.devices_json())
+    for (const auto& v : d["vms"])
+      out.push_back({{"device", d["name"]},
+                     {"vm", v["vm"]},
+                     {"busid", v["busid"]},
+                     {"devid", v["devid"]},
+                     {"imported", v["imported"]}});
+  return out;
+}
+
+RouteResult add_device(Vusbd& daemon, std::string_view body) {
+  json req;
+  if (auto e = parse_object(body, req)) return *e;
+  DeviceConfig d;
+  if (auto e = get_string(req, "name", d.name)) return *e;
+  if (auto e = get_string(req, "source", d.source)) return *e;
+  if (auto e = get_string(req, "mode", d.mode, false)) return *e;
+  if (auto it = req.find("vms"); it != req.end()) {
+    if (!it->is_array()) return error(400, "\"vms\" must be an array of names");
+    for (const auto& v : *it) {
+      if (!v.is_string()) return error(400, "\"vms\" must be an array of names");
+      d.vms.push_back(v.get<std::string>());
+    }
+  }
+  if (auto it = req.find("ports"); it != req.end()) {
+    if (!it->is_object()) return error(400, "\"ports\" must be an object {vm: port}");
+    for (const auto& [vm, p] : it->items()) {
+      if (!p.is_number_unsigned() || p.get<uint64_t>() == 0 ||
+          p.get<uint64_t>() > AddressMap::kMaxPort)
+        return error(400,
+                     "port for vm '" + vm + "' must be 1.." + std::to_string(AddressMap::kMaxPort));
+      d.ports[vm] = static_cast<uint32_t>(p.get<uint64_t>());
+    }
+  }
+  if (auto r = daemon.add_device(d); !r) return from_error(r.error());
+  for (const auto& dev : daemon.devices_json())
+    if (dev["name"] == d.name) return {201, dev};
+  return {201, json::object()};
+}
+
+RouteResult attach(Vusbd& daemon, std::string_view body) {
+  json req;
+  if (auto e = parse_object(body, req)) return *e;
+  std::string device, vm;
+  uint32_t port = 0;
+  if (auto e = get_string(req, "device", device)) return *e;
+  if (auto e = get_string(req, "vm", vm)) return *e;
+  if (auto e = get_port(req, port)) return *e;
+  auto addr = daemon.attach(device, vm, port);
+  if (!addr) return from_error(addr.error());
+  return {201, json{{"device", device},
+                    {"vm", vm},
+                    {"busid", addr->busid},
+                    {"devid", addr->devid()},
+                    {"port", daemon.vm_port(vm)}}};
+}
+
+RouteResult handle(Vusbd& daemon, std::string_view method, std::string_view target,
+                   std::string_view body) {
+  const auto p = split_path(target);
+  if (p.size() < 3 || p[0] != "api" || p[1] != "v1") return error(404, "no such route");
+  const std::string& what = p[2];
+  auto only = [&](std::string_view allowed) -> std::optional<RouteResult> {
+    if (method == allowed) return std::nullopt;
+    return error(405, std::string(method) + " is not allowed here; use " + std::string(allowed));
+  };
+  if (what == "stats" && p.size() == 3) {
+    if (auto e = only("GET")) return *e;
+    return {200, daemon.stats()};
+  }
+  if (what == "vms" && p.size() == 3) {
+    if (auto e = only("GET")) return *e;
+    return {200, daemon.vms_json()};
+  }
+  if (what == "devices") {
+    if (p.size() == 3) {
+      if (method == "GET") return {200, daemon.devices_json()};
+      if (method == "POST") return add_device(daemon, body);
+      return error(405, "use GET or POST");
+    }
+    const std::string& name = p[3];
+    if (p.size() == 4) {
+      if (method == "GET") {
+        for (const auto& d : daemon.devices_json())
+          if (d["name"] == name) return {200, d};
+        return error(404, "no device '" + name + "'");
+      }
+      if (method == "DELETE") {
+        if (auto r = daemon.remove_device(name); !r) return from_error(r.error());
+        return {200, json{{"removed", name}}};
+      }
+      return error(405, "use GET or DELETE");
+    }
+    if (p.size() == 5 && p[4] == "mode") {
+      if (auto e = only("POST")) return *e;
+      json req;
+      if (auto e = parse_object(body, req)) return *e;
+      std::string mode;
+      if (auto e = get_string(req, "mode", mode)) return *e;
+      if (auto r = daemon.set_mode(name, mode); !r) return from_error(r.error());
+      return {200, json{{"device", name}, {"mode", mode}}};
+    }
+  }
+  if (what == "attachments") {
+    if (p.size() == 3) {
+      if (method == "GET") return {200, attachments(daemon)};
+      if (method == "POST") return attach(daemon, body);
+      return error(405, "use GET or POST");
+    }
+    if (p.size() == 5) {
+      if (auto e = only("DELETE")) return *e;
+      if (auto r = daemon.detach(p[3], p[4]); !r) return from_error(r.error());
+      return {200, json{{"device", p[3]}, {"vm", p[4]}, {"detached", true}}};
+    }
+  }
+  return error(404, "no such route");
+}
+
+}  // namespace
+
+RouteResult route(Vusbd& daemon, std::string_view method, std::string_view target,
+                  std::string_view body) {
+  RouteResult r = handle(daemon, method, target, body);
+  if (r.status >= 400)
+    spdlog::warn("control: {} {} → {}: {}", method, target, r.status,
+                 r.body.value("error", std::string{}));
+  else if (method != "GET")
+    spdlog::info("control: {} {} → {}", method, target, r.status);
+  return r;
+}
+
+}  // namespace vusbd
