@@ -188,6 +188,7 @@ int main(int argc, char** argv) {
     if (import && !libusb.empty()) return fail("use either -r/-b or --libusb", 2);
     if (!import && libusb.empty() && device.empty())
       return fail("name a device (-d) or where to import it from (-r/-b or --libusb)", 2);
+    bool created = false;
     if (import || !libusb.empty()) {
       std::string source;
       if (import) {
@@ -216,11 +217,17 @@ int main(int argc, char** argv) {
         json body = {{"name", device}, {"source", source}};
         if (!mode.empty()) body["mode"] = mode;
         if (int rc = call(g, "POST", "/api/v1/devices", &body, out)) return rc;
+        created = true;
       }
     }
     json body = {{"device", device}, {"vm", vm}};
     if (port) body["port"] = port;
-    if (int rc = call(g, "POST", "/api/v1/attachments", &body, out)) return rc;
+    if (int rc = call(g, "POST", "/api/v1/attachments", &body, out)) {
+      // Leave vusbd as it was: a device this command added goes again.
+      json ignored;
+      if (created) (void)call(g, "DELETE", "/api/v1/devices/" + device, nullptr, ignored);
+      return rc;
+    }
     return emit([&] {
       std::cout << device << " is attached to vm " << vm << " as bus id "
                 << out["busid"].get<std::string>() << "; in the VM:\n  usbip --tcp-port "

@@ -1,0 +1,279 @@
+#!/usr/bin/python3
+"""e2e.vusbctl — vusbd's control API and vusbctl, with Debian's usbip as each VM's client.
+
+Host only (no guest): vusb-stub exports a Gadget Zero; vusbd starts with two VMs and no devices.
+  1. `vusbctl attach --vm vm1 -r 127.0.0.1 --tcp-port P -b 1-1 -d gz` imports the stub's device and
+     gives it to vm1: `usbip list -r` on vm1's port shows 1-1 0525:a4a0, vm2's port shows nothing.
+  2. `vusbctl attach --vm vm2 -d gz -p 3`: vm2 lists it as 1-3 (its own address space); vusb-probe
+     imports it there and reads its descriptors: `vusbctl --json stats` shows vm2's cache hits.
+  3. `vusbctl share -d gz --mode exclusive`, `vusbctl detach --vm vm1 -d gz`: vm1's list is empty.
+  4. `vusbctl monitor` (WebSocket) saw device-added, connected, attached, mode and detached events.
+  5. Refusals: unknown VM / device, a taken port, a bad mode → exit 1 with vusbd's reason; vusbd
+     down → exit 3. Hostile HTTP (garbage, an oversized body, bad JSON, 80 idle connections) is
+     answered 400/413 or refused and logged, and the API keeps answering.
+  6. The config file was written back; vusbd is stopped and started again from it: vm2 lists gz as
+     1-3, vm1 still has nothing, the mode is still exclusive.
+  7. GET / serves the dashboard.
+
+Usage: tests/e2e/test_vusbctl.py [--build DIR] [--stub PATH] [--vusbd PATH] [--vusbctl PATH]
+Logs: <build>/e2e-logs/vusbctl.{stub,vusbd,vusbd2,monitor}.log, vusbctl.toml
+"""
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
+sys.path.insert(0, str(Path(__file__).resolve().parent / "lab"))
+import lab  # noqa: E402
+
+VIDPID = "0525:a4a0"
+
+
+def ports(n: int) -> list:
+    out: list = []
+    while len(out) < n:
+        p = lab.free_port()
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def start(cmd, log_path: Path) -> subprocess.Popen:
+    f = open(log_path, "w")
+    return subprocess.Popen([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT)
+
+
+def usbip_list(port: int) -> str:
+    r = subprocess.run(["usbip", "--tcp-port", str(port), "list", "-r", "127.0.0.1"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30)
+    return r.stdout
+
+
+def listed(port: int, busid: str) -> bool:
+    text = usbip_list(port)
+    return any(l.strip().startswith(f"{busid}:") and f"({VIDPID})" in l for l in text.splitlines())
+
+
+def wait_for(pred, secs: float) -> bool:
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.2)
+    return pred()
+
+
+def raw_http(port: int, data: bytes, read_secs: float = 5) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=read_secs) as s:
+        try:
+            s.sendall(data)
+        except OSError:
+            pass  # vusbd may hang up before taking all of an oversized body
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except OSError:
+            pass
+        return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", help="CMake build dir (default: $VUSB_BUILD or <repo>/build)")
+    ap.add_argument("--stub")
+    ap.add_argument("--vusbd")
+    ap.add_argument("--vusbctl")
+    a = ap.parse_args()
+    if a.build:
+        os.environ["VUSB_BUILD"] = str(Path(a.build).resolve())
+    bindir = lab.build_dir() / "bin"
+    stub = Path(a.stub or bindir / "vusb-stub")
+    vusbd = Path(a.vusbd or bindir / "vusbd")
+    vusbctl = Path(a.vusbctl or bindir / "vusbctl")
+    probe = bindir / "vusb-probe"
+    logs = lab.logs_dir()
+    ps, p1, p2, pc = ports(4)
+    toml = logs / "vusbctl.toml"
+    toml.write_text(f'[control]\nlisten = "127.0.0.1:{pc}"\n\n'
+                    f'[[vm]]\nname = "vm1"\nlisten = "127.0.0.1:{p1}"\n\n'
+                    f'[[vm]]\nname = "vm2"\nlisten = "127.0.0.1:{p2}"\n')
+    problems: list = []
+    procs: list = []
+    t0 = time.monotonic()
+
+    def check(ok: bool, what: str) -> bool:
+        lab.log(("ok   " if ok else "FAIL ") + what)
+        if not ok:
+            problems.append(what)
+        return ok
+
+    def ctl(*args, api_port=pc):
+        r = subprocess.run([str(vusbctl), "--api", f"127.0.0.1:{api_port}", *args],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+        lab.log(f"vusbctl {' '.join(args)} -> {r.returncode} {r.stderr.strip()}")
+        return r
+
+    def start_vusbd(log_name: str) -> subprocess.Popen | None:
+        proc = start([vusbd, "--config", toml], logs / log_name)
+        procs.append(proc)
+        if not lab.wait_listening(pc, proc, 15):
+            problems.append(f"vusbd did not serve its control API:\n{lab.tail(logs / log_name)}")
+            return None
+        return proc
+
+    vusbd_rcs = []
+    try:
+        stub_proc = start([stub, "--listen", f"127.0.0.1:{ps}", "--emulate", "gadget-zero=1-1"],
+                          logs / "vusbctl.stub.log")
+        procs.append(stub_proc)
+        if not lab.wait_listening(ps, stub_proc, 15):
+            print(f"FAIL: vusb-stub did not listen\n{lab.tail(logs / 'vusbctl.stub.log')}")
+            return 1
+        vd = start_vusbd("vusbctl.vusbd.log")
+        if vd is None:
+            raise RuntimeError("vusbd")
+        mon_log = logs / "vusbctl.monitor.log"
+        monitor = start([vusbctl, "--api", f"127.0.0.1:{pc}", "--json", "monitor",
+                         "--timeout", "60"], mon_log)
+        procs.append(monitor)
+        time.sleep(0.5)  # the subscription is up before the first change
+
+        # 1. import and give to vm1
+        r = ctl("attach", "--vm", "vm1", "-r", "127.0.0.1", "--tcp-port", str(ps), "-b", "1-1",
+                "-d", "gz")
+        check(r.returncode == 0 and "bus id 1-1" in r.stdout, "attach -r/-b gives gz to vm1 as 1-1")
+        check(wait_for(lambda: listed(p1, "1-1"), 5), "usbip list -r on vm1's port shows 1-1")
+        check("1-1" not in usbip_list(p2), "vm2's port lists nothing")
+        # 2. vm2 at a port of its choosing
+        r = ctl("--json", "attach", "--vm", "vm2", "-d", "gz", "-p", "3")
+        check(r.returncode == 0 and json.loads(r.stdout or "{}").get("busid") == "1-3",
+              "attach --vm vm2 -p 3 gives bus id 1-3")
+        check(listed(p2, "1-3"), "usbip list -r on vm2's port shows 1-3")
+        # vm2 imports it (vusb-probe is a USB/IP client like the VM's vhci): an 'imported' and a
+        # 'released' event, and vm2's cache hits in the stats.
+        r = subprocess.run([str(probe), "descriptors", f"127.0.0.1:{p2}", "1-3"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30)
+        check(r.returncode == 0 and "a4a0" in r.stdout.lower(), "vm2 imports 1-3 (vusb-probe)")
+        r = ctl("--json", "stats")
+        st = json.loads(r.stdout or "{}").get("vms", {}).get("vm2", {}).get("gz", {})
+        check(r.returncode == 0 and st.get("cache_hits", 0) > 0,
+              f"stats: vm2's descriptor reads were cache hits ({st.get('cache_hits')})")
+        r = ctl("--json", "list")
+        devices = json.loads(r.stdout or "[]") if r.returncode == 0 else []
+        check(len(devices) == 1 and devices[0].get("connected") is True and
+              sorted(v["vm"] for v in devices[0].get("vms", [])) == ["vm1", "vm2"],
+              "list --json: gz connected, given to vm1 and vm2")
+        # 3. mode and detach
+        check(ctl("share", "-d", "gz", "--mode", "exclusive").returncode == 0, "share --mode exclusive")
+        check(ctl("detach", "--vm", "vm1", "-d", "gz").returncode == 0, "detach --vm vm1")
+        check(wait_for(lambda: "1-1" not in usbip_list(p1), 5), "vm1's port lists nothing after detach")
+        check(listed(p2, "1-3"), "vm2 still lists 1-3")
+        # 5. refusals through vusbctl
+        for args, what in [(("attach", "--vm", "vm9", "-d", "gz"), "no vm 'vm9'"),
+                           (("attach", "--vm", "vm1", "-d", "nope"), "no device 'nope'"),
+                           (("share", "-d", "gz", "--mode", "sometimes"), "mode must be"),
+                           (("detach", "--vm", "vm1", "-d", "gz"), "not given to vm")]:
+            r = ctl(*args)
+            check(r.returncode == 1 and what in r.stderr, f"vusbctl {' '.join(args)}: exit 1, '{what}'")
+        r = ctl("attach", "--vm", "vm1", "-d", "gz", "-p", "1")
+        check(r.returncode == 0, "attach vm1 again at 1-1")
+        r = ctl("--json", "attach", "--vm", "vm1", "-r", "127.0.0.1", "--tcp-port", str(ps),
+                "-b", "1-9", "-d", "other", "-p", "1")
+        check(r.returncode == 1 and "port 1" in r.stderr, "a taken port is refused (409)")
+        r = ctl("--json", "list")
+        check(r.returncode == 0 and [d["name"] for d in json.loads(r.stdout)] == ["gz"],
+              "the device the refused attach added is gone again")
+        check(ctl("detach", "--vm", "vm1", "-d", "gz").returncode == 0, "detach vm1 again")
+        free = lab.free_port()
+        r = ctl("stats", api_port=free)
+        check(r.returncode == 3 and "Connection refused" in r.stderr, "vusbd unreachable: exit 3")
+        # hostile HTTP
+        resp = raw_http(pc, b"GARBAGE\r\n\r\n")
+        check(resp.startswith(b"HTTP/1.1 400"), f"garbage request: 400 ({resp[:40]!r})")
+        big = b"x" * (200 * 1024)
+        resp = raw_http(pc, b"POST /api/v1/devices HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                        + str(len(big)).encode() + b"\r\n\r\n" + big)
+        check(resp.startswith(b"HTTP/1.1 413"), f"200 KiB body: 413 ({resp[:40]!r})")
+        resp = raw_http(pc, b"POST /api/v1/attachments HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                        b"Connection: close\r\n\r\n{\"d")
+        check(resp.startswith(b"HTTP/1.1 400") and b"not JSON" in resp, "bad JSON: 400")
+        idle = []
+        for _ in range(80):
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", pc), timeout=2))
+            except OSError:
+                break
+        time.sleep(0.5)
+        for s in idle:
+            s.close()
+        time.sleep(0.3)
+        r = ctl("--json", "stats")
+        check(r.returncode == 0 and "vm2" in json.loads(r.stdout or "{}").get("vms", {}),
+              "after 80 idle connections the API still answers")
+        vd_log = (logs / "vusbctl.vusbd.log").read_text(errors="replace")
+        check("connections open; refusing another" in vd_log, "the connection limit is logged")
+        check("bad request" in vd_log, "bad requests are logged")
+        # 7. dashboard
+        with urllib.request.urlopen(f"http://127.0.0.1:{pc}/", timeout=10) as page:
+            check(b"<title>vusbd</title>" in page.read(), "GET / serves the dashboard")
+        # 4. events
+        time.sleep(0.5)
+        monitor.terminate()
+        monitor.wait(timeout=10)
+        events = []
+        for line in mon_log.read_text(errors="replace").splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                pass
+        kinds = [e.get("event") for e in events]
+        for k in ("device-added", "connected", "attached", "imported", "released", "mode",
+                  "detached", "device-removed"):
+            check(k in kinds, f"monitor saw a '{k}' event")
+        # 6. restart from the written-back config
+        vusbd_rcs.append(lab.stop_process(vd))
+        text = toml.read_text()
+        check('mode = "exclusive"' in text and "vm2 = 3" in text, "config written back")
+        vd = start_vusbd("vusbctl.vusbd2.log")
+        if vd is not None:
+            check(wait_for(lambda: listed(p2, "1-3"), 10), "after restart vm2 lists gz as 1-3")
+            check("1-1" not in usbip_list(p1), "after restart vm1 lists nothing")
+            r = ctl("--json", "list")
+            devs = json.loads(r.stdout or "[]") if r.returncode == 0 else []
+            check(len(devs) == 1 and devs[0].get("mode") == "exclusive",
+                  "after restart gz is still exclusive")
+            vusbd_rcs.append(lab.stop_process(vd))
+    except RuntimeError:
+        pass
+    finally:
+        for p in procs:
+            lab.stop_process(p)
+    for i, rc in enumerate(vusbd_rcs):
+        check(rc == 0, f"vusbd run {i + 1} exited {rc} on SIGTERM (expected 0)")
+    for name in ("vusbctl.vusbd.log", "vusbctl.vusbd2.log"):
+        p = logs / name
+        if p.exists() and ("AddressSanitizer" in p.read_text(errors="replace")
+                           or "runtime error:" in p.read_text(errors="replace")):
+            problems.append(f"{name}: sanitizer report")
+    print(f"timing: {time.monotonic() - t0:.1f}s")
+    if problems:
+        print("FAIL: " + "; ".join(problems))
+        print(f"--- vusbd log tail ---\n{lab.tail(logs / 'vusbctl.vusbd.log', 60)}")
+        return 1
+    print("PASS: vusbctl attach/detach/share/list/stats/monitor, hostile HTTP, restart restore")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
