@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <future>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "devices/emulated/gadget_zero.h"
@@ -153,9 +154,10 @@ class Client {
 };
 
 Client* g_client = nullptr;
-Client* g_vusbd_client = nullptr;    // through vusbd
-Client* g_unbatched = nullptr;       // straight to the stub, one write per URB
+Client* g_vusbd_client = nullptr;  // through vusbd
+Client* g_unbatched = nullptr;     // straight to the stub, one write per URB
 bench::RawTcpClient* g_raw = nullptr;
+bench::RawTcpClient* g_relayed = nullptr;  // client → RawTcpRelay → RawTcpServer
 asio::io_context* g_raw_io = nullptr;
 
 constexpr uint64_t kBatch = 64;  // URBs per benchmark iteration
@@ -173,6 +175,15 @@ void BM_RawTcp(benchmark::State& state) {
   const auto length = static_cast<uint32_t>(state.range(1));
   const int depth = static_cast<int>(state.range(2));
   for (auto _ : state) g_raw->run(in, length, depth, kBatch);
+  state.SetBytesProcessed(int64_t(state.iterations() * kBatch * length));
+}
+
+// The two-hop yardstick for vusbd: the same shapes through a byte relay on its own thread.
+void BM_RawRelay(benchmark::State& state) {
+  const bool in = state.range(0) == 1;
+  const auto length = static_cast<uint32_t>(state.range(1));
+  const int depth = static_cast<int>(state.range(2));
+  for (auto _ : state) g_relayed->run(in, length, depth, kBatch);
   state.SetBytesProcessed(int64_t(state.iterations() * kBatch * length));
 }
 
@@ -298,6 +309,7 @@ BENCHMARK(BM_VusbBulk)->Apply(bulk_args);
 BENCHMARK(BM_RawTcp)->Apply(bulk_args);
 BENCHMARK(BM_VusbControlRtt)->MinTime(0.5)->UseRealTime();
 BENCHMARK(BM_VusbdBulk)->Apply(vusbd_bulk_args);
+BENCHMARK(BM_RawRelay)->Apply(vusbd_bulk_args);
 BENCHMARK(BM_Batching)->Arg(1)->Arg(0)->ArgName("batched")->MinTime(0.5)->UseRealTime();
 BENCHMARK(BM_VusbdControlRtt)->Arg(1)->Arg(0)->ArgName("cached")->MinTime(0.5)->UseRealTime();
 BENCHMARK(BM_RawTcpRtt)->MinTime(0.5)->UseRealTime();
@@ -325,14 +337,21 @@ class Collector : public benchmark::ConsoleReporter {
     }
   }
   void summary(const std::string& prefix) const {
-    std::printf("\n%-34s %12s %12s %8s\n", "case", "vusb MB/s", "raw MB/s", "ratio");
+    std::printf("\n%-34s %12s %12s %8s %12s %8s\n", "case", "vusb MB/s", "raw MB/s", "ratio",
+                "relay MB/s", "ratio");
     for (const auto& [name, v] : results) {
       if (!name.starts_with(prefix + "/")) continue;
       std::string args = name.substr(prefix.size() + 1);
       auto raw = results.find("BM_RawTcp/" + args);
       if (raw == results.end()) continue;
-      std::printf("%-34s %12.1f %12.1f %8.2f\n", args.c_str(), v / 1e6, raw->second / 1e6,
-                  v / raw->second);
+      auto relay = results.find("BM_RawRelay/" + args);
+      if (relay == results.end()) {
+        std::printf("%-34s %12.1f %12.1f %8.2f\n", args.c_str(), v / 1e6, raw->second / 1e6,
+                    v / raw->second);
+      } else {
+        std::printf("%-34s %12.1f %12.1f %8.2f %12.1f %8.2f\n", args.c_str(), v / 1e6,
+                    raw->second / 1e6, v / raw->second, relay->second / 1e6, v / relay->second);
+      }
     }
     auto get = [&](const std::string& k) {
       auto it = results.find(k);
@@ -344,7 +363,8 @@ class Collector : public benchmark::ConsoleReporter {
       if (v > 0 && r > 0)
         std::printf("control RTT %s: vusb %.1f us, raw TCP %.1f us, ratio %.2f\n", pct, v, r,
                     v / r);
-      double cached = get(std::string("BM_VusbdControlRtt/cached:1/min_time:0.500/real_time/") + pct);
+      double cached =
+          get(std::string("BM_VusbdControlRtt/cached:1/min_time:0.500/real_time/") + pct);
       double fwd = get(std::string("BM_VusbdControlRtt/cached:0/min_time:0.500/real_time/") + pct);
       if (cached > 0 && fwd > 0)
         std::printf("control RTT %s through vusbd: cached %.1f us, forwarded %.1f us, ratio %.2f\n",
@@ -353,8 +373,10 @@ class Collector : public benchmark::ConsoleReporter {
     double on = get("BM_Batching/batched:1/min_time:0.500/real_time");
     double off = get("BM_Batching/batched:0/min_time:0.500/real_time");
     if (on > 0 && off > 0)
-      std::printf("client write batching, 512 B OUT x 8: batched %.0f URB/s, unbatched %.0f URB/s, "
-                  "gain %.2fx\n", on, off, on / off);
+      std::printf(
+          "client write batching, 512 B OUT x 8: batched %.0f URB/s, unbatched %.0f URB/s, "
+          "gain %.2fx\n",
+          on, off, on / off);
   }
   std::map<std::string, double> results;
 };
@@ -374,8 +396,10 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::warn);
   // Keep only this mode's benchmarks (plus the raw TCP baselines they are compared with).
   std::vector<char*> args{argv[0]};
-  std::string filter = mode == "stub" ? "--benchmark_filter=^BM_(VusbBulk|RawTcp|VusbControlRtt|RawTcpRtt)/"
-                                      : "--benchmark_filter=^BM_(VusbdBulk|RawTcp|Batching|VusbdControlRtt)/";
+  std::string filter =
+      mode == "stub"
+          ? "--benchmark_filter=^BM_(VusbBulk|RawTcp|VusbControlRtt|RawTcpRtt)/"
+          : "--benchmark_filter=^BM_(VusbdBulk|RawTcp|RawRelay|Batching|VusbdControlRtt)/";
   bool has_filter = false;
   for (int i = 2; i < argc; ++i) {
     args.push_back(argv[i]);
@@ -394,6 +418,12 @@ int main(int argc, char** argv) {
   // port then serves a batched and an unbatched client, both in shared mode).
   std::unique_ptr<Client> direct, via, unbatched;
   std::unique_ptr<VusbdSide> vusbd_side;
+  // The relay gets a loop thread of its own, as vusbd has.
+  asio::io_context relay_io, relayed_io;
+  std::optional<bench::RawTcpRelay> relay;
+  std::optional<bench::RawTcpClient> relayed;
+  std::thread relay_thread;
+  auto relay_work = asio::make_work_guard(relay_io);
   if (mode == "stub") {
     direct = std::make_unique<Client>(server.usbip_port());
     g_client = direct.get();
@@ -403,10 +433,20 @@ int main(int argc, char** argv) {
     unbatched = std::make_unique<Client>(vusbd_side->port2(), /*batch=*/false);
     g_vusbd_client = g_client = via.get();
     g_unbatched = unbatched.get();
+    relay.emplace(relay_io, server.raw_port());
+    relay_thread = std::thread([&] { relay_io.run(); });
+    relayed.emplace(relayed_io, relay->port());
+    g_relayed = &*relayed;
   }
   Collector collector;
   benchmark::RunSpecifiedBenchmarks(&collector);
   collector.summary(mode == "stub" ? "BM_VusbBulk" : "BM_VusbdBulk");
   benchmark::Shutdown();
+  if (relay_thread.joinable()) {
+    asio::post(relay_io, [&] { relay->stop(); });
+    relay_work.reset();
+    relay_io.stop();
+    relay_thread.join();
+  }
   return 0;
 }

@@ -56,7 +56,67 @@ class Session : public std::enable_shared_from_this<Session> {
   std::array<asio::const_buffer, 2> bufs_;
 };
 
+// One direction of a relayed connection: read what is there, write it all, repeat.
+class Pump : public std::enable_shared_from_this<Pump> {
+ public:
+  Pump(std::shared_ptr<tcp::socket> from, std::shared_ptr<tcp::socket> to)
+      : from_(std::move(from)), to_(std::move(to)), buffer_(256 * 1024) {}
+  void start() {
+    from_->async_read_some(asio::buffer(buffer_),
+                           [self = shared_from_this()](error_code ec, size_t n) {
+                             if (ec) return self->stop();
+                             asio::async_write(*self->to_, asio::buffer(self->buffer_.data(), n),
+                                               [self](error_code ec2, size_t) {
+                                                 if (ec2) return self->stop();
+                                                 self->start();
+                                               });
+                           });
+  }
+
+ private:
+  void stop() {
+    error_code ec;
+    from_->close(ec);
+    to_->close(ec);
+  }
+  std::shared_ptr<tcp::socket> from_, to_;
+  std::vector<uint8_t> buffer_;
+};
+
 }  // namespace
+
+RawTcpRelay::RawTcpRelay(asio::io_context& io, uint16_t upstream_port)
+    : io_(io),
+      upstream_(upstream_port),
+      acceptor_(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
+  accept();
+}
+
+uint16_t RawTcpRelay::port() const {
+  return acceptor_.local_endpoint().port();
+}
+
+void RawTcpRelay::stop() {
+  error_code ec;
+  acceptor_.close(ec);
+}
+
+void RawTcpRelay::accept() {
+  acceptor_.async_accept([this](error_code ec, tcp::socket s) {
+    if (ec) return;
+    auto down = std::make_shared<tcp::socket>(std::move(s));
+    auto up = std::make_shared<tcp::socket>(io_);
+    error_code cec;
+    up->connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), upstream_), cec);
+    if (!cec) {
+      down->set_option(tcp::no_delay(true));
+      up->set_option(tcp::no_delay(true));
+      std::make_shared<Pump>(down, up)->start();
+      std::make_shared<Pump>(up, down)->start();
+    }
+    accept();
+  });
+}
 
 RawTcpServer::RawTcpServer(asio::io_context& io)
     : acceptor_(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {

@@ -1,5 +1,6 @@
 // RawTcpBaseline: the yardstick for vusb-bench — the same request/response shapes as USB/IP
 // (a 48-byte header, then the payload) over plain loopback TCP with no USB logic at all.
+// Relay: RawTcpRelay (below) adds the second hop a proxy such as vusbd adds.
 // Server: for an "IN" request it answers a 48-byte header plus N bytes; for "OUT" it reads N
 // bytes and answers a 48-byte header. Client: keeps `depth` requests in flight, like URBs.
 // The server lives on the loop it is created on; the client drives its own io_context.
@@ -21,6 +22,23 @@ class RawTcpServer {
 
  private:
   void accept();
+  boost::asio::ip::tcp::acceptor acceptor_;
+};
+
+// A byte relay between a client and a RawTcpServer (client → relay → server), the two-hop
+// yardstick for vusbd: what any proxy between a VM and a stub costs on this machine's loopback,
+// with no parsing at all. Each accepted connection gets its own upstream connection; bytes are
+// pumped both ways through a 256 KiB buffer per direction. Lives on the loop it is created on.
+class RawTcpRelay {
+ public:
+  RawTcpRelay(boost::asio::io_context& io, uint16_t upstream_port);
+  uint16_t port() const;
+  void stop();
+
+ private:
+  void accept();
+  boost::asio::io_context& io_;
+  uint16_t upstream_;
   boost::asio::ip::tcp::acceptor acceptor_;
 };
 
