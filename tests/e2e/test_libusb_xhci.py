@@ -24,8 +24,12 @@ LAB-STUB-READY and the host:
 On failure it prints the vusb-stub log (streamed from the guest as "STUB| " lines) and the tail of
 the console.
 
+--vusbd PATH runs vusbd in the guest instead (e2e.vusbd_libusb_xhci): one VM on port 3240 with
+both devices named by VID:PID in its config (vusbd's local libusb source), at VM-local bus ids 1-1
+(storage) and 1-2 (tablet); the same host and guest checks then run through vusbd.
+
 Usage: tests/e2e/test_libusb_xhci.py [--build DIR] [--stub PATH] [--probe PATH] [--with-drivers]
-                                     [--no-guest-attach]
+                                     [--no-guest-attach] [--vusbd PATH]
 """
 import argparse
 import hashlib
@@ -67,7 +71,7 @@ attach_phase() {
   for m in vhci-hcd sd_mod usb-storage usbhid hid-generic; do
     lab_modprobe $m || { echo "LAB-FAIL modprobe $m"; return 30; }
   done
-  for b in $STOR $TAB; do
+  for b in $ATTACH_BUSIDS; do
     usbip attach -r 127.0.0.1 -b $b 2>&1 ||
       { echo "LAB-FAIL usbip attach -r 127.0.0.1 -b $b failed (guest vhci-hcd)"; return 31; }
   done
@@ -135,7 +139,38 @@ attach_phase() {
 """.replace("STORAGE_ID", STORAGE_ID).replace("TABLET_ID", TABLET_ID)
 
 
-def guest_script(hold: float, with_drivers: bool, attach: bool) -> str:
+# The USB/IP server the guest runs over QEMU's devices: vusb-stub, or vusbd serving one VM (its
+# devices named by libusb VID:PID, at VM-local bus ids 1-1 and 1-2 in config order).
+VUSBD_TOML = f"""[control]
+listen = "127.0.0.1:3250"
+
+[[vm]]
+name = "vm1"
+listen = "0.0.0.0:{GUEST_STUB_PORT}"
+
+[[device]]
+name = "disk"
+source = "libusb:{STORAGE_ID}"
+vms = ["vm1"]
+
+[[device]]
+name = "tablet"
+source = "libusb:{TABLET_ID}"
+vms = ["vm1"]
+"""
+SERVERS = {
+    "stub": {"cmd": f"vusb-stub --libusb-all --listen 0.0.0.0:{GUEST_STUB_PORT}",
+             "ready": "grep -q 'listening on' /tmp/stub.log && "
+                      "grep -q 'initial scan found' /tmp/stub.log",
+             "busids": "$STOR $TAB"},
+    "vusbd": {"cmd": "vusbd --config /etc/vusbd.toml",
+              "ready": "grep -q 'vusbd: ready' /tmp/stub.log && "
+                       "grep -q 'control API' /tmp/stub.log",
+              "busids": "1-1 1-2"},
+}
+
+
+def guest_script(hold: float, with_drivers: bool, attach: bool, server: str = "stub") -> str:
     drivers = ""
     if with_drivers:
         drivers = """
@@ -164,7 +199,8 @@ ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1
 # The host says "done" by connecting to this port (hostfwd); nc exits when it hangs up.
 ( nc -l -p {GUEST_STOP_PORT} </dev/null >/tmp/stop.msg 2>&1; touch /tmp/stop.done ) &
 : >/tmp/stub.log
-vusb-stub --libusb-all --listen 0.0.0.0:{GUEST_STUB_PORT} >/tmp/stub.log 2>&1 &
+ATTACH_BUSIDS="{SERVERS[server]['busids']}"
+{SERVERS[server]['cmd']} >/tmp/stub.log 2>&1 &
 STUB=$!
 shown=0
 show_log() {{
@@ -180,7 +216,7 @@ while :; do
   if ! kill -0 $STUB 2>/dev/null; then
     wait $STUB; echo "LAB-FAIL vusb-stub exited early (status $?)"; rc=20; break
   fi
-  if [ $ready = 0 ] && grep -q 'listening on' /tmp/stub.log && grep -q 'initial scan found' /tmp/stub.log; then
+  if [ $ready = 0 ] && {SERVERS[server]['ready']}; then
     ready=1; echo "LAB-PHASE exported"; lab_usb_tree; echo "LAB-STUB-READY"
   fi
   [ -e /tmp/stop.done ] && {{ echo "LAB-INFO host said: $(cat /tmp/stop.msg)"; break; }}
@@ -209,16 +245,16 @@ exit $rc
 """
 
 
-def stub_files(stub: Path, tmp: Path) -> dict:
-    """Overlay files: the stripped vusb-stub as /usr/bin/vusb-stub plus every library ldd lists
+def stub_files(stub: Path, tmp: Path, name: str = "vusb-stub") -> dict:
+    """Overlay files: the stripped server binary as /usr/bin/NAME plus every library ldd lists
     (symlinks resolved), at the paths the loader looks for them."""
     files = {}
-    exe = tmp / "vusb-stub"
+    exe = tmp / name
     strip = shutil.which("strip")
     if strip and subprocess.run([strip, "-o", str(exe), str(stub)]).returncode == 0:
-        files["usr/bin/vusb-stub"] = exe.read_bytes()
+        files[f"usr/bin/{name}"] = exe.read_bytes()
     else:
-        files["usr/bin/vusb-stub"] = stub.read_bytes()
+        files[f"usr/bin/{name}"] = stub.read_bytes()
     out = subprocess.run(["ldd", str(stub)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True)
     if out.returncode != 0:
@@ -279,6 +315,8 @@ def main() -> int:
     ap.add_argument("--build", help="CMake build dir (default: $VUSB_BUILD or <repo>/build)")
     ap.add_argument("--stub", help="vusb-stub binary (default: <build>/bin/vusb-stub)")
     ap.add_argument("--probe", help="vusb-probe binary (default: <build>/bin/vusb-probe)")
+    ap.add_argument("--vusbd", help="run this vusbd in the guest instead of vusb-stub: one VM, "
+                                    "the two devices by libusb VID:PID (vusbd's local source)")
     ap.add_argument("--usbip", default="/usr/sbin/usbip", help="Debian's usbip tool")
     ap.add_argument("--with-drivers", action="store_true",
                     help="load usb-storage and usbhid in the guest (vusb-stub must detach them)")
@@ -291,7 +329,10 @@ def main() -> int:
     a = ap.parse_args()
     if a.build:
         os.environ["VUSB_BUILD"] = str(Path(a.build).resolve())
-    stub = Path(a.stub) if a.stub else lab.build_dir() / "bin" / "vusb-stub"
+    server = "vusbd" if a.vusbd else "stub"
+    who = "vusbd" if a.vusbd else "vusb-stub"
+    stub = Path(a.vusbd) if a.vusbd else (Path(a.stub) if a.stub else
+                                          lab.build_dir() / "bin" / "vusb-stub")
     probe = Path(a.probe) if a.probe else lab.build_dir() / "bin" / "vusb-probe"
     for p in (stub, probe, Path(a.usbip)):
         if not (p.is_file() and os.access(p, os.X_OK)):
@@ -332,7 +373,9 @@ def main() -> int:
         with open(image, "wb") as f:
             f.truncate(4 << 20)  # 4 MiB of zeros: INQUIRY needs no medium content
         try:
-            files = stub_files(stub, tmp)
+            files = stub_files(stub, tmp, "vusbd" if a.vusbd else "vusb-stub")
+            if a.vusbd:
+                files["etc/vusbd.toml"] = VUSBD_TOML
         except (OSError, RuntimeError) as e:
             print(f"FAIL: cannot stage vusb-stub for the guest: {e}")
             return 1
@@ -347,7 +390,8 @@ def main() -> int:
         def guest() -> None:
             try:
                 result["run"] = lab.run_guest(
-                    guest_script(a.hold, a.with_drivers, a.attach), name="libusb_xhci", modules=modules,
+                    guest_script(a.hold, a.with_drivers, a.attach, server),
+                    name="vusbd_libusb_xhci" if a.vusbd else "libusb_xhci", modules=modules,
                     devices=devices, hostfwd=hostfwd, files=files, timeout=a.timeout,
                     on_line=on_line)
             except BaseException as e:  # reported below
@@ -437,7 +481,7 @@ def main() -> int:
     if ready.is_set() and None not in orig:
         for busid, drv in orig.items():
             seen = [trees.get(ph, {}).get(busid) for ph in ("before", "exported", "after")]
-            summary.append(f"{busid} interface driver before/exported/after vusb-stub: "
+            summary.append(f"{busid} interface driver before/exported/after {who}: "
                            + "/".join(d if d else "-" for d in map(str, seen)))
             want = [drv if a.with_drivers else "", "usbfs", drv if a.with_drivers else None]
             if seen[0] != want[0] or seen[1] != want[1] or seen[2] == "usbfs" or (
@@ -467,7 +511,7 @@ def main() -> int:
 
     for line in summary:
         print(line)
-    print(f"timing: vusb-stub ready after {t_ready:.1f}s, host checks {t_host:.1f}s, "
+    print(f"timing: {who} ready after {t_ready:.1f}s, host checks {t_host:.1f}s, "
           f"guest {run.wall_secs:.1f}s, total {t_total:.1f}s")
     if problems:
         print("FAIL: " + "; ".join(problems))
@@ -475,7 +519,7 @@ def main() -> int:
         print(stub_text or "(nothing)")
         print(run.failure_report())
         return 1
-    print("PASS: vusb-stub's libusb source exported QEMU's usb-storage and usb-tablet; "
+    print(f"PASS: {who}'s libusb source exported QEMU's usb-storage and usb-tablet; "
           "usbip listed them and vusb-probe read the storage's INQUIRY"
           + ("; the guest's vhci-hcd, usb-storage and usbhid drove both through it"
              if a.attach else ""))
