@@ -57,6 +57,7 @@ void DeviceView::release() {
   halts_.clear();
   alts_.clear();
   if (shared_.control_owner_ == this) shared_.release_control_lock();
+  for (auto& [_, f] : shared_.fanouts_) f->drop_view(*this, Status::kCancelled);
   if (shared_.on_hold_change_) shared_.on_hold_change_(*this, false);
 }
 
@@ -162,6 +163,10 @@ void DeviceView::submit(Transfer& t) {
   if (usb::endpoint_number(t.endpoint()) != 0) {
     auto h = halts_.find(t.endpoint());
     if (h != halts_.end() && h->second != Halt::kNone) return complete_here(t, Status::kStall, 0);
+    if (t.type() == usb::TransferType::kIsochronous &&
+        usb::endpoint_direction(t.endpoint()) == usb::Direction::kIn &&
+        shared_.mode_ == SharedDevice::Mode::kShared)
+      return shared_.fanout(t.endpoint()).submit(*this, t);
     return forward(t);
   }
   if (t.type() != usb::TransferType::kControl) return complete_here(t, Status::kInvalid, 0);
@@ -216,6 +221,8 @@ void DeviceView::run_control(Transfer& t) {
 
 void DeviceView::cancel(Transfer& t) {
   // Reached only for transfers parked here (forwarded ones are cancelled by the backend).
+  for (auto& [_, f] : shared_.fanouts_)
+    if (f->cancel(t)) return;
   if (auto it = std::find(control_queue_.begin(), control_queue_.end(), &t);
       it != control_queue_.end()) {
     control_queue_.erase(it);
@@ -359,6 +366,7 @@ SharedDevice::SharedDevice(std::string name, Mode mode, Timer timer,
       lock_timeout_(control_lock_timeout) {}
 
 SharedDevice::~SharedDevice() {
+  fanouts_.clear();  // parked iso IN URBs complete with kNoDevice while the views exist
   *alive_ = false;
   // Parked transfers belong to the VM adapters: give them back.
   while (!control_waiting_.empty()) {
@@ -380,7 +388,26 @@ void SharedDevice::set_backend(usb::Device* backend) {
       w.view->complete_here(*w.transfer, Status::kNoDevice, 0);
     }
     for (auto& [_, v] : views_) v->halts_.clear();
+    for (auto& [_, f] : fanouts_) f->clear(Status::kNoDevice);
   }
+}
+
+IsoFanOut& SharedDevice::fanout(uint8_t endpoint) {
+  auto& slot = fanouts_[endpoint];
+  if (!slot)
+    slot = std::make_unique<IsoFanOut>(endpoint,
+                                       [](DeviceView& view, Transfer& t) { view.forward(t); });
+  return *slot;
+}
+
+IsoFanOut::FollowerStats SharedDevice::fanout_stats(const DeviceView& view) const {
+  IsoFanOut::FollowerStats sum;
+  for (const auto& [_, f] : fanouts_) {
+    const auto s = f->stats(view);
+    sum.copied_packets += s.copied_packets;
+    sum.dropped_packets += s.dropped_packets;
+  }
+  return sum;
 }
 
 DeviceView& SharedDevice::view(const std::string& vm, usb::DeviceLocation location) {

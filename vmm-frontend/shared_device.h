@@ -18,8 +18,10 @@
 //    opens a transaction that its next class/vendor IN closes (command / response pairs such as
 //    Gadget Zero's 0x5b / 0x5c); other VMs' class/vendor requests wait, not fail, meanwhile. A
 //    transaction with no IN closes after `control_lock_timeout`;
-//  - bulk, interrupt and isochronous transfers go to the backend as they are (zero copy); each
-//    completion returns to the VM that submitted it, and per-view stats count it.
+//  - bulk, interrupt and isochronous OUT transfers go to the backend as they are (zero copy);
+//    each completion returns to the VM that submitted it, and per-view stats count it;
+//  - isochronous IN is fanned out (IsoFanOut): one VM's URBs drive the device and every VM that
+//    streams the endpoint receives every packet.
 // Modes: kShared (all views at once), kExclusive (one VM holds it; others get "busy").
 //
 // Owned by vusbd's device registry; views are owned by the SharedDevice and outlive their
@@ -37,6 +39,7 @@
 #include "usb-stub/export_table.h"
 #include "usb/core/device.h"
 #include "usb/core/loop_checker.h"
+#include "vmm-frontend/iso_fanout.h"
 
 namespace vusbd {
 
@@ -121,6 +124,8 @@ class SharedDevice {
   Mode mode() const { return mode_; }
   // A change applies to the next import: VMs that hold the device keep it.
   void set_mode(Mode mode) { mode_ = mode; }
+  // Isochronous IN packets this view received as copies of another VM's stream, and lost.
+  IsoFanOut::FollowerStats fanout_stats(const DeviceView& view) const;
   // Told when a VM imports (true) or releases (false) its view.
   void on_hold_change(std::function<void(DeviceView&, bool)> fn) {
     on_hold_change_ = std::move(fn);
@@ -166,6 +171,8 @@ class SharedDevice {
   std::deque<std::move_only_function<void()>> ops_;
   bool op_busy_ = false;
   std::function<void(DeviceView&, bool)> on_hold_change_;
+  IsoFanOut& fanout(uint8_t endpoint);
+  std::map<uint8_t, std::unique_ptr<IsoFanOut>> fanouts_;  // isochronous IN endpoints
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   usb::LoopChecker loop_;
 };

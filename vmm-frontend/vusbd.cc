@@ -428,7 +428,10 @@ nlohmann::json Vusbd::stats() const {
     for (DeviceView* view : dev->shared->views()) {
       if (std::ranges::find(dev->vms, view->vm()) == dev->vms.end()) continue;
       const ViewStats& s = view->stats();
+      const auto fan = dev->shared->fanout_stats(*view);
       out["vms"][view->vm()][dev->name] = {
+          {"iso_fanout_packets", fan.copied_packets},
+          {"iso_fanout_dropped", fan.dropped_packets},
           {"busid", view->location().busid},
           {"urbs", s.urbs},
           {"bytes_in", s.bytes_in},

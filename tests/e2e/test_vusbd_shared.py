@@ -10,6 +10,10 @@ usbtest to bind, then waits at a host barrier (the guests cannot see each other:
 to a host TCP port with busybox nc, and the host answers "go" to both once both are there) so the
 usbtest runs start together and overlap. Each guest runs usbtest cases 1 2 3 4 9 10 13 14.
 
+Then both guests reload usbtest with alt=1 and, after a second barrier, run the iso cases 15 and 16
+(64 iterations) at once; vusbd fans the iso IN stream out (one VM's URBs drive the device, the
+other receives copies), so the stats must show fanned-out packets (--no-iso skips this).
+
 Passes when both guests pass every case, vusbd exits 0 on SIGTERM, and `vusbctl --json stats`
 (taken before vusbd stops) shows URBs and bytes (in and out) for vm1 and vm2 on device gz
 (cache_hits is reported, not asserted). Prints
@@ -44,6 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "lab"))
 import lab  # noqa: E402
 
 CASES = [1, 2, 3, 4, 9, 10, 13, 14]
+ISO_CASES = [15, 16]  # after both guests reload usbtest with alt=1 (Gadget Zero's iso setting)
+ISO_ITERATIONS = 64
 VMS = ["vm1", "vm2"]
 DEVICE = "gz"
 STUB_BUSID = "1-1"
@@ -154,7 +160,8 @@ class Barrier:
 
 # ---------------------------------------------------------------- the guests
 
-def guest_script(vm: str, port: int, barrier_port: int, cases, iterations: int | None) -> str:
+def guest_script(vm: str, port: int, barrier_port: int, cases, iterations: int | None,
+                 iso_barrier_port: int | None = None) -> str:
     specs = []
     for c in cases:
         base = lab.CASES.get(c, lab.Case(c))
@@ -172,13 +179,39 @@ usbip port 2>&1
 echo "LAB-PHASE barrier"
 go=$(timeout 90 nc 10.0.2.2 {barrier_port} </dev/null 2>&1)
 echo "LAB-INFO barrier: ${{go:-no answer}}"
-{lab.usbtest_phase(specs)}
+{lab.usbtest_phase(specs) if iso_barrier_port is None else main_and_iso_phases(specs, iso_barrier_port)}
 """
 
 
+def main_and_iso_phases(specs, iso_barrier_port: int) -> str:
+    """The main cases, then usbtest reloaded with alt=1 and, after a second barrier, the iso cases
+    in both guests at once (iso IN is fanned out by vusbd), then detach."""
+    iso = [lab.Case(c, ISO_ITERATIONS, lab.CASES[c].length, lab.CASES[c].vary, lab.CASES[c].sglen)
+           for c in ISO_CASES]
+    return f"""echo "LAB-PHASE main"
+echo "LAB-INFO usbtest-start"
+{lab.usbtest_cmd(specs, timeout=30)}
+rc=$?
+echo "LAB-INFO usbtest-end rc=$rc"
+[ $rc -eq 3 ] && {{ echo "LAB-FAIL a usbtest case hung"; exit 23; }}
+echo "LAB-PHASE iso-setup"
+b=$(lab_usbtest_rebind alt=1) || {{ echo "LAB-FAIL usbtest did not bind again with alt=1"; exit 22; }}
+go=$(timeout 90 nc 10.0.2.2 {iso_barrier_port} </dev/null 2>&1)
+echo "LAB-INFO iso barrier: ${{go:-no answer}}"
+echo "LAB-PHASE iso"
+echo "LAB-INFO iso-start"
+{lab.usbtest_cmd(iso, timeout=30)}
+rc2=$?
+echo "LAB-INFO iso-end rc=$rc2"
+[ $rc2 -eq 3 ] && {{ echo "LAB-FAIL an iso usbtest case hung"; exit 24; }}
+echo "LAB-PHASE detach"
+usbip detach -p 0 2>&1 || echo "LAB-WARN usbip detach failed"
+[ $rc -eq 0 ] && [ $rc2 -eq 0 ]"""
+
+
 class Guest:
-    def __init__(self, vm: str, name: str, script: str, t0: float, barrier: Barrier):
-        self.vm, self.name, self.script, self.t0, self.barrier = vm, name, script, t0, barrier
+    def __init__(self, vm: str, name: str, script: str, t0: float, barriers: list):
+        self.vm, self.name, self.script, self.t0, self.barriers = vm, name, script, t0, barriers
         self.events: list = []  # (host secs since t0, marker line)
         self.run: lab.GuestRun | None = None
         self.error: str | None = None
@@ -190,7 +223,8 @@ class Guest:
                             "USBTEST case=")):
             self.events.append((time.monotonic() - self.t0, line))
         if line.startswith(("LAB-RESULT", "LAB-POWEROFF")) or "Kernel panic" in line:
-            self.barrier.release()
+            for b in self.barriers:
+                b.release()
 
     def at(self, prefix: str) -> float | None:
         for t, line in self.events:
@@ -205,7 +239,8 @@ class Guest:
                                          timeout=timeout, memory=memory, on_line=self.on_line)
             except Exception as e:  # noqa: BLE001 - reported as a problem below
                 self.error = f"{type(e).__name__}: {e}"
-            self.barrier.release()
+            for b in self.barriers:
+                b.release()
         th = threading.Thread(target=body, name=self.name)
         th.start()
         return th
@@ -259,6 +294,8 @@ def main() -> int:
     ap.add_argument("--capture", action="store_true",
                     help="dumpcap the stub and VM ports into <logs>/NAME.pcapng (decode with "
                          "lab/usbip_flow.py CAPTURE PORT --ep0)")
+    ap.add_argument("--no-iso", action="store_true",
+                    help="skip the alt=1 reload and the concurrent iso cases 15, 16")
     ap.add_argument("--name", help="log name prefix (default: vusbd_shared, or vusbd_direct)")
     a = ap.parse_args()
     if a.build:
@@ -292,6 +329,7 @@ def main() -> int:
     stub_rcs: dict = {}
     guests: list = []
     barrier = None
+    iso_barrier = None
     problems: list = []
     t_guests = 0.0
     cap_proc = None
@@ -348,12 +386,14 @@ def main() -> int:
                 return 1
 
         barrier = Barrier(len(booted), 60)
+        iso_barrier = Barrier(len(booted), 60)
         tg = time.monotonic()
         threads = []
         for vm in booted:
             g = Guest(vm, f"{name}.{vm}",
-                      guest_script(vm, vm_ports[vm], barrier.port, cases, a.iterations), t0,
-                      barrier)
+                      guest_script(vm, vm_ports[vm], barrier.port, cases, a.iterations,
+                                   None if a.no_iso else iso_barrier.port), t0,
+                      [barrier, iso_barrier])
             guests.append(g)
             threads.append(g.start_thread(a.timeout, a.memory))
         for th in threads:
@@ -370,8 +410,9 @@ def main() -> int:
             if stats is None:
                 problems.append(f"vusbctl --json stats exited {r.returncode}: {r.stdout[:300]}")
     finally:
-        if barrier is not None:
-            barrier.close()
+        for b in (barrier, iso_barrier):
+            if b is not None:
+                b.close()
         if vusbd_proc is not None:
             vusbd_rc = lab.stop_process(vusbd_proc)
         for label, (proc, _) in stubs.items():
@@ -393,6 +434,13 @@ def main() -> int:
         failed = lab.usbtest_failures(res, cases)
         if failed:
             problems.append(f"{g.vm}: cases {failed} did not pass")
+        if not a.no_iso:
+            iso_res = run.usbtest("iso")
+            print(f"  after reloading usbtest with alt=1, at the same time in both guests:")
+            print(lab.usbtest_table(iso_res, ISO_CASES))
+            iso_failed = lab.usbtest_failures(iso_res, ISO_CASES)
+            if iso_failed:
+                problems.append(f"{g.vm}: iso cases {iso_failed} did not pass")
         if run.timed_out:
             problems.append(f"{g.vm}: the guest timed out after {run.wall_secs:.0f}s")
         elif run.panicked:
@@ -443,7 +491,9 @@ def main() -> int:
                     continue
                 print(f"  {vm}/{DEVICE}: " + " ".join(f"{k}={s.get(k)}" for k in
                                                       ("urbs", "bytes_in", "bytes_out",
-                                                       "cache_hits", "errors", "refused")
+                                                       "cache_hits", "errors", "refused",
+                                                       "iso_fanout_packets",
+                                                       "iso_fanout_dropped")
                                                       if k in s))
                 for k in ("urbs", "bytes_in", "bytes_out"):
                     if not isinstance(s.get(k), int) or s[k] <= 0:
@@ -452,6 +502,12 @@ def main() -> int:
                 if not s.get("cache_hits"):
                     print(f"  note: {vm}/{DEVICE} cache_hits = {s.get('cache_hits')!r} "
                           "(expected > 0, not asserted)")
+            if not a.no_iso and len(booted) == 2:
+                fanned = sum(((stats.get("vms", {}).get(vm) or {}).get(DEVICE) or {})
+                             .get("iso_fanout_packets", 0) for vm in booted)
+                if fanned <= 0:
+                    problems.append("vusbd stats: no iso IN packet was fanned out while both "
+                                    "guests ran case 16")
 
     if cap_proc is not None:
         flow = Path(__file__).resolve().parent / "lab" / "usbip_flow.py"

@@ -1,0 +1,199 @@
+#include "vmm-frontend/iso_fanout.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "vmm-frontend/shared_device.h"
+
+namespace vusbd {
+
+using usb::Status;
+using usb::Transfer;
+
+namespace {
+constexpr uint32_t kIdleRoundsBeforeInactive = 64;
+constexpr size_t kMinCapacity = 64;
+}  // namespace
+
+IsoFanOut::IsoFanOut(uint8_t endpoint, Forward forward)
+    : endpoint_(endpoint), forward_(std::move(forward)) {}
+
+IsoFanOut::~IsoFanOut() {
+  *alive_ = false;
+  clear(Status::kNoDevice);
+}
+
+void IsoFanOut::complete_parked(Transfer& t, Status status) {
+  t.unpark();
+  t.complete(status, 0);
+}
+
+void IsoFanOut::submit(DeviceView& view, Transfer& t) {
+  if (leader_ == nullptr || leader_ == &view || leader_inflight_ == 0) {
+    if (leader_ != &view) {
+      if (leader_)
+        spdlog::info("vusbd: iso IN {:#04x}: {} leads the stream (was {})", endpoint_, view.vm(),
+                     leader_->vm());
+      leader_ = &view;
+      // A view that leads is no follower: its parked URBs go to the device first; the packets
+      // it had queued are of no use now.
+      if (auto it = followers_.find(&view); it != followers_.end()) {
+        stats_[&view].dropped_packets += it->second.fifo.size();
+        auto parked = std::move(it->second.parked);
+        followers_.erase(it);
+        for (Transfer* p : parked) lead(view, *p);
+      }
+    }
+    return lead(view, t);
+  }
+  Follower& f = followers_[&view];
+  if (f.parked.empty()) f.waiting_since = ++order_;
+  f.active = true;
+  f.idle_rounds = 0;
+  f.capacity = std::max(kMinCapacity, 4 * t.iso_packets.size());
+  t.park(&view);
+  f.parked.push_back(&t);
+  fill(view);
+}
+
+void IsoFanOut::lead(DeviceView& view, Transfer& t) {
+  ++leader_inflight_;
+  t.add_completion_observer([this, alive = alive_](Transfer& x) {
+    if (*alive && x.status() == Status::kOk) copy_to_followers(x);
+  });
+  t.add_completion_epilogue([this, alive = alive_] {
+    if (!*alive) return;
+    --leader_inflight_;
+    if (leader_inflight_ == 0) promote();
+  });
+  forward_(view, t);
+}
+
+void IsoFanOut::copy_to_followers(const Transfer& t) {
+  if (followers_.empty()) return;
+  const auto buffer = t.buffer();
+  std::vector<Packet> packets;
+  packets.reserve(t.iso_packets.size());
+  for (const usb::IsoPacket& p : t.iso_packets) {
+    Packet copy;
+    copy.status = p.status;
+    const size_t n = std::min<size_t>(p.actual_length, p.length);
+    if (p.offset <= buffer.size() && n <= buffer.size() - p.offset)
+      copy.data.assign(buffer.begin() + p.offset, buffer.begin() + p.offset + n);
+    packets.push_back(std::move(copy));
+  }
+  // Completing a follower's URB runs its VM adapter's code: look each follower up again.
+  std::vector<DeviceView*> views;
+  for (auto& [view, _] : followers_) views.push_back(view);
+  for (DeviceView* view : views) {
+    auto it = followers_.find(view);
+    if (it == followers_.end()) continue;
+    Follower& f = it->second;
+    if (!f.active) continue;
+    if (f.parked.empty() && ++f.idle_rounds > kIdleRoundsBeforeInactive) {
+      f.active = false;
+      stats_[view].dropped_packets += f.fifo.size();
+      f.fifo.clear();
+      continue;
+    }
+    f.fifo.insert(f.fifo.end(), packets.begin(), packets.end());
+    fill(*view);
+    it = followers_.find(view);
+    if (it == followers_.end()) continue;
+    while (it->second.parked.empty() && it->second.fifo.size() > it->second.capacity) {
+      it->second.fifo.pop_front();
+      ++stats_[view].dropped_packets;
+    }
+  }
+}
+
+void IsoFanOut::fill(DeviceView& view) {
+  // A completion runs the VM adapter's code, which may submit again or drop the view: look the
+  // follower up afresh for every URB.
+  for (;;) {
+    auto it = followers_.find(&view);
+    if (it == followers_.end()) return;
+    Follower& f = it->second;
+    if (f.parked.empty() || f.fifo.size() < f.parked.front()->iso_packets.size()) return;
+    Transfer& t = *f.parked.front();
+    f.parked.pop_front();
+    if (!f.parked.empty()) f.waiting_since = ++order_;
+    FollowerStats& st = stats_[&view];
+    auto buffer = t.buffer();
+    size_t total = 0;
+    for (usb::IsoPacket& p : t.iso_packets) {
+      Packet packet = std::move(f.fifo.front());
+      f.fifo.pop_front();
+      ++st.copied_packets;
+      if (p.offset > buffer.size() || p.length > buffer.size() - p.offset) {
+        p.actual_length = 0;
+        p.status = Status::kInvalid;
+        continue;
+      }
+      const size_t n = std::min<size_t>(packet.data.size(), p.length);
+      if (n) std::memcpy(buffer.data() + p.offset, packet.data.data(), n);
+      p.actual_length = static_cast<uint32_t>(n);
+      // A packet longer than this VM's slot is what a device babbling into it would give.
+      p.status = packet.data.size() > p.length ? Status::kBabble : packet.status;
+      total += n;
+    }
+    // Per-packet statuses carry any failure, as for any iso URB.
+    t.unpark();
+    t.complete(Status::kOk, total);
+  }
+}
+
+void IsoFanOut::promote() {
+  Follower* next = nullptr;
+  DeviceView* view = nullptr;
+  for (auto& [v, f] : followers_)
+    if (!f.parked.empty() && (!next || f.waiting_since < next->waiting_since)) next = &f, view = v;
+  if (!next) return;
+  spdlog::info("vusbd: iso IN {:#04x}: {} stopped streaming; {} leads now", endpoint_,
+               leader_ ? leader_->vm() : std::string("nobody"), view->vm());
+  leader_ = view;
+  auto parked = std::move(next->parked);
+  stats_[view].dropped_packets += next->fifo.size();
+  followers_.erase(view);
+  for (Transfer* t : parked) {
+    t->unpark();
+    lead(*view, *t);
+  }
+}
+
+bool IsoFanOut::cancel(Transfer& t) {
+  for (auto& [view, f] : followers_) {
+    auto it = std::find(f.parked.begin(), f.parked.end(), &t);
+    if (it == f.parked.end()) continue;
+    f.parked.erase(it);
+    complete_parked(t, Status::kCancelled);
+    return true;
+  }
+  return false;
+}
+
+void IsoFanOut::drop_view(DeviceView& view, Status status) {
+  if (auto it = followers_.find(&view); it != followers_.end()) {
+    auto parked = std::move(it->second.parked);
+    followers_.erase(it);
+    for (Transfer* t : parked) complete_parked(*t, status);
+  }
+  if (leader_ == &view && leader_inflight_ == 0) leader_ = nullptr;
+}
+
+void IsoFanOut::clear(Status status) {
+  auto followers = std::move(followers_);
+  followers_.clear();
+  for (auto& [view, f] : followers)
+    for (Transfer* t : f.parked) complete_parked(*t, status);
+  if (leader_inflight_ == 0) leader_ = nullptr;
+}
+
+IsoFanOut::FollowerStats IsoFanOut::stats(const DeviceView& view) const {
+  auto it = stats_.find(&view);
+  return it == stats_.end() ? FollowerStats{} : it->second;
+}
+
+}  // namespace vusbd

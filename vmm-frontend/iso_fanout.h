@@ -1,0 +1,86 @@
+// IsoFanOut: one isochronous IN stream of a shared device delivered to every VM that streams it
+// (the webcam in two VMs). The leader VM's URBs go to the device as they are (zero copy); each
+// packet they bring back is also copied into every follower's packet queue, and followers' URBs —
+// parked here, never sent to the device — complete as soon as their packets are in. So the device
+// produces one stream at its own rate and every VM receives all of it.
+//
+// Leadership: the first VM to stream leads. When the leader has no URB left in flight (it
+// stopped, or unplugged), the follower that has waited longest becomes the leader and its parked
+// URBs go to the device; the old leader, if it streams again, follows. A follower that stops
+// submitting keeps at most a few URBs' worth of packets (then loses the oldest, counted, as a
+// late reader of an iso stream would); after 64 leader URBs without a URB of its own it stops
+// receiving copies until it submits again.
+//
+// Owned by SharedDevice, one per isochronous IN endpoint; lives on vusbd's loop.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "usb/core/transfer.h"
+
+namespace vusbd {
+
+class DeviceView;
+
+class IsoFanOut {
+ public:
+  // Sends a leader URB to the device (the view unparks and submits it to the backend).
+  using Forward = std::function<void(DeviceView&, usb::Transfer&)>;
+
+  struct FollowerStats {
+    uint64_t copied_packets = 0;   // packets received as copies of the leader's stream
+    uint64_t dropped_packets = 0;  // packets lost because the follower fell behind
+  };
+
+  IsoFanOut(uint8_t endpoint, Forward forward);
+  ~IsoFanOut();
+
+  // A view's isochronous IN URB on this endpoint (state kIdle).
+  void submit(DeviceView& view, usb::Transfer& t);
+  // A parked follower URB: completes it with kCancelled and returns true.
+  bool cancel(usb::Transfer& t);
+  // The view stops streaming (release, unplug): its parked URBs complete with `status`.
+  void drop_view(DeviceView& view, usb::Status status);
+  // Every parked URB completes with `status` (the backend went away).
+  void clear(usb::Status status);
+
+  const DeviceView* leader() const { return leader_; }
+  size_t leader_in_flight() const { return leader_inflight_; }
+  FollowerStats stats(const DeviceView& view) const;
+
+ private:
+  struct Packet {
+    std::vector<uint8_t> data;
+    usb::Status status = usb::Status::kOk;
+  };
+  struct Follower {
+    std::deque<usb::Transfer*> parked;
+    std::deque<Packet> fifo;
+    uint64_t waiting_since = 0;  // order of the oldest parked URB (for promotion)
+    size_t capacity = 64;        // packets kept while it has no URB parked
+    uint32_t idle_rounds = 0;    // leader URBs completed while it had nothing parked
+    bool active = true;
+  };
+
+  void lead(DeviceView& view, usb::Transfer& t);
+  void copy_to_followers(const usb::Transfer& t);
+  void fill(DeviceView& view);
+  void promote();
+  static void complete_parked(usb::Transfer& t, usb::Status status);
+
+  uint8_t endpoint_;
+  Forward forward_;
+  DeviceView* leader_ = nullptr;
+  size_t leader_inflight_ = 0;
+  uint64_t order_ = 0;
+  std::map<DeviceView*, Follower> followers_;
+  std::map<const DeviceView*, FollowerStats> stats_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace vusbd
