@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/steady_timer.hpp>
+#include <cctype>
+#include <set>
 
 #include "devices/emulated/gadget_zero.h"
 
@@ -82,7 +84,8 @@ usb::Result<void> Vusbd::start(std::function<void()> on_ready) {
     if (auto r = create_device(dc); !r) return r;
   for (bool fixed : {true, false})
     for (const auto& dc : devices)
-      for (const auto& vm : dc.vms) {
+      for (const auto& vm :
+           dc.kind == DeviceConfig::Kind::kUsbipAll ? std::vector<std::string>{} : dc.vms) {
         auto p = dc.ports.find(vm);
         if ((p != dc.ports.end()) != fixed) continue;
         if (auto r = attach(dc.name, vm, fixed ? p->second : 0); !r)
@@ -101,7 +104,8 @@ usb::Result<void> Vusbd::start(std::function<void()> on_ready) {
 usb::Result<void> Vusbd::add_device(DeviceConfig dc) {
   if (auto r = create_device(dc); !r) return r;
   Dev& d = *devices_.back();
-  for (const auto& vm : dc.vms) {
+  for (const auto& vm :
+       dc.kind == DeviceConfig::Kind::kUsbipAll ? std::vector<std::string>{} : dc.vms) {
     auto p = dc.ports.find(vm);
     if (auto r = attach(d.name, vm, p == dc.ports.end() ? 0 : p->second); !r)
       spdlog::warn("vusbd: {} not given to {}: {}", d.name, vm, r.error().message);
@@ -115,7 +119,7 @@ usb::Result<void> Vusbd::add_device(DeviceConfig dc) {
   return {};
 }
 
-usb::Result<void> Vusbd::create_device(DeviceConfig dc) {
+usb::Result<void> Vusbd::create_device(DeviceConfig dc, const std::string& parent) {
   if (find_device(dc.name))
     return usb::Error::make(usb::Error::Code::kBusy, "device '" + dc.name + "' exists");
   if (auto r = parse_source(dc.source, dc); !r) return r;
@@ -127,6 +131,7 @@ usb::Result<void> Vusbd::create_device(DeviceConfig dc) {
   auto dev = std::make_unique<Dev>();
   Dev& d = *dev;
   d.name = dc.name;
+  d.parent = parent;
   d.id = addresses_.add_device(dc.name);
   d.shared = std::make_unique<SharedDevice>(dc.name, mode_of(dc.mode), asio_timer(io_));
   d.shared->on_hold_change([this, &d](DeviceView& view, bool held) {
@@ -135,10 +140,12 @@ usb::Result<void> Vusbd::create_device(DeviceConfig dc) {
           {"vm", view.vm()},
           {"busid", view.location().busid}});
   });
-  dc.vms.clear();
-  dc.ports.clear();
+  if (dc.kind != DeviceConfig::Kind::kUsbipAll) {  // a discovery keeps its VMs as a template
+    dc.vms.clear();
+    dc.ports.clear();
+  }
   emit({{"event", "device-added"}, {"device", d.name}, {"source", dc.source}, {"mode", dc.mode}});
-  config_.devices.push_back(std::move(dc));
+  (parent.empty() ? config_.devices : discovered_).push_back(std::move(dc));
   devices_.push_back(std::move(dev));
   return {};
 }
@@ -146,7 +153,13 @@ usb::Result<void> Vusbd::create_device(DeviceConfig dc) {
 usb::Result<void> Vusbd::remove_device(const std::string& name) {
   Dev* d = find_device(name);
   if (!d) return not_found("no device '" + name + "'");
+  for (const auto& [busid, child] : std::map<std::string, std::string>(d->children))
+    if (!child.empty()) (void)remove_device(child);
   for (const auto& vm : std::vector<std::string>(d->vms)) (void)detach(name, vm);
+  d->discovery.reset();
+  if (!d->parent.empty())
+    if (Dev* p = find_device(d->parent))
+      std::erase_if(p->children, [&](const auto& kv) { return kv.second == name; });
   // Withdrawn everywhere: now the backend goes (in-flight URBs complete with kNoDevice while the
   // views still exist), then the views.
   d->shared->set_backend(nullptr);
@@ -155,6 +168,7 @@ usb::Result<void> Vusbd::remove_device(const std::string& name) {
   d->local.reset();
   addresses_.remove_device(d->id);
   std::erase_if(config_.devices, [&](const DeviceConfig& c) { return c.name == name; });
+  std::erase_if(discovered_, [&](const DeviceConfig& c) { return c.name == name; });
   std::erase_if(devices_, [&](const auto& p) { return p.get() == d; });
   spdlog::info("vusbd: device {} removed", name);
   emit({{"event", "device-removed"}, {"device", name}});
@@ -168,6 +182,12 @@ usb::Result<VmAddress> Vusbd::attach(const std::string& device, const std::strin
   if (!d) return not_found("no device '" + device + "'");
   Vm* vm = find_vm(vm_name);
   if (!vm) return not_found("no vm '" + vm_name + "'");
+  if (device_config(device).kind == DeviceConfig::Kind::kUsbipAll)
+    return usb::Error::make(usb::Error::Code::kInvalidArgument,
+                            "'" + device + "' is a whole server (" + device_config(device).source +
+                                "); attach its devices (" + device +
+                                "-BUSID) or list the vm in "
+                                "its vms");
   const bool already = std::ranges::find(d->vms, vm_name) != d->vms.end();
   if (already) {
     auto addr = addresses_.address(vm_name, d->id);
@@ -239,6 +259,8 @@ usb::Result<void> Vusbd::set_mode(const std::string& device, const std::string& 
   d->shared->set_mode(mode_of(mode));
   spdlog::info("vusbd: {} is now {}", device, mode);
   emit({{"event", "mode"}, {"device", device}, {"mode", mode}});
+  for (const auto& [busid, child] : d->children)
+    if (!child.empty()) (void)set_mode(child, mode);
   save();
   return {};
 }
@@ -252,6 +274,12 @@ usb::Result<void> Vusbd::start_device(Dev& d) {
       d.remote = std::make_unique<RemoteBackend>(
           io_, dc.server, dc.busid, [this, &d](usb::Device* backend) { on_backend(d, backend); });
       d.remote->start();
+      return {};
+    case DeviceConfig::Kind::kUsbipAll:
+      d.discovery = std::make_unique<RemoteDiscovery>(
+          io_, dc.server, std::chrono::seconds(2),
+          [this, &d](const auto& list) { on_discovered(d, list); });
+      d.discovery->start();
       return {};
     case DeviceConfig::Kind::kLibusb:
       d.libusb = std::make_unique<LibusbBackend>(
@@ -286,6 +314,50 @@ void Vusbd::on_backend(Dev& d, usb::Device* backend) {
   check_ready();
 }
 
+void Vusbd::on_discovered(Dev& parent, const std::vector<usb::wire::usbip::DevlistEntry>& list) {
+  const DeviceConfig template_config = device_config(parent.name);
+  std::set<std::string> listed;
+  for (const auto& e : list) {
+    const std::string busid = e.device.busid;
+    listed.insert(busid);
+    if (parent.children.contains(busid)) continue;
+    DeviceConfig child;
+    child.name = parent.name + "-" + busid;
+    for (char& c : child.name)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '_';
+    child.source = "usbip://" + template_config.server.to_string() + "/" + busid;
+    child.mode = template_config.mode;
+    if (auto r = create_device(child, parent.name); !r) {
+      spdlog::warn("vusbd: {}: cannot take {} ({:04x}:{:04x}): {}", parent.name, busid,
+                   e.device.id_vendor, e.device.id_product, r.error().message);
+      parent.children[busid] = {};  // do not retry every listing
+      continue;
+    }
+    parent.children[busid] = child.name;
+    spdlog::info("vusbd: {} lists {} ({:04x}:{:04x}, class {:02x}); offering it as {}",
+                 template_config.source, busid, e.device.id_vendor, e.device.id_product,
+                 e.device.device_class, child.name);
+    emit({{"event", "discovered"},
+          {"device", child.name},
+          {"parent", parent.name},
+          {"busid", busid}});
+    for (const auto& vm : template_config.vms)
+      if (auto r = attach(child.name, vm); !r)
+        spdlog::warn("vusbd: {} not given to {}: {}", child.name, vm, r.error().message);
+    if (Dev* c = find_device(child.name))
+      if (auto r = start_device(*c); !r)
+        spdlog::warn("vusbd: {}: {}", child.name, r.error().message);
+  }
+  for (const auto& [busid, name] : std::map<std::string, std::string>(parent.children)) {
+    if (listed.contains(busid)) continue;
+    spdlog::info("vusbd: {} no longer lists {}; removing {}", template_config.source, busid,
+                 name.empty() ? "nothing" : name);
+    if (!name.empty()) (void)remove_device(name);
+    parent.children.erase(busid);
+  }
+  check_ready();
+}
+
 void Vusbd::offer(Dev& d, Vm& vm) {
   DeviceView& view = d.shared->view(vm.config.name, {});
   if (auto r = vm.table->add(view, &view); !r)
@@ -302,7 +374,7 @@ void Vusbd::withdraw(Dev& d, Vm& vm) {
 void Vusbd::check_ready() {
   if (ready_ || !started_) return;
   for (auto& dev : devices_)
-    if (!dev->shared->backend()) return;
+    if (dev->discovery ? !dev->discovery->listed() : !dev->shared->backend()) return;
   ready_ = true;
   spdlog::info("vusbd: ready");
   if (on_ready_) on_ready_();
@@ -315,6 +387,7 @@ void Vusbd::stop() {
   for (auto& dev : devices_) {
     for (const auto& vm : dev->vms) withdraw(*dev, *find_vm(vm));
     dev->shared->set_backend(nullptr);
+    dev->discovery.reset();
     dev->remote.reset();
     dev->libusb.reset();
     dev->local.reset();
@@ -342,7 +415,14 @@ Vusbd::Vm* Vusbd::find_vm(const std::string& name) {
 }
 
 DeviceConfig& Vusbd::device_config(const std::string& name) {
-  return *config_.device(name);
+  if (DeviceConfig* c = config_.device(name)) return *c;
+  for (auto& c : discovered_)
+    if (c.name == name) return c;
+  std::abort();  // every Dev has a config
+}
+
+const DeviceConfig& Vusbd::device_config(const std::string& name) const {
+  return const_cast<Vusbd*>(this)->device_config(name);
 }
 
 void Vusbd::emit(nlohmann::json event) {
@@ -365,13 +445,20 @@ uint16_t Vusbd::vm_port(const std::string& vm) const {
 
 nlohmann::json Vusbd::devices_json() const {
   auto out = nlohmann::json::array();
-  for (const auto& dc : config_.devices) {
-    const Dev* d = find_device(dc.name);
-    if (!d) continue;
+  for (const auto& d : devices_) {
+    const DeviceConfig& dc = device_config(d->name);
     const usb::Device* be = d->shared->backend();
-    nlohmann::json j = {{"name", dc.name},    {"source", dc.source},
-                        {"mode", dc.mode},    {"connected", be != nullptr},
-                        {"global_id", d->id}, {"vms", nlohmann::json::array()}};
+    nlohmann::json j = {
+        {"name", dc.name},    {"source", dc.source},
+        {"mode", dc.mode},    {"connected", d->discovery ? d->discovery->listed() : be != nullptr},
+        {"global_id", d->id}, {"vms", nlohmann::json::array()}};
+    if (!d->parent.empty()) j["parent"] = d->parent;
+    if (d->discovery) {
+      j["discovers_for"] = dc.vms;
+      j["discovered"] = nlohmann::json::array();
+      for (const auto& [busid, name] : d->children)
+        if (!name.empty()) j["discovered"].push_back(name);
+    }
     if (be) {
       j["vendor_id"] = be->descriptors().device.vendor_id;
       j["product_id"] = be->descriptors().device.product_id;
@@ -422,7 +509,7 @@ nlohmann::json Vusbd::stats() const {
   out["devices"] = nlohmann::json::object();
   for (auto& vm : vms_) out["vms"][vm->config.name] = nlohmann::json::object();
   for (auto& dev : devices_) {
-    const DeviceConfig& dc = *config_.device(dev->name);
+    const DeviceConfig& dc = device_config(dev->name);
     out["devices"][dev->name] = {
         {"source", dc.source}, {"mode", dc.mode}, {"connected", dev->shared->backend() != nullptr}};
     for (DeviceView* view : dev->shared->views()) {

@@ -7,11 +7,16 @@
 // The control operations (add/remove a device, attach/detach it to a VM, change its mode) change
 // the running daemon, emit an event to the subscriber (the control API's WebSocket stream) and
 // write the config back to its file, so a restart restores the same state.
+// A source "usbip://HOST:PORT/*" is a discovery: every device that server lists (devices behind
+// hubs included) becomes a device of its own, NAME-BUSID, with the entry's mode and VMs; devices
+// leave when the server stops listing them. Discovered devices are not written to the config
+// (the entry is), so a restart discovers them again.
 // Owned by main; lives on vusbd's loop.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -22,6 +27,7 @@
 #include "vmm-frontend/address_map.h"
 #include "vmm-frontend/libusb_backend.h"
 #include "vmm-frontend/remote_backend.h"
+#include "vmm-frontend/remote_discovery.h"
 #include "vmm-frontend/shared_device.h"
 #include "vmm-frontend/vusbd_config.h"
 
@@ -77,12 +83,17 @@ class Vusbd {
     std::unique_ptr<RemoteBackend> remote;
     std::unique_ptr<LibusbBackend> libusb;
     std::unique_ptr<usb::Device> local;
-    std::vector<std::string> vms;  // given to, in config order
+    std::unique_ptr<RemoteDiscovery> discovery;   // kUsbipAll: the devices are children
+    std::vector<std::string> vms;                 // given to, in config order
+    std::string parent;                           // a discovered device: its discovery's name
+    std::map<std::string, std::string> children;  // discovery: server bus id -> device name
   };
 
-  usb::Result<void> create_device(DeviceConfig device);  // not yet given to VMs, not started
+  // Not yet given to VMs, not started. `parent`: a discovered device (not written back).
+  usb::Result<void> create_device(DeviceConfig device, const std::string& parent = {});
   usb::Result<void> start_device(Dev& dev);
   void on_backend(Dev& dev, usb::Device* backend);
+  void on_discovered(Dev& parent, const std::vector<usb::wire::usbip::DevlistEntry>& list);
   usb::Result<VmAddress> give(Dev& dev, Vm& vm, uint32_t port);
   void offer(Dev& dev, Vm& vm);
   void withdraw(Dev& dev, Vm& vm);
@@ -90,12 +101,14 @@ class Vusbd {
   const Dev* find_device(const std::string& name) const;
   Vm* find_vm(const std::string& name);
   DeviceConfig& device_config(const std::string& name);
+  const DeviceConfig& device_config(const std::string& name) const;
   void emit(nlohmann::json event);
   void save();
   void check_ready();
 
   boost::asio::io_context& io_;
   VusbdConfig config_;
+  std::vector<DeviceConfig> discovered_;  // configs of discovered devices (not written back)
   std::string config_path_;
   AddressMap addresses_;
   std::vector<std::unique_ptr<Vm>> vms_;

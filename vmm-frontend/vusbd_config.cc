@@ -72,6 +72,7 @@ usb::Result<void> parse_source(const std::string& source, DeviceConfig& d) {
     d.kind = DeviceConfig::Kind::kUsbip;
     d.server = *hp;
     d.busid = rest.substr(slash + 1);
+    if (d.busid == "*") d.kind = DeviceConfig::Kind::kUsbipAll;
     if (d.busid.size() >= 32) return bad("source '" + source + "': bus id longer than 31 bytes");
     return {};
   }
@@ -92,8 +93,8 @@ usb::Result<void> parse_source(const std::string& source, DeviceConfig& d) {
     return {};
   }
   return bad("source '" + source +
-             "': expected usbip://HOST:PORT/BUSID, libusb:VID:PID, libusb:BUSID or "
-             "emulated:gadget-zero");
+             "': expected usbip://HOST:PORT/BUSID, usbip://HOST:PORT/*, libusb:VID:PID, "
+             "libusb:BUSID or emulated:gadget-zero");
 }
 
 usb::Result<VusbdConfig> load_config(const std::string& path) {
@@ -165,6 +166,10 @@ usb::Result<void> validate(const VusbdConfig& c) {
       if (!seen.insert(vm).second)
         return bad("device '" + d.name + "' names vm '" + vm + "' twice");
     }
+    if (d.kind == DeviceConfig::Kind::kUsbipAll && !d.ports.empty())
+      return bad("device '" + d.name +
+                 "': a whole server (/*) takes no ports; its devices get "
+                 "the lowest free ones");
     for (const auto& [vm, port] : d.ports) {
       if (!seen.contains(vm))
         return bad("device '" + d.name + "' has a port for vm '" + vm + "' it is not given to");

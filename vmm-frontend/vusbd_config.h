@@ -6,8 +6,10 @@
 //   [control]   listen = "127.0.0.1:3250"
 //   [[vm]]      name = "vm1"   listen = "127.0.0.1:41001"
 //   [[device]]  name = "gz"
-//               source = "usbip://HOST:PORT/BUSID" | "libusb:VID:PID" | "libusb:BUSID"
-//                      | "emulated:gadget-zero"
+//               source = "usbip://HOST:PORT/BUSID" | "usbip://HOST:PORT/*" | "libusb:VID:PID"
+//                      | "libusb:BUSID" | "emulated:gadget-zero"
+//               ("/*": every device that server exports, devices behind hubs included, each as
+//               a device named NAME-BUSID with this entry's mode and VMs, following the list)
 //               mode = "shared" | "exclusive"     vms = ["vm1", "vm2"]
 //               ports = { vm1 = 1, vm2 = 3 }      (optional; written back by vusbd)
 #pragma once
@@ -31,9 +33,9 @@ struct VmConfig {
 struct DeviceConfig {
   std::string name;
   std::string source;  // as written
-  enum class Kind { kUsbip, kLibusb, kEmulated } kind = Kind::kUsbip;
+  enum class Kind { kUsbip, kUsbipAll, kLibusb, kEmulated } kind = Kind::kUsbip;
   usb::net::HostPort server;       // kUsbip
-  std::string busid;               // kUsbip
+  std::string busid;               // kUsbip ("*" for kUsbipAll)
   devices::DeviceFilter libusb{};  // kLibusb
   std::string emulated;            // kEmulated: "gadget-zero"
   std::string mode = "shared";

@@ -6,6 +6,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <cstring>
 #include <unordered_map>
@@ -419,6 +420,114 @@ void UsbipRemoteDevice::import(asio::io_context& io, const usb::net::HostPort& s
           });
         });
       });
+}
+
+namespace {
+
+// One asynchronous OP_REQ_DEVLIST exchange; owns its socket and deadline, finishes exactly once.
+struct ListOp : std::enable_shared_from_this<ListOp> {
+  ListOp(asio::io_context& io, usb::net::HostPort server, UsbipRemoteDevice::ListCallback done)
+      : socket(io), resolver(io), deadline(io), server(std::move(server)), done(std::move(done)) {}
+
+  void start(std::chrono::milliseconds timeout) {
+    deadline.expires_after(timeout);
+    deadline.async_wait([self = shared_from_this()](error_code ec) {
+      if (!ec)
+        self->fail(usb::Error::Code::kIo,
+                   "devlist from " + self->server.to_string() + ": no answer in time");
+    });
+    resolver.async_resolve(
+        server.host, std::to_string(server.port),
+        [self = shared_from_this()](error_code ec, tcp::resolver::results_type r) {
+          if (ec)
+            return self->fail(usb::Error::Code::kIo,
+                              "resolve " + self->server.host + ": " + ec.message());
+          asio::async_connect(self->socket, r, [self](error_code ec2, const tcp::endpoint&) {
+            if (ec2)
+              return self->fail(usb::Error::Code::kIo,
+                                "connect " + self->server.to_string() + ": " + ec2.message());
+            self->send();
+          });
+        });
+  }
+  void send() {
+    request = wire::encode_op_header({wire::kVersion, wire::kOpReqDevlist, 0});
+    asio::async_write(
+        socket, asio::buffer(request), [self = shared_from_this()](error_code ec, size_t) {
+          if (ec) return self->fail(usb::Error::Code::kIo, "devlist: " + ec.message());
+          asio::async_read(self->socket, asio::buffer(self->head), [self](error_code ec2, size_t) {
+            if (ec2) return self->fail(usb::Error::Code::kIo, "devlist: " + ec2.message());
+            auto oh = wire::decode_op_header(std::span(self->head.data(), wire::kOpHeaderSize));
+            if (!oh || oh->code != wire::kOpRepDevlist || oh->status != wire::kStOk)
+              return self->fail(usb::Error::Code::kMalformed, "bad devlist reply");
+            self->remaining = usb::load_be32(self->head.data() + wire::kOpHeaderSize);
+            if (self->remaining > 4096)
+              return self->fail(usb::Error::Code::kTooLarge,
+                                "devlist claims " + std::to_string(self->remaining) + " devices");
+            self->next_record();
+          });
+        });
+  }
+  void next_record() {
+    if (remaining == 0) return finish();
+    --remaining;
+    record.resize(wire::kDeviceRecordSize);
+    asio::async_read(
+        socket, asio::buffer(record), [self = shared_from_this()](error_code ec, size_t) {
+          if (ec) return self->fail(usb::Error::Code::kIo, "devlist record: " + ec.message());
+          auto d = wire::decode_device_record(self->record);
+          if (!d) return self->fail(d.error().code, d.error().message);
+          self->out.push_back({*d, {}});
+          self->interfaces.resize(size_t{d->num_interfaces} * wire::kInterfaceRecordSize);
+          if (self->interfaces.empty()) return self->next_record();
+          asio::async_read(
+              self->socket, asio::buffer(self->interfaces), [self](error_code ec2, size_t) {
+                if (ec2)
+                  return self->fail(usb::Error::Code::kIo, "devlist interface: " + ec2.message());
+                for (size_t k = 0; k < self->interfaces.size(); k += wire::kInterfaceRecordSize)
+                  self->out.back().interfaces.push_back(wire::decode_interface_record(
+                      std::span<const uint8_t, wire::kInterfaceRecordSize>(
+                          self->interfaces.data() + k, wire::kInterfaceRecordSize)));
+                self->next_record();
+              });
+        });
+  }
+  void finish() {
+    if (!done) return;
+    close();
+    auto cb = std::move(done);
+    cb(std::move(out));
+  }
+  void fail(usb::Error::Code code, std::string message) {
+    if (!done) return;
+    close();
+    auto cb = std::move(done);
+    cb(usb::Error::make(code, std::move(message)));
+  }
+  void close() {
+    error_code ec;
+    deadline.cancel();
+    resolver.cancel();
+    socket.close(ec);
+  }
+
+  tcp::socket socket;
+  tcp::resolver resolver;
+  asio::steady_timer deadline;
+  usb::net::HostPort server;
+  UsbipRemoteDevice::ListCallback done;
+  std::array<uint8_t, wire::kOpHeaderSize> request{};
+  std::array<uint8_t, wire::kOpHeaderSize + 4> head{};
+  std::vector<uint8_t> record, interfaces;
+  uint32_t remaining = 0;
+  std::vector<wire::DevlistEntry> out;
+};
+
+}  // namespace
+
+void UsbipRemoteDevice::list(asio::io_context& io, const usb::net::HostPort& server,
+                             std::chrono::milliseconds timeout, ListCallback done) {
+  std::make_shared<ListOp>(io, server, std::move(done))->start(timeout);
 }
 
 usb::Result<std::vector<wire::DevlistEntry>> UsbipRemoteDevice::list_blocking(

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -39,6 +40,13 @@ class UsbipRemoteDevice : public usb::Device {
   // done on the loop.
   static void import(boost::asio::io_context& io, const usb::net::HostPort& server,
                      const std::string& busid, Options options, ImportCallback done);
+
+  // OP_REQ_DEVLIST on the loop: connects, asks, reads the list (at most 4096 devices), hangs up,
+  // then calls done on the loop; fails (kIo, kMalformed, kTooLarge) if that takes over `timeout`.
+  using ListCallback =
+      std::move_only_function<void(usb::Result<std::vector<usb::wire::usbip::DevlistEntry>>)>;
+  static void list(boost::asio::io_context& io, const usb::net::HostPort& server,
+                   std::chrono::milliseconds timeout, ListCallback done);
 
   // OP_REQ_DEVLIST, blocking: for tools and tests, not for daemons' loops.
   static usb::Result<std::vector<usb::wire::usbip::DevlistEntry>> list_blocking(

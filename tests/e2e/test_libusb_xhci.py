@@ -297,6 +297,52 @@ def send_stop(port: int, heard: threading.Event, finished: threading.Event) -> b
     return False
 
 
+def check_discovery(vusbd: Path, stub_port: int, by_id: dict, problems: list,
+                    summary: list) -> None:
+    """Runs vusbd on the host with one VM and the source usbip://127.0.0.1:STUB/* and checks that
+    Debian's usbip lists both of QEMU's devices on the VM's port (the tablet's server bus id has a
+    dot: it is behind the hub). Stops vusbd again (its imports end) before returning."""
+    tablet_busid = by_id.get(TABLET_ID, (None,))[0]
+    if not tablet_busid or "." not in tablet_busid:
+        problems.append(f"the tablet is not behind the hub (server bus id {tablet_busid!r})")
+    vm_port = lab.free_port()
+    while vm_port == stub_port:
+        vm_port = lab.free_port()
+    ctl_port = lab.free_port()
+    logs = lab.logs_dir()
+    toml = logs / "libusb_xhci.vusbd.toml"
+    toml.write_text(f'[control]\nlisten = "127.0.0.1:{ctl_port}"\n\n[[vm]]\nname = "vm1"\n'
+                    f'listen = "127.0.0.1:{vm_port}"\n\n[[device]]\nname = "guest"\n'
+                    f'source = "usbip://127.0.0.1:{stub_port}/*"\nvms = ["vm1"]\n')
+    log_path = logs / "libusb_xhci.vusbd.log"
+    with open(log_path, "w") as logf:
+        proc = subprocess.Popen([str(vusbd), "--config", str(toml)], stdout=logf,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        devs: dict = {}
+        while time.monotonic() < deadline and proc.poll() is None:
+            if "vusbd: ready" in log_path.read_text(errors="replace"):
+                p = run_cmd(["usbip", "--tcp-port", vm_port, "list", "-r", "127.0.0.1"])
+                devs = parse_usbip_list(p.stdout)
+                if len(devs) >= 2:
+                    break
+            time.sleep(0.3)
+        ids = sorted(d["id"] for d in devs.values())
+        if ids != sorted([STORAGE_ID, TABLET_ID]):
+            problems.append(f"vusbd discovering usbip://127.0.0.1:{stub_port}/* offered {ids} to "
+                            f"its VM, expected both QEMU devices\n{lab.tail(log_path, 30)}")
+        else:
+            summary.append("vusbd (host) following the guest's vusb-stub (/*): offers "
+                           + ", ".join(f"{b} {d['id']}" for b, d in sorted(devs.items()))
+                           + f" to its VM (the tablet is {tablet_busid} on the server: behind "
+                           "the hub)")
+    finally:
+        rc = lab.stop_process(proc)
+        if rc != 0:
+            problems.append(f"host vusbd exited {rc} on SIGTERM\n{lab.tail(log_path, 30)}")
+
+
 def run_cmd(cmd, timeout: float = 30) -> subprocess.CompletedProcess:
     lab.log("$ " + " ".join(str(c) for c in cmd))
     t = time.monotonic()
@@ -315,6 +361,8 @@ def main() -> int:
     ap.add_argument("--build", help="CMake build dir (default: $VUSB_BUILD or <repo>/build)")
     ap.add_argument("--stub", help="vusb-stub binary (default: <build>/bin/vusb-stub)")
     ap.add_argument("--probe", help="vusb-probe binary (default: <build>/bin/vusb-probe)")
+    ap.add_argument("--host-vusbd", help="also run this vusbd on the host following the guest's "
+                                         "vusb-stub as a whole server (usbip://…/*)")
     ap.add_argument("--vusbd", help="run this vusbd in the guest instead of vusb-stub: one VM, "
                                     "the two devices by libusb VID:PID (vusbd's local source)")
     ap.add_argument("--usbip", default="/usr/sbin/usbip", help="Debian's usbip tool")
@@ -331,6 +379,7 @@ def main() -> int:
         os.environ["VUSB_BUILD"] = str(Path(a.build).resolve())
     server = "vusbd" if a.vusbd else "stub"
     who = "vusbd" if a.vusbd else "vusb-stub"
+    host_vusbd = Path(a.host_vusbd) if a.host_vusbd else None
     stub = Path(a.vusbd) if a.vusbd else (Path(a.stub) if a.stub else
                                           lab.build_dir() / "bin" / "vusb-stub")
     probe = Path(a.probe) if a.probe else lab.build_dir() / "bin" / "vusb-probe"
@@ -380,10 +429,12 @@ def main() -> int:
             print(f"FAIL: cannot stage vusb-stub for the guest: {e}")
             return 1
         modules = ["xhci-pci"]
+        # The tablet sits behind a hub (QEMU's usb-hub on root port 1), so its bus id has a dot.
         devices = ["qemu-xhci,id=xhci",
                    f"-drive if=none,id=stick,file={image},format=raw",
-                   "usb-storage,bus=xhci.0,drive=stick",
-                   "usb-tablet,bus=xhci.0"]
+                   "usb-hub,bus=xhci.0,port=1",
+                   "usb-storage,bus=xhci.0,port=2,drive=stick",
+                   "usb-tablet,bus=xhci.0,port=1.1"]
         hostfwd = [f"tcp:127.0.0.1:{port}-:{GUEST_STUB_PORT}",
                    f"tcp:127.0.0.1:{stop_port}-:{GUEST_STOP_PORT}"]
 
@@ -443,6 +494,10 @@ def main() -> int:
                                    f"'{m.group(2)}' revision '{m.group(3)}'")
                     if m.group(1) != "QEMU":
                         problems.append(f"INQUIRY vendor is '{m.group(1)}', expected 'QEMU'")
+            # 2b. vusbd on the host follows the guest's whole server (usbip://…/*): it must find
+            # both devices, the tablet behind the hub included, and offer them to its VM.
+            if host_vusbd and not a.vusbd:
+                check_discovery(host_vusbd, port, by_id, problems, summary)
             # 3. Let the guest stop vusb-stub and power off.
             t_host = time.monotonic() - t0 - t_ready
             stopped = send_stop(stop_port, heard, finished)

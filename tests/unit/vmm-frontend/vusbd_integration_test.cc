@@ -237,3 +237,65 @@ TEST(VusbdControlTest, AttachDetachModeAreLiveEmittedAndWrittenBack) {
 
 }  // namespace
 }  // namespace vusbd
+
+namespace vusbd {
+namespace {
+
+TEST(VusbdDiscoveryTest, AWholeServerIsFollowedDevicesBehindHubsIncluded) {
+  asio::io_context io;
+  usb::testing::FakeDevice root(descriptors(), usb::Speed::kHigh,
+                                usb::DeviceLocation{.busid = "1-1", .path = {}});
+  auto behind_hub_desc = descriptors();
+  behind_hub_desc.device.product_id = 0x1234;
+  usb::testing::FakeDevice behind_hub(behind_hub_desc, usb::Speed::kFull,
+                                      usb::DeviceLocation{.busid = "1-2.4", .path = {}});
+  Stub stub(io);
+  ASSERT_TRUE(stub.exports.add(root));
+  ASSERT_TRUE(stub.exports.add(behind_hub));
+  stub.start(0);
+
+  VusbdConfig config;
+  config.vms = {{"vm1", {"127.0.0.1", 0}}};
+  DeviceConfig lab;
+  lab.name = "lab";
+  ASSERT_TRUE(
+      parse_source("usbip://127.0.0.1:" + std::to_string(stub.server->local_port()) + "/*", lab));
+  EXPECT_EQ(lab.kind, DeviceConfig::Kind::kUsbipAll);
+  lab.vms = {"vm1"};
+  config.devices = {lab};
+  Vusbd daemon(io, config);
+  std::vector<std::string> discovered;
+  daemon.on_event([&](const nlohmann::json& e) {
+    if (e["event"] == "discovered") discovered.push_back(e["device"]);
+  });
+  bool ready = false;
+  ASSERT_TRUE(daemon.start([&] { ready = true; }));
+  ASSERT_TRUE(run_until(io, [&] { return ready; }));
+  EXPECT_EQ(discovered, (std::vector<std::string>{"lab-1-1", "lab-1-2.4"}));
+  // Both reach vm1 at its own addresses; the device behind the hub is the one at 1-2.
+  ASSERT_TRUE(
+      run_until(io, [&] { return daemon.stats()["devices"]["lab-1-2.4"]["connected"] == true; }));
+  auto vm_dev = import(io, daemon.vm_port("vm1"), "1-2");
+  ASSERT_TRUE(vm_dev);
+  EXPECT_EQ(vm_dev->descriptors().device.product_id, 0x1234);
+  vm_dev->close();
+  EXPECT_EQ(daemon.attach("lab", "vm1").error().code, usb::Error::Code::kInvalidArgument);
+
+  // The server stops listing the device behind the hub: vusbd removes it (within a listing).
+  stub.exports.remove(behind_hub);
+  ASSERT_TRUE(run_until(
+      io,
+      [&] {
+        for (const auto& d : daemon.devices_json())
+          if (d["name"] == "lab-1-2.4") return false;
+        return true;
+      },
+      8000));
+  EXPECT_FALSE(daemon.addresses().resolve_busid("vm1", "1-2"));
+  EXPECT_TRUE(daemon.addresses().resolve_busid("vm1", "1-1"));
+  daemon.stop();
+  stub.kill();
+}
+
+}  // namespace
+}  // namespace vusbd

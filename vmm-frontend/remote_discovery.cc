@@ -1,0 +1,49 @@
+#include "vmm-frontend/remote_discovery.h"
+
+#include <spdlog/spdlog.h>
+
+#include "devices/remote/usbip_remote_device.h"
+
+namespace vusbd {
+
+RemoteDiscovery::RemoteDiscovery(boost::asio::io_context& io, usb::net::HostPort server,
+                                 std::chrono::milliseconds interval, OnList on_list)
+    : io_(io),
+      server_(std::move(server)),
+      interval_(interval),
+      on_list_(std::move(on_list)),
+      timer_(io) {}
+
+RemoteDiscovery::~RemoteDiscovery() {
+  *alive_ = false;
+  timer_.cancel();
+}
+
+void RemoteDiscovery::start() {
+  poll();
+}
+
+void RemoteDiscovery::poll() {
+  devices::UsbipRemoteDevice::list(
+      io_, server_, std::chrono::seconds(5), [this, alive = alive_](auto result) {
+        if (!*alive) return;
+        if (!result) {
+          if (!failing_)
+            spdlog::warn("vusbd: cannot list usbip://{}: {} (retrying every {} ms)",
+                         server_.to_string(), result.error().message, interval_.count());
+          failing_ = true;
+        } else {
+          if (failing_) spdlog::info("vusbd: usbip://{} answers again", server_.to_string());
+          failing_ = false;
+          listed_ = true;
+          on_list_(*result);
+        }
+        if (!*alive) return;
+        timer_.expires_after(interval_);
+        timer_.async_wait([this, alive](boost::system::error_code ec) {
+          if (!ec && *alive) poll();
+        });
+      });
+}
+
+}  // namespace vusbd
