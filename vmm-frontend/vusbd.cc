@@ -102,6 +102,7 @@ usb::Result<void> Vusbd::start(std::function<void()> on_ready) {
 // ------------------------------------------------------------------ control operations
 
 usb::Result<void> Vusbd::add_device(DeviceConfig dc) {
+  if (auto r = parse_source(dc.source, dc); !r) return r;
   if (auto r = create_device(dc); !r) return r;
   Dev& d = *devices_.back();
   for (const auto& vm :
@@ -327,6 +328,16 @@ void Vusbd::on_discovered(Dev& parent, const std::vector<usb::wire::usbip::Devli
       if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '_';
     child.source = "usbip://" + template_config.server.to_string() + "/" + busid;
     child.mode = template_config.mode;
+    // A device vusbd already imports under another name stays with it (one importer each).
+    const DeviceConfig* same = nullptr;
+    for (const auto& d : devices_)
+      if (device_config(d->name).source == child.source) same = &device_config(d->name);
+    if (same) {
+      spdlog::info("vusbd: {} lists {}, already served as {}", template_config.source, busid,
+                   same->name);
+      parent.children[busid] = {};
+      continue;
+    }
     if (auto r = create_device(child, parent.name); !r) {
       spdlog::warn("vusbd: {}: cannot take {} ({:04x}:{:04x}): {}", parent.name, busid,
                    e.device.id_vendor, e.device.id_product, r.error().message);

@@ -8,6 +8,9 @@ Host only (no guest): vusb-stub exports a Gadget Zero; vusbd starts with two VMs
      imports it there and reads its descriptors: `vusbctl --json stats` shows vm2's cache hits.
   3. `vusbctl share -d gz --mode exclusive`, `vusbctl detach --vm vm1 -d gz`: vm1's list is empty.
   4. `vusbctl monitor` (WebSocket) saw device-added, connected, attached, mode and detached events.
+  4b. The stub exports a second Gadget Zero (1-2). `vusbctl attach --vm vm1 -r 127.0.0.1 -b '*'
+     -d stub` follows the whole stub: 1-2 reaches vm1 as stub-1-2 (1-1 stays gz's: one importer
+     per device); `vusbctl remove -d stub` takes it away again.
   5. Refusals: unknown VM / device, a taken port, a bad mode → exit 1 with vusbd's reason; vusbd
      down → exit 3. Hostile HTTP (garbage, an oversized body, bad JSON, 80 idle connections) is
      answered 400/413 or refused and logged, and the API keeps answering.
@@ -134,7 +137,8 @@ def main() -> int:
 
     vusbd_rcs = []
     try:
-        stub_proc = start([stub, "--listen", f"127.0.0.1:{ps}", "--emulate", "gadget-zero=1-1"],
+        stub_proc = start([stub, "--listen", f"127.0.0.1:{ps}", "--emulate", "gadget-zero=1-1",
+                           "--emulate", "gadget-zero=1-2"],
                           logs / "vusbctl.stub.log")
         procs.append(stub_proc)
         if not lab.wait_listening(ps, stub_proc, 15):
@@ -195,6 +199,18 @@ def main() -> int:
         check(r.returncode == 0 and [d["name"] for d in json.loads(r.stdout)] == ["gz"],
               "the device the refused attach added is gone again")
         check(ctl("detach", "--vm", "vm1", "-d", "gz").returncode == 0, "detach vm1 again")
+        # A whole server: -b '*' follows what the stub exports. Its 1-1 is gz already (one
+        # importer per device), so only 1-2 becomes stub-1-2, at vm1's first free port, 1-1.
+        r = ctl("attach", "--vm", "vm1", "-r", "127.0.0.1", "--tcp-port", str(ps), "-b", "*",
+                "-d", "stub")
+        check(r.returncode == 0, "attach -b '*' follows the whole stub")
+        check(wait_for(lambda: listed(p1, "1-1"), 8), "vm1 lists the stub's 1-2 as its 1-1")
+        r = ctl("--json", "list")
+        names = [d["name"] for d in json.loads(r.stdout or "[]")]
+        check("stub-1-2" in names and "stub-1-1" not in names,
+              f"the discovered device is stub-1-2; 1-1 stays gz's ({names})")
+        check(ctl("remove", "-d", "stub").returncode == 0, "remove -d stub (and what it found)")
+        check(wait_for(lambda: "1-1" not in usbip_list(p1), 5), "vm1 lists nothing again")
         free = lab.free_port()
         r = ctl("stats", api_port=free)
         check(r.returncode == 3 and "Connection refused" in r.stderr, "vusbd unreachable: exit 3")
@@ -239,7 +255,7 @@ def main() -> int:
                 pass
         kinds = [e.get("event") for e in events]
         for k in ("device-added", "connected", "attached", "imported", "released", "mode",
-                  "detached", "device-removed"):
+                  "detached", "discovered", "device-removed"):
             check(k in kinds, f"monitor saw a '{k}' event")
         # 6. restart from the written-back config
         vusbd_rcs.append(lab.stop_process(vd))

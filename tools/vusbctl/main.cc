@@ -3,6 +3,7 @@
 //   vusbctl list                                  devices, their state and who has them
 //   vusbctl attach --vm VM -d DEVICE              give a known device to a VM
 //   vusbctl attach --vm VM -r HOST -b BUSID       import from a USB/IP server and give it
+//   vusbctl attach --vm VM -r HOST -b '*'         follow everything that server exports
 //   vusbctl detach --vm VM -d DEVICE              take it away (the VM sees an unplug)
 //   vusbctl share -d DEVICE --mode shared|exclusive
 //   vusbctl stats / monitor / remove
@@ -129,7 +130,9 @@ int main(int argc, char** argv) {
   attach->add_option("-d,--device", device,
                      "vusbd's name for the device (default with -r/-b: HOST-BUSID)");
   attach->add_option("-r,--remote", remote, "Import from this USB/IP server (vusb-stub, usbipd)");
-  attach->add_option("-b,--busid", busid, "Bus id on the server (see usbip list -r HOST)");
+  attach->add_option("-b,--busid", busid,
+                     "Bus id on the server (see usbip list -r HOST); '*': every device it "
+                     "exports, devices behind hubs included, as they come and go");
   attach->add_option("--tcp-port", tcp_port, "The server's USB/IP port")->default_val(tcp_port);
   attach->add_option("--libusb", libusb, "A device of vusbd's own host: VID:PID or bus id");
   attach->add_option("-p,--port", port, "Port on the VM's virtual bus (bus id 1-PORT)")
@@ -195,7 +198,7 @@ int main(int argc, char** argv) {
         const bool v6 = remote.find(':') != std::string::npos;
         source = "usbip://" + (v6 ? "[" + remote + "]" : remote) + ":" + std::to_string(tcp_port) +
                  "/" + busid;
-        if (device.empty()) device = remote + "-" + busid;
+        if (device.empty()) device = busid == "*" ? remote : remote + "-" + busid;
       } else {
         source = "libusb:" + libusb;
         if (device.empty()) return fail("--libusb needs a name for the device (-d NAME)", 2);
@@ -213,6 +216,16 @@ int main(int argc, char** argv) {
           return fail("vusbd already has a device '" + device + "' from " +
                           existing.value("source", "?") + "; pick another name with -d",
                       1);
+      } else if (busid == "*") {
+        // A whole server: vusbd follows its list and gives every device on it to the VM.
+        if (port) return fail("-p does not apply to -b '*' (each device gets a free port)", 2);
+        json body = {{"name", device}, {"source", source}, {"vms", json::array({vm})}};
+        if (!mode.empty()) body["mode"] = mode;
+        if (int rc = call(g, "POST", "/api/v1/devices", &body, out)) return rc;
+        return emit([&] {
+          std::cout << "vm " << vm << " gets every device " << remote
+                    << " exports, as it appears; see vusbctl list\n";
+        });
       } else {
         json body = {{"name", device}, {"source", source}};
         if (!mode.empty()) body["mode"] = mode;
