@@ -31,6 +31,21 @@ constexpr auto kRequestTimeout = std::chrono::seconds(30);
 constexpr size_t kMaxQueuedEvents = 256;
 constexpr auto kStatsInterval = std::chrono::seconds(1);
 
+// JSON text for the wire. Names and bus ids can come from hostile peers (a request target, a
+// server's device list): invalid UTF-8 is replaced, never thrown.
+std::string to_text(const nlohmann::json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// The host part of a Host header or an Origin's authority: "h", "h:p", "[v6]:p" → "h" / "[v6]".
+std::string host_part(std::string_view authority) {
+  if (authority.starts_with("[")) {
+    const auto end = authority.find(']');
+    return std::string(authority.substr(0, end == std::string_view::npos ? end : end + 1));
+  }
+  return std::string(authority.substr(0, authority.find(':')));
+}
+
 std::string endpoint_string(const beast::tcp_stream& s) {
   error_code ec;
   auto ep = s.socket().remote_endpoint(ec);
@@ -50,7 +65,9 @@ struct ControlApi::Impl {
   Impl(asio::io_context& io, Vusbd& daemon) : io(io), daemon(daemon), acceptor(io), stats(io) {}
 
   void accept();
+  void on_accept(error_code ec, tcp::socket socket);
   void tick_stats();
+  void on_stats_tick();
   void broadcast(const std::string& text);
   size_t live_connections() {
     std::erase_if(connections, [](const auto& w) { return w.expired(); });
@@ -63,7 +80,8 @@ struct ControlApi::Impl {
   asio::steady_timer stats;
   std::vector<std::weak_ptr<Connection>> connections;
   std::vector<std::weak_ptr<WsSession>> subscribers;
-  std::weak_ptr<Impl> self_weak;  // sessions hold the API weakly
+  std::weak_ptr<Impl> self_weak;  // sessions and pending handlers hold the API weakly
+  std::string listen_host;        // as configured: a Host header naming it is this server
   bool stopped = false;
   usb::LoopChecker loop;
 };
@@ -77,6 +95,7 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
   void run(http::request<http::string_body> req) {
     beast::get_lowest_layer(ws_).expires_never();
     ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    ws_.read_message_max(4096);  // subscribers have nothing to say
     ws_.async_accept(req, [self = shared_from_this()](error_code ec) {
       if (ec)
         return spdlog::warn("control {}: websocket handshake failed: {}", self->peer_,
@@ -86,7 +105,7 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
       api->subscribers.push_back(self);
       spdlog::info("control {}: event stream subscribed", self->peer_);
       self->send(
-          nlohmann::json{{"event", "hello"}, {"devices", api->daemon.devices_json()}}.dump());
+          to_text(nlohmann::json{{"event", "hello"}, {"devices", api->daemon.devices_json()}}));
       self->read();
     });
   }
@@ -181,12 +200,17 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       spdlog::warn("control {}: bad request: {}", peer_, ec.message());
       const unsigned status =
           (ec == http::error::body_limit || ec == http::error::header_limit) ? 413 : 400;
-      return respond(status, nlohmann::json{{"error", "bad request: " + ec.message()}}.dump(),
+      return respond(status, to_text(nlohmann::json{{"error", "bad request: " + ec.message()}}),
                      "application/json", 11, false);
     }
     auto req = parser_->release();
     auto api = api_.lock();
     if (!api || api->stopped) return close();
+    if (auto why = refuse_cross_site(*api, req); !why.empty()) {
+      spdlog::warn("control {}: refused: {}", peer_, why);
+      return respond(403, to_text(nlohmann::json{{"error", why}}), "application/json",
+                     req.version(), false);
+    }
     if (websocket::is_upgrade(req)) {
       if (req.target() != "/api/v1/events")
         return respond(404, R"({"error":"websockets live at /api/v1/events"})", "application/json",
@@ -200,8 +224,42 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       return respond(200, std::string(dashboard_html()), "text/html; charset=utf-8", req.version(),
                      req.keep_alive());
     const std::string_view method(req.method_string().data(), req.method_string().size());
-    RouteResult r = route(api->daemon, method, target, req.body());
-    respond(r.status, r.body.dump(2) + "\n", "application/json", req.version(), req.keep_alive());
+    RouteResult r;
+    try {
+      r = route(api->daemon, method, target, req.body());
+    } catch (const std::exception& e) {
+      // A bug, not an input error: answer it and keep serving everyone else.
+      spdlog::error("control {}: {} failed: {}", peer_, method, e.what());
+      r = {500, nlohmann::json{{"error", std::string("internal error: ") + e.what()}}};
+    }
+    respond(r.status, to_text(r.body, 2) + "\n", "application/json", req.version(),
+            req.keep_alive());
+  }
+
+  // Browsers let any web page send simple requests to 127.0.0.1 (CSRF) and resolve a hostile
+  // name to it (DNS rebinding). Refused: an Origin other than this server, a Host that is not a
+  // loopback name or the address the API listens on, a POST whose body is not declared JSON (a
+  // page cannot send application/json cross-site without a preflight we never answer).
+  std::string refuse_cross_site(const ControlApi::Impl& api,
+                                const http::request<http::string_body>& req) const {
+    const std::string host = host_part(std::string_view(req[http::field::host]));
+    const bool local_host = host == "127.0.0.1" || host == "localhost" || host == "[::1]" ||
+                            host == api.listen_host || host.empty();
+    if (!local_host) return "Host '" + host + "' is not this server";
+    if (auto origin = req[http::field::origin]; !origin.empty()) {
+      std::string_view o(origin.data(), origin.size());
+      const auto scheme = o.find("://");
+      const std::string ohost =
+          scheme == std::string_view::npos ? std::string(o) : host_part(o.substr(scheme + 3));
+      if (ohost != host) return "Origin '" + std::string(o) + "' is another site";
+    }
+    if (req.method() == http::verb::post) {
+      const auto type = req[http::field::content_type];
+      if (std::string_view(type.data(), type.size()).find("application/json") ==
+          std::string_view::npos)
+        return "POST bodies must be Content-Type: application/json";
+    }
+    return {};
   }
 
   void respond(unsigned status, std::string body, std::string_view type, unsigned version,
@@ -229,32 +287,42 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
 };
 
 void ControlApi::Impl::accept() {
-  acceptor.async_accept([this](error_code ec, tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || stopped) return;
-    if (ec) {
-      spdlog::warn("control: accept failed: {}", ec.message());
-    } else if (live_connections() >= kMaxConnections) {
-      spdlog::warn("control: {} connections open; refusing another", kMaxConnections);
-      error_code ignored;
-      socket.close(ignored);
-    } else {
-      auto session = std::make_shared<HttpSession>(std::move(socket), self_weak);
-      connections.push_back(session);
-      session->read();
-    }
-    accept();
+  acceptor.async_accept([weak = self_weak](error_code ec, tcp::socket socket) {
+    auto self = weak.lock();
+    if (!self || ec == asio::error::operation_aborted || self->stopped) return;
+    self->on_accept(ec, std::move(socket));
   });
+}
+
+void ControlApi::Impl::on_accept(error_code ec, tcp::socket socket) {
+  if (ec) {
+    spdlog::warn("control: accept failed: {}", ec.message());
+  } else if (live_connections() >= kMaxConnections) {
+    spdlog::warn("control: {} connections open; refusing another", kMaxConnections);
+    error_code ignored;
+    socket.close(ignored);
+  } else {
+    auto session = std::make_shared<HttpSession>(std::move(socket), self_weak);
+    connections.push_back(session);
+    session->read();
+  }
+  accept();
 }
 
 void ControlApi::Impl::tick_stats() {
   stats.expires_after(kStatsInterval);
-  stats.async_wait([this](error_code ec) {
-    if (ec || stopped) return;
-    std::erase_if(subscribers, [](const auto& w) { return w.expired(); });
-    if (!subscribers.empty())
-      broadcast(nlohmann::json{{"event", "stats"}, {"stats", daemon.stats()}}.dump());
-    tick_stats();
+  stats.async_wait([weak = self_weak](error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->stopped) return;
+    self->on_stats_tick();
   });
+}
+
+void ControlApi::Impl::on_stats_tick() {
+  std::erase_if(subscribers, [](const auto& w) { return w.expired(); });
+  if (!subscribers.empty())
+    broadcast(to_text(nlohmann::json{{"event", "stats"}, {"stats", daemon.stats()}}));
+  tick_stats();
 }
 
 void ControlApi::Impl::broadcast(const std::string& text) {
@@ -281,6 +349,7 @@ usb::Result<void> ControlApi::listen(const usb::net::HostPort& at) {
     return usb::Error::make(usb::Error::Code::kInvalidArgument,
                             "control API address " + at.to_string() + ": " + ec.message());
   const tcp::endpoint ep = results.begin()->endpoint();
+  impl_->listen_host = at.host.find(':') != std::string::npos ? "[" + at.host + "]" : at.host;
   auto& a = impl_->acceptor;
   a.open(ep.protocol(), ec);
   if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
@@ -315,7 +384,7 @@ void ControlApi::stop() {
 
 void ControlApi::publish(const nlohmann::json& event) {
   if (impl_->stopped) return;
-  impl_->broadcast(event.dump());
+  impl_->broadcast(to_text(event));
 }
 
 }  // namespace vusbd

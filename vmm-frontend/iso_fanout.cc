@@ -37,14 +37,8 @@ void IsoFanOut::submit(DeviceView& view, Transfer& t) {
         spdlog::info("vusbd: iso IN {:#04x}: {} leads the stream (was {})", endpoint_, view.vm(),
                      leader_->vm());
       leader_ = &view;
-      // A view that leads is no follower: its parked URBs go to the device first; the packets
-      // it had queued are of no use now.
-      if (auto it = followers_.find(&view); it != followers_.end()) {
-        stats_[&view].dropped_packets += it->second.fifo.size();
-        auto parked = std::move(it->second.parked);
-        followers_.erase(it);
-        for (Transfer* p : parked) lead(view, *p);
-      }
+      // A view that leads is no follower: its parked URBs go to the device first.
+      hand_over(view, /*then_promote=*/false);
     }
     return lead(view, t);
   }
@@ -66,7 +60,7 @@ void IsoFanOut::lead(DeviceView& view, Transfer& t) {
   t.add_completion_epilogue([this, alive = alive_] {
     if (!*alive) return;
     --leader_inflight_;
-    if (leader_inflight_ == 0) promote();
+    if (leader_inflight_ == 0 && !handing_over_) promote();
   });
   forward_(view, t);
 }
@@ -88,6 +82,7 @@ void IsoFanOut::copy_to_followers(const Transfer& t) {
   std::vector<DeviceView*> views;
   for (auto& [view, _] : followers_) views.push_back(view);
   for (DeviceView* view : views) {
+    if (view == leader_) continue;  // being handed the stream: its URBs go to the device
     auto it = followers_.find(view);
     if (it == followers_.end()) continue;
     Follower& f = it->second;
@@ -154,13 +149,28 @@ void IsoFanOut::promote() {
   spdlog::info("vusbd: iso IN {:#04x}: {} stopped streaming; {} leads now", endpoint_,
                leader_ ? leader_->vm() : std::string("nobody"), view->vm());
   leader_ = view;
-  auto parked = std::move(next->parked);
-  stats_[view].dropped_packets += next->fifo.size();
-  followers_.erase(view);
-  for (Transfer* t : parked) {
-    t->unpark();
-    lead(*view, *t);
+  hand_over(*view, /*then_promote=*/true);
+}
+
+void IsoFanOut::hand_over(DeviceView& view, bool then_promote) {
+  // One URB at a time from the follower's own queue, so a cancel meanwhile still finds the rest
+  // there; no promotion while handing over, even if a URB completes at once.
+  const bool outer = !handing_over_;
+  handing_over_ = true;
+  for (;;) {
+    auto it = followers_.find(&view);
+    if (it == followers_.end() || it->second.parked.empty()) break;
+    Transfer* t = it->second.parked.front();
+    it->second.parked.pop_front();
+    lead(view, *t);
   }
+  if (auto it = followers_.find(&view); it != followers_.end()) {
+    stats_[&view].dropped_packets += it->second.fifo.size();  // of no use to a leader
+    followers_.erase(it);
+  }
+  if (!outer) return;
+  handing_over_ = false;
+  if (then_promote && leader_inflight_ == 0) promote();
 }
 
 bool IsoFanOut::cancel(Transfer& t) {

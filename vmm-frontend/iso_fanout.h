@@ -71,12 +71,14 @@ class IsoFanOut {
   void copy_to_followers(const usb::Transfer& t);
   void fill(DeviceView& view);
   void promote();
+  void hand_over(DeviceView& view, bool then_promote);
   static void complete_parked(usb::Transfer& t, usb::Status status);
 
   uint8_t endpoint_;
   Forward forward_;
   DeviceView* leader_ = nullptr;
   size_t leader_inflight_ = 0;
+  bool handing_over_ = false;
   uint64_t order_ = 0;
   std::map<DeviceView*, Follower> followers_;
   std::map<const DeviceView*, FollowerStats> stats_;

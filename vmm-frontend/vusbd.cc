@@ -152,15 +152,22 @@ usb::Result<void> Vusbd::create_device(DeviceConfig dc, const std::string& paren
 }
 
 usb::Result<void> Vusbd::remove_device(const std::string& name) {
+  return remove(std::string(name), /*by_discovery=*/false);
+}
+
+usb::Result<void> Vusbd::remove(const std::string name, bool by_discovery) {
+  // `name` is a copy: the caller's string may belong to the Dev destroyed below.
   Dev* d = find_device(name);
   if (!d) return not_found("no device '" + name + "'");
   for (const auto& [busid, child] : std::map<std::string, std::string>(d->children))
-    if (!child.empty()) (void)remove_device(child);
+    if (!child.empty()) (void)remove(child, /*by_discovery=*/true);
   for (const auto& vm : std::vector<std::string>(d->vms)) (void)detach(name, vm);
   d->discovery.reset();
   if (!d->parent.empty())
     if (Dev* p = find_device(d->parent))
-      std::erase_if(p->children, [&](const auto& kv) { return kv.second == name; });
+      for (auto& [busid, child] : p->children)
+        // Removed by hand: the discovery remembers not to offer it again while it is listed.
+        if (child == name && !by_discovery) child.clear();
   // Withdrawn everywhere: now the backend goes (in-flight URBs complete with kNoDevice while the
   // views still exist), then the views.
   d->shared->set_backend(nullptr);
@@ -253,9 +260,16 @@ usb::Result<void> Vusbd::detach(const std::string& device, const std::string& vm
 usb::Result<void> Vusbd::set_mode(const std::string& device, const std::string& mode) {
   Dev* d = find_device(device);
   if (!d) return not_found("no device '" + device + "'");
-  VusbdConfig probe = config_;
-  probe.device(device)->mode = mode;
-  if (auto r = validate(probe); !r) return r;
+  {
+    // Validate the new mode on a copy (the device may be a discovered one, not in config_).
+    VusbdConfig probe;
+    probe.vms = config_.vms;
+    DeviceConfig copy = device_config(device);
+    copy.mode = mode;
+    copy.ports.clear();
+    probe.devices = {copy};
+    if (auto r = validate(probe); !r) return r;
+  }
   device_config(device).mode = mode;
   d->shared->set_mode(mode_of(mode));
   spdlog::info("vusbd: {} is now {}", device, mode);
@@ -320,6 +334,16 @@ void Vusbd::on_discovered(Dev& parent, const std::vector<usb::wire::usbip::Devli
   std::set<std::string> listed;
   for (const auto& e : list) {
     const std::string busid = e.device.busid;
+    // A bus id is "B-P[.P...]" (at most 31 bytes on the wire): anything else is not taken (it
+    // would end up in names, sources and log lines).
+    const bool good = !busid.empty() && busid.size() < 32 &&
+                      busid.find_first_not_of("0123456789.-") == std::string::npos;
+    if (!good) {
+      if (!parent.children.contains(busid))
+        spdlog::warn("vusbd: {} lists a device with a malformed bus id; ignoring it",
+                     template_config.source);
+      parent.children[busid] = {};
+    }
     listed.insert(busid);
     if (parent.children.contains(busid)) continue;
     DeviceConfig child;
@@ -363,7 +387,7 @@ void Vusbd::on_discovered(Dev& parent, const std::vector<usb::wire::usbip::Devli
     if (listed.contains(busid)) continue;
     spdlog::info("vusbd: {} no longer lists {}; removing {}", template_config.source, busid,
                  name.empty() ? "nothing" : name);
-    if (!name.empty()) (void)remove_device(name);
+    if (!name.empty()) (void)remove(name, /*by_discovery=*/true);
     parent.children.erase(busid);
   }
   check_ready();

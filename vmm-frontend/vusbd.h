@@ -92,6 +92,8 @@ class Vusbd {
   // Not yet given to VMs, not started. `parent`: a discovered device (not written back).
   usb::Result<void> create_device(DeviceConfig device, const std::string& parent = {});
   usb::Result<void> start_device(Dev& dev);
+  // Removes a device (and a discovery's devices). `by_discovery`: its server stopped listing it.
+  usb::Result<void> remove(const std::string name, bool by_discovery);
   void on_backend(Dev& dev, usb::Device* backend);
   void on_discovered(Dev& parent, const std::vector<usb::wire::usbip::DevlistEntry>& list);
   usb::Result<VmAddress> give(Dev& dev, Vm& vm, uint32_t port);

@@ -12,8 +12,10 @@ Host only (no guest): vusb-stub exports a Gadget Zero; vusbd starts with two VMs
      -d stub` follows the whole stub: 1-2 reaches vm1 as stub-1-2 (1-1 stays gz's: one importer
      per device); `vusbctl remove -d stub` takes it away again.
   5. Refusals: unknown VM / device, a taken port, a bad mode → exit 1 with vusbd's reason; vusbd
-     down → exit 3. Hostile HTTP (garbage, an oversized body, bad JSON, 80 idle connections) is
-     answered 400/413 or refused and logged, and the API keeps answering.
+     down → exit 3. Hostile HTTP (garbage, an oversized body, bad JSON, a name that is not UTF-8,
+     80 idle connections) is answered 400/413/404 or refused and logged; what a web page could
+     send (a foreign Origin, a rebound Host, a form-encoded POST) gets 403; the API keeps
+     answering.
   6. The config file was written back; vusbd is stopped and started again from it: vm2 lists gz as
      1-3, vm1 still has nothing, the mode is still exclusive.
   7. GET / serves the dashboard.
@@ -221,9 +223,25 @@ def main() -> int:
         resp = raw_http(pc, b"POST /api/v1/devices HTTP/1.1\r\nHost: x\r\nContent-Length: "
                         + str(len(big)).encode() + b"\r\n\r\n" + big)
         check(resp.startswith(b"HTTP/1.1 413"), f"200 KiB body: 413 ({resp[:40]!r})")
-        resp = raw_http(pc, b"POST /api/v1/attachments HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+        resp = raw_http(pc, b"POST /api/v1/attachments HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        b"Content-Type: application/json\r\nContent-Length: 3\r\n"
                         b"Connection: close\r\n\r\n{\"d")
         check(resp.startswith(b"HTTP/1.1 400") and b"not JSON" in resp, "bad JSON: 400")
+        # What a web page in a browser on this host could send (CSRF, DNS rebinding): refused.
+        body = b'{"name":"evil","source":"emulated:gadget-zero","vms":["vm1"]}'
+        for what, head in [
+                ("a foreign Origin", b"Host: 127.0.0.1\r\nOrigin: http://evil.example\r\n"
+                                     b"Content-Type: application/json\r\n"),
+                ("a rebound Host", b"Host: evil.example:3250\r\nContent-Type: application/json\r\n"),
+                ("a form-encoded POST", b"Host: 127.0.0.1\r\nContent-Type: text/plain\r\n")]:
+            resp = raw_http(pc, b"POST /api/v1/devices HTTP/1.1\r\n" + head + b"Content-Length: "
+                            + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+            check(resp.startswith(b"HTTP/1.1 403"), f"{what}: 403 ({resp[:40]!r})")
+        resp = raw_http(pc, b"GET /api/v1/devices/\xff\xfe HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        b"Connection: close\r\n\r\n")
+        check(resp.startswith(b"HTTP/1.1 404"), f"a name that is not UTF-8: 404 ({resp[:40]!r})")
+        r = ctl("--json", "list")
+        check(r.returncode == 0 and "evil" not in r.stdout, "nothing was added by those requests")
         idle = []
         for _ in range(80):
             try:

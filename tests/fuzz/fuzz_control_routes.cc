@@ -3,8 +3,8 @@
 // fresh registry with two VMs. Input: byte 0 picks the method, then the target up to '\n', then
 // the body. Sources that open sockets or USB devices (usbip://, libusb:) are skipped: the
 // emulated source reaches the same registry code without I/O. Invariants: every answer is a
-// JSON object or array, errors carry a message, and the registry stays consistent (every
-// attachment resolves in the AddressMap).
+// JSON object or array that serializes, errors carry a message, and the registry stays consistent
+// (every attachment resolves in the AddressMap).
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/io_context.hpp>
@@ -57,6 +57,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     check(r.status >= 200 && r.status < 600);
     check(r.body.is_object() || r.body.is_array());
     if (r.status >= 400) check(r.body.contains("error") && r.body["error"].is_string());
+    // What the API sends: echoed names may be any bytes; the text must still come out.
+    check(!r.body.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).empty());
   }
   for (const auto& d : daemon.devices_json())
     for (const auto& v : d["vms"])

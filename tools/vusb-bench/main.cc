@@ -158,6 +158,7 @@ Client* g_vusbd_client = nullptr;  // through vusbd
 Client* g_unbatched = nullptr;     // straight to the stub, one write per URB
 bench::RawTcpClient* g_raw = nullptr;
 bench::RawTcpClient* g_relayed = nullptr;  // client → RawTcpRelay → RawTcpServer
+bench::RawTcpClient* g_spliced = nullptr;  // the same through a splice(2) relay
 asio::io_context* g_raw_io = nullptr;
 
 constexpr uint64_t kBatch = 64;  // URBs per benchmark iteration
@@ -183,7 +184,7 @@ void BM_RawRelay(benchmark::State& state) {
   const bool in = state.range(0) == 1;
   const auto length = static_cast<uint32_t>(state.range(1));
   const int depth = static_cast<int>(state.range(2));
-  for (auto _ : state) g_relayed->run(in, length, depth, kBatch);
+  for (auto _ : state) (state.range(3) ? g_spliced : g_relayed)->run(in, length, depth, kBatch);
   state.SetBytesProcessed(int64_t(state.iterations() * kBatch * length));
 }
 
@@ -309,7 +310,16 @@ BENCHMARK(BM_VusbBulk)->Apply(bulk_args);
 BENCHMARK(BM_RawTcp)->Apply(bulk_args);
 BENCHMARK(BM_VusbControlRtt)->MinTime(0.5)->UseRealTime();
 BENCHMARK(BM_VusbdBulk)->Apply(vusbd_bulk_args);
-BENCHMARK(BM_RawRelay)->Apply(vusbd_bulk_args);
+BENCHMARK(BM_RawRelay)->Apply([](benchmark::internal::Benchmark* b) {
+  for (int splice : {0, 1}) {
+    for (int in : {1, 0})
+      for (int depth : {1, 8}) b->Args({in, 65536, depth, splice});
+    b->Args({1, 512, 8, splice});
+  }
+  b->ArgNames({"in", "bytes", "depth", "splice"});
+  b->MinTime(0.5);
+  b->UseRealTime();
+});
 BENCHMARK(BM_Batching)->Arg(1)->Arg(0)->ArgName("batched")->MinTime(0.5)->UseRealTime();
 BENCHMARK(BM_VusbdControlRtt)->Arg(1)->Arg(0)->ArgName("cached")->MinTime(0.5)->UseRealTime();
 BENCHMARK(BM_RawTcpRtt)->MinTime(0.5)->UseRealTime();
@@ -337,21 +347,28 @@ class Collector : public benchmark::ConsoleReporter {
     }
   }
   void summary(const std::string& prefix) const {
-    std::printf("\n%-34s %12s %12s %8s %12s %8s\n", "case", "vusb MB/s", "raw MB/s", "ratio",
-                "relay MB/s", "ratio");
+    std::printf("\n%-34s %10s %10s %6s %10s %6s %10s %6s\n", "case", "vusb MB/s", "raw MB/s",
+                "ratio", "relay", "ratio", "splice", "ratio");
     for (const auto& [name, v] : results) {
       if (!name.starts_with(prefix + "/")) continue;
       std::string args = name.substr(prefix.size() + 1);
       auto raw = results.find("BM_RawTcp/" + args);
       if (raw == results.end()) continue;
-      auto relay = results.find("BM_RawRelay/" + args);
-      if (relay == results.end()) {
-        std::printf("%-34s %12.1f %12.1f %8.2f\n", args.c_str(), v / 1e6, raw->second / 1e6,
+      // The relays' names carry one more argument: ".../depth:D/splice:S/min_time...".
+      auto relay_name = [&](int splice) {
+        std::string a = args;
+        a.insert(a.find("/min_time"), "/splice:" + std::to_string(splice));
+        return "BM_RawRelay/" + a;
+      };
+      auto relay = results.find(relay_name(0)), spliced = results.find(relay_name(1));
+      if (relay == results.end() || spliced == results.end()) {
+        std::printf("%-34s %10.1f %10.1f %6.2f\n", args.c_str(), v / 1e6, raw->second / 1e6,
                     v / raw->second);
-      } else {
-        std::printf("%-34s %12.1f %12.1f %8.2f %12.1f %8.2f\n", args.c_str(), v / 1e6,
-                    raw->second / 1e6, v / raw->second, relay->second / 1e6, v / relay->second);
+        continue;
       }
+      std::printf("%-34s %10.1f %10.1f %6.2f %10.1f %6.2f %10.1f %6.2f\n", args.c_str(), v / 1e6,
+                  raw->second / 1e6, v / raw->second, relay->second / 1e6, v / relay->second,
+                  spliced->second / 1e6, spliced->second / raw->second);
     }
     auto get = [&](const std::string& k) {
       auto it = results.find(k);
@@ -420,8 +437,8 @@ int main(int argc, char** argv) {
   std::unique_ptr<VusbdSide> vusbd_side;
   // The relay gets a loop thread of its own, as vusbd has.
   asio::io_context relay_io, relayed_io;
-  std::optional<bench::RawTcpRelay> relay;
-  std::optional<bench::RawTcpClient> relayed;
+  std::optional<bench::RawTcpRelay> relay, splice_relay;
+  std::optional<bench::RawTcpClient> relayed, spliced;
   std::thread relay_thread;
   auto relay_work = asio::make_work_guard(relay_io);
   if (mode == "stub") {
@@ -434,16 +451,22 @@ int main(int argc, char** argv) {
     g_vusbd_client = g_client = via.get();
     g_unbatched = unbatched.get();
     relay.emplace(relay_io, server.raw_port());
+    splice_relay.emplace(relay_io, server.raw_port(), /*splice=*/true);
     relay_thread = std::thread([&] { relay_io.run(); });
     relayed.emplace(relayed_io, relay->port());
+    spliced.emplace(relayed_io, splice_relay->port());
     g_relayed = &*relayed;
+    g_spliced = &*spliced;
   }
   Collector collector;
   benchmark::RunSpecifiedBenchmarks(&collector);
   collector.summary(mode == "stub" ? "BM_VusbBulk" : "BM_VusbdBulk");
   benchmark::Shutdown();
   if (relay_thread.joinable()) {
-    asio::post(relay_io, [&] { relay->stop(); });
+    asio::post(relay_io, [&] {
+      relay->stop();
+      splice_relay->stop();
+    });
     relay_work.reset();
     relay_io.stop();
     relay_thread.join();

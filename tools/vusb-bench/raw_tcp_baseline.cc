@@ -1,5 +1,8 @@
 #include "tools/vusb-bench/raw_tcp_baseline.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <chrono>
@@ -83,11 +86,73 @@ class Pump : public std::enable_shared_from_this<Pump> {
   std::vector<uint8_t> buffer_;
 };
 
+// One direction with splice(2): socket -> pipe -> socket, the bytes stay in the kernel.
+class SplicePump : public std::enable_shared_from_this<SplicePump> {
+ public:
+  SplicePump(std::shared_ptr<tcp::socket> from, std::shared_ptr<tcp::socket> to)
+      : from_(std::move(from)), to_(std::move(to)) {
+    if (::pipe2(pipe_, O_NONBLOCK | O_CLOEXEC) != 0)
+      pipe_[0] = pipe_[1] = -1;
+    else
+      ::fcntl(pipe_[1], F_SETPIPE_SZ, 1 << 20);
+    from_->non_blocking(true);
+    to_->non_blocking(true);
+  }
+  ~SplicePump() {
+    if (pipe_[0] >= 0) ::close(pipe_[0]), ::close(pipe_[1]);
+  }
+  void start() { fill(); }
+
+ private:
+  void fill() {
+    for (;;) {
+      const ssize_t n = ::splice(from_->native_handle(), nullptr, pipe_[1], nullptr, 1 << 20,
+                                 SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n > 0) {
+        queued_ += size_t(n);
+        return drain();
+      }
+      if (n == 0) return stop();
+      if (errno != EAGAIN) return stop();
+      return from_->async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
+        if (ec) return self->stop();
+        self->fill();
+      });
+    }
+  }
+  void drain() {
+    while (queued_ > 0) {
+      const ssize_t n = ::splice(pipe_[0], nullptr, to_->native_handle(), nullptr, queued_,
+                                 SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n > 0) {
+        queued_ -= size_t(n);
+        continue;
+      }
+      if (n < 0 && errno == EAGAIN)
+        return to_->async_wait(tcp::socket::wait_write, [self = shared_from_this()](error_code ec) {
+          if (ec) return self->stop();
+          self->drain();
+        });
+      return stop();
+    }
+    fill();
+  }
+  void stop() {
+    error_code ec;
+    from_->close(ec);
+    to_->close(ec);
+  }
+  std::shared_ptr<tcp::socket> from_, to_;
+  int pipe_[2] = {-1, -1};
+  size_t queued_ = 0;
+};
+
 }  // namespace
 
-RawTcpRelay::RawTcpRelay(asio::io_context& io, uint16_t upstream_port)
+RawTcpRelay::RawTcpRelay(asio::io_context& io, uint16_t upstream_port, bool splice)
     : io_(io),
       upstream_(upstream_port),
+      splice_(splice),
       acceptor_(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
   accept();
 }
@@ -111,8 +176,13 @@ void RawTcpRelay::accept() {
     if (!cec) {
       down->set_option(tcp::no_delay(true));
       up->set_option(tcp::no_delay(true));
-      std::make_shared<Pump>(down, up)->start();
-      std::make_shared<Pump>(up, down)->start();
+      if (splice_) {
+        std::make_shared<SplicePump>(down, up)->start();
+        std::make_shared<SplicePump>(up, down)->start();
+      } else {
+        std::make_shared<Pump>(down, up)->start();
+        std::make_shared<Pump>(up, down)->start();
+      }
     }
     accept();
   });

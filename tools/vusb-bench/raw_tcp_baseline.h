@@ -31,7 +31,9 @@ class RawTcpServer {
 // pumped both ways through a 256 KiB buffer per direction. Lives on the loop it is created on.
 class RawTcpRelay {
  public:
-  RawTcpRelay(boost::asio::io_context& io, uint16_t upstream_port);
+  // `splice`: move the bytes with splice(2) through a pipe instead of recv/send through a user
+  // buffer (the payload then never enters user space on the relay).
+  RawTcpRelay(boost::asio::io_context& io, uint16_t upstream_port, bool splice = false);
   uint16_t port() const;
   void stop();
 
@@ -39,6 +41,7 @@ class RawTcpRelay {
   void accept();
   boost::asio::io_context& io_;
   uint16_t upstream_;
+  bool splice_;
   boost::asio::ip::tcp::acceptor acceptor_;
 };
 

@@ -172,7 +172,7 @@ int main(int argc, char** argv) {
   json out;
   auto emit = [&](auto&& pretty) {
     if (g.json_out)
-      std::cout << out.dump(2) << "\n";
+      std::cout << out.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
     else
       pretty();
     return 0;
@@ -212,6 +212,11 @@ int main(int argc, char** argv) {
       if (!reply) return fail(reply.error().message, 3);
       if (reply->status == 200) {
         existing = json::parse(reply->body, nullptr, false);
+        if (busid == "*")
+          return fail("vusbd already follows " + source + " as '" + device +
+                          "'; its devices are NAME-BUSID: attach those, or add the vm to its "
+                          "vms in the config",
+                      1);
         if (existing.is_object() && existing.value("source", "") != source)
           return fail("vusbd already has a device '" + device + "' from " +
                           existing.value("source", "?") + "; pick another name with -d",
@@ -289,12 +294,15 @@ int main(int argc, char** argv) {
           if (kind == "hello") return true;
           if (kind == "stats" && !with_stats) return true;
           if (g.json_out) {
-            std::cout << e.dump() << std::endl;
+            std::cout << e.dump(-1, ' ', false, json::error_handler_t::replace) << std::endl;
           } else {
             std::cout << kind;
             for (const auto& [k, v] : e.items())
               if (k != "event")
-                std::cout << " " << k << "=" << (v.is_string() ? v.get<std::string>() : v.dump());
+                std::cout << " " << k << "="
+                          << (v.is_string()
+                                  ? v.get<std::string>()
+                                  : v.dump(-1, ' ', false, json::error_handler_t::replace));
             std::cout << std::endl;
           }
           return kind == "stats" || count == 0 || ++seen < count;

@@ -249,9 +249,13 @@ TEST(VusbdDiscoveryTest, AWholeServerIsFollowedDevicesBehindHubsIncluded) {
   behind_hub_desc.device.product_id = 0x1234;
   usb::testing::FakeDevice behind_hub(behind_hub_desc, usb::Speed::kFull,
                                       usb::DeviceLocation{.busid = "1-2.4", .path = {}});
+  // A server may list anything as a bus id: this one is not taken.
+  usb::testing::FakeDevice odd(descriptors(), usb::Speed::kHigh,
+                               usb::DeviceLocation{.busid = "*", .path = {}});
   Stub stub(io);
   ASSERT_TRUE(stub.exports.add(root));
   ASSERT_TRUE(stub.exports.add(behind_hub));
+  ASSERT_TRUE(stub.exports.add(odd));
   stub.start(0);
 
   VusbdConfig config;
@@ -280,6 +284,11 @@ TEST(VusbdDiscoveryTest, AWholeServerIsFollowedDevicesBehindHubsIncluded) {
   EXPECT_EQ(vm_dev->descriptors().device.product_id, 0x1234);
   vm_dev->close();
   EXPECT_EQ(daemon.attach("lab", "vm1").error().code, usb::Error::Code::kInvalidArgument);
+  // Modes apply to discovered devices and through the discovery to all of them.
+  ASSERT_TRUE(daemon.set_mode("lab-1-1", "exclusive"));
+  ASSERT_TRUE(daemon.set_mode("lab", "shared"));
+  EXPECT_EQ(daemon.stats()["devices"]["lab-1-1"]["mode"], "shared");
+  EXPECT_FALSE(daemon.set_mode("lab-1-1", "sometimes"));
 
   // The server stops listing the device behind the hub: vusbd removes it (within a listing).
   stub.exports.remove(behind_hub);
@@ -293,6 +302,11 @@ TEST(VusbdDiscoveryTest, AWholeServerIsFollowedDevicesBehindHubsIncluded) {
       8000));
   EXPECT_FALSE(daemon.addresses().resolve_busid("vm1", "1-2"));
   EXPECT_TRUE(daemon.addresses().resolve_busid("vm1", "1-1"));
+  // Removed by hand, a listed device stays removed (the next listings do not bring it back).
+  ASSERT_TRUE(daemon.remove_device("lab-1-1"));
+  run_until(
+      io, [] { return false; }, 2500);
+  for (const auto& d : daemon.devices_json()) EXPECT_NE(d["name"], "lab-1-1");
   daemon.stop();
   stub.kill();
 }
