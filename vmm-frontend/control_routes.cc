@@ -92,6 +92,11 @@ RouteResult add_device(Vusbd& daemon, std::string_view body) {
   if (auto e = get_string(req, "name", d.name)) return *e;
   if (auto e = get_string(req, "source", d.source)) return *e;
   if (auto e = get_string(req, "mode", d.mode, false)) return *e;
+  if (auto it = req.find("slice_ms"); it != req.end()) {
+    if (!it->is_number_unsigned() || it->get<uint64_t>() == 0 || it->get<uint64_t>() > 60000)
+      return error(400, "\"slice_ms\" must be 1..60000");
+    d.slice_ms = static_cast<uint32_t>(it->get<uint64_t>());
+  }
   if (auto it = req.find("vms"); it != req.end()) {
     if (!it->is_array()) return error(400, "\"vms\" must be an array of names");
     for (const auto& v : *it) {

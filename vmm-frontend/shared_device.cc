@@ -58,6 +58,14 @@ void DeviceView::release() {
   alts_.clear();
   if (shared_.control_owner_ == this) shared_.release_control_lock();
   for (auto& [_, f] : shared_.fanouts_) f->drop_view(*this, Status::kCancelled);
+  if (shared_.slicer_) {
+    auto held = std::move(waiting_turn_);
+    waiting_turn_.clear();
+    for (auto& w : held) complete_here(*w.transfer, Status::kCancelled, 0);
+    const bool had_turn = shared_.slicer_->holder() == vm_;
+    shared_.slicer_->forget(vm_);
+    if (had_turn) shared_.finish_switch();  // the next VM in line need not wait for a timer
+  }
   if (shared_.on_hold_change_) shared_.on_hold_change_(*this, false);
 }
 
@@ -163,6 +171,7 @@ void DeviceView::submit(Transfer& t) {
   if (usb::endpoint_number(t.endpoint()) != 0) {
     auto h = halts_.find(t.endpoint());
     if (h != halts_.end() && h->second != Halt::kNone) return complete_here(t, Status::kStall, 0);
+    if (shared_.mode_ == SharedDevice::Mode::kTimeslice) return shared_.timeslice_submit(*this, t);
     if (t.type() == usb::TransferType::kIsochronous &&
         usb::endpoint_direction(t.endpoint()) == usb::Direction::kIn &&
         shared_.mode_ == SharedDevice::Mode::kShared)
@@ -221,6 +230,12 @@ void DeviceView::run_control(Transfer& t) {
 
 void DeviceView::cancel(Transfer& t) {
   // Reached only for transfers parked here (forwarded ones are cancelled by the backend).
+  if (auto it = std::find_if(waiting_turn_.begin(), waiting_turn_.end(),
+                             [&](const Held& h) { return h.transfer == &t; });
+      it != waiting_turn_.end()) {
+    waiting_turn_.erase(it);
+    return complete_here(t, Status::kCancelled, 0);
+  }
   for (auto& [_, f] : shared_.fanouts_)
     if (f->cancel(t)) return;
   if (auto it = std::find(control_queue_.begin(), control_queue_.end(), &t);
@@ -359,14 +374,19 @@ void DeviceView::set_halt(uint8_t endpoint, usb::StatusCallback done) {
 // ------------------------------------------------------------------ SharedDevice
 
 SharedDevice::SharedDevice(std::string name, Mode mode, Timer timer,
-                           std::chrono::milliseconds control_lock_timeout)
+                           std::chrono::milliseconds control_lock_timeout,
+                           std::chrono::milliseconds slice)
     : name_(std::move(name)),
       mode_(mode),
       timer_(std::move(timer)),
-      lock_timeout_(control_lock_timeout) {}
+      lock_timeout_(control_lock_timeout),
+      slice_(slice) {
+  if (mode_ == Mode::kTimeslice) slicer_ = std::make_unique<sched::TimeSlicer>(slice_);
+}
 
 SharedDevice::~SharedDevice() {
   fanouts_.clear();  // parked iso IN URBs complete with kNoDevice while the views exist
+  release_all_held(Status::kNoDevice);
   *alive_ = false;
   // Parked transfers belong to the VM adapters: give them back.
   while (!control_waiting_.empty()) {
@@ -389,6 +409,141 @@ void SharedDevice::set_backend(usb::Device* backend) {
     }
     for (auto& [_, v] : views_) v->halts_.clear();
     for (auto& [_, f] : fanouts_) f->clear(Status::kNoDevice);
+    release_all_held(Status::kNoDevice);
+    if (slicer_) slicer_ = std::make_unique<sched::TimeSlicer>(slice_);
+    switching_ = false;
+  }
+}
+
+// ------------------------------------------------------------------ timeslice mode
+
+void SharedDevice::set_mode(Mode mode) {
+  loop_.check();
+  if (mode == mode_) return;
+  if (mode_ == Mode::kTimeslice) {
+    // Everyone may send now: held URBs go to the device in their order.
+    slicer_.reset();
+    switching_ = false;
+    for (auto& [_, v] : views_) {
+      auto held = std::move(v->waiting_turn_);
+      v->waiting_turn_.clear();
+      for (auto& w : held) v->forward(*w.transfer);
+    }
+  }
+  mode_ = mode;
+  if (mode_ == Mode::kTimeslice) slicer_ = std::make_unique<sched::TimeSlicer>(slice_);
+}
+
+std::string SharedDevice::turn_holder() const {
+  return slicer_ && slicer_->holder() ? *slicer_->holder() : std::string();
+}
+
+DeviceView* SharedDevice::view_of(const std::string& vm) const {
+  auto it = views_.find(vm);
+  return it == views_.end() ? nullptr : it->second.get();
+}
+
+void SharedDevice::timeslice_submit(DeviceView& view, Transfer& t) {
+  const auto now = std::chrono::steady_clock::now();
+  const bool had_turn = slicer_->holder() == view.vm_;
+  if (!switching_ && slicer_->request(view.vm_, now)) {
+    if (!had_turn) {
+      ++view.stats_.turns;
+      spdlog::debug("vusbd: {}: {}'s turn", name_, view.vm_);
+    }
+    send_in_turn(view, t);
+    arm_slice_timer();
+    return;
+  }
+  // Not this VM's turn (or the device is being handed over): hold it, cancellable.
+  if (switching_ && !had_turn) slicer_->request(view.vm_, now);
+  t.park(&view);
+  view.waiting_turn_.push_back({&t, now});
+  arm_slice_timer();
+  consider_switch();
+}
+
+void SharedDevice::send_in_turn(DeviceView& view, Transfer& t) {
+  view.at_device_.push_back(&t);
+  t.add_completion_epilogue([this, &view, tp = &t, alive = alive_] {
+    if (!*alive) return;
+    std::erase(view.at_device_, tp);  // the pointer only: the transfer may be gone
+    consider_switch();
+  });
+  view.forward(t);
+}
+
+void SharedDevice::consider_switch() {
+  if (!slicer_ || handing_over_) return;
+  const auto now = std::chrono::steady_clock::now();
+  DeviceView* h = slicer_->holder() ? view_of(*slicer_->holder()) : nullptr;
+  if (!switching_) {
+    const bool idle = !h || (h->at_device_.empty() && h->waiting_turn_.empty());
+    if (!slicer_->should_switch(now, idle)) return;
+    switching_ = true;
+    // Quiesce: wait for the holder's URBs at the device; what is still out after the grace time
+    // is cancelled (the VM sees it unlinked, as after a real device's reset).
+    const uint64_t gen = ++switch_generation_;
+    timer_(std::chrono::milliseconds(100), [this, gen, alive = alive_] {
+      if (!*alive || !switching_ || gen != switch_generation_ || !slicer_) return;
+      if (DeviceView* v = slicer_->holder() ? view_of(*slicer_->holder()) : nullptr) {
+        spdlog::info("vusbd: {}: {}'s turn is over; cancelling its {} URB(s) still at the device",
+                     name_, v->vm_, v->at_device_.size());
+        for (Transfer* t : std::vector<Transfer*>(v->at_device_)) t->cancel();
+      }
+    });
+  }
+  if (switching_ && (!h || h->at_device_.empty())) finish_switch();
+}
+
+void SharedDevice::finish_switch() {
+  if (!slicer_) return;
+  switching_ = false;
+  ++switch_generation_;
+  const auto now = std::chrono::steady_clock::now();
+  slicer_->next(now);
+  // Whoever still holds URBs lines up again (the old holder, if it kept submitting meanwhile).
+  for (auto& [name, v] : views_)
+    if (!v->waiting_turn_.empty()) slicer_->request(name, now);
+  DeviceView* h = slicer_->holder() ? view_of(*slicer_->holder()) : nullptr;
+  if (h) {
+    ++h->stats_.turns;
+    spdlog::debug("vusbd: {}: {}'s turn ({} waiting)", name_, h->vm_, slicer_->waiting().size());
+    auto held = std::move(h->waiting_turn_);
+    h->waiting_turn_.clear();
+    handing_over_ = true;  // completions inside forward() must not start another switch
+    for (auto& w : held) {
+      h->stats_.held_time += now - w.since;
+      w.transfer->unpark();
+      send_in_turn(*h, *w.transfer);
+    }
+    handing_over_ = false;
+  }
+  arm_slice_timer();
+  consider_switch();
+}
+
+void SharedDevice::arm_slice_timer() {
+  if (!slicer_ || !slicer_->holder() || slicer_->waiting().empty()) return;
+  const auto end = slicer_->slice_end();
+  if (armed_for_ == end) return;  // one timer per slice, not one per URB
+  armed_for_ = end;
+  const auto now = std::chrono::steady_clock::now();
+  const auto delay = std::chrono::ceil<std::chrono::milliseconds>(
+      std::max(end - now, std::chrono::steady_clock::duration::zero()));
+  const uint64_t gen = ++timer_generation_;
+  timer_(delay, [this, gen, alive = alive_] {
+    if (!*alive || gen != timer_generation_) return;
+    consider_switch();
+    arm_slice_timer();
+  });
+}
+
+void SharedDevice::release_all_held(Status status) {
+  for (auto& [_, v] : views_) {
+    auto held = std::move(v->waiting_turn_);
+    v->waiting_turn_.clear();
+    for (auto& w : held) v->complete_here(*w.transfer, status, 0);
   }
 }
 

@@ -22,7 +22,11 @@
 //    each completion returns to the VM that submitted it, and per-view stats count it;
 //  - isochronous IN is fanned out (IsoFanOut): one VM's URBs drive the device and every VM that
 //    streams the endpoint receives every packet.
-// Modes: kShared (all views at once), kExclusive (one VM holds it; others get "busy").
+// Modes: kShared (all views at once), kExclusive (one VM holds it; others get "busy"),
+// kTimeslice (all VMs import it; their data transfers take turns, sched::TimeSlicer decides whose
+// turn it is: the others' URBs are held — not failed — until their turn; a switch waits for the
+// holder's in-flight URBs, cancelling what is still out after 100 ms. Control requests are
+// handled as in shared mode. Device state is not saved and restored across turns yet: issue 4).
 //
 // Owned by vusbd's device registry; views are owned by the SharedDevice and outlive their
 // exports. Lives on vusbd's loop; timers come from the injected Timer.
@@ -36,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "schedulers/timeslice.h"
 #include "usb-stub/export_table.h"
 #include "usb/core/device.h"
 #include "usb/core/loop_checker.h"
@@ -51,6 +56,8 @@ struct ViewStats {
   uint64_t stalls = 0;   // completions with kStall (usbtest expects many)
   uint64_t errors = 0;   // completions with any other status than ok / cancelled / stall
   uint64_t refused = 0;  // arbitration refusals (stalls vusbd answered)
+  uint64_t turns = 0;    // timeslice: turns this VM was given
+  std::chrono::nanoseconds held_time{0};  // timeslice: time URBs waited for this VM's turn
   std::chrono::nanoseconds latency_total{0};
 };
 
@@ -90,6 +97,10 @@ class DeviceView : public usb::Device, public stub::ExportTable::ClaimGuard {
  private:
   friend class SharedDevice;
   enum class Halt : uint8_t { kNone, kVirtual, kDevice };
+  struct Held {
+    usb::Transfer* transfer;
+    std::chrono::steady_clock::time_point since;
+  };
 
   void forward(usb::Transfer& t);
   void do_set_configuration(uint8_t value, usb::StatusCallback done);
@@ -109,21 +120,29 @@ class DeviceView : public usb::Device, public stub::ExportTable::ClaimGuard {
   bool control_busy_ = false;
   ViewStats stats_;
   bool held_ = false;
+  // Timeslice mode: data URBs waiting for this VM's turn, and those at the device now.
+  std::deque<Held> waiting_turn_;
+  std::vector<usb::Transfer*> at_device_;
 };
 
 class SharedDevice {
  public:
-  enum class Mode { kExclusive, kShared };
+  enum class Mode { kExclusive, kShared, kTimeslice };
   using Timer = std::function<void(std::chrono::milliseconds, std::move_only_function<void()>)>;
 
   SharedDevice(std::string name, Mode mode, Timer timer,
-               std::chrono::milliseconds control_lock_timeout = std::chrono::milliseconds(200));
+               std::chrono::milliseconds control_lock_timeout = std::chrono::milliseconds(200),
+               std::chrono::milliseconds slice = std::chrono::milliseconds(100));
   ~SharedDevice();
 
   const std::string& name() const { return name_; }
   Mode mode() const { return mode_; }
-  // A change applies to the next import: VMs that hold the device keep it.
-  void set_mode(Mode mode) { mode_ = mode; }
+  // A change applies to the next import: VMs that hold the device keep it. Leaving timeslice
+  // mode sends every held URB on.
+  void set_mode(Mode mode);
+  // Timeslice mode: whose turn it is ("" when nobody's) and how many switches there were.
+  std::string turn_holder() const;
+  uint64_t turn_switches() const { return slicer_ ? slicer_->switches() : 0; }
   // Isochronous IN packets this view received as copies of another VM's stream, and lost.
   IsoFanOut::FollowerStats fanout_stats(const DeviceView& view) const;
   // Told when a VM imports (true) or releases (false) its view.
@@ -172,6 +191,21 @@ class SharedDevice {
   bool op_busy_ = false;
   std::function<void(DeviceView&, bool)> on_hold_change_;
   IsoFanOut& fanout(uint8_t endpoint);
+  // Timeslice mode (see the class comment).
+  void timeslice_submit(DeviceView& view, usb::Transfer& t);
+  void send_in_turn(DeviceView& view, usb::Transfer& t);
+  void consider_switch();
+  void finish_switch();
+  void arm_slice_timer();
+  void release_all_held(usb::Status status);
+  DeviceView* view_of(const std::string& vm) const;
+  std::unique_ptr<sched::TimeSlicer> slicer_;
+  std::chrono::milliseconds slice_;
+  bool switching_ = false;
+  bool handing_over_ = false;
+  std::chrono::steady_clock::time_point armed_for_{};
+  uint64_t switch_generation_ = 0;
+  uint64_t timer_generation_ = 0;
   std::map<uint8_t, std::unique_ptr<IsoFanOut>> fanouts_;  // isochronous IN endpoints
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   usb::LoopChecker loop_;

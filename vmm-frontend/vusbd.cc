@@ -23,7 +23,9 @@ SharedDevice::Timer asio_timer(boost::asio::io_context& io) {
 }
 
 SharedDevice::Mode mode_of(const std::string& mode) {
-  return mode == "exclusive" ? SharedDevice::Mode::kExclusive : SharedDevice::Mode::kShared;
+  if (mode == "exclusive") return SharedDevice::Mode::kExclusive;
+  if (mode == "timeslice") return SharedDevice::Mode::kTimeslice;
+  return SharedDevice::Mode::kShared;
 }
 
 std::unexpected<usb::Error> not_found(std::string what) {
@@ -134,7 +136,9 @@ usb::Result<void> Vusbd::create_device(DeviceConfig dc, const std::string& paren
   d.name = dc.name;
   d.parent = parent;
   d.id = addresses_.add_device(dc.name);
-  d.shared = std::make_unique<SharedDevice>(dc.name, mode_of(dc.mode), asio_timer(io_));
+  d.shared = std::make_unique<SharedDevice>(dc.name, mode_of(dc.mode), asio_timer(io_),
+                                            std::chrono::milliseconds(200),
+                                            std::chrono::milliseconds(dc.slice_ms));
   d.shared->on_hold_change([this, &d](DeviceView& view, bool held) {
     emit({{"event", held ? "imported" : "released"},
           {"device", d.name},
@@ -352,6 +356,7 @@ void Vusbd::on_discovered(Dev& parent, const std::vector<usb::wire::usbip::Devli
       if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '_';
     child.source = "usbip://" + template_config.server.to_string() + "/" + busid;
     child.mode = template_config.mode;
+    child.slice_ms = template_config.slice_ms;
     // A device vusbd already imports under another name stays with it (one importer each).
     const DeviceConfig* same = nullptr;
     for (const auto& d : devices_)
@@ -547,6 +552,11 @@ nlohmann::json Vusbd::stats() const {
     const DeviceConfig& dc = device_config(dev->name);
     out["devices"][dev->name] = {
         {"source", dc.source}, {"mode", dc.mode}, {"connected", dev->shared->backend() != nullptr}};
+    if (dc.mode == "timeslice") {
+      out["devices"][dev->name]["turn"] = dev->shared->turn_holder();
+      out["devices"][dev->name]["switches"] = dev->shared->turn_switches();
+      out["devices"][dev->name]["slice_ms"] = dc.slice_ms;
+    }
     for (DeviceView* view : dev->shared->views()) {
       if (std::ranges::find(dev->vms, view->vm()) == dev->vms.end()) continue;
       const ViewStats& s = view->stats();
@@ -554,6 +564,8 @@ nlohmann::json Vusbd::stats() const {
       out["vms"][view->vm()][dev->name] = {
           {"iso_fanout_packets", fan.copied_packets},
           {"iso_fanout_dropped", fan.dropped_packets},
+          {"turns", s.turns},
+          {"held_ms", std::chrono::duration<double, std::milli>(s.held_time).count()},
           {"busid", view->location().busid},
           {"urbs", s.urbs},
           {"bytes_in", s.bytes_in},

@@ -36,7 +36,7 @@ bool good_name(const std::string& n) {
 }
 
 bool known_mode(const std::string& m) {
-  return m == "shared" || m == "exclusive";
+  return m == "shared" || m == "exclusive" || m == "timeslice";
 }
 
 }  // namespace
@@ -127,6 +127,12 @@ usb::Result<VusbdConfig> load_config(const std::string& path) {
         if (auto r = parse_source(d.source, d); !r) return std::unexpected(r.error());
         if (v.contains("mode")) d.mode = toml::find<std::string>(v, "mode");
         if (v.contains("vms")) d.vms = toml::find<std::vector<std::string>>(v, "vms");
+        if (v.contains("slice_ms")) {
+          const auto ms = toml::find<toml::integer>(v, "slice_ms");
+          if (ms < 1 || ms > 60000)
+            return bad("device '" + d.name + "': slice_ms must be 1..60000");
+          d.slice_ms = static_cast<uint32_t>(ms);
+        }
         if (v.contains("ports"))
           for (const auto& [vm, port] : toml::find<toml::table>(v, "ports")) {
             const auto n = port.as_integer();
@@ -158,8 +164,11 @@ usb::Result<void> validate(const VusbdConfig& c) {
       return bad("device name '" + d.name + "': use 1-64 letters, digits, '.', '_' or '-'");
     if (!devices.insert(d.name).second) return bad("device '" + d.name + "' is defined twice");
     if (!known_mode(d.mode))
-      return bad("device '" + d.name + "': mode must be shared or exclusive, not '" + d.mode + "'" +
-                 (d.mode == "timeslice" ? " (timeslice arrives with the schedulers)" : ""));
+      return bad("device '" + d.name + "': mode must be shared, exclusive or timeslice, not '" +
+                 d.mode + "'");
+    if (d.slice_ms < 1 || d.slice_ms > 60000)
+      return bad("device '" + d.name + "': slice_ms must be 1..60000, not " +
+                 std::to_string(d.slice_ms));
     std::set<std::string> seen;
     for (const auto& vm : d.vms) {
       if (!vms.contains(vm)) return bad("device '" + d.name + "' names unknown vm '" + vm + "'");
@@ -194,7 +203,9 @@ std::string to_toml(const VusbdConfig& c) {
         << "\n";
   for (const auto& d : c.devices) {
     out << "\n[[device]]\nname = " << quote(d.name) << "\nsource = " << quote(d.source)
-        << "\nmode = " << quote(d.mode) << "\nvms = [";
+        << "\nmode = " << quote(d.mode) << "\n";
+    if (d.slice_ms != 100) out << "slice_ms = " << d.slice_ms << "\n";
+    out << "vms = [";
     for (size_t i = 0; i < d.vms.size(); ++i) out << (i ? ", " : "") << quote(d.vms[i]);
     out << "]\nports = {";
     bool first = true;

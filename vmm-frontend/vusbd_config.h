@@ -10,7 +10,8 @@
 //                      | "libusb:BUSID" | "emulated:gadget-zero"
 //               ("/*": every device that server exports, devices behind hubs included, each as
 //               a device named NAME-BUSID with this entry's mode and VMs, following the list)
-//               mode = "shared" | "exclusive"     vms = ["vm1", "vm2"]
+//               mode = "shared" | "exclusive" | "timeslice"     vms = ["vm1", "vm2"]
+//               slice_ms = 100                    (timeslice: the length of a VM's turn)
 //               ports = { vm1 = 1, vm2 = 3 }      (optional; written back by vusbd)
 #pragma once
 
@@ -39,6 +40,7 @@ struct DeviceConfig {
   devices::DeviceFilter libusb{};  // kLibusb
   std::string emulated;            // kEmulated: "gadget-zero"
   std::string mode = "shared";
+  uint32_t slice_ms = 100;  // timeslice mode: one VM's turn
   std::vector<std::string> vms;
   std::map<std::string, uint32_t> ports;  // VM → port on its virtual bus (bus id "1-PORT")
 };

@@ -20,6 +20,10 @@ Passes when both guests pass every case, vusbd exits 0 on SIGTERM, and `vusbctl 
 a timeline of both guests (host clock) to show the overlap. On failure: each guest's failure report,
 the vusbd log tail and the stub log tail.
 
+--mode timeslice (e2e.vusbd_timeslice, with --no-iso) switches gz to timeslice mode with
+`vusbctl share` before the guests start: the VMs take turns on the device and the stats must show
+turns for both and switches.
+
 --direct checks the two-guest harness without vusbd: vm1 and vm2 each talk to their own vusb-stub
 (two stubs, one Gadget Zero each). Same guests, same cases, same barrier.
 
@@ -294,6 +298,10 @@ def main() -> int:
     ap.add_argument("--capture", action="store_true",
                     help="dumpcap the stub and VM ports into <logs>/NAME.pcapng (decode with "
                          "lab/usbip_flow.py CAPTURE PORT --ep0)")
+    ap.add_argument("--mode", choices=("shared", "timeslice"), default="shared",
+                    help="timeslice: switch gz to timeslice mode with vusbctl share before the "
+                         "guests start; the VMs then take turns (the stats must show turns for "
+                         "both VMs and switches)")
     ap.add_argument("--no-iso", action="store_true",
                     help="skip the alt=1 reload and the concurrent iso cases 15, 16")
     ap.add_argument("--name", help="log name prefix (default: vusbd_shared, or vusbd_direct)")
@@ -301,7 +309,7 @@ def main() -> int:
     if a.build:
         os.environ["VUSB_BUILD"] = str(Path(a.build).resolve())
     cases = [int(c) for c in a.cases.split(",")] if a.cases else list(CASES)
-    name = a.name or ("vusbd_direct" if a.direct else "vusbd_shared")
+    name = a.name or ("vusbd_direct" if a.direct else f"vusbd_{a.mode}")
     logs = lab.logs_dir()
     booted = VMS[:a.guests]
 
@@ -379,6 +387,14 @@ def main() -> int:
                 busid = json.loads(r.stdout).get("busid") if r.returncode == 0 else None
             except ValueError:
                 busid = None
+            if busid == STUB_BUSID and a.mode != "shared":
+                r2 = subprocess.run(ctl + ["share", "-d", DEVICE, "--mode", a.mode],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    timeout=20)
+                lab.log(f"vusbctl share -d {DEVICE} --mode {a.mode}: exit {r2.returncode}")
+                if r2.returncode != 0:
+                    print(f"FAIL: vusbctl share --mode {a.mode}: {r2.stdout}")
+                    return 1
             if busid != STUB_BUSID:
                 print(f"FAIL: vusbctl attach --vm {VMS[1]} -d {DEVICE} exited {r.returncode}, "
                       f"bus id {busid!r} (expected {STUB_BUSID}):\n{r.stdout}\n"
@@ -502,7 +518,20 @@ def main() -> int:
                 if not s.get("cache_hits"):
                     print(f"  note: {vm}/{DEVICE} cache_hits = {s.get('cache_hits')!r} "
                           "(expected > 0, not asserted)")
-            if not a.no_iso and len(booted) == 2:
+            if a.mode == "timeslice" and len(booted) == 2:
+                dev = stats.get("devices", {}).get(DEVICE, {})
+                turns = {vm: ((stats.get("vms", {}).get(vm) or {}).get(DEVICE) or {}).get("turns", 0)
+                         for vm in booted}
+                print(f"  timeslice: {dev.get('switches')} switches, turns {turns}, "
+                      f"held ms " + ", ".join(
+                          f"{vm} {((stats.get('vms', {}).get(vm) or {}).get(DEVICE) or {}).get('held_ms', 0):.0f}"
+                          for vm in booted))
+                if dev.get("mode") != "timeslice":
+                    problems.append(f"gz is in mode {dev.get('mode')!r}, not timeslice")
+                if not dev.get("switches") or any(t <= 0 for t in turns.values()):
+                    problems.append("timeslice: the VMs did not take turns (switches "
+                                    f"{dev.get('switches')!r}, turns {turns})")
+            if not a.no_iso and a.mode == "shared" and len(booted) == 2:
                 fanned = sum(((stats.get("vms", {}).get(vm) or {}).get(DEVICE) or {})
                              .get("iso_fanout_packets", 0) for vm in booted)
                 if fanned <= 0:
@@ -531,7 +560,7 @@ def main() -> int:
         return 1
     print(f"PASS: {len(booted)} guest(s) x {len(cases)} usbtest cases at once "
           + ("(each on its own vusb-stub)" if a.direct else
-             f"through vusbd, one shared Gadget Zero"))
+             f"through vusbd, one Gadget Zero in {a.mode} mode"))
     return 0
 
 
