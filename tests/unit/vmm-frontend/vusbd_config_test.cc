@@ -68,7 +68,8 @@ TEST(VusbdConfigTest, WrittenBackConfigReadsBackTheSame) {
   DeviceConfig d;
   d.name = "gz";
   ASSERT_TRUE(parse_source("usbip://10.0.0.5:3240/1-1.2", d));
-  d.mode = "exclusive";
+  d.mode = "timeslice";
+  d.slice_ms = 250;
   d.vms = {"vm1", "vm-2"};
   d.ports = {{"vm1", 3}, {"vm-2", 1}};
   c.devices.push_back(d);
@@ -86,7 +87,8 @@ TEST(VusbdConfigTest, WrittenBackConfigReadsBackTheSame) {
   ASSERT_EQ(back->vms.size(), 2u);
   EXPECT_EQ(back->vms[1].listen.host, "::1");
   ASSERT_EQ(back->devices.size(), 2u);
-  EXPECT_EQ(back->devices[0].mode, "exclusive");
+  EXPECT_EQ(back->devices[0].mode, "timeslice");
+  EXPECT_EQ(back->devices[0].slice_ms, 250u);
   EXPECT_EQ(back->devices[0].vms, d.vms);
   EXPECT_EQ(back->devices[0].ports, d.ports);
   EXPECT_EQ(back->devices[0].busid, "1-1.2");
@@ -112,7 +114,12 @@ TEST(VusbdConfigTest, BadNamesModesAndPortsAreRefused) {
   c.devices = {a};
   EXPECT_TRUE(validate(c));
   c.devices[0].mode = "timeslice";
-  EXPECT_FALSE(validate(c)) << "timeslice comes with the schedulers";
+  EXPECT_TRUE(validate(c));
+  c.devices[0].slice_ms = 0;
+  EXPECT_FALSE(validate(c)) << "a turn takes some time";
+  c.devices[0].slice_ms = 100;
+  c.devices[0].mode = "sometimes";
+  EXPECT_FALSE(validate(c));
   c.devices[0].mode = "shared";
   c.devices[0].name = "a/../b";
   EXPECT_FALSE(validate(c));
