@@ -5,7 +5,7 @@
 //   vusbctl attach --vm VM -r HOST -b BUSID       import from a USB/IP server and give it
 //   vusbctl attach --vm VM -r HOST -b '*'         follow everything that server exports
 //   vusbctl detach --vm VM -d DEVICE              take it away (the VM sees an unplug)
-//   vusbctl share -d DEVICE --mode shared|exclusive
+//   vusbctl share -d DEVICE --mode shared|exclusive|timeslice
 //   vusbctl stats / monitor / remove
 // --json prints the API's answer as it is. Exit status: 0 done, 1 vusbd refused (its reason is
 // printed), 2 usage, 3 vusbd unreachable.
@@ -146,7 +146,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> share_vms;
   auto* share = app.add_subcommand("share", "Set a device's sharing mode (and give it to VMs)");
   share->add_option("-d,--device", device, "The device")->required();
-  share->add_option("--mode", mode, "shared (all its VMs at once) or exclusive (one at a time)")
+  share->add_option("--mode", mode,
+                    "shared (all its VMs at once), exclusive (one VM holds it) or timeslice "
+                    "(its VMs take turns)")
       ->required();
   share->add_option("--vm", share_vms, "Also give it to these VMs");
 
