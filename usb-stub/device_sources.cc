@@ -3,10 +3,10 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include "devices/emulated/gadget_zero.h"
 #include "devices/libusb/libusb_provider.h"
+#include "usb/net/asio_timer.h"
 
 namespace stub {
 
@@ -42,13 +42,7 @@ usb::Result<void> DeviceSources::add_libusb(const std::vector<std::string>& sele
     options.filters.push_back(*f);
   }
   // Rescans (when libusb has no hotplug here) run on the loop through an Asio timer.
-  options.timer = [&io = io_](std::chrono::milliseconds delay, std::move_only_function<void()> fn) {
-    auto timer = std::make_shared<boost::asio::steady_timer>(io, delay);
-    auto boxed = std::make_shared<std::move_only_function<void()>>(std::move(fn));
-    timer->async_wait([timer, boxed](boost::system::error_code ec) {
-      if (!ec) (*boxed)();
-    });
-  };
+  options.timer = usb::net::asio_timer(io_);
   options.on_initial_scan_done = [this](size_t n) {
     spdlog::info("libusb: initial scan found {} device(s); exporting {}", n, exports_.size());
   };

@@ -2,7 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include <boost/asio/steady_timer.hpp>
+#include "usb/net/asio_timer.h"
 
 namespace vusbd {
 
@@ -20,13 +20,7 @@ usb::Result<void> LibusbBackend::start() {
   devices::LibusbProvider::Options options;
   options.filters = {filter_};
   // Rescans (where libusb has no hotplug) run on the loop through an Asio timer.
-  options.timer = [&io = io_](std::chrono::milliseconds delay, std::move_only_function<void()> fn) {
-    auto timer = std::make_shared<boost::asio::steady_timer>(io, delay);
-    auto boxed = std::make_shared<std::move_only_function<void()>>(std::move(fn));
-    timer->async_wait([timer, boxed](boost::system::error_code ec) {
-      if (!ec) (*boxed)();
-    });
-  };
+  options.timer = usb::net::asio_timer(io_);
   options.on_initial_scan_done = [this](size_t n) {
     if (n == 0) spdlog::warn("vusbd: {}: no such device yet; waiting for it", describe());
   };

@@ -7,20 +7,11 @@
 #include <set>
 
 #include "devices/emulated/gadget_zero.h"
+#include "usb/net/asio_timer.h"
 
 namespace vusbd {
 
 namespace {
-
-SharedDevice::Timer asio_timer(boost::asio::io_context& io) {
-  return [&io](std::chrono::milliseconds delay, std::move_only_function<void()> fn) {
-    auto timer = std::make_shared<boost::asio::steady_timer>(io, delay);
-    auto boxed = std::make_shared<std::move_only_function<void()>>(std::move(fn));
-    timer->async_wait([timer, boxed](boost::system::error_code ec) {
-      if (!ec) (*boxed)();
-    });
-  };
-}
 
 SharedDevice::Mode mode_of(const std::string& mode) {
   if (mode == "exclusive") return SharedDevice::Mode::kExclusive;
@@ -30,23 +21,6 @@ SharedDevice::Mode mode_of(const std::string& mode) {
 
 std::unexpected<usb::Error> not_found(std::string what) {
   return usb::Error::make(usb::Error::Code::kNotFound, std::move(what));
-}
-
-std::string_view speed_name(usb::Speed s) {
-  switch (s) {
-    case usb::Speed::kLow:
-      return "low";
-    case usb::Speed::kFull:
-      return "full";
-    case usb::Speed::kHigh:
-      return "high";
-    case usb::Speed::kSuper:
-      return "super";
-    case usb::Speed::kSuperPlus:
-      return "super-plus";
-    default:
-      return "unknown";
-  }
 }
 
 }  // namespace
@@ -136,7 +110,7 @@ usb::Result<void> Vusbd::create_device(DeviceConfig dc, const std::string& paren
   d.name = dc.name;
   d.parent = parent;
   d.id = addresses_.add_device(dc.name);
-  d.shared = std::make_unique<SharedDevice>(dc.name, mode_of(dc.mode), asio_timer(io_),
+  d.shared = std::make_unique<SharedDevice>(dc.name, mode_of(dc.mode), usb::net::asio_timer(io_),
                                             std::chrono::milliseconds(200),
                                             std::chrono::milliseconds(dc.slice_ms));
   d.shared->on_hold_change([this, &d](DeviceView& view, bool held) {
@@ -502,7 +476,7 @@ nlohmann::json Vusbd::devices_json() const {
     if (be) {
       j["vendor_id"] = be->descriptors().device.vendor_id;
       j["product_id"] = be->descriptors().device.product_id;
-      j["speed"] = speed_name(be->speed());
+      j["speed"] = usb::to_string(be->speed());
     }
     for (const auto& vm : d->vms) {
       auto addr = addresses_.address(vm, d->id);
