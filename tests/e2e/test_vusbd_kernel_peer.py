@@ -93,44 +93,20 @@ usbip port 2>&1
 """
 
 
-class Guest:
-    """One guest on its own thread; its marker lines are stamped with the host clock."""
+class Guest(lab.GuestThread):
+    """A guest on its own thread; the peer reports the bus id it exported."""
 
     def __init__(self, role: str, name: str, script: str, t0: float, modules, hostfwd=()):
-        self.role, self.name, self.script, self.t0 = role, name, script, t0
-        self.modules, self.hostfwd = modules, hostfwd
-        self.events: list = []   # (host secs since t0, marker line)
-        self.finished = threading.Event()  # the script ended (LAB-RESULT) or the run did
+        super().__init__(name, script, t0, modules=modules, hostfwd=hostfwd)
+        self.role = role
         self.exported = threading.Event()
         self.busid: str | None = None
-        self.run: lab.GuestRun | None = None
-        self.error: str | None = None
 
-    def on_line(self, line: str) -> None:
-        m = lab.MARKER_RE.search(line.replace("\r", ""))
-        line = m.group(0).strip() if m else ""
-        if line.startswith(("LAB-BOOT", "LAB-READY", "LAB-INFO", "LAB-FAIL", "LAB-RESULT",
-                            "USBTEST case=")):
-            self.events.append((time.monotonic() - self.t0, line))
+    def on_marker(self, line: str) -> None:
         e = re.match(r"LAB-INFO exported busid=(\S+)", line)
         if e:
             self.busid = e.group(1)
             self.exported.set()
-        if line.startswith(("LAB-RESULT", "LAB-POWEROFF")) or "Kernel panic" in line:
-            self.finished.set()
-
-    def start_thread(self, timeout: float, memory: int) -> threading.Thread:
-        def body() -> None:
-            try:
-                self.run = lab.run_guest(self.script, name=self.name, modules=self.modules,
-                                         hostfwd=self.hostfwd, timeout=timeout, memory=memory,
-                                         on_line=self.on_line)
-            except Exception as e:  # noqa: BLE001 - reported as a problem below
-                self.error = f"{type(e).__name__}: {e}"
-            self.finished.set()
-        th = threading.Thread(target=body, name=self.name)
-        th.start()
-        return th
 
 
 def vusbd_toml(peer_port: int, busid: str, vm_port: int) -> str:
@@ -199,8 +175,8 @@ def main() -> int:
             cap_path.unlink(missing_ok=True)
             cap_proc = lab.start_capture([pa, p1], cap_path)
         tg = time.monotonic()
-        threads.append(peer.start_thread(a.timeout, a.memory))
-        threads.append(client.start_thread(a.timeout, a.memory))
+        threads.append(peer.start(a.timeout, a.memory))
+        threads.append(client.start(a.timeout, a.memory))
         # Wait for guest A's export (or for it to give up).
         while not peer.exported.is_set() and not peer.finished.is_set():
             peer.exported.wait(0.2)

@@ -213,41 +213,16 @@ usbip detach -p 0 2>&1 || echo "LAB-WARN usbip detach failed"
 [ $rc -eq 0 ] && [ $rc2 -eq 0 ]"""
 
 
-class Guest:
+class Guest(lab.GuestThread):
+    """A usbtest guest; when it ends, nobody waits for it at the barriers any more."""
+
     def __init__(self, vm: str, name: str, script: str, t0: float, barriers: list):
-        self.vm, self.name, self.script, self.t0, self.barriers = vm, name, script, t0, barriers
-        self.events: list = []  # (host secs since t0, marker line)
-        self.run: lab.GuestRun | None = None
-        self.error: str | None = None
+        super().__init__(name, script, t0, modules=["usbtest", "vhci-hcd"])
+        self.vm, self.barriers = vm, barriers
 
-    def on_line(self, line: str) -> None:
-        m = lab.MARKER_RE.search(line.replace("\r", ""))  # boot noise may precede LAB-BOOT
-        line = m.group(0).strip() if m else ""
-        if line.startswith(("LAB-BOOT", "LAB-READY", "LAB-INFO", "LAB-FAIL", "LAB-RESULT",
-                            "USBTEST case=")):
-            self.events.append((time.monotonic() - self.t0, line))
-        if line.startswith(("LAB-RESULT", "LAB-POWEROFF")) or "Kernel panic" in line:
-            for b in self.barriers:
-                b.release()
-
-    def at(self, prefix: str) -> float | None:
-        for t, line in self.events:
-            if line.startswith(prefix):
-                return t
-        return None
-
-    def start_thread(self, timeout: float, memory: int) -> threading.Thread:
-        def body() -> None:
-            try:
-                self.run = lab.run_guest(self.script, name=self.name, modules=["usbtest", "vhci-hcd"],
-                                         timeout=timeout, memory=memory, on_line=self.on_line)
-            except Exception as e:  # noqa: BLE001 - reported as a problem below
-                self.error = f"{type(e).__name__}: {e}"
-            for b in self.barriers:
-                b.release()
-        th = threading.Thread(target=body, name=self.name)
-        th.start()
-        return th
+    def on_finish(self) -> None:
+        for b in self.barriers:
+            b.release()
 
 
 def timeline(guests) -> str:
@@ -411,7 +386,7 @@ def main() -> int:
                                    None if a.no_iso else iso_barrier.port), t0,
                       [barrier, iso_barrier])
             guests.append(g)
-            threads.append(g.start_thread(a.timeout, a.memory))
+            threads.append(g.start(a.timeout, a.memory))
         for th in threads:
             th.join()
         t_guests = time.monotonic() - tg

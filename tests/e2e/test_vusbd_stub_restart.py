@@ -132,31 +132,17 @@ usbip detach -p 0 2>&1 || echo "LAB-WARN usbip detach failed"
 """
 
 
-class Console:
-    """The guest's marker lines, stamped with the host clock as they arrive."""
+class Console(lab.MarkerLog):
+    """The guest's markers on the host clock; tells when the long case has started."""
 
     def __init__(self, t0: float):
-        self.t0 = t0
-        self.events: list = []
+        super().__init__(t0)
         self.long_started = threading.Event()
-        self.done = threading.Event()
+        self.done = self.finished
 
-    def on_line(self, line: str) -> None:
-        m = lab.MARKER_RE.search(line.replace("\r", ""))
-        line = m.group(0).strip() if m else ""
-        if line.startswith(("LAB-BOOT", "LAB-READY", "LAB-INFO", "LAB-FAIL", "LAB-RESULT",
-                            "LAB-PHASE", "USBTEST case=")):
-            self.events.append((time.monotonic() - self.t0, line))
+    def on_marker(self, line: str) -> None:
         if line.startswith("LAB-INFO long-start"):
             self.long_started.set()
-        if line.startswith(("LAB-RESULT", "LAB-POWEROFF")) or "Kernel panic" in line:
-            self.done.set()
-
-    def at(self, prefix: str):
-        for t, line in self.events:
-            if line.startswith(prefix):
-                return t, line
-        return None
 
 
 def main() -> int:
@@ -262,7 +248,7 @@ def main() -> int:
             console.long_started.wait(0.1)
         if console.long_started.is_set():
             time.sleep(a.kill_after)
-            if console.at("LAB-INFO long-end"):
+            if console.first("LAB-INFO long-end"):
                 problems.append(f"the long usbtest case ({a.long}) ended before the kill: "
                                 "make it longer")
             stubs[0].kill()  # SIGKILL: no goodbye on the wire
@@ -295,8 +281,8 @@ def main() -> int:
         problems.append(f"the guest did not run: {result.get('error')}")
     # ---- the long case: returned, with an error, soon after the kill
     long_res = run.usbtest("long") if run else []
-    end = console.at("LAB-INFO long-end")
-    disc = console.at("LAB-INFO vhci-disconnect")
+    end = console.first("LAB-INFO long-end")
+    disc = console.first("LAB-INFO vhci-disconnect")
     if t_kill is None:
         problems.append("the long usbtest case never started, nothing was killed")
     else:
@@ -386,8 +372,8 @@ def main() -> int:
         print("relative to the kill: "
               f"usbtest returned {rel(end)} (errno {errno}), vhci disconnect {rel(disc)}, "
               f"vusbd gone {rel(gone)}, re-imported {rel(imported)}, offered {rel(offered)}, "
-              f"re-attached {rel(console.at('LAB-INFO reattached'))}, "
-              f"cases 1,2 passed {rel(console.at('LAB-INFO after-end rc=0'))}")
+              f"re-attached {rel(console.first('LAB-INFO reattached'))}, "
+              f"cases 1,2 passed {rel(console.first('LAB-INFO after-end rc=0'))}")
         if dm_rows:
             shut = [r for r in dm_rows if "-108" in r[2]]
             print("in-flight URBs' -108 (ESHUTDOWN) in the guest: "

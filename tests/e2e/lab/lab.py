@@ -397,6 +397,78 @@ def run_guest(script: str, *, name: str = "lab", modules=(), timeout: float = 30
 
 # ---------------------------------------------------------------- usbtest helpers
 
+# --- guests on threads, their markers on the host clock ---
+
+class MarkerLog:
+    """A guest's marker lines stamped with the host clock (seconds since t0) as they arrive: pass
+    on_line to run_guest. `finished` is set when the script ends (LAB-RESULT, power-off or a
+    kernel panic). Subclasses react to single markers in on_marker()."""
+
+    STAMPED = ("LAB-BOOT", "LAB-READY", "LAB-INFO", "LAB-FAIL", "LAB-RESULT", "LAB-PHASE",
+               "USBTEST case=")
+
+    def __init__(self, t0: float):
+        self.t0 = t0
+        self.events: list = []  # (host secs since t0, marker line)
+        self.finished = threading.Event()
+
+    def on_line(self, line: str) -> None:
+        m = MARKER_RE.search(line.replace("\r", ""))  # boot noise may precede a marker
+        line = m.group(0).strip() if m else ""
+        if not line:
+            return
+        if line.startswith(self.STAMPED):
+            self.events.append((time.monotonic() - self.t0, line))
+        self.on_marker(line)
+        if line.startswith(("LAB-RESULT", "LAB-POWEROFF")) or "Kernel panic" in line:
+            self.finish()
+
+    def on_marker(self, line: str) -> None:
+        pass
+
+    def finish(self) -> None:
+        if not self.finished.is_set():
+            self.finished.set()
+            self.on_finish()
+
+    def on_finish(self) -> None:
+        pass
+
+    def first(self, prefix: str):
+        """(host secs, line) of the first marker starting with prefix, or None."""
+        for t, line in self.events:
+            if line.startswith(prefix):
+                return t, line
+        return None
+
+    def at(self, prefix: str) -> float | None:
+        hit = self.first(prefix)
+        return hit[0] if hit else None
+
+
+class GuestThread(MarkerLog):
+    """One guest run (run_guest) on its own thread, for tests that boot several at once."""
+
+    def __init__(self, name: str, script: str, t0: float, *, modules=(), hostfwd=()):
+        super().__init__(t0)
+        self.name, self.script, self.modules, self.hostfwd = name, script, modules, hostfwd
+        self.run: GuestRun | None = None
+        self.error: str | None = None
+
+    def start(self, timeout: float, memory: int) -> threading.Thread:
+        def body() -> None:
+            try:
+                self.run = run_guest(self.script, name=self.name, modules=self.modules,
+                                     hostfwd=self.hostfwd, timeout=timeout, memory=memory,
+                                     on_line=self.on_line)
+            except Exception as e:  # noqa: BLE001 - the caller reports it
+                self.error = f"{type(e).__name__}: {e}"
+            self.finish()
+        th = threading.Thread(target=body, name=self.name)
+        th.start()
+        return th
+
+
 # --- host processes the tests start (vusb-stub, ...) ---
 
 def wait_listening(port: int, proc: subprocess.Popen, secs: float, host: str = "127.0.0.1") -> bool:
