@@ -402,13 +402,30 @@ class Collector : public benchmark::ConsoleReporter {
 
 int main(int argc, char** argv) {
   const std::string mode = argc >= 2 ? argv[1] : "";
-  if (mode != "stub" && mode != "vusbd") {
-    std::fprintf(stderr,
-                 "usage: vusb-bench stub|vusbd [google-benchmark flags]\n"
-                 "  stub    Gadget Zero bulk and control through vusb-stub vs raw loopback TCP\n"
-                 "  vusbd   client -> vusbd -> vusb-stub -> Gadget Zero vs raw loopback TCP;\n"
-                 "          batched vs unbatched client writes; cached vs forwarded control\n");
+  if (mode != "stub" && mode != "vusbd" && mode != "schedulers") {
+    std::fprintf(
+        stderr,
+        "usage: vusb-bench stub|vusbd|schedulers [google-benchmark flags]\n"
+        "  stub        Gadget Zero bulk and control through vusb-stub vs raw loopback TCP\n"
+        "  vusbd       client -> vusbd -> vusb-stub -> Gadget Zero vs raw loopback TCP;\n"
+        "              batched vs unbatched client writes; cached vs forwarded control\n"
+        "  schedulers  fair-queue decision cost and Jain's index, 2..1024 VMs, vs a FIFO\n");
     return 2;
+  }
+  if (mode == "schedulers") {
+    std::vector<char*> args{argv[0]};
+    std::string filter = "--benchmark_filter=^BM_(FairQueueDecision|FifoBaseline)/";
+    bool has_filter = false;
+    for (int i = 2; i < argc; ++i) {
+      args.push_back(argv[i]);
+      has_filter = has_filter || std::string(argv[i]).starts_with("--benchmark_filter");
+    }
+    if (!has_filter) args.push_back(filter.data());
+    int n = static_cast<int>(args.size());
+    benchmark::Initialize(&n, args.data());
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
   }
   spdlog::set_level(spdlog::level::warn);
   // Keep only this mode's benchmarks (plus the raw TCP baselines they are compared with).
