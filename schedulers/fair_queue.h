@@ -63,6 +63,26 @@ class FairQueue {
 
   void set_weight(FlowId id, uint32_t weight) { flows_[id].weight = weight ? weight : 1; }
 
+  // Takes the first queued item of flow `id` that `pred` accepts out of the queue (a cancelled
+  // request); linear in that flow's queue, which is bounded.
+  template <typename Pred>
+  std::optional<Item> take_if(FlowId id, Pred pred) {
+    Flow& f = flows_[id];
+    for (auto it = f.queue.begin(); it != f.queue.end(); ++it) {
+      if (!pred(it->item)) continue;
+      Item out = std::move(it->item);
+      f.queue.erase(it);
+      --queued_;
+      if (f.queue.empty()) {
+        std::erase(active_, id);
+        f.deficit = 0;
+        f.credited = false;
+      }
+      return out;
+    }
+    return std::nullopt;
+  }
+
   // Queues `item` of `bytes` for flow `id`; false when that flow's queue is full.
   bool push(FlowId id, Item item, uint32_t bytes) {
     Flow& f = flows_[id];

@@ -58,6 +58,7 @@ void DeviceView::release() {
   alts_.clear();
   if (shared_.control_owner_ == this) shared_.release_control_lock();
   for (auto& [_, f] : shared_.fanouts_) f->drop_view(*this, Status::kCancelled);
+  shared_.flush_fair_queue(*this, Status::kCancelled);
   if (shared_.slicer_) {
     auto held = std::move(waiting_turn_);
     waiting_turn_.clear();
@@ -176,7 +177,7 @@ void DeviceView::submit(Transfer& t) {
         usb::endpoint_direction(t.endpoint()) == usb::Direction::kIn &&
         shared_.mode_ == SharedDevice::Mode::kShared)
       return shared_.fanout(t.endpoint()).submit(*this, t);
-    return forward(t);
+    return shared_.schedule(*this, t);
   }
   if (t.type() != usb::TransferType::kControl) return complete_here(t, Status::kInvalid, 0);
   // The control pipe is serial: one request at a time, completions in submission order.
@@ -230,6 +231,8 @@ void DeviceView::run_control(Transfer& t) {
 
 void DeviceView::cancel(Transfer& t) {
   // Reached only for transfers parked here (forwarded ones are cancelled by the backend).
+  if (shared_.fair_.take_if(flow_, [&](const SharedDevice::Queued& q) { return q.transfer == &t; }))
+    return complete_here(t, Status::kCancelled, 0);
   if (auto it = std::find_if(waiting_turn_.begin(), waiting_turn_.end(),
                              [&](const Held& h) { return h.transfer == &t; });
       it != waiting_turn_.end()) {
@@ -387,6 +390,7 @@ SharedDevice::SharedDevice(std::string name, Mode mode, Timer timer,
 SharedDevice::~SharedDevice() {
   fanouts_.clear();  // parked iso IN URBs complete with kNoDevice while the views exist
   release_all_held(Status::kNoDevice);
+  for (auto& [_, v] : views_) flush_fair_queue(*v, Status::kNoDevice);
   *alive_ = false;
   // Parked transfers belong to the VM adapters: give them back.
   while (!control_waiting_.empty()) {
@@ -410,9 +414,56 @@ void SharedDevice::set_backend(usb::Device* backend) {
     for (auto& [_, v] : views_) v->halts_.clear();
     for (auto& [_, f] : fanouts_) f->clear(Status::kNoDevice);
     release_all_held(Status::kNoDevice);
+    for (auto& [_, v] : views_) flush_fair_queue(*v, Status::kNoDevice);
     if (slicer_) slicer_ = std::make_unique<sched::TimeSlicer>(slice_);
     switching_ = false;
   }
+}
+
+// ------------------------------------------------------------------ fair scheduling
+
+void SharedDevice::set_weight(const std::string& vm, uint32_t weight) {
+  if (DeviceView* v = view_of(vm)) fair_.set_weight(v->flow_, weight);
+}
+
+void SharedDevice::schedule(DeviceView& view, Transfer& t) {
+  // Fast path: the device has room and nobody waits.
+  if (device_inflight_ < max_device_inflight_ && fair_.queued() == 0)
+    return send_scheduled(view, t);
+  t.park(&view);
+  if (!fair_.push(view.flow_, {&view, &t, std::chrono::steady_clock::now()},
+                  static_cast<uint32_t>(std::min<size_t>(t.length(), UINT32_MAX)))) {
+    if (view.stats_.queue_full++ % 1000 == 0)
+      spdlog::warn("vusbd: {}: {} has {} URBs waiting for the device; refusing more (-ENOMEM)",
+                   name_, view.vm_, fair_.queued(view.flow_));
+    return view.complete_here(t, Status::kNoMemory, 0);
+  }
+}
+
+void SharedDevice::send_scheduled(DeviceView& view, Transfer& t) {
+  ++device_inflight_;
+  t.add_completion_epilogue([this, alive = alive_] {
+    if (!*alive) return;
+    --device_inflight_;
+    drain_fair_queue();
+  });
+  view.forward(t);
+}
+
+void SharedDevice::drain_fair_queue() {
+  while (device_inflight_ < max_device_inflight_) {
+    auto next = fair_.pop();
+    if (!next) return;
+    Queued q = next->second;
+    q.view->stats_.queue_wait += std::chrono::steady_clock::now() - q.since;
+    q.transfer->unpark();
+    send_scheduled(*q.view, *q.transfer);
+  }
+}
+
+void SharedDevice::flush_fair_queue(DeviceView& view, Status status) {
+  while (auto q = fair_.take_if(view.flow_, [](const Queued&) { return true; }))
+    view.complete_here(*q->transfer, status, 0);
 }
 
 // ------------------------------------------------------------------ timeslice mode
@@ -567,7 +618,10 @@ IsoFanOut::FollowerStats SharedDevice::fanout_stats(const DeviceView& view) cons
 
 DeviceView& SharedDevice::view(const std::string& vm, usb::DeviceLocation location) {
   auto& slot = views_[vm];
-  if (!slot) slot = std::make_unique<DeviceView>(*this, vm, std::move(location));
+  if (!slot) {
+    slot = std::make_unique<DeviceView>(*this, vm, std::move(location));
+    slot->flow_ = fair_.add_flow(1);
+  }
   return *slot;
 }
 

@@ -19,7 +19,10 @@
 //    Gadget Zero's 0x5b / 0x5c); other VMs' class/vendor requests wait, not fail, meanwhile. A
 //    transaction with no IN closes after `control_lock_timeout`;
 //  - bulk, interrupt and isochronous OUT transfers go to the backend as they are (zero copy);
-//    each completion returns to the VM that submitted it, and per-view stats count it;
+//    each completion returns to the VM that submitted it, and per-view stats count it. At most
+//    `device_queue_depth` of them are at the device at once; beyond that they wait in a weighted
+//    fair queue (sched::FairQueue, deficit round robin in bytes, per-VM weights), so one VM's deep
+//    queue cannot starve another's; a VM whose own queue is full (1024 URBs) gets -ENOMEM;
 //  - isochronous IN is fanned out (IsoFanOut): one VM's URBs drive the device and every VM that
 //    streams the endpoint receives every packet.
 // Modes: kShared (all views at once), kExclusive (one VM holds it; others get "busy"),
@@ -40,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "schedulers/fair_queue.h"
 #include "schedulers/timeslice.h"
 #include "usb-stub/export_table.h"
 #include "usb/core/device.h"
@@ -53,11 +57,13 @@ struct ViewStats {
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   uint64_t cache_hits = 0;
-  uint64_t stalls = 0;   // completions with kStall (usbtest expects many)
-  uint64_t errors = 0;   // completions with any other status than ok / cancelled / stall
-  uint64_t refused = 0;  // arbitration refusals (stalls vusbd answered)
-  uint64_t turns = 0;    // timeslice: turns this VM was given
-  std::chrono::nanoseconds held_time{0};  // timeslice: time URBs waited for this VM's turn
+  uint64_t stalls = 0;      // completions with kStall (usbtest expects many)
+  uint64_t errors = 0;      // completions with any other status than ok / cancelled / stall
+  uint64_t refused = 0;     // arbitration refusals (stalls vusbd answered)
+  uint64_t turns = 0;       // timeslice: turns this VM was given
+  uint64_t queue_full = 0;  // URBs refused because this VM's fair-queue share was full
+  std::chrono::nanoseconds queue_wait{0};  // time URBs waited in the fair queue
+  std::chrono::nanoseconds held_time{0};   // timeslice: time URBs waited for this VM's turn
   std::chrono::nanoseconds latency_total{0};
 };
 
@@ -120,6 +126,8 @@ class DeviceView : public usb::Device, public stub::ExportTable::ClaimGuard {
   bool control_busy_ = false;
   ViewStats stats_;
   bool held_ = false;
+  // The VM's flow in the device's fair queue.
+  uint32_t flow_ = 0;
   // Timeslice mode: data URBs waiting for this VM's turn, and those at the device now.
   std::deque<Held> waiting_turn_;
   std::vector<usb::Transfer*> at_device_;
@@ -143,6 +151,11 @@ class SharedDevice {
   // Timeslice mode: whose turn it is ("" when nobody's) and how many switches there were.
   std::string turn_holder() const;
   uint64_t turn_switches() const { return slicer_ ? slicer_->switches() : 0; }
+  // A VM's share of the device when it is busy (fair queue weight, ≥ 1).
+  void set_weight(const std::string& vm, uint32_t weight);
+  // URBs the device may hold at once before the fair queue decides who goes next.
+  void set_device_queue_depth(size_t depth) { max_device_inflight_ = depth ? depth : 1; }
+  size_t queued(const DeviceView& view) const { return fair_.queued(view.flow_); }
   // Isochronous IN packets this view received as copies of another VM's stream, and lost.
   IsoFanOut::FollowerStats fanout_stats(const DeviceView& view) const;
   // Told when a VM imports (true) or releases (false) its view.
@@ -191,6 +204,19 @@ class SharedDevice {
   bool op_busy_ = false;
   std::function<void(DeviceView&, bool)> on_hold_change_;
   IsoFanOut& fanout(uint8_t endpoint);
+  // Fair scheduling of data URBs (see the class comment).
+  struct Queued {
+    DeviceView* view;
+    usb::Transfer* transfer;
+    std::chrono::steady_clock::time_point since;
+  };
+  void schedule(DeviceView& view, usb::Transfer& t);
+  void send_scheduled(DeviceView& view, usb::Transfer& t);
+  void drain_fair_queue();
+  void flush_fair_queue(DeviceView& view, usb::Status status);
+  sched::FairQueue<Queued> fair_{{.quantum = 16 * 1024, .max_queued_per_flow = 1024}};
+  size_t device_inflight_ = 0;
+  size_t max_device_inflight_ = 32;
   // Timeslice mode (see the class comment).
   void timeslice_submit(DeviceView& view, usb::Transfer& t);
   void send_in_turn(DeviceView& view, usb::Transfer& t);

@@ -206,6 +206,7 @@ usb::Result<VmAddress> Vusbd::give(Dev& d, Vm& vm, uint32_t port) {
                                                         "/vusbd/" + vm.config.name + "/" + d.name});
   view.set_location(usb::DeviceLocation{addr->busnum, addr->devnum, addr->busid,
                                         "/vusbd/" + vm.config.name + "/" + d.name});
+  d.shared->set_weight(vm.config.name, vm.config.weight);
   spdlog::info("vusbd: {} given to vm {} at {} (devid {:#x}, global id {})", d.name, vm.config.name,
                addr->busid, addr->devid(), d.id);
   if (d.shared->backend()) offer(d, vm);
@@ -497,6 +498,7 @@ nlohmann::json Vusbd::vms_json() const {
   auto out = nlohmann::json::array();
   for (const auto& vm : vms_) {
     nlohmann::json j = {{"name", vm->config.name},
+                        {"weight", vm->config.weight},
                         {"listen", vm->config.listen.to_string()},
                         {"port", vm->server->local_port()},
                         {"devices", nlohmann::json::array()}};
@@ -539,6 +541,9 @@ nlohmann::json Vusbd::stats() const {
           {"iso_fanout_packets", fan.copied_packets},
           {"iso_fanout_dropped", fan.dropped_packets},
           {"turns", s.turns},
+          {"queued", dev->shared->queued(*view)},
+          {"queue_full", s.queue_full},
+          {"queue_wait_ms", std::chrono::duration<double, std::milli>(s.queue_wait).count()},
           {"held_ms", std::chrono::duration<double, std::milli>(s.held_time).count()},
           {"busid", view->location().busid},
           {"urbs", s.urbs},

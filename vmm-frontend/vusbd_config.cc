@@ -117,6 +117,11 @@ usb::Result<VusbdConfig> load_config(const std::string& path) {
         auto hp = usb::net::parse_host_port(toml::find<std::string>(v, "listen"), "127.0.0.1");
         if (!hp) return bad("vm '" + vm.name + "': " + hp.error().message);
         vm.listen = *hp;
+        if (v.contains("weight")) {
+          const auto w = toml::find<toml::integer>(v, "weight");
+          if (w < 1 || w > 1000) return bad("vm '" + vm.name + "': weight must be 1..1000");
+          vm.weight = static_cast<uint32_t>(w);
+        }
         c.vms.push_back(vm);
       }
     if (root.contains("device"))
@@ -157,6 +162,8 @@ usb::Result<void> validate(const VusbdConfig& c) {
     if (!good_name(vm.name))
       return bad("vm name '" + vm.name + "': use 1-64 letters, digits, '.', '_' or '-'");
     if (!vms.insert(vm.name).second) return bad("vm '" + vm.name + "' is defined twice");
+    if (vm.weight < 1 || vm.weight > 1000)
+      return bad("vm '" + vm.name + "': weight must be 1..1000, not " + std::to_string(vm.weight));
   }
   std::map<std::string, std::map<uint32_t, std::string>> used;  // vm → port → device
   for (const auto& d : c.devices) {
@@ -200,7 +207,8 @@ std::string to_toml(const VusbdConfig& c) {
   out << "[control]\nlisten = " << quote(c.control.to_string()) << "\n";
   for (const auto& vm : c.vms)
     out << "\n[[vm]]\nname = " << quote(vm.name) << "\nlisten = " << quote(vm.listen.to_string())
-        << "\n";
+        << "\n"
+        << (vm.weight != 1 ? "weight = " + std::to_string(vm.weight) + "\n" : "");
   for (const auto& d : c.devices) {
     out << "\n[[device]]\nname = " << quote(d.name) << "\nsource = " << quote(d.source)
         << "\nmode = " << quote(d.mode) << "\n";

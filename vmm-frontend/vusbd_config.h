@@ -4,7 +4,7 @@
 // changes something, so a restart restores every VM's devices, addresses and modes.
 //
 //   [control]   listen = "127.0.0.1:3250"
-//   [[vm]]      name = "vm1"   listen = "127.0.0.1:41001"
+//   [[vm]]      name = "vm1"   listen = "127.0.0.1:41001"   weight = 1 (share of a busy device)
 //   [[device]]  name = "gz"
 //               source = "usbip://HOST:PORT/BUSID" | "usbip://HOST:PORT/*" | "libusb:VID:PID"
 //                      | "libusb:BUSID" | "emulated:gadget-zero"
@@ -29,6 +29,7 @@ namespace vusbd {
 struct VmConfig {
   std::string name;
   usb::net::HostPort listen;
+  uint32_t weight = 1;  // its share of a busy shared device (fair queue weight, 1..1000)
 };
 
 struct DeviceConfig {

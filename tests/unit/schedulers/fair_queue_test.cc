@@ -129,3 +129,23 @@ TEST(FairQueueTest, ItemsLargerThanTheQuantumStillGetTheirShare) {
 
 }  // namespace
 }  // namespace sched
+
+namespace sched {
+namespace {
+
+TEST(FairQueueTest, ACancelledItemLeavesItsQueue) {
+  FairQueue<int> q;
+  const auto a = q.add_flow(), b = q.add_flow();
+  q.push(a, 1, 100);
+  q.push(a, 2, 100);
+  q.push(b, 3, 100);
+  EXPECT_EQ(q.take_if(a, [](int x) { return x == 2; }), 2);
+  EXPECT_FALSE(q.take_if(a, [](int x) { return x == 9; }));
+  EXPECT_EQ(q.take_if(a, [](int x) { return x == 1; }), 1);
+  EXPECT_EQ(q.queued(a), 0u);
+  EXPECT_EQ(q.pop()->second, 3);
+  EXPECT_FALSE(q.pop());
+}
+
+}  // namespace
+}  // namespace sched
