@@ -76,7 +76,9 @@ TEST(FairQueueTest, NoFlowWithWorkWaitsMoreThanARound) {
     auto next = q.pop();
     ASSERT_TRUE(next);
     const int i = int(next->first);
-    if (last[i] >= 0) EXPECT_LE(k - last[i], 16) << "flow " << i << " waited more than a round";
+    if (last[i] >= 0) {
+      EXPECT_LE(k - last[i], 16) << "flow " << i << " waited more than a round";
+    }
     last[i] = k;
     q.push(next->first, 0, 16384);
   }
