@@ -305,19 +305,14 @@ def check_discovery(vusbd: Path, stub_port: int, by_id: dict, problems: list,
     tablet_busid = by_id.get(TABLET_ID, (None,))[0]
     if not tablet_busid or "." not in tablet_busid:
         problems.append(f"the tablet is not behind the hub (server bus id {tablet_busid!r})")
-    vm_port = lab.free_port()
-    while vm_port == stub_port:
-        vm_port = lab.free_port()
-    ctl_port = lab.free_port()
+    vm_port, ctl_port = [p for p in lab.free_ports(3) if p != stub_port][:2]
     logs = lab.logs_dir()
     toml = logs / "libusb_xhci.vusbd.toml"
     toml.write_text(f'[control]\nlisten = "127.0.0.1:{ctl_port}"\n\n[[vm]]\nname = "vm1"\n'
                     f'listen = "127.0.0.1:{vm_port}"\n\n[[device]]\nname = "guest"\n'
                     f'source = "usbip://127.0.0.1:{stub_port}/*"\nvms = ["vm1"]\n')
     log_path = logs / "libusb_xhci.vusbd.log"
-    with open(log_path, "w") as logf:
-        proc = subprocess.Popen([str(vusbd), "--config", str(toml)], stdout=logf,
-                                stderr=subprocess.STDOUT)
+    proc = lab.start_process([vusbd, "--config", toml], log_path)
     try:
         deadline = time.monotonic() + 20
         devs: dict = {}

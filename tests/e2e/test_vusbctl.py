@@ -41,20 +41,6 @@ import lab  # noqa: E402
 VIDPID = "0525:a4a0"
 
 
-def ports(n: int) -> list:
-    out: list = []
-    while len(out) < n:
-        p = lab.free_port()
-        if p not in out:
-            out.append(p)
-    return out
-
-
-def start(cmd, log_path: Path) -> subprocess.Popen:
-    f = open(log_path, "w")
-    return subprocess.Popen([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT)
-
-
 def usbip_list(port: int) -> str:
     r = subprocess.run(["usbip", "--tcp-port", str(port), "list", "-r", "127.0.0.1"],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30)
@@ -108,7 +94,7 @@ def main() -> int:
     vusbctl = Path(a.vusbctl or bindir / "vusbctl")
     probe = bindir / "vusb-probe"
     logs = lab.logs_dir()
-    ps, p1, p2, pc = ports(4)
+    ps, p1, p2, pc = lab.free_ports(4)
     toml = logs / "vusbctl.toml"
     toml.write_text(f'[control]\nlisten = "127.0.0.1:{pc}"\n\n'
                     f'[[vm]]\nname = "vm1"\nlisten = "127.0.0.1:{p1}"\n\n'
@@ -130,7 +116,7 @@ def main() -> int:
         return r
 
     def start_vusbd(log_name: str) -> subprocess.Popen | None:
-        proc = start([vusbd, "--config", toml], logs / log_name)
+        proc = lab.start_process([vusbd, "--config", toml], logs / log_name)
         procs.append(proc)
         if not lab.wait_listening(pc, proc, 15):
             problems.append(f"vusbd did not serve its control API:\n{lab.tail(logs / log_name)}")
@@ -139,7 +125,7 @@ def main() -> int:
 
     vusbd_rcs = []
     try:
-        stub_proc = start([stub, "--listen", f"127.0.0.1:{ps}", "--emulate", "gadget-zero=1-1",
+        stub_proc = lab.start_process([stub, "--listen", f"127.0.0.1:{ps}", "--emulate", "gadget-zero=1-1",
                            "--emulate", "gadget-zero=1-2"],
                           logs / "vusbctl.stub.log")
         procs.append(stub_proc)
@@ -150,7 +136,7 @@ def main() -> int:
         if vd is None:
             raise RuntimeError("vusbd")
         mon_log = logs / "vusbctl.monitor.log"
-        monitor = start([vusbctl, "--api", f"127.0.0.1:{pc}", "--json", "monitor",
+        monitor = lab.start_process([vusbctl, "--api", f"127.0.0.1:{pc}", "--json", "monitor",
                          "--timeout", "60"], mon_log)
         procs.append(monitor)
         time.sleep(0.5)  # the subscription is up before the first change

@@ -35,8 +35,7 @@ sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lab"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab  # noqa: E402
-from test_vusbd_shared import (Barrier, CRASH_SIGNALS, free_ports, start,  # noqa: E402
-                               wait_log_line)
+from test_vusbd_shared import Barrier, CRASH_SIGNALS  # noqa: E402
 
 CASES = [1, 2, 9, 10, 13, 14]
 DEVICE = "gz"
@@ -81,14 +80,7 @@ echo "LAB-PHASE gate"
 go=$(timeout 120 nc 10.0.2.2 {gate_port} </dev/null 2>&1)
 echo "LAB-INFO gate: ${{go:-no answer}}"
 [ "$go" = go ] || {{ echo "LAB-FAIL the host never said vusbd was ready"; exit 19; }}
-echo "LAB-PHASE attach"
-usbip --tcp-port {vm_port} list -r 10.0.2.2 2>&1
-if ! usbip --tcp-port {vm_port} attach -r 10.0.2.2 -b {VM_BUSID} 2>&1; then
-  echo "LAB-FAIL usbip --tcp-port {vm_port} attach -r 10.0.2.2 -b {VM_BUSID} failed"; exit 20
-fi
-b=$(lab_usbtest_bound 30) || {{ echo "LAB-FAIL usbtest did not bind the attached device"; lab_usb_tree; exit 21; }}
-echo "LAB-INFO usbtest bound to $b"
-usbip port 2>&1
+{lab.attach_usbtest(vm_port, VM_BUSID)}
 {lab.usbtest_phase(specs)}
 """
 
@@ -151,7 +143,7 @@ def main() -> int:
         print(f"FAIL: {vusbd} not found (build it first)")
         return 1
 
-    pa, p1 = free_ports(2)
+    pa, p1 = lab.free_ports(2)
     hold = Barrier(99, 600)   # guest A waits here until the host releases it
     gate = Barrier(99, 600)   # guest B waits here until vusbd has imported the peer's device
     vusbd_log = logs / f"{name}.vusbd.log"
@@ -188,9 +180,9 @@ def main() -> int:
                     f"{PEER_USBIPD_PORT}")
             toml.write_text(vusbd_toml(pa, peer.busid, p1))
             stats_path.unlink(missing_ok=True)
-            vusbd_proc = start([vusbd, "--config", toml, "--stats-json", stats_path,
+            vusbd_proc = lab.start_process([vusbd, "--config", toml, "--stats-json", stats_path,
                                 "--log-level", a.log_level], vusbd_log)
-            if not wait_log_line(vusbd_log, "vusbd: ready", vusbd_proc, 30):
+            if not lab.wait_log_line(vusbd_log, "vusbd: ready", vusbd_proc, 30):
                 problems.append(f"vusbd did not log 'vusbd: ready' within 30 s (exit status "
                                 f"{vusbd_proc.poll()}): it could not import "
                                 f"usbip://127.0.0.1:{pa}/{peer.busid}")

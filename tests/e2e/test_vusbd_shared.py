@@ -61,30 +61,6 @@ VM_BUSID = "1-1"  # the first (only) device each VM sees
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
 
 
-# ---------------------------------------------------------------- host processes
-
-def start(cmd, log_path: Path) -> subprocess.Popen:
-    lab.log(f"starting {' '.join(str(c) for c in cmd)} (log: {log_path})")
-    with open(log_path, "w") as logf:
-        return subprocess.Popen([str(c) for c in cmd], stdin=subprocess.DEVNULL, stdout=logf,
-                                stderr=subprocess.STDOUT)
-
-
-def wait_log_line(path: Path, text: str, proc: subprocess.Popen, secs: float) -> bool:
-    """True once `text` appears in the log at `path`; False if proc exits or secs pass first."""
-    deadline = time.monotonic() + secs
-    while time.monotonic() < deadline:
-        try:
-            if text in path.read_text(errors="replace"):
-                return True
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.05)
-    return False
-
-
 def vusbd_toml(stub_port: int, vm_ports: dict, control_port: int) -> str:
     out = ["[control]", f'listen = "127.0.0.1:{control_port}"', ""]
     for vm in VMS:
@@ -93,15 +69,6 @@ def vusbd_toml(stub_port: int, vm_ports: dict, control_port: int) -> str:
             f'source = "usbip://127.0.0.1:{stub_port}/{STUB_BUSID}"', 'mode = "shared"',
             f'vms = ["{VMS[0]}"]', ""]
     return "\n".join(out)
-
-
-def free_ports(n: int) -> list:
-    ports: list = []
-    while len(ports) < n:
-        p = lab.free_port()
-        if p not in ports:
-            ports.append(p)
-    return ports
 
 
 class Barrier:
@@ -172,14 +139,7 @@ def guest_script(vm: str, port: int, barrier_port: int, cases, iterations: int |
         specs.append(lab.Case(base.num, iterations or base.iterations, base.length, base.vary,
                               base.sglen))
     return f"""
-echo "LAB-PHASE attach"
-usbip --tcp-port {port} list -r 10.0.2.2 2>&1
-if ! usbip --tcp-port {port} attach -r 10.0.2.2 -b {VM_BUSID} 2>&1; then
-  echo "LAB-FAIL usbip --tcp-port {port} attach -r 10.0.2.2 -b {VM_BUSID} failed"; exit 20
-fi
-b=$(lab_usbtest_bound 30) || {{ echo "LAB-FAIL usbtest did not bind the attached device"; lab_usb_tree; exit 21; }}
-echo "LAB-INFO usbtest bound to $b"
-usbip port 2>&1
+{lab.attach_usbtest(port, VM_BUSID)}
 echo "LAB-PHASE barrier"
 go=$(timeout 90 nc 10.0.2.2 {barrier_port} </dev/null 2>&1)
 echo "LAB-INFO barrier: ${{go:-no answer}}"
@@ -317,7 +277,7 @@ def main() -> int:
     t_guests = 0.0
     cap_proc = None
     cap_path = logs / f"{name}.pcapng"
-    p0, p1, p2, pc = free_ports(4)
+    p0, p1, p2, pc = lab.free_ports(4)
     stats = None
     vm_ports = {"vm1": p1, "vm2": p2}
     try:
@@ -327,7 +287,7 @@ def main() -> int:
         if a.direct:
             for vm in VMS:
                 log_path = logs / f"{name}.stub-{vm}.log"
-                stubs[vm] = (start([stub, "--listen", f"127.0.0.1:{vm_ports[vm]}", "--emulate",
+                stubs[vm] = (lab.start_process([stub, "--listen", f"127.0.0.1:{vm_ports[vm]}", "--emulate",
                                     f"gadget-zero={STUB_BUSID}"], log_path), log_path)
             for vm in VMS:
                 proc, log_path = stubs[vm]
@@ -337,7 +297,7 @@ def main() -> int:
                     return 1
         else:
             log_path = logs / f"{name}.stub.log"
-            stubs["stub"] = (start([stub, "--listen", f"127.0.0.1:{p0}", "--emulate",
+            stubs["stub"] = (lab.start_process([stub, "--listen", f"127.0.0.1:{p0}", "--emulate",
                                     f"gadget-zero={STUB_BUSID}"], log_path), log_path)
             if not lab.wait_listening(p0, stubs["stub"][0], 15):
                 print(f"FAIL: vusb-stub did not listen on 127.0.0.1:{p0} "
@@ -346,8 +306,8 @@ def main() -> int:
             toml = logs / f"{name}.vusbd.toml"
             toml.write_text(vusbd_toml(p0, vm_ports, pc))
             stats_path.unlink(missing_ok=True)
-            vusbd_proc = start([vusbd, "--config", toml, "--log-level", a.log_level], vusbd_log)
-            if not wait_log_line(vusbd_log, "vusbd: ready", vusbd_proc, 20):
+            vusbd_proc = lab.start_process([vusbd, "--config", toml, "--log-level", a.log_level], vusbd_log)
+            if not lab.wait_log_line(vusbd_log, "vusbd: ready", vusbd_proc, 20):
                 print(f"FAIL: vusbd did not log 'vusbd: ready' within 20 s "
                       f"(exit status {vusbd_proc.poll()})\n--- vusbd log ({vusbd_log}) ---\n"
                       f"{lab.tail(vusbd_log, 60)}\n--- config ---\n{toml.read_text()}")

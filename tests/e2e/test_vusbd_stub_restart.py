@@ -38,8 +38,7 @@ sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lab"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab  # noqa: E402
-from test_vusbd_shared import (CRASH_SIGNALS, free_ports, start,  # noqa: E402
-                               wait_log_line)
+from test_vusbd_shared import CRASH_SIGNALS  # noqa: E402
 
 DEVICE = "gz"
 VM = "vm1"
@@ -94,13 +93,8 @@ class LogFollower:
 def guest_script(vm_port: int, long_spec: str, max_reattach: float) -> str:
     return f"""
 up() {{ cut -d' ' -f1 /proc/uptime; }}
-echo "LAB-PHASE attach"
-if ! usbip --tcp-port {vm_port} attach -r 10.0.2.2 -b {VM_BUSID} 2>&1; then
-  echo "LAB-FAIL usbip --tcp-port {vm_port} attach -r 10.0.2.2 -b {VM_BUSID} failed"; exit 20
-fi
-b=$(lab_usbtest_bound 30) || {{ echo "LAB-FAIL usbtest did not bind the attached device"; lab_usb_tree; exit 21; }}
+{lab.attach_usbtest(vm_port, VM_BUSID)}
 dev=${{b%%:*}}
-echo "LAB-INFO usbtest bound to $b (device $dev)"
 echo "LAB-PHASE long"
 echo "LAB-INFO long-start uptime=$(up)"
 usbtest-ioctl -w 10 -t 30 {long_spec}
@@ -183,7 +177,7 @@ def main() -> int:
             print(f"FAIL: {binary} not found (build it first)")
             return 1
 
-    p0, p1 = free_ports(2)
+    p0, p1 = lab.free_ports(2)
     stub_logs = [logs / f"{name}.stub.log", logs / f"{name}.stub2.log"]
     stub_cmd = [stub, "--listen", f"127.0.0.1:{p0}", "--emulate", f"gadget-zero={STUB_BUSID}"]
     vusbd_log = logs / f"{name}.vusbd.log"
@@ -212,7 +206,7 @@ def main() -> int:
         if a.capture:
             cap_path.unlink(missing_ok=True)
             cap_proc = lab.start_capture([p0, p1], cap_path)
-        stubs.append(start(stub_cmd, stub_logs[0]))
+        stubs.append(lab.start_process(stub_cmd, stub_logs[0]))
         if not lab.wait_listening(p0, stubs[0], 15):
             print(f"FAIL: vusb-stub did not listen on 127.0.0.1:{p0} (exit status "
                   f"{stubs[0].poll()})\n{lab.tail(stub_logs[0])}")
@@ -224,10 +218,10 @@ def main() -> int:
             f'vms = ["{VM}"]', ""]))
         stats_path.unlink(missing_ok=True)
         vusbd_log.unlink(missing_ok=True)
-        vusbd_proc = start([vusbd, "--config", toml, "--stats-json", stats_path,
+        vusbd_proc = lab.start_process([vusbd, "--config", toml, "--stats-json", stats_path,
                             "--log-level", a.log_level], vusbd_log)
         follower = LogFollower(vusbd_log, t0)
-        if not wait_log_line(vusbd_log, "vusbd: ready", vusbd_proc, 20):
+        if not lab.wait_log_line(vusbd_log, "vusbd: ready", vusbd_proc, 20):
             print(f"FAIL: vusbd did not log 'vusbd: ready' within 20 s (exit status "
                   f"{vusbd_proc.poll()})\n{lab.tail(vusbd_log, 60)}")
             return 1
@@ -255,7 +249,7 @@ def main() -> int:
             t_kill = mark(f"SIGKILL vusb-stub (pid {stubs[0].pid})")
             stubs[0].wait()
             time.sleep(max(0.0, t_kill + a.restart_after - (time.monotonic() - t0)))
-            stubs.append(start(stub_cmd, stub_logs[1]))
+            stubs.append(lab.start_process(stub_cmd, stub_logs[1]))
             mark(f"vusb-stub restarted on 127.0.0.1:{p0} (pid {stubs[1].pid})")
             if lab.wait_listening(p0, stubs[1], 15):
                 mark("vusb-stub listening again")

@@ -471,6 +471,39 @@ class GuestThread(MarkerLog):
 
 # --- host processes the tests start (vusb-stub, ...) ---
 
+def free_ports(n: int) -> list:
+    """n distinct free loopback ports."""
+    ports: list = []
+    while len(ports) < n:
+        p = free_port()
+        if p not in ports:
+            ports.append(p)
+    return ports
+
+
+def start_process(cmd, log_path: Path) -> subprocess.Popen:
+    """Starts a host process (vusb-stub, vusbd, ...) with stdout and stderr in log_path."""
+    log(f"starting {' '.join(str(c) for c in cmd)} (log: {log_path})")
+    with open(log_path, "w") as logf:
+        return subprocess.Popen([str(c) for c in cmd], stdin=subprocess.DEVNULL, stdout=logf,
+                                stderr=subprocess.STDOUT)
+
+
+def wait_log_line(path: Path, text: str, proc: subprocess.Popen, secs: float) -> bool:
+    """True once `text` appears in the log at `path`; False if proc exits or secs pass first."""
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        try:
+            if text in path.read_text(errors="replace"):
+                return True
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
 def wait_listening(port: int, proc: subprocess.Popen, secs: float, host: str = "127.0.0.1") -> bool:
     """True once something accepts on host:port; False if proc exits or secs pass first."""
     deadline = time.monotonic() + secs
@@ -518,6 +551,19 @@ def start_capture(ports, path: Path) -> subprocess.Popen:
         time.sleep(0.05)
     time.sleep(0.3)  # dumpcap creates the file just before it starts capturing
     return proc
+
+
+def attach_usbtest(port: int, busid: str, remote: str = "10.0.2.2") -> str:
+    """Guest script lines: list and attach `busid` from remote:port with Debian's usbip, wait for
+    usbtest to bind it (exit 20 / 21 otherwise); $b is then usbtest's interface."""
+    return f"""echo "LAB-PHASE attach"
+usbip --tcp-port {port} list -r {remote} 2>&1
+if ! usbip --tcp-port {port} attach -r {remote} -b {busid} 2>&1; then
+  echo "LAB-FAIL usbip --tcp-port {port} attach -r {remote} -b {busid} failed"; exit 20
+fi
+b=$(lab_usbtest_bound 30) || {{ echo "LAB-FAIL usbtest did not bind the attached device"; lab_usb_tree; exit 21; }}
+echo "LAB-INFO usbtest bound to $b"
+usbip port 2>&1"""
 
 
 def usbtest_phase(specs, timeout: float = 30) -> str:
