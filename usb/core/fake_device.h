@@ -12,6 +12,37 @@
 
 namespace usb::testing {
 
+// Descriptors shaped like Gadget Zero's source/sink configuration (0525:a4a0, configuration 3,
+// self-powered, one vendor-specific interface): alt 0 = bulk IN 0x81 + bulk OUT 0x01 (512) +
+// interrupt IN 0x83 (64, bInterval 4); alt 1 = alt 0 + iso IN 0x82 + iso OUT 0x02 (1024, 4).
+// Tests that need more add to it.
+inline DescriptorSet gadget_zero_like_descriptors() {
+  DescriptorSet d;
+  d.device.vendor_id = 0x0525;
+  d.device.product_id = 0xa4a0;
+  d.device.bcd_device = 0x0100;
+  d.device.num_configurations = 1;
+  ConfigurationDescriptor c;
+  c.value = 3;
+  c.num_interfaces = 1;
+  c.attributes = kConfigAttrOne | kConfigAttrSelfPowered;
+  InterfaceDescriptor alt0;
+  alt0.interface_class = 0xff;
+  alt0.endpoints.push_back({.address = 0x81, .attributes = 2, .max_packet_size = 512});
+  alt0.endpoints.push_back({.address = 0x01, .attributes = 2, .max_packet_size = 512});
+  alt0.endpoints.push_back(
+      {.address = 0x83, .attributes = 3, .max_packet_size = 64, .interval = 4});
+  InterfaceDescriptor alt1 = alt0;
+  alt1.alternate = 1;
+  alt1.endpoints.push_back(
+      {.address = 0x82, .attributes = 1, .max_packet_size = 1024, .interval = 4});
+  alt1.endpoints.push_back(
+      {.address = 0x02, .attributes = 1, .max_packet_size = 1024, .interval = 4});
+  c.interfaces = {alt0, alt1};
+  d.configurations.push_back(c);
+  return d;
+}
+
 class FakeDevice : public Device {
  public:
   explicit FakeDevice(DescriptorSet descriptors, Speed speed = Speed::kHigh,

@@ -24,36 +24,12 @@ namespace asio = boost::asio;
 namespace wire = usb::wire::usbip;
 using asio::ip::tcp;
 
-usb::DescriptorSet test_descriptors() {
-  usb::DescriptorSet d;
-  d.device.vendor_id = 0x0525;
-  d.device.product_id = 0xa4a0;
-  d.device.bcd_device = 0x0100;
-  usb::ConfigurationDescriptor c;
-  c.value = 3;
-  c.num_interfaces = 1;
-  usb::InterfaceDescriptor alt0;
-  alt0.interface_class = 0xff;
-  alt0.endpoints.push_back({.address = 0x81, .attributes = 2, .max_packet_size = 512});
-  alt0.endpoints.push_back({.address = 0x01, .attributes = 2, .max_packet_size = 512});
-  alt0.endpoints.push_back(
-      {.address = 0x83, .attributes = 3, .max_packet_size = 64, .interval = 4});
-  usb::InterfaceDescriptor alt1 = alt0;
-  alt1.alternate = 1;
-  alt1.endpoints.push_back(
-      {.address = 0x82, .attributes = 1, .max_packet_size = 1024, .interval = 4});
-  alt1.endpoints.push_back(
-      {.address = 0x02, .attributes = 1, .max_packet_size = 1024, .interval = 4});
-  c.interfaces = {alt0, alt1};
-  d.configurations.push_back(c);
-  return d;
-}
-
 class StubServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     device_ = std::make_unique<usb::testing::FakeDevice>(
-        test_descriptors(), usb::Speed::kHigh, usb::DeviceLocation{.busid = "1-1", .path = {}});
+        usb::testing::gadget_zero_like_descriptors(), usb::Speed::kHigh,
+        usb::DeviceLocation{.busid = "1-1", .path = {}});
     ConnectionLimits limits;
     limits.wire.max_transfer_length = 1 << 20;
     limits.max_inflight_bytes = 4 << 20;

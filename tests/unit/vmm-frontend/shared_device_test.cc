@@ -11,38 +11,13 @@ namespace {
 using usb::Status;
 using usb::Transfer;
 
+// Gadget Zero's shape plus alt 2: 0x81 with another packet size, incompatible with alt 0.
 usb::DescriptorSet gz_like() {
-  usb::DescriptorSet d;
-  d.device.vendor_id = 0x0525;
-  d.device.product_id = 0xa4a0;
-  d.device.num_configurations = 1;
-  usb::ConfigurationDescriptor c;
-  c.value = 3;
-  c.num_interfaces = 1;
-  c.attributes = usb::kConfigAttrOne | usb::kConfigAttrSelfPowered;
-  usb::InterfaceDescriptor i;
-  i.interface_class = 0xff;
-  usb::EndpointDescriptor in, out;
-  in.address = 0x81;
-  in.attributes = 2;
-  in.max_packet_size = 512;
-  out.address = 0x01;
-  out.attributes = 2;
-  out.max_packet_size = 512;
-  i.endpoints = {in, out};
-  usb::InterfaceDescriptor alt1 = i;  // alt 0 plus an iso IN endpoint (like Gadget Zero)
-  alt1.alternate = 1;
-  usb::EndpointDescriptor iso;
-  iso.address = 0x82;
-  iso.attributes = 1;
-  iso.max_packet_size = 1024;
-  iso.interval = 4;
-  alt1.endpoints.push_back(iso);
-  usb::InterfaceDescriptor alt2 = i;  // 0x81 with another packet size: incompatible with alt 0
+  usb::DescriptorSet d = usb::testing::gadget_zero_like_descriptors();
+  usb::InterfaceDescriptor alt2 = d.configurations[0].interfaces[0];
   alt2.alternate = 2;
   alt2.endpoints[0].max_packet_size = 64;
-  c.interfaces = {i, alt1, alt2};
-  d.configurations.push_back(c);
+  d.configurations[0].interfaces.push_back(alt2);
   return d;
 }
 

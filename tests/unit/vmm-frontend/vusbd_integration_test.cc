@@ -15,26 +15,6 @@ namespace {
 
 namespace asio = boost::asio;
 
-usb::DescriptorSet descriptors() {
-  usb::DescriptorSet d;
-  d.device.vendor_id = 0x0525;
-  d.device.product_id = 0xa4a0;
-  d.device.num_configurations = 1;
-  usb::ConfigurationDescriptor c;
-  c.value = 3;
-  c.num_interfaces = 1;
-  usb::InterfaceDescriptor i;
-  i.interface_class = 0xff;
-  usb::EndpointDescriptor in;
-  in.address = 0x81;
-  in.attributes = 2;
-  in.max_packet_size = 512;
-  i.endpoints = {in};
-  c.interfaces = {i};
-  d.configurations.push_back(c);
-  return d;
-}
-
 // The stub side: a server on a fixed port that can die and come back.
 struct Stub {
   explicit Stub(asio::io_context& io) : io(io) {}
@@ -76,7 +56,7 @@ std::unique_ptr<devices::UsbipRemoteDevice> import(asio::io_context& io, uint16_
 
 TEST(VusbdIntegrationTest, TwoVmsShareAndTheStubDiesAndComesBack) {
   asio::io_context io;
-  usb::testing::FakeDevice device(descriptors(), usb::Speed::kHigh,
+  usb::testing::FakeDevice device(usb::testing::gadget_zero_like_descriptors(), usb::Speed::kHigh,
                                   usb::DeviceLocation{.busid = "1-1", .path = {}});
   Stub stub(io);
   ASSERT_TRUE(stub.exports.add(device));
@@ -243,14 +223,14 @@ namespace {
 
 TEST(VusbdDiscoveryTest, AWholeServerIsFollowedDevicesBehindHubsIncluded) {
   asio::io_context io;
-  usb::testing::FakeDevice root(descriptors(), usb::Speed::kHigh,
+  usb::testing::FakeDevice root(usb::testing::gadget_zero_like_descriptors(), usb::Speed::kHigh,
                                 usb::DeviceLocation{.busid = "1-1", .path = {}});
-  auto behind_hub_desc = descriptors();
+  auto behind_hub_desc = usb::testing::gadget_zero_like_descriptors();
   behind_hub_desc.device.product_id = 0x1234;
   usb::testing::FakeDevice behind_hub(behind_hub_desc, usb::Speed::kFull,
                                       usb::DeviceLocation{.busid = "1-2.4", .path = {}});
   // A server may list anything as a bus id: this one is not taken.
-  usb::testing::FakeDevice odd(descriptors(), usb::Speed::kHigh,
+  usb::testing::FakeDevice odd(usb::testing::gadget_zero_like_descriptors(), usb::Speed::kHigh,
                                usb::DeviceLocation{.busid = "*", .path = {}});
   Stub stub(io);
   ASSERT_TRUE(stub.exports.add(root));
