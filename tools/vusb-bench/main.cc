@@ -163,29 +163,33 @@ asio::io_context* g_raw_io = nullptr;
 
 constexpr uint64_t kBatch = 64;  // URBs per benchmark iteration
 
-void BM_VusbBulk(benchmark::State& state) {
+// The bulk shapes every throughput case shares: range(0) IN (1) or OUT, range(1) bytes per URB,
+// range(2) URBs in flight; kBatch URBs per iteration.
+template <typename Run>
+void run_bulk(benchmark::State& state, Run run) {
   const bool in = state.range(0) == 1;
   const auto length = static_cast<uint32_t>(state.range(1));
   const int depth = static_cast<int>(state.range(2));
-  for (auto _ : state) g_client->bulk(in ? 0x81 : 0x01, length, depth, kBatch);
+  for (auto _ : state) run(in, length, depth);
   state.SetBytesProcessed(int64_t(state.iterations() * kBatch * length));
 }
 
+void BM_VusbBulk(benchmark::State& state) {
+  run_bulk(state, [&](bool in, uint32_t length, int depth) {
+    g_client->bulk(in ? 0x81 : 0x01, length, depth, kBatch);
+  });
+}
+
 void BM_RawTcp(benchmark::State& state) {
-  const bool in = state.range(0) == 1;
-  const auto length = static_cast<uint32_t>(state.range(1));
-  const int depth = static_cast<int>(state.range(2));
-  for (auto _ : state) g_raw->run(in, length, depth, kBatch);
-  state.SetBytesProcessed(int64_t(state.iterations() * kBatch * length));
+  run_bulk(state,
+           [&](bool in, uint32_t length, int depth) { g_raw->run(in, length, depth, kBatch); });
 }
 
 // The two-hop yardstick for vusbd: the same shapes through a byte relay on its own thread.
 void BM_RawRelay(benchmark::State& state) {
-  const bool in = state.range(0) == 1;
-  const auto length = static_cast<uint32_t>(state.range(1));
-  const int depth = static_cast<int>(state.range(2));
-  for (auto _ : state) (state.range(3) ? g_spliced : g_relayed)->run(in, length, depth, kBatch);
-  state.SetBytesProcessed(int64_t(state.iterations() * kBatch * length));
+  run_bulk(state, [&](bool in, uint32_t length, int depth) {
+    (state.range(3) ? g_spliced : g_relayed)->run(in, length, depth, kBatch);
+  });
 }
 
 void add_percentiles(benchmark::State& state, std::vector<uint64_t> rtt) {
@@ -261,11 +265,9 @@ class VusbdSide {
 };
 
 void BM_VusbdBulk(benchmark::State& state) {
-  const bool in = state.range(0) == 1;
-  const auto length = static_cast<uint32_t>(state.range(1));
-  const int depth = static_cast<int>(state.range(2));
-  for (auto _ : state) g_vusbd_client->bulk(in ? 0x81 : 0x01, length, depth, kBatch);
-  state.SetBytesProcessed(int64_t(state.iterations() * kBatch * length));
+  run_bulk(state, [&](bool in, uint32_t length, int depth) {
+    g_vusbd_client->bulk(in ? 0x81 : 0x01, length, depth, kBatch);
+  });
 }
 
 // Write batching in vusb's client: 512-byte OUT URBs, 8 in flight, through vusbd (vm1 batched,
@@ -412,28 +414,14 @@ int main(int argc, char** argv) {
         "  schedulers  fair-queue decision cost and Jain's index, 2..1024 VMs, vs a FIFO\n");
     return 2;
   }
-  if (mode == "schedulers") {
-    std::vector<char*> args{argv[0]};
-    std::string filter = "--benchmark_filter=^BM_(FairQueueDecision|FifoBaseline)/";
-    bool has_filter = false;
-    for (int i = 2; i < argc; ++i) {
-      args.push_back(argv[i]);
-      has_filter = has_filter || std::string(argv[i]).starts_with("--benchmark_filter");
-    }
-    if (!has_filter) args.push_back(filter.data());
-    int n = static_cast<int>(args.size());
-    benchmark::Initialize(&n, args.data());
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    return 0;
-  }
   spdlog::set_level(spdlog::level::warn);
-  // Keep only this mode's benchmarks (plus the raw TCP baselines they are compared with).
+  // Keep only this mode's benchmarks (plus the baselines they are compared with).
   std::vector<char*> args{argv[0]};
   std::string filter =
-      mode == "stub"
-          ? "--benchmark_filter=^BM_(VusbBulk|RawTcp|VusbControlRtt|RawTcpRtt)/"
-          : "--benchmark_filter=^BM_(VusbdBulk|RawTcp|RawRelay|Batching|VusbdControlRtt)/";
+      mode == "stub" ? "--benchmark_filter=^BM_(VusbBulk|RawTcp|VusbControlRtt|RawTcpRtt)/"
+      : mode == "vusbd"
+          ? "--benchmark_filter=^BM_(VusbdBulk|RawTcp|RawRelay|Batching|VusbdControlRtt)/"
+          : "--benchmark_filter=^BM_(FairQueueDecision|FifoBaseline)/";
   bool has_filter = false;
   for (int i = 2; i < argc; ++i) {
     args.push_back(argv[i]);
@@ -442,6 +430,11 @@ int main(int argc, char** argv) {
   if (!has_filter) args.push_back(filter.data());
   int n = static_cast<int>(args.size());
   benchmark::Initialize(&n, args.data());
+  if (mode == "schedulers") {  // pure decision logic: no servers, no summary table
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+  }
   ServerSide server;
   g_server = &server;
   asio::io_context raw_io;
