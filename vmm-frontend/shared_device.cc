@@ -423,7 +423,7 @@ void SharedDevice::set_backend(usb::Device* backend) {
 // ------------------------------------------------------------------ fair scheduling
 
 void SharedDevice::set_weight(const std::string& vm, uint32_t weight) {
-  if (DeviceView* v = view_of(vm)) fair_.set_weight(v->flow_, weight);
+  if (DeviceView* v = find_view(vm)) fair_.set_weight(v->flow_, weight);
 }
 
 void SharedDevice::schedule(DeviceView& view, Transfer& t) {
@@ -485,11 +485,15 @@ void SharedDevice::set_mode(Mode mode) {
   if (mode_ == Mode::kTimeslice) slicer_ = std::make_unique<sched::TimeSlicer>(slice_);
 }
 
+DeviceView* SharedDevice::turn_view() const {
+  return slicer_ && slicer_->holder() ? find_view(*slicer_->holder()) : nullptr;
+}
+
 std::string SharedDevice::turn_holder() const {
   return slicer_ && slicer_->holder() ? *slicer_->holder() : std::string();
 }
 
-DeviceView* SharedDevice::view_of(const std::string& vm) const {
+DeviceView* SharedDevice::find_view(const std::string& vm) const {
   auto it = views_.find(vm);
   return it == views_.end() ? nullptr : it->second.get();
 }
@@ -527,7 +531,7 @@ void SharedDevice::send_in_turn(DeviceView& view, Transfer& t) {
 void SharedDevice::consider_switch() {
   if (!slicer_ || handing_over_) return;
   const auto now = std::chrono::steady_clock::now();
-  DeviceView* h = slicer_->holder() ? view_of(*slicer_->holder()) : nullptr;
+  DeviceView* h = turn_view();
   if (!switching_) {
     const bool idle = !h || (h->at_device_.empty() && h->waiting_turn_.empty());
     if (!slicer_->should_switch(now, idle)) return;
@@ -537,7 +541,7 @@ void SharedDevice::consider_switch() {
     const uint64_t gen = ++switch_generation_;
     timer_(std::chrono::milliseconds(100), [this, gen, alive = alive_] {
       if (!*alive || !switching_ || gen != switch_generation_ || !slicer_) return;
-      if (DeviceView* v = slicer_->holder() ? view_of(*slicer_->holder()) : nullptr) {
+      if (DeviceView* v = turn_view()) {
         spdlog::info("vusbd: {}: {}'s turn is over; cancelling its {} URB(s) still at the device",
                      name_, v->vm_, v->at_device_.size());
         for (Transfer* t : std::vector<Transfer*>(v->at_device_)) t->cancel();
@@ -556,7 +560,7 @@ void SharedDevice::finish_switch() {
   // Whoever still holds URBs lines up again (the old holder, if it kept submitting meanwhile).
   for (auto& [name, v] : views_)
     if (!v->waiting_turn_.empty()) slicer_->request(name, now);
-  DeviceView* h = slicer_->holder() ? view_of(*slicer_->holder()) : nullptr;
+  DeviceView* h = turn_view();
   if (h) {
     ++h->stats_.turns;
     spdlog::debug("vusbd: {}: {}'s turn ({} waiting)", name_, h->vm_, slicer_->waiting().size());

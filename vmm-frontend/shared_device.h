@@ -169,6 +169,8 @@ class SharedDevice {
   // The view of one VM (created on first call).
   DeviceView& view(const std::string& vm, usb::DeviceLocation location);
   std::vector<DeviceView*> views() const;
+  // The view of `vm`, or nullptr when it has none.
+  DeviceView* find_view(const std::string& vm) const;
 
  private:
   friend class DeviceView;
@@ -224,7 +226,7 @@ class SharedDevice {
   void finish_switch();
   void arm_slice_timer();
   void release_all_held(usb::Status status);
-  DeviceView* view_of(const std::string& vm) const;
+  DeviceView* turn_view() const;  // the view whose turn it is, if any
   std::unique_ptr<sched::TimeSlicer> slicer_;
   std::chrono::milliseconds slice_;
   bool switching_ = false;

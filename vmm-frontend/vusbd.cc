@@ -201,10 +201,9 @@ usb::Result<VmAddress> Vusbd::give(Dev& d, Vm& vm, uint32_t port) {
   DeviceConfig& dc = device_config(d.name);
   dc.vms.push_back(vm.config.name);
   dc.ports[vm.config.name] = addr->port;
-  DeviceView& view = d.shared->view(vm.config.name,
-                                    usb::DeviceLocation{addr->busnum, addr->devnum, addr->busid,
-                                                        "/vusbd/" + vm.config.name + "/" + d.name});
-  view.set_location(usb::DeviceLocation{addr->busnum, addr->devnum, addr->busid,
+  // The view may exist from an earlier attach, at another address: it gets this one.
+  d.shared->view(vm.config.name, {})
+      .set_location(usb::DeviceLocation{addr->busnum, addr->devnum, addr->busid,
                                         "/vusbd/" + vm.config.name + "/" + d.name});
   d.shared->set_weight(vm.config.name, vm.config.weight);
   spdlog::info("vusbd: {} given to vm {} at {} (devid {:#x}, global id {})", d.name, vm.config.name,
@@ -374,7 +373,7 @@ void Vusbd::on_discovered(Dev& parent, const std::vector<usb::wire::usbip::Devli
 }
 
 void Vusbd::offer(Dev& d, Vm& vm) {
-  DeviceView& view = d.shared->view(vm.config.name, {});
+  DeviceView& view = *d.shared->find_view(vm.config.name);  // give() made it
   if (auto r = vm.table->add(view, &view); !r)
     spdlog::warn("vusbd: cannot offer {} to {}: {}", d.name, vm.config.name, r.error().message);
   else
@@ -383,7 +382,7 @@ void Vusbd::offer(Dev& d, Vm& vm) {
 }
 
 void Vusbd::withdraw(Dev& d, Vm& vm) {
-  vm.table->remove(d.shared->view(vm.config.name, {}));
+  if (DeviceView* view = d.shared->find_view(vm.config.name)) vm.table->remove(*view);
 }
 
 void Vusbd::check_ready() {
@@ -481,9 +480,7 @@ nlohmann::json Vusbd::devices_json() const {
     }
     for (const auto& vm : d->vms) {
       auto addr = addresses_.address(vm, d->id);
-      const DeviceView* view = nullptr;
-      for (DeviceView* v : d->shared->views())
-        if (v->vm() == vm) view = v;
+      const DeviceView* view = d->shared->find_view(vm);
       j["vms"].push_back({{"vm", vm},
                           {"busid", addr ? addr->busid : ""},
                           {"devid", addr ? addr->devid() : 0},
@@ -505,9 +502,8 @@ nlohmann::json Vusbd::vms_json() const {
     for (const auto& d : devices_) {
       if (std::ranges::find(d->vms, vm->config.name) == d->vms.end()) continue;
       auto addr = addresses_.address(vm->config.name, d->id);
-      bool held = false;
-      for (DeviceView* v : d->shared->views())
-        if (v->vm() == vm->config.name) held = v->held();
+      const DeviceView* view = d->shared->find_view(vm->config.name);
+      const bool held = view && view->held();
       j["devices"].push_back({{"device", d->name},
                               {"busid", addr ? addr->busid : ""},
                               {"devid", addr ? addr->devid() : 0},
