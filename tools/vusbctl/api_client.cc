@@ -24,16 +24,23 @@ std::unexpected<usb::Error> io_error(const usb::net::HostPort& api, std::string 
                                                      std::move(what) + ": " + ec.message());
 }
 
+usb::Result<tcp::resolver::results_type> resolve(asio::io_context& io,
+                                                 const usb::net::HostPort& api) {
+  tcp::resolver resolver(io);
+  error_code ec;
+  auto endpoints = resolver.resolve(api.host, std::to_string(api.port), ec);
+  if (ec) return io_error(api, "resolve", ec);
+  return endpoints;
+}
+
 }  // namespace
 
 usb::Result<Reply> request(const usb::net::HostPort& api, std::string_view method,
                            std::string_view target, std::string_view body,
                            std::chrono::seconds timeout) {
   asio::io_context io;
-  tcp::resolver resolver(io);
-  error_code ec;
-  auto endpoints = resolver.resolve(api.host, std::to_string(api.port), ec);
-  if (ec) return io_error(api, "resolve", ec);
+  auto endpoints = resolve(io, api);
+  if (!endpoints) return std::unexpected(endpoints.error());
   beast::tcp_stream stream(io);
   http::request<http::string_body> req(http::string_to_verb({method.data(), method.size()}),
                                        {target.data(), target.size()}, 11);
@@ -49,7 +56,7 @@ usb::Result<Reply> request(const usb::net::HostPort& api, std::string_view metho
   error_code result;
   std::string step = "connect";
   stream.expires_after(timeout);
-  stream.async_connect(endpoints, [&](error_code e, const tcp::endpoint&) {
+  stream.async_connect(*endpoints, [&](error_code e, const tcp::endpoint&) {
     if (e) return void(result = e);
     step = "send";
     http::async_write(stream, req, [&](error_code e2, size_t) {
@@ -60,7 +67,8 @@ usb::Result<Reply> request(const usb::net::HostPort& api, std::string_view metho
   });
   io.run();
   if (result) return io_error(api, step, result);
-  stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+  error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   return Reply{res.result_int(), std::move(res.body())};
 }
 
@@ -68,10 +76,8 @@ usb::Result<void> follow_events(const usb::net::HostPort& api,
                                 const std::function<bool(const std::string&)>& on_message,
                                 std::chrono::seconds timeout) {
   asio::io_context io;
-  tcp::resolver resolver(io);
-  error_code ec;
-  auto endpoints = resolver.resolve(api.host, std::to_string(api.port), ec);
-  if (ec) return io_error(api, "resolve", ec);
+  auto endpoints = resolve(io, api);
+  if (!endpoints) return std::unexpected(endpoints.error());
   websocket::stream<beast::tcp_stream> ws(io);
   beast::flat_buffer buffer;
   error_code result;
@@ -91,7 +97,7 @@ usb::Result<void> follow_events(const usb::net::HostPort& api,
     });
   };
   beast::get_lowest_layer(ws).expires_after(std::chrono::seconds(10));
-  beast::get_lowest_layer(ws).async_connect(endpoints, [&](error_code e, const tcp::endpoint&) {
+  beast::get_lowest_layer(ws).async_connect(*endpoints, [&](error_code e, const tcp::endpoint&) {
     if (e) return void(result = e);
     step = "websocket handshake";
     ws.async_handshake(api.host, "/api/v1/events", [&](error_code e2) {
