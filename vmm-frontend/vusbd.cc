@@ -78,11 +78,12 @@ usb::Result<void> Vusbd::start(std::function<void()> on_ready) {
 // ------------------------------------------------------------------ control operations
 
 usb::Result<void> Vusbd::add_device(DeviceConfig dc) {
-  if (auto r = parse_source(dc.source, dc); !r) return r;
   if (auto r = create_device(dc); !r) return r;
   Dev& d = *devices_.back();
-  for (const auto& vm :
-       dc.kind == DeviceConfig::Kind::kUsbipAll ? std::vector<std::string>{} : dc.vms) {
+  // A whole server keeps its VMs as the template for what it discovers (create_device parsed
+  // the source).
+  const bool discovery = device_config(d.name).kind == DeviceConfig::Kind::kUsbipAll;
+  for (const auto& vm : discovery ? std::vector<std::string>{} : dc.vms) {
     auto p = dc.ports.find(vm);
     if (auto r = attach(d.name, vm, p == dc.ports.end() ? 0 : p->second); !r)
       spdlog::warn("vusbd: {} not given to {}: {}", d.name, vm, r.error().message);
