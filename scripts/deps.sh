@@ -12,7 +12,7 @@ PKGS=(
   libspdlog-dev libfmt-dev libcli11-dev libssl-dev libbluetooth-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # real peers and the guest lab
-  usbip qemu-system-x86 tshark bluez-test-tools busybox-static cpio kmod
+  usbip usbutils qemu-system-x86 tshark bluez-test-tools busybox-static cpio kmod
 )
 
 missing=()

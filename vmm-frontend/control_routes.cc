@@ -154,6 +154,18 @@ RouteResult handle(Vusbd& daemon, std::string_view method, std::string_view targ
     if (auto e = only("GET")) return *e;
     return {200, daemon.vms_json()};
   }
+  if (what == "vms" && p.size() == 5 && p[4] == "weight") {
+    if (auto e = only("POST")) return *e;
+    json req;
+    if (auto e = parse_object(body, req)) return *e;
+    auto it = req.find("weight");
+    if (it == req.end() || !it->is_number_unsigned() || it->get<uint64_t>() == 0 ||
+        it->get<uint64_t>() > 1000)
+      return error(400, "\"weight\" must be 1..1000");
+    if (auto r = daemon.set_weight(p[3], static_cast<uint32_t>(it->get<uint64_t>())); !r)
+      return from_error(r.error());
+    return {200, json{{"vm", p[3]}, {"weight", it->get<uint64_t>()}}};
+  }
   if (what == "devices") {
     if (p.size() == 3) {
       if (method == "GET") return {200, daemon.devices_json()};

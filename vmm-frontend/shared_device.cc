@@ -54,6 +54,7 @@ bool DeviceView::try_acquire() {
 
 void DeviceView::release() {
   held_ = false;
+  if (shared_.book_) shared_.book_->leave(vm_, shared_.name_);
   halts_.clear();
   alts_.clear();
   if (shared_.control_owner_ == this) shared_.release_control_lock();
@@ -283,6 +284,8 @@ void DeviceView::set_interface(uint8_t interface, uint8_t alternate, usb::Status
 void DeviceView::do_set_configuration(uint8_t value, usb::StatusCallback done) {
   if (!connected()) return done(Status::kNoDevice);
   const uint8_t current = shared_.backend_->active_configuration();
+  if (current == value || !shared_.others_hold(*this))
+    if (Status st = shared_.admit_configuration(*this, value); st != Status::kOk) return done(st);
   if (current == value) {
     ++stats_.cache_hits;
     halts_.clear();
@@ -317,7 +320,10 @@ void DeviceView::do_set_interface(uint8_t interface, uint8_t alternate, usb::Sta
         return false;
     return true;
   };
+  const uint8_t previous = alternate_setting(interface);
   if (device_alt == alternate) {
+    if (Status st = shared_.admit_interface(*this, interface, alternate); st != Status::kOk)
+      return done(st);
     ++stats_.cache_hits;
     alts_.erase(interface);
     return done(Status::kOk);
@@ -329,13 +335,18 @@ void DeviceView::do_set_interface(uint8_t interface, uint8_t alternate, usb::Sta
       others_fit = others_fit &&
                    contains(wanted, shared_.endpoints(interface, v->alternate_setting(interface)));
   if (others_fit) {
+    if (Status st = shared_.admit_interface(*this, interface, alternate); st != Status::kOk)
+      return done(st);
     // Others keep the setting they chose, now possibly different from the device's.
     for (DeviceView* v : shared_.views())
       if (v != this && v->held_ && !v->alts_.contains(interface)) v->alts_[interface] = device_alt;
     shared_.backend_->set_interface(
         interface, alternate,
-        [this, interface, alternate, done = std::move(done)](Status st) mutable {
-          if (st == Status::kOk) alts_.erase(interface);
+        [this, interface, alternate, previous, done = std::move(done)](Status st) mutable {
+          if (st == Status::kOk)
+            alts_.erase(interface);
+          else  // the bandwidth goes back to what the VM had
+            (void)shared_.admit_interface(*this, interface, previous);
           // Views whose choice now equals the device's follow it again.
           for (DeviceView* v : shared_.views())
             if (auto it = v->alts_.find(interface); it != v->alts_.end() && it->second == alternate)
@@ -346,6 +357,8 @@ void DeviceView::do_set_interface(uint8_t interface, uint8_t alternate, usb::Sta
   }
   // Otherwise this VM alone may use `alternate` if its endpoints exist in the device's setting.
   if (contains(shared_.endpoints(interface, device_alt), wanted)) {
+    if (Status st = shared_.admit_interface(*this, interface, alternate); st != Status::kOk)
+      return done(st);
     ++stats_.cache_hits;
     alts_[interface] = alternate;
     return done(Status::kOk);
@@ -417,6 +430,7 @@ void SharedDevice::set_backend(usb::Device* backend) {
     for (auto& [_, v] : views_) flush_fair_queue(*v, Status::kNoDevice);
     if (slicer_) slicer_ = std::make_unique<sched::TimeSlicer>(slice_);
     switching_ = false;
+    if (book_) book_->remove_device(name_);
   }
 }
 
@@ -426,9 +440,17 @@ void SharedDevice::set_weight(const std::string& vm, uint32_t weight) {
   if (DeviceView* v = find_view(vm)) fair_.set_weight(v->flow_, weight);
 }
 
+size_t SharedDevice::device_window() const {
+  size_t busy = 0;
+  for (const auto& [_, v] : views_) busy += (v->inflight_ || fair_.queued(v->flow_)) ? 1 : 0;
+  return busy > 1 ? contended_device_inflight_ : max_device_inflight_;
+}
+
 void SharedDevice::schedule(DeviceView& view, Transfer& t) {
   // Fast path: the device has room and nobody waits.
-  if (device_inflight_ < max_device_inflight_ && fair_.queued() == 0)
+  if (fair_.queued() == 0 &&
+      device_inflight_ <
+          (view.inflight_ == device_inflight_ ? max_device_inflight_ : contended_device_inflight_))
     return send_scheduled(view, t);
   t.park(&view);
   if (!fair_.push(view.flow_, {&view, &t, std::chrono::steady_clock::now()},
@@ -442,16 +464,18 @@ void SharedDevice::schedule(DeviceView& view, Transfer& t) {
 
 void SharedDevice::send_scheduled(DeviceView& view, Transfer& t) {
   ++device_inflight_;
-  t.add_completion_epilogue([this, alive = alive_] {
+  ++view.inflight_;
+  t.add_completion_epilogue([this, &view, alive = alive_] {
     if (!*alive) return;
     --device_inflight_;
+    --view.inflight_;
     drain_fair_queue();
   });
   view.forward(t);
 }
 
 void SharedDevice::drain_fair_queue() {
-  while (device_inflight_ < max_device_inflight_) {
+  while (fair_.queued() && device_inflight_ < device_window()) {
     auto next = fair_.pop();
     if (!next) return;
     Queued q = next->second;
@@ -640,6 +664,41 @@ std::vector<usb::EndpointDescriptor> SharedDevice::endpoints(uint8_t interface,
   const auto* cfg = backend_ ? backend_->active_config_descriptor() : nullptr;
   const auto* intf = cfg ? cfg->find(interface, alternate) : nullptr;
   return intf ? intf->endpoints : std::vector<usb::EndpointDescriptor>{};
+}
+
+Status SharedDevice::admit_configuration(DeviceView& view, uint8_t value) {
+  if (!book_ || !backend_) return Status::kOk;
+  book_->leave(view.vm_, name_);
+  const usb::ConfigurationDescriptor* cfg = nullptr;
+  for (const auto& c : backend_->descriptors().configurations)
+    if (c.value == value) cfg = &c;
+  if (!cfg) return Status::kOk;  // unconfigured (or a value the device will refuse)
+  for (const auto& intf : cfg->interfaces) {
+    if (intf.alternate != 0) continue;
+    if (auto r =
+            book_->use(view.vm_, bus_, name_, intf.number, 0, intf.endpoints, backend_->speed());
+        !r) {
+      book_->leave(view.vm_, name_);
+      ++view.stats_.refused;
+      spdlog::warn("vusbd: {}: {} asked for configuration {}, refused (-ENOSPC): {}", name_,
+                   view.vm_, value, r.error().message);
+      return Status::kNoBandwidth;
+    }
+  }
+  return Status::kOk;
+}
+
+Status SharedDevice::admit_interface(DeviceView& view, uint8_t interface, uint8_t alternate) {
+  if (!book_ || !backend_) return Status::kOk;
+  if (auto r = book_->use(view.vm_, bus_, name_, interface, alternate,
+                          endpoints(interface, alternate), backend_->speed());
+      !r) {
+    ++view.stats_.refused;
+    spdlog::warn("vusbd: {}: {} asked for interface {} alternate {}, refused (-ENOSPC): {}", name_,
+                 view.vm_, interface, alternate, r.error().message);
+    return Status::kNoBandwidth;
+  }
+  return Status::kOk;
 }
 
 bool SharedDevice::others_hold(const DeviceView& view) const {

@@ -20,9 +20,15 @@
 //    transaction with no IN closes after `control_lock_timeout`;
 //  - bulk, interrupt and isochronous OUT transfers go to the backend as they are (zero copy);
 //    each completion returns to the VM that submitted it, and per-view stats count it. At most
-//    `device_queue_depth` of them are at the device at once; beyond that they wait in a weighted
-//    fair queue (sched::FairQueue, deficit round robin in bytes, per-VM weights), so one VM's deep
-//    queue cannot starve another's; a VM whose own queue is full (1024 URBs) gets -ENOMEM;
+//    `device_queue_depth` of them are at the device at once (32 while one VM sends, 4 while
+//    several do); beyond that they wait in a weighted fair queue (sched::FairQueue, deficit round
+//    robin in bytes, per-VM weights), so each busy VM gets its weight's share of the device's
+//    bytes and one VM's deep queue cannot starve another's; a VM whose own queue is full (1024
+//    URBs) gets -ENOMEM;
+//  - periodic bandwidth (set_bandwidth): a configuration or alternate setting whose interrupt and
+//    isochronous endpoints the bus cannot take is refused with -ENOSPC, what Linux's EHCI driver
+//    answers an over-committing periodic URB (a VM's own xHCI driver would refuse the
+//    SET_INTERFACE before sending it; over USB/IP the request reaches vusbd, which answers);
 //  - isochronous IN is fanned out (IsoFanOut): one VM's URBs drive the device and every VM that
 //    streams the endpoint receives every packet.
 // Modes: kShared (all views at once), kExclusive (one VM holds it; others get "busy"),
@@ -43,6 +49,7 @@
 #include <string>
 #include <vector>
 
+#include "schedulers/bus_reservations.h"
 #include "schedulers/fair_queue.h"
 #include "schedulers/timeslice.h"
 #include "usb-stub/export_table.h"
@@ -126,8 +133,9 @@ class DeviceView : public usb::Device, public stub::ExportTable::ClaimGuard {
   bool control_busy_ = false;
   ViewStats stats_;
   bool held_ = false;
-  // The VM's flow in the device's fair queue.
+  // The VM's flow in the device's fair queue, and its URBs at the device.
   uint32_t flow_ = 0;
+  size_t inflight_ = 0;
   // Timeslice mode: data URBs waiting for this VM's turn, and those at the device now.
   std::deque<Held> waiting_turn_;
   std::vector<usb::Transfer*> at_device_;
@@ -153,8 +161,21 @@ class SharedDevice {
   uint64_t turn_switches() const { return slicer_ ? slicer_->switches() : 0; }
   // A VM's share of the device when it is busy (fair queue weight, ≥ 1).
   void set_weight(const std::string& vm, uint32_t weight);
-  // URBs the device may hold at once before the fair queue decides who goes next.
-  void set_device_queue_depth(size_t depth) { max_device_inflight_ = depth ? depth : 1; }
+  // URBs the device may hold at once before the fair queue decides who goes next: `depth` while
+  // one VM sends, `contended` while several do (few, so the fair queue — not the order URBs
+  // reach the device — decides whose turn it is).
+  void set_device_queue_depth(size_t depth, size_t contended = 4) {
+    max_device_inflight_ = depth ? depth : 1;
+    contended_device_inflight_ = std::min(max_device_inflight_, contended ? contended : 1);
+  }
+  // Periodic bandwidth admission: the configuration and alternate settings VMs select are
+  // reserved on `bus` in `book` (vusbd's); one that would over-commit the bus is refused with
+  // kNoBandwidth (-ENOSPC reaches the guest driver) and logged. nullptr: no admission.
+  void set_bandwidth(sched::BusReservations* book, std::string bus) {
+    book_ = book;
+    bus_ = std::move(bus);
+  }
+  const std::string& bus() const { return bus_; }
   size_t queued(const DeviceView& view) const { return fair_.queued(view.flow_); }
   // Isochronous IN packets this view received as copies of another VM's stream, and lost.
   IsoFanOut::FollowerStats fanout_stats(const DeviceView& view) const;
@@ -192,6 +213,11 @@ class SharedDevice {
   bool others_hold(const DeviceView& view) const;
   // Endpoint descriptors of interface `interface` at `alternate` in the active configuration.
   std::vector<usb::EndpointDescriptor> endpoints(uint8_t interface, uint8_t alternate) const;
+  // Bandwidth admission (see set_bandwidth): kOk or kNoBandwidth (refusal counted and logged).
+  usb::Status admit_configuration(DeviceView& view, uint8_t value);
+  usb::Status admit_interface(DeviceView& view, uint8_t interface, uint8_t alternate);
+  sched::BusReservations* book_ = nullptr;
+  std::string bus_;
 
   std::string name_;
   Mode mode_;
@@ -219,6 +245,8 @@ class SharedDevice {
   sched::FairQueue<Queued> fair_{{.quantum = 16 * 1024, .max_queued_per_flow = 1024}};
   size_t device_inflight_ = 0;
   size_t max_device_inflight_ = 32;
+  size_t contended_device_inflight_ = 4;
+  size_t device_window() const;
   // Timeslice mode (see the class comment).
   void timeslice_submit(DeviceView& view, usb::Transfer& t);
   void send_in_turn(DeviceView& view, usb::Transfer& t);

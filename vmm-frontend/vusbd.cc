@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cctype>
 #include <set>
@@ -36,10 +37,21 @@ Vusbd::Vusbd(boost::asio::io_context& io, VusbdConfig config, std::string config
     vm->server = std::make_unique<stub::UsbipServer>(io_, *vm->table, limits);
     vms_.push_back(std::move(vm));
   }
+  bandwidth_.on_change([this] {
+    // Exports change outside the control request that changed the reservations.
+    if (refresh_posted_) return;
+    refresh_posted_ = true;
+    boost::asio::post(io_, [this, alive = alive_] {
+      if (!*alive) return;
+      refresh_posted_ = false;
+      refresh_reservation_devices();
+    });
+  });
 }
 
 Vusbd::~Vusbd() {
   stop();
+  *alive_ = false;
 }
 
 usb::Result<void> Vusbd::start(std::function<void()> on_ready) {
@@ -52,6 +64,13 @@ usb::Result<void> Vusbd::start(std::function<void()> on_ready) {
                  vm->server->local_port());
   }
   started_ = true;
+  for (auto& vm : vms_)
+    if (vm->config.bandwidth_device) {
+      const auto id = addresses_.add_device("bandwidth@" + vm->config.name);
+      if (auto r = addresses_.assign(vm->config.name, id, kReservationPort); !r)
+        return std::unexpected(r.error());
+    }
+  refresh_reservation_devices();
   // Create every device, give the fixed ports, then the automatic ones (so an automatic port
   // never takes a port the config names), then start the backends.
   auto devices = std::move(config_.devices);
@@ -114,6 +133,7 @@ usb::Result<void> Vusbd::create_device(DeviceConfig dc, const std::string& paren
   d.shared = std::make_unique<SharedDevice>(dc.name, mode_of(dc.mode), usb::net::asio_timer(io_),
                                             std::chrono::milliseconds(200),
                                             std::chrono::milliseconds(dc.slice_ms));
+  d.shared->set_bandwidth(&bandwidth_, bus_of(dc));
   d.shared->on_hold_change([this, &d](DeviceView& view, bool held) {
     emit({{"event", held ? "imported" : "released"},
           {"device", d.name},
@@ -259,6 +279,79 @@ usb::Result<void> Vusbd::set_mode(const std::string& device, const std::string& 
   return {};
 }
 
+usb::Result<void> Vusbd::set_weight(const std::string& vm_name, uint32_t weight) {
+  Vm* vm = find_vm(vm_name);
+  if (!vm) return not_found("no vm '" + vm_name + "'");
+  if (weight < 1 || weight > 1000)
+    return usb::Error::make(usb::Error::Code::kInvalidArgument, "weight must be 1..1000");
+  vm->config.weight = weight;
+  for (auto& c : config_.vms)
+    if (c.name == vm_name) c.weight = weight;
+  for (auto& d : devices_) d->shared->set_weight(vm_name, weight);
+  spdlog::info("vusbd: vm {} has weight {}", vm_name, weight);
+  emit({{"event", "weight"}, {"vm", vm_name}, {"weight", weight}});
+  save();
+  return {};
+}
+
+// ------------------------------------------------------------------ bandwidth reservations
+
+devices::ReservationList Vusbd::reservations_for(const Vm& vm) const {
+  // The buses this VM has devices on, and what the others hold there.
+  std::set<std::string> buses;
+  for (const auto& d : devices_)
+    if (std::ranges::find(d->vms, vm.config.name) != d->vms.end()) buses.insert(d->shared->bus());
+  devices::ReservationList list;
+  for (const auto* h : bandwidth_.holdings()) {
+    if (!buses.contains(h->bus) || h->vms.contains(vm.config.name)) continue;
+    std::string who;
+    for (const auto& v : h->vms) who += (who.empty() ? "" : "+") + v;
+    const bool bytes = h->speed == usb::Speed::kSuper || h->speed == usb::Speed::kSuperPlus;
+    list.entries.push_back(
+        {fmt::format(
+             "{}: {} if {} alt {}, {} per {}frame", who, h->device, h->interface, h->alternate,
+             bytes ? fmt::format("{} B", h->peak()) : fmt::format("{:.1f} us", h->peak() / 1000.0),
+             h->speed == usb::Speed::kFull || h->speed == usb::Speed::kLow ? "" : "micro"),
+         h->endpoints});
+  }
+  for (const auto& b : bandwidth_.buses()) {
+    if (!buses.contains(b.bus.substr(0, b.bus.rfind(" (")))) continue;
+    const auto* l = b.ledger;
+    const bool bytes = std::string_view(l->unit()) == "bytes";
+    auto amount = [&](uint32_t v) {
+      return bytes ? fmt::format("{} B", v) : fmt::format("{:.1f} us", v / 1000.0);
+    };
+    list.summary += fmt::format("{}{}: {} of {} free", list.summary.empty() ? "" : "; ", b.bus,
+                                amount(l->headroom()), amount(l->budget()));
+  }
+  if (list.summary.empty()) list.summary = "no periodic bandwidth reserved";
+  return list;
+}
+
+void Vusbd::refresh_reservation_devices() {
+  for (auto& vm : vms_) {
+    if (!vm->config.bandwidth_device) continue;
+    auto list = reservations_for(*vm);
+    if (vm->reservations && vm->reservations->list() == list) continue;
+    // New descriptors mean a new enumeration: the VM sees the old device unplugged.
+    if (vm->reservations) vm->table->remove(*vm->reservations);
+    const auto id =
+        addresses_.resolve_busid(vm->config.name, "1-" + std::to_string(kReservationPort));
+    const auto addr = id ? addresses_.address(vm->config.name, *id) : std::nullopt;
+    if (!addr) continue;
+    vm->reservations = std::make_unique<devices::ReservationDevice>(
+        list, usb::DeviceLocation{addr->busnum, addr->devnum, addr->busid,
+                                  "/vusbd/" + vm->config.name + "/bandwidth"});
+    vm->reservations->set_configuration(1, [](usb::Status) {});
+    if (auto r = vm->table->add(*vm->reservations); !r)
+      spdlog::warn("vusbd: vm {}: bandwidth device not offered: {}", vm->config.name,
+                   r.error().message);
+    else
+      spdlog::info("vusbd: vm {}: bandwidth device at {}: {} reservation(s) of other VMs; {}",
+                   vm->config.name, addr->busid, list.entries.size(), list.summary);
+  }
+}
+
 // ------------------------------------------------------------------ backends and exports
 
 usb::Result<void> Vusbd::start_device(Dev& d) {
@@ -280,8 +373,10 @@ usb::Result<void> Vusbd::start_device(Dev& d) {
           io_, dc.libusb, [this, &d](usb::Device* backend) { on_backend(d, backend); });
       return d.libusb->start();
     case DeviceConfig::Kind::kEmulated: {
-      auto gz = std::make_unique<devices::GadgetZero>(devices::GadgetZeroOptions{},
-                                                      usb::DeviceLocation{});
+      auto options = devices::parse_gadget_zero_options(dc.emulated_options);
+      if (!options) return std::unexpected(options.error());
+      auto gz = std::make_unique<devices::GadgetZero>(*options, usb::DeviceLocation{});
+      gz->set_pacing(usb::net::asio_timer(io_), [] { return std::chrono::steady_clock::now(); });
       gz->set_configuration(gz->descriptors().configurations.front().value, [](usb::Status) {});
       d.local = std::move(gz);
       on_backend(d, d.local.get());
@@ -398,7 +493,11 @@ void Vusbd::check_ready() {
 void Vusbd::stop() {
   if (!started_) return;
   started_ = false;
-  for (auto& vm : vms_) vm->server->stop();
+  for (auto& vm : vms_) {
+    vm->server->stop();
+    if (vm->reservations) vm->table->remove(*vm->reservations);
+    vm->reservations.reset();
+  }
   for (auto& dev : devices_) {
     for (const auto& vm : dev->vms) withdraw(*dev, *find_vm(vm));
     dev->shared->set_backend(nullptr);
@@ -518,6 +617,32 @@ nlohmann::json Vusbd::vms_json() const {
 
 nlohmann::json Vusbd::stats() const {
   nlohmann::json out;
+  // Periodic bandwidth: per bus, and who holds what.
+  auto reserved = [this](const std::string& device, const std::string& vm) {
+    uint64_t sum = 0;
+    for (const auto* h : bandwidth_.holdings())
+      if (h->device == device && h->vms.contains(vm)) sum += h->peak();
+    return sum;
+  };
+  out["buses"] = nlohmann::json::object();
+  for (const auto& b : bandwidth_.buses()) {
+    const auto* l = b.ledger;
+    std::vector<uint32_t> slots;
+    for (size_t i = 0; i < l->slots(); ++i) slots.push_back(l->load(i));
+    out["buses"][b.bus] = {{"unit", l->unit()},
+                           {"budget", l->budget()},
+                           {"free", l->headroom()},
+                           {"peak", l->budget() - l->headroom()},
+                           {"slots", slots}};
+  }
+  out["reservations"] = nlohmann::json::array();
+  for (const auto* h : bandwidth_.holdings())
+    out["reservations"].push_back({{"bus", h->bus},
+                                   {"device", h->device},
+                                   {"interface", h->interface},
+                                   {"alternate", h->alternate},
+                                   {"vms", h->vms},
+                                   {"peak", h->peak()}});
   out["vms"] = nlohmann::json::object();
   out["devices"] = nlohmann::json::object();
   for (auto& vm : vms_) out["vms"][vm->config.name] = nlohmann::json::object();
@@ -525,6 +650,7 @@ nlohmann::json Vusbd::stats() const {
     const DeviceConfig& dc = device_config(dev->name);
     out["devices"][dev->name] = {
         {"source", dc.source}, {"mode", dc.mode}, {"connected", dev->shared->backend() != nullptr}};
+    out["devices"][dev->name]["bus"] = dev->shared->bus();
     if (dc.mode == "timeslice") {
       out["devices"][dev->name]["turn"] = dev->shared->turn_holder();
       out["devices"][dev->name]["switches"] = dev->shared->turn_switches();
@@ -550,6 +676,7 @@ nlohmann::json Vusbd::stats() const {
           {"stalls", s.stalls},
           {"errors", s.errors},
           {"refused", s.refused},
+          {"reserved", reserved(dev->name, view->vm())},
           {"avg_latency_us",
            s.urbs ? std::chrono::duration<double, std::micro>(s.latency_total).count() /
                         static_cast<double>(s.urbs)

@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "devices/emulated/reservation_device.h"
+#include "schedulers/bus_reservations.h"
 #include "usb-stub/export_table.h"
 #include "usb-stub/usbip_server.h"
 #include "vmm-frontend/address_map.h"
@@ -35,6 +37,9 @@ namespace vusbd {
 
 class Vusbd {
  public:
+  // Where a VM's bandwidth device sits on its bus (bus id "1-126").
+  static constexpr uint32_t kReservationPort = AddressMap::kMaxPort;
+
   // `config_path`: where changes are written back; empty: nowhere (tests).
   Vusbd(boost::asio::io_context& io, VusbdConfig config, std::string config_path = {});
   ~Vusbd();
@@ -52,6 +57,8 @@ class Vusbd {
                                 uint32_t port = 0);
   usb::Result<void> detach(const std::string& device, const std::string& vm);
   usb::Result<void> set_mode(const std::string& device, const std::string& mode);
+  // A VM's share of every busy shared device it uses (1..1000), at once.
+  usb::Result<void> set_weight(const std::string& vm, uint32_t weight);
 
   // Events, as JSON objects {"event": ..., ...}: device-added, device-removed, connected,
   // disconnected, attached, detached, mode, imported, released. One subscriber.
@@ -64,7 +71,10 @@ class Vusbd {
   // [{name, listen, port, devices: [{device, busid, devid, imported}]}]
   nlohmann::json vms_json() const;
   // {"vms": {VM: {DEVICE: {busid, urbs, bytes_in, bytes_out, cache_hits, stalls, errors,
-  //  refused, avg_latency_us}}}, "devices": {DEVICE: {source, mode, connected}}}
+  //  refused, avg_latency_us, queued, queue_wait_ms, reserved, ...}}},
+  //  "devices": {DEVICE: {source, mode, connected, bus}},
+  //  "buses": {BUS: {unit, budget, peak, free, slots}},
+  //  "reservations": [{bus, device, interface, alternate, vms, peak, unit}]}
   nlohmann::json stats() const;
   uint16_t vm_port(const std::string& vm) const;
   const VusbdConfig& config() const { return config_; }
@@ -75,6 +85,7 @@ class Vusbd {
     VmConfig config;
     std::unique_ptr<stub::ExportTable> table;
     std::unique_ptr<stub::UsbipServer> server;
+    std::unique_ptr<devices::ReservationDevice> reservations;  // config.bandwidth_device
   };
   struct Dev {
     std::string name;
@@ -104,6 +115,9 @@ class Vusbd {
   Vm* find_vm(const std::string& name);
   DeviceConfig& device_config(const std::string& name);
   const DeviceConfig& device_config(const std::string& name) const;
+  // Rebuilds the VMs' reservation devices whose content changed (posted after a change).
+  void refresh_reservation_devices();
+  devices::ReservationList reservations_for(const Vm& vm) const;
   void emit(nlohmann::json event);
   void save();
   void check_ready();
@@ -113,6 +127,9 @@ class Vusbd {
   std::vector<DeviceConfig> discovered_;  // configs of discovered devices (not written back)
   std::string config_path_;
   AddressMap addresses_;
+  sched::BusReservations bandwidth_;
+  bool refresh_posted_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::vector<std::unique_ptr<Vm>> vms_;
   std::vector<std::unique_ptr<Dev>> devices_;
   EventSink on_event_;

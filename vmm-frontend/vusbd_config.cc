@@ -11,6 +11,7 @@
 #include <sstream>
 #include <toml.hpp>
 
+#include "devices/emulated/gadget_zero.h"
 #include "vmm-frontend/address_map.h"
 
 namespace vusbd {
@@ -59,6 +60,20 @@ const VmConfig* VusbdConfig::vm(const std::string& name) const {
   return nullptr;
 }
 
+std::string bus_of(const DeviceConfig& d) {
+  if (!d.bus.empty()) return d.bus;
+  switch (d.kind) {
+    case DeviceConfig::Kind::kUsbip:
+    case DeviceConfig::Kind::kUsbipAll:
+      return "usbip://" + d.server.to_string() + "/" + d.busid.substr(0, d.busid.find('-'));
+    case DeviceConfig::Kind::kLibusb:
+      return "libusb";
+    case DeviceConfig::Kind::kEmulated:
+      return "emulated";
+  }
+  return "emulated";
+}
+
 usb::Result<void> parse_source(const std::string& source, DeviceConfig& d) {
   constexpr std::string_view kUsbip = "usbip://", kLibusb = "libusb:", kEmulated = "emulated:";
   if (&source != &d.source) d.source = source;
@@ -88,8 +103,15 @@ usb::Result<void> parse_source(const std::string& source, DeviceConfig& d) {
   if (source.starts_with(kEmulated)) {
     d.kind = DeviceConfig::Kind::kEmulated;
     d.emulated = source.substr(kEmulated.size());
+    d.emulated_options.clear();
+    if (auto q = d.emulated.find('?'); q != std::string::npos) {
+      d.emulated_options = d.emulated.substr(q + 1);
+      d.emulated.resize(q);
+    }
     if (d.emulated != "gadget-zero")
       return bad("source '" + source + "': known emulated devices: gadget-zero");
+    if (auto o = devices::parse_gadget_zero_options(d.emulated_options); !o)
+      return bad("source '" + source + "': " + o.error().message);
     return {};
   }
   return bad("source '" + source +
@@ -122,6 +144,8 @@ usb::Result<VusbdConfig> load_config(const std::string& path) {
           if (w < 1 || w > 1000) return bad("vm '" + vm.name + "': weight must be 1..1000");
           vm.weight = static_cast<uint32_t>(w);
         }
+        if (v.contains("bandwidth_device"))
+          vm.bandwidth_device = toml::find<bool>(v, "bandwidth_device");
         c.vms.push_back(vm);
       }
     if (root.contains("device"))
@@ -132,6 +156,7 @@ usb::Result<VusbdConfig> load_config(const std::string& path) {
         if (auto r = parse_source(d.source, d); !r) return std::unexpected(r.error());
         if (v.contains("mode")) d.mode = toml::find<std::string>(v, "mode");
         if (v.contains("vms")) d.vms = toml::find<std::vector<std::string>>(v, "vms");
+        if (v.contains("bus")) d.bus = toml::find<std::string>(v, "bus");
         if (v.contains("slice_ms")) {
           const auto ms = toml::find<toml::integer>(v, "slice_ms");
           if (ms < 1 || ms > 60000)
@@ -170,6 +195,9 @@ usb::Result<void> validate(const VusbdConfig& c) {
     if (!good_name(d.name))
       return bad("device name '" + d.name + "': use 1-64 letters, digits, '.', '_' or '-'");
     if (!devices.insert(d.name).second) return bad("device '" + d.name + "' is defined twice");
+    if (!d.bus.empty() && !good_name(d.bus))
+      return bad("device '" + d.name + "': bus name '" + d.bus +
+                 "': use 1-64 letters, digits, '.', '_' or '-'");
     if (!known_mode(d.mode))
       return bad("device '" + d.name + "': mode must be shared, exclusive or timeslice, not '" +
                  d.mode + "'");
@@ -208,11 +236,13 @@ std::string to_toml(const VusbdConfig& c) {
   for (const auto& vm : c.vms)
     out << "\n[[vm]]\nname = " << quote(vm.name) << "\nlisten = " << quote(vm.listen.to_string())
         << "\n"
-        << (vm.weight != 1 ? "weight = " + std::to_string(vm.weight) + "\n" : "");
+        << (vm.weight != 1 ? "weight = " + std::to_string(vm.weight) + "\n" : "")
+        << (vm.bandwidth_device ? "bandwidth_device = true\n" : "");
   for (const auto& d : c.devices) {
     out << "\n[[device]]\nname = " << quote(d.name) << "\nsource = " << quote(d.source)
         << "\nmode = " << quote(d.mode) << "\n";
     if (d.slice_ms != 100) out << "slice_ms = " << d.slice_ms << "\n";
+    if (!d.bus.empty()) out << "bus = " << quote(d.bus) << "\n";
     out << "vms = [";
     for (size_t i = 0; i < d.vms.size(); ++i) out << (i ? ", " : "") << quote(d.vms[i]);
     out << "]\nports = {";

@@ -5,14 +5,21 @@
 //
 //   [control]   listen = "127.0.0.1:3250"
 //   [[vm]]      name = "vm1"   listen = "127.0.0.1:41001"   weight = 1 (share of a busy device)
+//               bandwidth_device = false   (true: a device at bus id 1-126 whose iso/interrupt
+//                                           endpoints show what other VMs reserve on its buses)
 //   [[device]]  name = "gz"
 //               source = "usbip://HOST:PORT/BUSID" | "usbip://HOST:PORT/*" | "libusb:VID:PID"
-//                      | "libusb:BUSID" | "emulated:gadget-zero"
+//                      | "libusb:BUSID" | "emulated:gadget-zero[?key=value,...]"
+//               (gadget-zero options: see devices::parse_gadget_zero_options, e.g.
+//               "emulated:gadget-zero?isoc_mult=1,isoc_interval=1,bulk_rate=1000000")
 //               ("/*": every device that server exports, devices behind hubs included, each as
 //               a device named NAME-BUSID with this entry's mode and VMs, following the list)
 //               mode = "shared" | "exclusive" | "timeslice"     vms = ["vm1", "vm2"]
 //               slice_ms = 100                    (timeslice: the length of a VM's turn)
 //               ports = { vm1 = 1, vm2 = 3 }      (optional; written back by vusbd)
+//               bus = "lab"        (optional: the bus whose periodic bandwidth it shares; by
+//                                   default a server's bus number for usbip sources, "libusb"
+//                                   and "emulated" for the others)
 #pragma once
 
 #include <cstdint>
@@ -29,7 +36,8 @@ namespace vusbd {
 struct VmConfig {
   std::string name;
   usb::net::HostPort listen;
-  uint32_t weight = 1;  // its share of a busy shared device (fair queue weight, 1..1000)
+  uint32_t weight = 1;            // its share of a busy shared device (fair queue weight, 1..1000)
+  bool bandwidth_device = false;  // a ReservationDevice on its bus (bus id 1-126)
 };
 
 struct DeviceConfig {
@@ -40,6 +48,8 @@ struct DeviceConfig {
   std::string busid;               // kUsbip ("*" for kUsbipAll)
   devices::DeviceFilter libusb{};  // kLibusb
   std::string emulated;            // kEmulated: "gadget-zero"
+  std::string emulated_options;    // kEmulated: what follows '?' (validated)
+  std::string bus;                 // as written ("" = derived, see bus_of)
   std::string mode = "shared";
   uint32_t slice_ms = 100;  // timeslice mode: one VM's turn
   std::vector<std::string> vms;
@@ -56,6 +66,8 @@ struct VusbdConfig {
   const VmConfig* vm(const std::string& name) const;
 };
 
+// The bus whose periodic bandwidth the device shares (see `bus` above).
+std::string bus_of(const DeviceConfig& d);
 // Parses a source (see above) into `d` (d.source included).
 usb::Result<void> parse_source(const std::string& source, DeviceConfig& d);
 usb::Result<VusbdConfig> load_config(const std::string& path);

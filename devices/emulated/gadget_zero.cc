@@ -1,6 +1,7 @@
 #include "devices/emulated/gadget_zero.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <utility>
 
@@ -236,18 +237,64 @@ bool GadgetZero::check_pattern(std::span<const uint8_t> data, uint16_t max_packe
 void GadgetZero::source_bulk(Transfer& transfer, const usb::EndpointDescriptor& endpoint) {
   const uint16_t mps = std::max<uint16_t>(endpoint.max_packet(), 1);
   fill_pattern(transfer.buffer(), mps);
-  finish(transfer, Status::kOk, transfer.length());
+  complete_bulk(transfer, transfer.length(), 0);
 }
 
 void GadgetZero::sink_bulk(Transfer& transfer, const usb::EndpointDescriptor& endpoint) {
   const uint16_t mps = std::max<uint16_t>(endpoint.max_packet(), 1);
   const bool good = check_pattern(transfer.buffer(), mps);
   // The data was accepted either way; a bad byte halts the endpoint for what follows.
-  finish(transfer, Status::kOk, transfer.length());
-  if (!good) {
-    ++sink_mismatches_;
-    halt_endpoint(endpoint.address);
+  if (!good) ++sink_mismatches_;
+  complete_bulk(transfer, transfer.length(), good ? 0 : endpoint.address);
+}
+
+// --- Bus-speed cap ---
+
+GadgetZero::~GadgetZero() {
+  *alive_ = false;
+}
+
+void GadgetZero::set_pacing(Timer timer, Clock clock) {
+  timer_ = std::move(timer);
+  clock_ = std::move(clock);
+}
+
+void GadgetZero::complete_bulk(Transfer& transfer, size_t actual, uint8_t halt) {
+  if (!options_.bulk_rate || !timer_ || !clock_) {
+    finish(transfer, Status::kOk, actual);
+    if (halt) halt_endpoint(halt);
+    return;
   }
+  // One link: a transfer starts when the one before it is through.
+  const auto now = clock_();
+  link_free_ = std::max(link_free_, now) +
+               std::chrono::nanoseconds(static_cast<int64_t>(
+                   static_cast<double>(actual) * 1e9 / static_cast<double>(options_.bulk_rate)));
+  paced_.push_back({&transfer, link_free_, actual, halt});
+  arm_pacer();
+}
+
+void GadgetZero::arm_pacer() {
+  if (paced_.empty() || pacer_armed_) return;
+  pacer_armed_ = true;
+  const auto wait = std::chrono::ceil<std::chrono::milliseconds>(
+      std::max(paced_.front().due - clock_(), std::chrono::steady_clock::duration::zero()));
+  timer_(wait, [this, alive = alive_] {
+    if (!*alive) return;
+    pacer_armed_ = false;
+    release_due();
+  });
+}
+
+void GadgetZero::release_due() {
+  const auto now = clock_();
+  while (!paced_.empty() && paced_.front().due <= now) {
+    const Paced p = paced_.front();
+    paced_.pop_front();
+    finish(*p.transfer, Status::kOk, p.actual);
+    if (p.halt_endpoint) halt_endpoint(p.halt_endpoint);
+  }
+  arm_pacer();
 }
 
 size_t GadgetZero::iso_bytes_per_interval(const usb::EndpointDescriptor& endpoint) const {
@@ -303,6 +350,7 @@ void GadgetZero::on_interface_changed(uint8_t, uint8_t) {
 }
 
 size_t GadgetZero::on_transfer_aborted(Transfer& transfer) {
+  std::erase_if(paced_, [&](const Paced& p) { return p.transfer == &transfer; });
   if (&transfer == out_active_) {
     out_active_ = nullptr;
     return std::exchange(out_offset_, 0);
@@ -432,6 +480,66 @@ bool GadgetZero::loopback_pump_in(uint16_t max_packet) {
   in_filled_ = 0;
   finish(*t, status, actual);
   return true;
+}
+
+usb::Result<GadgetZeroOptions> parse_gadget_zero_options(std::string_view text) {
+  GadgetZeroOptions o;
+  auto bad = [](std::string msg) {
+    return usb::Error::make(usb::Error::Code::kInvalidArgument, "gadget-zero: " + std::move(msg));
+  };
+  while (!text.empty()) {
+    const auto comma = text.find(',');
+    const std::string_view item = text.substr(0, comma);
+    text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
+    const auto eq = item.find('=');
+    if (eq == std::string_view::npos) return bad("option '" + std::string(item) + "' has no value");
+    const std::string key(item.substr(0, eq)), value(item.substr(eq + 1));
+    if (key == "speed") {
+      if (value == "full")
+        o.speed = usb::Speed::kFull;
+      else if (value == "high")
+        o.speed = usb::Speed::kHigh;
+      else if (value == "super")
+        o.speed = usb::Speed::kSuper;
+      else
+        return bad("speed must be full, high or super, not '" + value + "'");
+      continue;
+    }
+    uint64_t n = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+    if (ec != std::errc{} || end != value.data() + value.size() || value.empty())
+      return bad(key + " must be a number, not '" + value + "'");
+    struct Field {
+      std::string_view name;
+      uint64_t lo, hi;
+      void (*set)(GadgetZeroOptions&, uint64_t);
+    };
+    static constexpr Field kFields[] = {
+        {"pattern", 0, 2, [](auto& o, uint64_t v) { o.pattern = static_cast<uint8_t>(v); }},
+        {"isoc_maxpacket", 0, 1024,
+         [](auto& o, uint64_t v) { o.isoc_maxpacket = static_cast<uint16_t>(v); }},
+        {"isoc_mult", 0, 2, [](auto& o, uint64_t v) { o.isoc_mult = static_cast<uint8_t>(v); }},
+        {"isoc_maxburst", 0, 15,
+         [](auto& o, uint64_t v) { o.isoc_maxburst = static_cast<uint8_t>(v); }},
+        {"isoc_interval", 1, 16,
+         [](auto& o, uint64_t v) { o.isoc_interval = static_cast<uint8_t>(v); }},
+        {"bulk_rate", 1000, 10'000'000'000, [](auto& o, uint64_t v) { o.bulk_rate = v; }},
+        {"bulk_buflen", 1, 1 << 20,
+         [](auto& o, uint64_t v) { o.bulk_buflen = static_cast<uint32_t>(v); }},
+        {"loopback_qlen", 1, 1024,
+         [](auto& o, uint64_t v) { o.loopback_qlen = static_cast<uint32_t>(v); }},
+        {"ctrl_buflen", 0, 0xffff,
+         [](auto& o, uint64_t v) { o.ctrl_buflen = static_cast<uint32_t>(v); }},
+    };
+    const Field* f = nullptr;
+    for (const Field& x : kFields)
+      if (x.name == key) f = &x;
+    if (!f) return bad("unknown option '" + key + "'");
+    if (n < f->lo || n > f->hi)
+      return bad(key + " must be " + std::to_string(f->lo) + ".." + std::to_string(f->hi));
+    f->set(o, n);
+  }
+  return o;
 }
 
 }  // namespace devices

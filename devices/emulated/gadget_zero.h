@@ -50,16 +50,24 @@
 //    qualifier where usbtest expects one, GET_INTERFACE answered, interface/endpoint descriptor
 //    requests stalled, CLEAR_FEATURE(HALT) on ep0 accepted, short reads -EREMOTEIO when the URB
 //    says short-not-ok.
+//  - Bus-speed cap (options.bulk_rate, with set_pacing()): bulk transfers of the source/sink
+//    configuration complete one after another when a link of that many bytes per second would
+//    have carried them, so the device — not its hosts — is the bottleneck (the fair-scheduling
+//    tests). The data is filled / checked on arrival; only the completion waits.
 //  - Not matched: autoresume/remote-wakeup timers, OTG descriptors, interrupt endpoints (zero.c
 //    has none; usbtest 25/26 skip), real iso timing (iso transfers complete at once).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "devices/emulated/emulated_device.h"
+#include "usb/core/error.h"
 
 namespace devices {
 
@@ -76,7 +84,13 @@ struct GadgetZeroOptions {
   bool loopback_first = false;           // zero.c loopdefault: loopback is configuration index 0
   std::string manufacturer = "vusb";
   std::string serial = "0123456789.0123456789.0123456789";
+  uint64_t bulk_rate = 0;  // bytes per second the bulk endpoints share (0: no cap); set_pacing()
 };
+
+// Options from "key=value,key=value" (speed=full|high|super, pattern, isoc_maxpacket, isoc_mult,
+// isoc_maxburst, isoc_interval, bulk_rate, bulk_buflen, loopback_qlen, ctrl_buflen); each value
+// range-checked. Used by vusbd's "emulated:gadget-zero?..." sources.
+usb::Result<GadgetZeroOptions> parse_gadget_zero_options(std::string_view text);
 
 class GadgetZero : public EmulatedDevice {
  public:
@@ -97,6 +111,13 @@ class GadgetZero : public EmulatedDevice {
   static SpeedDescriptors make_descriptors(const GadgetZeroOptions& options);
   // The options in force, after clamping to the ranges f_sourcesink accepts.
   const GadgetZeroOptions& options() const { return options_; }
+  ~GadgetZero() override;
+
+  // The timer and clock options.bulk_rate paces completions with (the owner's loop; tests pass
+  // fakes). Without them bulk_rate has no effect.
+  using Timer = std::function<void(std::chrono::milliseconds, std::move_only_function<void()>)>;
+  using Clock = std::function<std::chrono::steady_clock::time_point()>;
+  void set_pacing(Timer timer, Clock clock);
 
   // Counters.
   uint64_t sink_mismatches() const { return sink_mismatches_; }        // OUT transfers that halted
@@ -133,6 +154,24 @@ class GadgetZero : public EmulatedDevice {
   bool loopback_pump_in(uint16_t max_packet);
   void loopback_close_open(bool terminated, uint16_t max_packet);
   void loopback_reset();
+
+  // Bus-speed cap: completes `transfer` (then halts `halt_endpoint` unless 0) when the link is
+  // through with it; at once without a cap.
+  void complete_bulk(usb::Transfer& transfer, size_t actual, uint8_t halt_endpoint);
+  void arm_pacer();
+  void release_due();
+  struct Paced {
+    usb::Transfer* transfer;
+    std::chrono::steady_clock::time_point due;
+    size_t actual;
+    uint8_t halt_endpoint;
+  };
+  Timer timer_;
+  Clock clock_;
+  std::deque<Paced> paced_;
+  std::chrono::steady_clock::time_point link_free_{};
+  bool pacer_armed_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 
   GadgetZeroOptions options_;
   std::vector<uint8_t> ctrl_buffer_;

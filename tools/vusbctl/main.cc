@@ -6,6 +6,7 @@
 //   vusbctl attach --vm VM -r HOST -b '*'         follow everything that server exports
 //   vusbctl detach --vm VM -d DEVICE              take it away (the VM sees an unplug)
 //   vusbctl share -d DEVICE --mode shared|exclusive|timeslice
+//   vusbctl weight --vm VM N                      the VM's share of busy shared devices
 //   vusbctl stats / monitor / remove
 // --json prints the API's answer as it is. Exit status: 0 done, 1 vusbd refused (its reason is
 // printed), 2 usage, 3 vusbd unreachable.
@@ -89,19 +90,27 @@ void print_vms(const json& vms) {
 }
 
 void print_stats(const json& stats, const std::string& vm_filter, const std::string& dev_filter) {
-  std::printf("%-12s %-12s %-6s %10s %12s %12s %10s %8s %8s %8s\n", "VM", "DEVICE", "BUSID", "URBS",
-              "BYTES IN", "BYTES OUT", "CACHE HIT", "LAT us", "ERRORS", "REFUSED");
+  using u64 = unsigned long long;
+  std::printf("%-12s %-12s %-6s %10s %12s %12s %9s %8s %7s %9s %7s %7s %9s\n", "VM", "DEVICE",
+              "BUSID", "URBS", "BYTES IN", "BYTES OUT", "CACHE HIT", "LAT us", "QUEUED", "WAIT ms",
+              "ERRORS", "REFUSED", "RESERVED");
   for (const auto& [vm, devs] : stats["vms"].items())
     for (const auto& [dev, s] : devs.items()) {
       if ((!vm_filter.empty() && vm != vm_filter) || (!dev_filter.empty() && dev != dev_filter))
         continue;
-      std::printf("%-12s %-12s %-6s %10llu %12llu %12llu %10llu %8.0f %8llu %8llu\n", vm.c_str(),
-                  dev.c_str(), s["busid"].get<std::string>().c_str(),
-                  s["urbs"].get<unsigned long long>(), s["bytes_in"].get<unsigned long long>(),
-                  s["bytes_out"].get<unsigned long long>(),
-                  s["cache_hits"].get<unsigned long long>(), s["avg_latency_us"].get<double>(),
-                  s["errors"].get<unsigned long long>(), s["refused"].get<unsigned long long>());
+      std::printf(
+          "%-12s %-12s %-6s %10llu %12llu %12llu %9llu %8.0f %7llu %9.0f %7llu %7llu %9llu\n",
+          vm.c_str(), dev.c_str(), s["busid"].get<std::string>().c_str(), s["urbs"].get<u64>(),
+          s["bytes_in"].get<u64>(), s["bytes_out"].get<u64>(), s["cache_hits"].get<u64>(),
+          s["avg_latency_us"].get<double>(), s.value("queued", u64{0}),
+          s.value("queue_wait_ms", 0.0), s["errors"].get<u64>(), s["refused"].get<u64>(),
+          s.value("reserved", u64{0}));
     }
+  if (stats.contains("buses"))
+    for (const auto& [bus, b] : stats["buses"].items())
+      std::printf("bus %s: %llu of %llu %s per (micro)frame free\n", bus.c_str(),
+                  b["free"].get<u64>(), b["budget"].get<u64>(),
+                  b["unit"].get<std::string>().c_str());
 }
 
 }  // namespace
@@ -146,11 +155,19 @@ int main(int argc, char** argv) {
   std::vector<std::string> share_vms;
   auto* share = app.add_subcommand("share", "Set a device's sharing mode (and give it to VMs)");
   share->add_option("-d,--device", device, "The device")->required();
-  share->add_option("--mode", mode,
-                    "shared (all its VMs at once), exclusive (one VM holds it) or timeslice "
-                    "(its VMs take turns)")
+  share
+      ->add_option("--mode", mode,
+                   "shared (all its VMs at once), exclusive (one VM holds it) or timeslice "
+                   "(its VMs take turns)")
       ->required();
   share->add_option("--vm", share_vms, "Also give it to these VMs");
+
+  uint32_t weight = 1;
+  auto* weight_cmd = app.add_subcommand("weight", "Set a VM's share of busy shared devices");
+  weight_cmd->add_option("--vm", vm, "The VM")->required();
+  weight_cmd->add_option("weight", weight, "1..1000 (a VM with 3 gets 3x the bytes of one with 1)")
+      ->required()
+      ->check(CLI::Range(1, 1000));
 
   auto* stats = app.add_subcommand("stats", "Per-VM per-device URBs, bytes, latency, cache hits");
   stats->add_option("--vm", vm, "Only this VM");
@@ -273,6 +290,12 @@ int main(int argc, char** argv) {
     if (!share_vms.empty() && int(call(g, "GET", "/api/v1/devices/" + device, nullptr, out)))
       return 1;
     return emit([&] { std::cout << device << " is " << mode << "\n"; });
+  }
+
+  if (weight_cmd->parsed()) {
+    json body = {{"weight", weight}};
+    if (int rc = call(g, "POST", "/api/v1/vms/" + vm + "/weight", &body, out)) return rc;
+    return emit([&] { std::cout << "vm " << vm << " has weight " << weight << "\n"; });
   }
 
   if (stats->parsed()) {

@@ -17,7 +17,7 @@ struct Row {
   std::string_view name;
 };
 
-constexpr std::array<Row, 17> kTable{{
+constexpr std::array<Row, 18> kTable{{
     {Status::kOk, 0, 0 /*SUCCESS*/, 0 /*COMPLETED*/, "ok"},
     {Status::kStall, EPIPE, -9 /*PIPE*/, 4 /*STALL*/, "stall"},
     {Status::kCancelled, ECONNRESET, -10 /*INTERRUPTED*/, 3 /*CANCELLED*/, "cancelled"},
@@ -34,6 +34,7 @@ constexpr std::array<Row, 17> kTable{{
     {Status::kBusy, EBUSY, -6 /*BUSY*/, -1, "busy"},
     {Status::kNotSupported, EOPNOTSUPP, -12 /*NOT_SUPPORTED*/, -1, "not-supported"},
     {Status::kAccess, EACCES, -3 /*ACCESS*/, -1, "access"},
+    {Status::kNoBandwidth, ENOSPC, -11 /*NO_MEM*/, -1, "no-bandwidth"},
     {Status::kIoError, EIO, -99 /*OTHER*/, -1, "io-error"},
 }};
 

@@ -25,6 +25,7 @@ enum class Status : uint8_t {
   kBusy,          // EBUSY
   kNotSupported,  // EOPNOTSUPP
   kAccess,        // EACCES
+  kNoBandwidth,   // periodic bandwidth would be over-committed (ENOSPC)
   kIoError,       // anything else (EIO)
 };
 
