@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the guest lab's base initramfs (gzip'd newc cpio) once and caches it; rebuilt only when an
-# input changes (kernel, module list, busybox, usbip tools, usbtest-ioctl, guest scripts, this file).
+# input changes (kernel, module list, busybox, usbip tools, lsusb, usbtest-ioctl, guest scripts, this file).
 # Per-run files (the test script) go into a second small cpio appended by lab.py.
 #
 # Usage: tests/e2e/lab/build_initramfs.sh [--cache DIR] [--usbtest-ioctl PATH]
@@ -45,6 +45,8 @@ USBIP=/usr/sbin/usbip
 USBIPD=/usr/sbin/usbipd
 [ -x "$USBIP" ] && [ -x "$USBIPD" ] || die "$USBIP / $USBIPD missing (install usbip)"
 USBIDS=/usr/share/misc/usb.ids
+LSUSB=/usr/bin/lsusb
+[ -x "$LSUSB" ] || die "$LSUSB missing (install usbutils)"
 command -v cpio >/dev/null || die "cpio not found (install cpio)"
 command -v depmod >/dev/null || [ -x /usr/sbin/depmod ] || die "depmod not found (install kmod)"
 DEPMOD="$(command -v depmod || echo /usr/sbin/depmod)"
@@ -89,7 +91,7 @@ KEY="$(
   {
     echo "$VER"; cat "$KDIR/PACKAGE" 2>/dev/null || true
     printf '%s\n' "${ORDER[@]}"
-    sha256sum "$BUSYBOX" "$USBIP" "$USBIPD" "$UTI" "$HERE/guest/init" "$HERE/guest/lib.sh" \
+    sha256sum "$BUSYBOX" "$USBIP" "$USBIPD" "$LSUSB" "$UTI" "$HERE/guest/init" "$HERE/guest/lib.sh" \
       "${BASH_SOURCE[0]}" | cut -d' ' -f1
     ls -lL "$USBIDS" 2>/dev/null || true
   } | sha256sum | cut -c1-16
@@ -132,6 +134,7 @@ copy_with_libs() {
 }
 copy_with_libs "$USBIP" /usr/sbin/usbip
 copy_with_libs "$USBIPD" /usr/sbin/usbipd
+copy_with_libs "$LSUSB" /usr/bin/lsusb
 [ -e "$USBIDS" ] && cp -L "$USBIDS" "$R/usr/share/misc/usb.ids"
 cp "$UTI" "$R/usr/bin/usbtest-ioctl"
 

@@ -469,6 +469,100 @@ class GuestThread(MarkerLog):
         return th
 
 
+class Barrier:
+    """A host TCP port the guests connect to (busybox nc) when they are ready to start; each
+    connection is held open until `n` guests are there (or `secs` passed since the first one came),
+    then every waiting guest gets "go" and its connection is closed."""
+
+    def __init__(self, n: int, secs: float):
+        self.n, self.secs = n, secs
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.released_at: float | None = None
+        self.arrivals = 0
+        self._stop = False
+        self._open = False  # release() was called: nobody waits any more
+        self._th = threading.Thread(target=self._run, daemon=True)
+        self._th.start()
+
+    def _run(self) -> None:
+        waiting = []
+        first = None
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+                waiting.append(c)
+                self.arrivals += 1
+                first = first or time.monotonic()
+            except socket.timeout:
+                pass
+            except OSError:
+                break
+            late = first is not None and time.monotonic() - first > self.secs
+            if waiting and (len(waiting) >= self.n or late or self._open
+                            or self.released_at is not None):
+                if self.released_at is None:
+                    self.released_at = time.monotonic()
+                for c in waiting:
+                    try:
+                        c.sendall(b"go\n")
+                        c.close()
+                    except OSError:
+                        pass
+                waiting = []
+        for c in waiting:
+            c.close()
+
+    def release(self) -> None:
+        """A guest will never arrive (its script ended early): let the others go now."""
+        self._open = True
+
+    def close(self) -> None:
+        self._stop = True
+        self._th.join(timeout=2)
+        self.sock.close()
+
+
+class Flag:
+    """A host TCP port that answers every connection with its current value (a word) and closes:
+    guests poll it with busybox nc to learn when the host wants them to move on."""
+
+    def __init__(self, value: str = "wait"):
+        self.value = value
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._stop = False
+        self._th = threading.Thread(target=self._run, daemon=True)
+        self._th.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            try:
+                c.sendall((self.value + "\n").encode())
+                c.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop = True
+        self._th.join(timeout=2)
+        self.sock.close()
+
+
 # --- host processes the tests start (vusb-stub, ...) ---
 
 def free_ports(n: int) -> list:
