@@ -31,9 +31,14 @@ usb::Speed DeviceView::speed() const {
   return shared_.backend_ ? shared_.backend_->speed() : usb::Speed::kUnknown;
 }
 uint8_t DeviceView::active_configuration() const {
+  if (shared_.mode_ == SharedDevice::Mode::kTimeslice && ts_config_) return *ts_config_;
   return shared_.backend_ ? shared_.backend_->active_configuration() : 0;
 }
 uint8_t DeviceView::alternate_setting(uint8_t interface) const {
+  if (shared_.mode_ == SharedDevice::Mode::kTimeslice && ts_config_) {
+    auto it = ts_alts_.find(interface);
+    return it == ts_alts_.end() ? 0 : it->second;
+  }
   if (auto it = alts_.find(interface); it != alts_.end()) return it->second;
   return shared_.backend_ ? shared_.backend_->alternate_setting(interface) : 0;
 }
@@ -54,6 +59,10 @@ bool DeviceView::try_acquire() {
 
 void DeviceView::release() {
   held_ = false;
+  ts_config_.reset();
+  ts_alts_.clear();
+  has_class_state_ = false;
+  if (shared_.state_owner_ == this) shared_.state_owner_ = nullptr;
   if (shared_.book_) shared_.book_->leave(vm_, shared_.name_);
   halts_.clear();
   alts_.clear();
@@ -103,11 +112,11 @@ bool DeviceView::answer_from_cache(Transfer& t) {
     return false;  // strings, qualifier, BOS, bad indices: the device answers (or stalls)
   }
   if (s.is_standard(Recipient::kDevice, rq::kGetConfiguration)) {
-    const uint8_t v = be->active_configuration();
+    const uint8_t v = active_configuration();
     reply(t, std::span(&v, 1));
     return true;
   }
-  const usb::ConfigurationDescriptor* cfg = be->active_config_descriptor();
+  const usb::ConfigurationDescriptor* cfg = d.find_configuration(active_configuration());
   if (s.is_standard(Recipient::kInterface, rq::kGetInterface)) {
     if (!cfg || !cfg->find(static_cast<uint8_t>(s.index), 0)) return false;
     const uint8_t alt = alternate_setting(static_cast<uint8_t>(s.index));
@@ -227,6 +236,9 @@ void DeviceView::run_control(Transfer& t) {
   if (s.request_type == 0x23 && s.request == rq::kSetFeature &&
       s.value == usb::kHubPortResetFeature)  // a USB/IP client's port reset
     return reset([&t](Status st) { t.unpark(), t.complete(st, 0); });
+  // Timeslice: a class/vendor request is part of the VM's turn (it may depend on state the
+  // VM set up, which the device has only then).
+  if (shared_.mode_ == SharedDevice::Mode::kTimeslice) return shared_.timeslice_submit(*this, t);
   shared_.submit_control(*this, t);
 }
 
@@ -283,6 +295,8 @@ void DeviceView::set_interface(uint8_t interface, uint8_t alternate, usb::Status
 
 void DeviceView::do_set_configuration(uint8_t value, usb::StatusCallback done) {
   if (!connected()) return done(Status::kNoDevice);
+  if (shared_.mode_ == SharedDevice::Mode::kTimeslice)
+    return timeslice_set_configuration(value, std::move(done));
   const uint8_t current = shared_.backend_->active_configuration();
   if (current == value || !shared_.others_hold(*this))
     if (Status st = shared_.admit_configuration(*this, value); st != Status::kOk) return done(st);
@@ -305,6 +319,8 @@ void DeviceView::do_set_configuration(uint8_t value, usb::StatusCallback done) {
 
 void DeviceView::do_set_interface(uint8_t interface, uint8_t alternate, usb::StatusCallback done) {
   if (!connected()) return done(Status::kNoDevice);
+  if (shared_.mode_ == SharedDevice::Mode::kTimeslice)
+    return timeslice_set_interface(interface, alternate, std::move(done));
   const auto* cfg = shared_.backend_->active_config_descriptor();
   if (!cfg || !cfg->find(interface, alternate)) return done(Status::kStall);  // as a device would
   halts_.clear();
@@ -369,13 +385,47 @@ void DeviceView::do_set_interface(uint8_t interface, uint8_t alternate, usb::Sta
   done(Status::kStall);
 }
 
+void DeviceView::timeslice_set_configuration(uint8_t value, usb::StatusCallback done) {
+  if (value != 0 && !shared_.backend_->descriptors().find_configuration(value))
+    return done(Status::kStall);  // as the device would
+  if (Status st = shared_.admit_configuration(*this, value); st != Status::kOk) return done(st);
+  ts_config_ = value;
+  ts_alts_.clear();
+  halts_.clear();
+  if (!shared_.state_in_device(*this)) {  // applied when its turn begins
+    ++stats_.cache_hits;
+    return done(Status::kOk);
+  }
+  shared_.state_owner_ = this;
+  shared_.backend_->set_configuration(value, std::move(done));
+}
+
+void DeviceView::timeslice_set_interface(uint8_t interface, uint8_t alternate,
+                                         usb::StatusCallback done) {
+  const auto* cfg = shared_.backend_->descriptors().find_configuration(active_configuration());
+  if (!cfg || !cfg->find(interface, alternate)) return done(Status::kStall);
+  if (Status st = shared_.admit_interface(*this, interface, alternate); st != Status::kOk)
+    return done(st);
+  if (!ts_config_) ts_config_ = active_configuration();
+  ts_alts_[interface] = alternate;
+  halts_.clear();
+  if (!shared_.state_in_device(*this)) {
+    ++stats_.cache_hits;
+    return done(Status::kOk);
+  }
+  shared_.state_owner_ = this;
+  shared_.backend_->set_interface(interface, alternate, std::move(done));
+}
+
 void DeviceView::clear_halt(uint8_t endpoint, usb::StatusCallback done) {
   const Halt h = halts_.contains(endpoint) ? halts_[endpoint] : Halt::kNone;
   halts_.erase(endpoint);
   if (!connected()) return done(Status::kNoDevice);
   // The device is told when it halted the endpoint itself, or when nobody else could be disturbed
   // by the data-toggle reset a CLEAR_FEATURE(HALT) implies.
-  if (h == Halt::kDevice || !shared_.others_hold(*this))
+  const bool timeslice = shared_.mode_ == SharedDevice::Mode::kTimeslice;
+  if (timeslice ? (h == Halt::kDevice && shared_.state_in_device(*this))
+                : (h == Halt::kDevice || !shared_.others_hold(*this)))
     return shared_.backend_->clear_halt(endpoint, std::move(done));
   ++stats_.cache_hits;
   done(Status::kOk);
@@ -430,6 +480,9 @@ void SharedDevice::set_backend(usb::Device* backend) {
     for (auto& [_, v] : views_) flush_fair_queue(*v, Status::kNoDevice);
     if (slicer_) slicer_ = std::make_unique<sched::TimeSlicer>(slice_);
     switching_ = false;
+    restoring_ = false;
+    ++restore_generation_;
+    state_owner_ = nullptr;
     if (book_) book_->remove_device(name_);
   }
 }
@@ -499,6 +552,8 @@ void SharedDevice::set_mode(Mode mode) {
     // Everyone may send now: held URBs go to the device in their order.
     slicer_.reset();
     switching_ = false;
+    restoring_ = false;
+    ++restore_generation_;
     for (auto& [_, v] : views_) {
       auto held = std::move(v->waiting_turn_);
       v->waiting_turn_.clear();
@@ -525,21 +580,132 @@ DeviceView* SharedDevice::find_view(const std::string& vm) const {
 void SharedDevice::timeslice_submit(DeviceView& view, Transfer& t) {
   const auto now = std::chrono::steady_clock::now();
   const bool had_turn = slicer_->holder() == view.vm_;
-  if (!switching_ && slicer_->request(view.vm_, now)) {
-    if (!had_turn) {
-      ++view.stats_.turns;
-      spdlog::debug("vusbd: {}: {}'s turn", name_, view.vm_);
+  if (!switching_ && !restoring_ && slicer_->request(view.vm_, now)) {
+    if (had_turn) {
+      send_in_turn(view, t);
+      arm_slice_timer();
+      return;
     }
-    send_in_turn(view, t);
-    arm_slice_timer();
+    // Its turn begins (nobody held the device): its state first, then this URB.
+    t.park(&view);
+    view.waiting_turn_.push_back({&t, now});
+    ++view.stats_.turns;
+    spdlog::debug("vusbd: {}: {}'s turn", name_, view.vm_);
+    begin_turn(view);
     return;
   }
   // Not this VM's turn (or the device is being handed over): hold it, cancellable.
-  if (switching_ && !had_turn) slicer_->request(view.vm_, now);
+  if ((switching_ || restoring_) && !had_turn) slicer_->request(view.vm_, now);
   t.park(&view);
   view.waiting_turn_.push_back({&t, now});
   arm_slice_timer();
   consider_switch();
+}
+
+void SharedDevice::begin_turn(DeviceView& view) {
+  restoring_ = true;
+  const uint64_t gen = ++restore_generation_;
+  restore_state(view, [this, &view, gen, alive = alive_] {
+    if (!*alive || gen != restore_generation_ || !slicer_) return;
+    restoring_ = false;
+    state_owner_ = &view;
+    if (turn_view() != &view) return;  // it left meanwhile; finish_switch moved on
+    const auto now = std::chrono::steady_clock::now();
+    auto held = std::move(view.waiting_turn_);
+    view.waiting_turn_.clear();
+    handing_over_ = true;  // completions inside forward() must not start another switch
+    for (auto& w : held) {
+      view.stats_.held_time += now - w.since;
+      w.transfer->unpark();
+      send_in_turn(view, *w.transfer);
+    }
+    handing_over_ = false;
+    arm_slice_timer();
+    consider_switch();
+  });
+}
+
+void SharedDevice::restore_state(DeviceView& in, std::move_only_function<void()> done) {
+  usb::Device* be = backend_;
+  DeviceView* out = state_owner_;
+  if (!be || out == &in) return done();
+  // Steps run one after another; each calls `next` once (device calls may complete later).
+  using Next = std::move_only_function<void()>;
+  std::vector<std::move_only_function<void(Next)>> steps;
+  auto log_failure = [this, &in](const char* what, Status st) {
+    if (st != Status::kOk)
+      spdlog::warn("vusbd: {}: restoring {}'s state: {} failed ({})", name_, in.vm_, what,
+                   usb::to_string(st));
+  };
+  if (out) {
+    out->class_state_ = be->save_class_state();
+    out->has_class_state_ = true;
+    // The device's own halts belong to the outgoing VM; its view keeps stalling them.
+    for (const auto& [ep, h] : out->halts_)
+      if (h == DeviceView::Halt::kDevice) {
+        auto it = in.halts_.find(ep);
+        if (it != in.halts_.end() && it->second == DeviceView::Halt::kDevice) continue;
+        steps.push_back([be, ep, log_failure](Next next) mutable {
+          be->clear_halt(ep, [log_failure, next = std::move(next)](Status st) mutable {
+            log_failure("CLEAR_FEATURE(ENDPOINT_HALT)", st);
+            next();
+          });
+        });
+      }
+  }
+  if (in.ts_config_ && *in.ts_config_ != be->active_configuration())
+    steps.push_back([be, value = *in.ts_config_, log_failure](Next next) mutable {
+      be->set_configuration(value, [log_failure, next = std::move(next)](Status st) mutable {
+        log_failure("SET_CONFIGURATION", st);
+        next();
+      });
+    });
+  // Alternate settings are compared when the step runs (the configuration may just have
+  // changed and reset them).
+  steps.push_back([be, &in, log_failure](Next next) mutable {
+    const auto* cfg = be->active_config_descriptor();
+    std::vector<std::pair<uint8_t, uint8_t>> changes;
+    if (cfg && in.ts_config_)
+      for (const auto& intf : cfg->interfaces)
+        if (intf.alternate == 0) {
+          auto it = in.ts_alts_.find(intf.number);
+          const uint8_t want = it == in.ts_alts_.end() ? 0 : it->second;
+          if (be->alternate_setting(intf.number) != want) changes.emplace_back(intf.number, want);
+        }
+    auto run = std::make_shared<std::move_only_function<void(size_t)>>();
+    *run = [be, changes, log_failure, run, next = std::move(next)](size_t i) mutable {
+      if (i == changes.size()) {
+        auto n = std::move(next);
+        *run = nullptr;  // break the cycle
+        return n();
+      }
+      be->set_interface(changes[i].first, changes[i].second,
+                        [log_failure, run, i](Status st) mutable {
+                          log_failure("SET_INTERFACE", st);
+                          (*run)(i + 1);
+                        });
+    };
+    (*run)(0);
+  });
+  if (in.has_class_state_)
+    steps.push_back([be, &in](Next next) {
+      be->restore_class_state(in.class_state_);
+      next();
+    });
+  spdlog::debug("vusbd: {}: device state of {} → {} ({} step(s))", name_,
+                out ? out->vm_ : std::string("nobody"), in.vm_, steps.size());
+  auto chain = std::make_shared<std::vector<std::move_only_function<void(Next)>>>(std::move(steps));
+  auto step = std::make_shared<std::move_only_function<void(size_t)>>();
+  *step = [chain, step, alive = alive_, done = std::move(done)](size_t i) mutable {
+    if (!*alive) return;
+    if (i == chain->size()) {
+      auto d = std::move(done);
+      *step = nullptr;
+      return d();
+    }
+    (*chain)[i]([step, i] { (*step)(i + 1); });
+  };
+  (*step)(0);
 }
 
 void SharedDevice::send_in_turn(DeviceView& view, Transfer& t) {
@@ -553,7 +719,7 @@ void SharedDevice::send_in_turn(DeviceView& view, Transfer& t) {
 }
 
 void SharedDevice::consider_switch() {
-  if (!slicer_ || handing_over_) return;
+  if (!slicer_ || handing_over_ || restoring_) return;
   const auto now = std::chrono::steady_clock::now();
   DeviceView* h = turn_view();
   if (!switching_) {
@@ -576,6 +742,8 @@ void SharedDevice::consider_switch() {
 }
 
 void SharedDevice::finish_switch() {
+  restoring_ = false;  // a restore for a VM that left is abandoned
+  ++restore_generation_;
   if (!slicer_) return;
   switching_ = false;
   ++switch_generation_;
@@ -588,15 +756,7 @@ void SharedDevice::finish_switch() {
   if (h) {
     ++h->stats_.turns;
     spdlog::debug("vusbd: {}: {}'s turn ({} waiting)", name_, h->vm_, slicer_->waiting().size());
-    auto held = std::move(h->waiting_turn_);
-    h->waiting_turn_.clear();
-    handing_over_ = true;  // completions inside forward() must not start another switch
-    for (auto& w : held) {
-      h->stats_.held_time += now - w.since;
-      w.transfer->unpark();
-      send_in_turn(*h, *w.transfer);
-    }
-    handing_over_ = false;
+    return begin_turn(*h);
   }
   arm_slice_timer();
   consider_switch();
@@ -659,9 +819,11 @@ std::vector<DeviceView*> SharedDevice::views() const {
   return out;
 }
 
-std::vector<usb::EndpointDescriptor> SharedDevice::endpoints(uint8_t interface,
-                                                             uint8_t alternate) const {
-  const auto* cfg = backend_ ? backend_->active_config_descriptor() : nullptr;
+std::vector<usb::EndpointDescriptor> SharedDevice::endpoints(uint8_t interface, uint8_t alternate,
+                                                             std::optional<uint8_t> config) const {
+  const auto* cfg = !backend_ ? nullptr
+                    : config  ? backend_->descriptors().find_configuration(*config)
+                              : backend_->active_config_descriptor();
   const auto* intf = cfg ? cfg->find(interface, alternate) : nullptr;
   return intf ? intf->endpoints : std::vector<usb::EndpointDescriptor>{};
 }
@@ -691,7 +853,8 @@ Status SharedDevice::admit_configuration(DeviceView& view, uint8_t value) {
 Status SharedDevice::admit_interface(DeviceView& view, uint8_t interface, uint8_t alternate) {
   if (!book_ || !backend_) return Status::kOk;
   if (auto r = book_->use(view.vm_, bus_, name_, interface, alternate,
-                          endpoints(interface, alternate), backend_->speed());
+                          endpoints(interface, alternate, view.active_configuration()),
+                          backend_->speed());
       !r) {
     ++view.stats_.refused;
     spdlog::warn("vusbd: {}: {} asked for interface {} alternate {}, refused (-ENOSPC): {}", name_,

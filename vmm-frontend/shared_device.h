@@ -32,10 +32,15 @@
 //  - isochronous IN is fanned out (IsoFanOut): one VM's URBs drive the device and every VM that
 //    streams the endpoint receives every packet.
 // Modes: kShared (all views at once), kExclusive (one VM holds it; others get "busy"),
-// kTimeslice (all VMs import it; their data transfers take turns, sched::TimeSlicer decides whose
-// turn it is: the others' URBs are held — not failed — until their turn; a switch waits for the
-// holder's in-flight URBs, cancelling what is still out after 100 ms. Control requests are
-// handled as in shared mode. Device state is not saved and restored across turns yet: issue 4).
+// kTimeslice (all VMs import it and each believes it has the device to itself: their data
+// transfers and class/vendor control requests take turns, sched::TimeSlicer decides whose turn it
+// is; the others' URBs are held — not failed — until their turn; a switch waits for the holder's
+// in-flight URBs, cancelling what is still out after 100 ms. Each VM has its own configuration,
+// alternate settings and halts: SET_CONFIGURATION / SET_INTERFACE outside its turn are recorded,
+// not refused. When a turn begins the device is brought to that VM's state — the outgoing VM's
+// class state (usb::Device::save_class_state, e.g. Gadget Zero's control buffer) is saved, its
+// device-side halts cleared, the incoming VM's configuration and alternate settings set and its
+// class state restored — before its held URBs go out).
 //
 // Owned by vusbd's device registry; views are owned by the SharedDevice and outlive their
 // exports. Lives on vusbd's loop; timers come from the injected Timer.
@@ -46,6 +51,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -128,7 +134,14 @@ class DeviceView : public usb::Device, public stub::ExportTable::ClaimGuard {
   std::string vm_;
   usb::DeviceLocation location_;
   std::map<uint8_t, Halt> halts_;
-  std::map<uint8_t, uint8_t> alts_;           // this VM's alternate settings, where they differ
+  std::map<uint8_t, uint8_t> alts_;  // this VM's alternate settings, where they differ
+  // Timeslice mode: this VM's own device state (configuration unset: it follows the device).
+  std::optional<uint8_t> ts_config_;
+  std::map<uint8_t, uint8_t> ts_alts_;
+  std::vector<uint8_t> class_state_;  // saved when its turn ended
+  bool has_class_state_ = false;
+  void timeslice_set_configuration(uint8_t value, usb::StatusCallback done);
+  void timeslice_set_interface(uint8_t interface, uint8_t alternate, usb::StatusCallback done);
   std::deque<usb::Transfer*> control_queue_;  // ep0 requests waiting for the one in progress
   bool control_busy_ = false;
   ViewStats stats_;
@@ -211,8 +224,10 @@ class SharedDevice {
   void op_done();
   std::string holders_except(const DeviceView& view) const;
   bool others_hold(const DeviceView& view) const;
-  // Endpoint descriptors of interface `interface` at `alternate` in the active configuration.
-  std::vector<usb::EndpointDescriptor> endpoints(uint8_t interface, uint8_t alternate) const;
+  // Endpoint descriptors of interface `interface` at `alternate` in the active configuration
+  // (`config`: in that configuration).
+  std::vector<usb::EndpointDescriptor> endpoints(uint8_t interface, uint8_t alternate,
+                                                 std::optional<uint8_t> config = {}) const;
   // Bandwidth admission (see set_bandwidth): kOk or kNoBandwidth (refusal counted and logged).
   usb::Status admit_configuration(DeviceView& view, uint8_t value);
   usb::Status admit_interface(DeviceView& view, uint8_t interface, uint8_t alternate);
@@ -255,6 +270,17 @@ class SharedDevice {
   void arm_slice_timer();
   void release_all_held(usb::Status status);
   DeviceView* turn_view() const;  // the view whose turn it is, if any
+  // A turn begins: bring the device to `view`'s state (see the class comment), then send what
+  // it holds.
+  void begin_turn(DeviceView& view);
+  void restore_state(DeviceView& in, std::move_only_function<void()> done);
+  // Whether `view`'s state is the device's now (its SET_* requests go to the device at once).
+  bool state_in_device(const DeviceView& view) const {
+    return !restoring_ && (state_owner_ == &view || state_owner_ == nullptr);
+  }
+  DeviceView* state_owner_ = nullptr;  // whose state the device is in (timeslice)
+  bool restoring_ = false;
+  uint64_t restore_generation_ = 0;
   std::unique_ptr<sched::TimeSlicer> slicer_;
   std::chrono::milliseconds slice_;
   bool switching_ = false;

@@ -119,6 +119,13 @@ class GadgetZero : public EmulatedDevice {
   using Clock = std::function<std::chrono::steady_clock::time_point()>;
   void set_pacing(Timer timer, Clock clock);
 
+  // Class state across time slices: the 0x5b/0x5c control buffer (what one VM wrote and expects
+  // to read back).
+  std::vector<uint8_t> save_class_state() const override { return ctrl_buffer_; }
+  void restore_class_state(std::span<const uint8_t> state) override {
+    std::copy_n(state.begin(), std::min(state.size(), ctrl_buffer_.size()), ctrl_buffer_.begin());
+  }
+
   // Counters.
   uint64_t sink_mismatches() const { return sink_mismatches_; }        // OUT transfers that halted
   uint64_t iso_out_mismatches() const { return iso_out_mismatches_; }  // iso OUT packets

@@ -6,7 +6,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "usb/core/descriptors.h"
 #include "usb/core/status.h"
@@ -59,6 +61,12 @@ class Device {
   // reset as ordinary control transfers, in order with its other ep0 requests (vusbd's shared
   // views do), instead of having a USB/IP server perform them through the methods above.
   virtual bool performs_standard_requests() const { return false; }
+
+  // Class state beyond chapter 9 that a sharing layer may save when one VM's time slice ends and
+  // restore when that VM's next one begins (opaque bytes). Empty: the device exposes none (a
+  // remote device cannot). Emulated devices that keep host-visible state override both.
+  virtual std::vector<uint8_t> save_class_state() const { return {}; }
+  virtual void restore_class_state(std::span<const uint8_t> /*state*/) {}
 
   // Convenience: the active configuration's descriptor, or nullptr.
   const ConfigurationDescriptor* active_config_descriptor() const {
