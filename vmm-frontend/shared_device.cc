@@ -710,6 +710,18 @@ void SharedDevice::restore_state(DeviceView& in, std::move_only_function<void()>
 
 void SharedDevice::send_in_turn(DeviceView& view, Transfer& t) {
   view.at_device_.push_back(&t);
+  if (t.type() == usb::TransferType::kControl && t.setup.type() != RequestType::kStandard) {
+    // A class/vendor OUT opens a command/response transaction its next class/vendor IN closes:
+    // the turn is not handed over in between (for up to the control lock timeout), because a
+    // device whose class state vusbd cannot save (a remote one) would answer another VM's IN.
+    t.add_completion_observer([this, &view, alive = alive_](Transfer& x) {
+      if (!*alive) return;
+      if (x.setup.direction() == usb::Direction::kOut && x.status() == Status::kOk)
+        view.txn_until_ = std::chrono::steady_clock::now() + lock_timeout_;
+      else
+        view.txn_until_ = {};
+    });
+  }
   t.add_completion_epilogue([this, &view, tp = &t, alive = alive_] {
     if (!*alive) return;
     std::erase(view.at_device_, tp);  // the pointer only: the transfer may be gone
@@ -722,6 +734,15 @@ void SharedDevice::consider_switch() {
   if (!slicer_ || handing_over_ || restoring_) return;
   const auto now = std::chrono::steady_clock::now();
   DeviceView* h = turn_view();
+  if (!switching_ && h && now < h->txn_until_) {
+    // The holder is between a class/vendor OUT and its IN: look again when that may be over.
+    const uint64_t gen = ++txn_timer_generation_;
+    timer_(std::chrono::ceil<std::chrono::milliseconds>(h->txn_until_ - now),
+           [this, gen, alive = alive_] {
+             if (*alive && gen == txn_timer_generation_) consider_switch();
+           });
+    return;
+  }
   if (!switching_) {
     const bool idle = !h || (h->at_device_.empty() && h->waiting_turn_.empty());
     if (!slicer_->should_switch(now, idle)) return;

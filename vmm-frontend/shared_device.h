@@ -152,6 +152,7 @@ class DeviceView : public usb::Device, public stub::ExportTable::ClaimGuard {
   // Timeslice mode: data URBs waiting for this VM's turn, and those at the device now.
   std::deque<Held> waiting_turn_;
   std::vector<usb::Transfer*> at_device_;
+  std::chrono::steady_clock::time_point txn_until_{};  // an open class/vendor transaction
 };
 
 class SharedDevice {
@@ -288,6 +289,7 @@ class SharedDevice {
   std::chrono::steady_clock::time_point armed_for_{};
   uint64_t switch_generation_ = 0;
   uint64_t timer_generation_ = 0;
+  uint64_t txn_timer_generation_ = 0;
   std::map<uint8_t, std::unique_ptr<IsoFanOut>> fanouts_;  // isochronous IN endpoints
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   usb::LoopChecker loop_;

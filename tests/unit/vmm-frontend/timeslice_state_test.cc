@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <thread>
 
 #include "devices/emulated/gadget_zero.h"
 #include "vmm-frontend/shared_device.h"
@@ -17,11 +18,14 @@ using usb::Transfer;
 
 class TimesliceState : public ::testing::Test {
  protected:
-  TimesliceState()
-      : shared("gz", SharedDevice::Mode::kTimeslice,
-               [this](std::chrono::milliseconds, std::move_only_function<void()> fn) {
-                 timers.push_back(std::move(fn));
-               }),
+  // `lock`: how long a class/vendor OUT keeps the turn waiting for its IN.
+  explicit TimesliceState(std::chrono::milliseconds lock = std::chrono::milliseconds(200))
+      : shared(
+            "gz", SharedDevice::Mode::kTimeslice,
+            [this](std::chrono::milliseconds, std::move_only_function<void()> fn) {
+              timers.push_back(std::move(fn));
+            },
+            lock),
         a(shared.view("vmA", {})),
         b(shared.view("vmB", {})) {
     shared.set_backend(&gz);
@@ -40,23 +44,33 @@ class TimesliceState : public ::testing::Test {
     v.set_interface(0, alt, [&](Status s) { out = s; });
     return out;
   }
-  // A vendor request through the view's control pipe; returns its status (and `in` the data).
-  Status vendor(DeviceView& v, bool write, std::string_view data, std::string* in = nullptr) {
+  void fire_timers() {
+    auto fns = std::move(timers);
+    timers.clear();
+    for (auto& f : fns) f();
+  }
+  // A vendor request through the view's control pipe (0x5b write / 0x5c read of Gadget Zero's
+  // buffer); the outcome lands in `out` (and the data read in `in`) when it completes.
+  struct Request {
+    std::unique_ptr<Transfer> t;
+    bool done = false;
+    Status status = Status::kIoError;
+    std::string in;
+  };
+  std::unique_ptr<Request> vendor(DeviceView& v, bool write, std::string_view data) {
+    auto r = std::make_unique<Request>();
     const usb::SetupPacket s{static_cast<uint8_t>(write ? 0x40 : 0xc0),
                              write ? GadgetZero::kRequestWrite : GadgetZero::kRequestRead, 0, 0,
                              static_cast<uint16_t>(data.size())};
-    auto t = Transfer::control(write ? 0x00 : 0x80, s);
-    if (write) std::memcpy(t->buffer().data(), data.data(), data.size());
-    Status out = Status::kIoError;
-    bool done = false;
-    t->set_completion([&](Transfer& x) {
-      out = x.status();
-      done = true;
-      if (in) in->assign(reinterpret_cast<const char*>(x.data().data()), x.data().size());
+    r->t = Transfer::control(write ? 0x00 : 0x80, s);
+    if (write) std::memcpy(r->t->buffer().data(), data.data(), data.size());
+    r->t->set_completion([p = r.get()](Transfer& x) {
+      p->status = x.status();
+      p->done = true;
+      p->in.assign(reinterpret_cast<const char*>(x.data().data()), x.data().size());
     });
-    v.submit(*t);
-    EXPECT_TRUE(done) << "the switch happens at once: the holder is idle";
-    return out;
+    v.submit(*r->t);
+    return r;
   }
   Status bulk_out(DeviceView& v, uint8_t fill) {
     Transfer t(GadgetZero::kBulkOut, usb::TransferType::kBulk, 512);
@@ -95,16 +109,44 @@ TEST_F(TimesliceState, EachVmKeepsItsOwnConfigurationAndAlternateSetting) {
   EXPECT_GE(b.stats().turns, 1u);
 }
 
-TEST_F(TimesliceState, ClassStateRoundTripsAcrossTheOtherVmsTurn) {
+TEST_F(TimesliceState, AClassTransactionKeepsTheTurnUntilItsIn) {
   ASSERT_EQ(set_config(a, GadgetZero::kSourceSinkConfig), Status::kOk);
   ASSERT_EQ(set_config(b, GadgetZero::kSourceSinkConfig), Status::kOk);
-  EXPECT_EQ(vendor(a, true, "AAAA"), Status::kOk);
-  EXPECT_EQ(vendor(b, true, "BBBB"), Status::kOk);  // its turn: it overwrites the buffer
-  std::string got;
-  EXPECT_EQ(vendor(a, false, "....", &got), Status::kOk);
-  EXPECT_EQ(got, "AAAA") << "vmA reads back what it wrote, not vmB's bytes";
-  EXPECT_EQ(vendor(b, false, "....", &got), Status::kOk);
-  EXPECT_EQ(got, "BBBB");
+  auto aw = vendor(a, true, "AAAA");
+  EXPECT_TRUE(aw->done);
+  auto bw = vendor(b, true, "BBBB");
+  EXPECT_FALSE(bw->done) << "vmB waits: vmA is between its OUT and its IN";
+  auto ar = vendor(a, false, "....");
+  ASSERT_TRUE(ar->done);
+  EXPECT_EQ(ar->in, "AAAA");
+  EXPECT_TRUE(bw->done) << "vmA's IN closed the transaction: vmB's turn";
+  EXPECT_EQ(bw->status, Status::kOk);
+}
+
+class TimesliceShortLock : public TimesliceState {
+ protected:
+  TimesliceShortLock() : TimesliceState(std::chrono::milliseconds(1)) {}
+};
+
+TEST_F(TimesliceShortLock, ClassStateRoundTripsAcrossTheOtherVmsTurn) {
+  ASSERT_EQ(set_config(a, GadgetZero::kSourceSinkConfig), Status::kOk);
+  ASSERT_EQ(set_config(b, GadgetZero::kSourceSinkConfig), Status::kOk);
+  auto aw = vendor(a, true, "AAAA");
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // vmA's transaction times out
+  auto bw = vendor(b, true, "BBBB");  // vmB's turn: it overwrites the device's buffer
+  fire_timers();
+  ASSERT_TRUE(bw->done);
+  EXPECT_EQ(bw->status, Status::kOk);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  auto ar = vendor(a, false, "....");
+  fire_timers();
+  ASSERT_TRUE(ar->done);
+  EXPECT_EQ(ar->in, "AAAA") << "vmA reads back what it wrote, not vmB's bytes";
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  auto br = vendor(b, false, "....");
+  fire_timers();
+  ASSERT_TRUE(br->done);
+  EXPECT_EQ(br->in, "BBBB");
 }
 
 TEST_F(TimesliceState, ADeviceHaltStaysWithTheVmThatCausedIt) {
