@@ -1,0 +1,28 @@
+// libFuzzer: vusbd's device source strings (usbip://HOST:PORT/BUSID, libusb:..., and
+// emulated:gadget-zero?key=value,... with its option decoder). Every input either parses into a
+// config that validate() and the TOML round trip accept, or is refused with a message.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "devices/emulated/gadget_zero.h"
+#include "vmm-frontend/vusbd_config.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  vusbd::DeviceConfig d;
+  d.name = "dev";
+  if (auto r = vusbd::parse_source(text, d); r) {
+    (void)vusbd::bus_of(d);
+    if (d.kind == vusbd::DeviceConfig::Kind::kEmulated) {
+      auto o = devices::parse_gadget_zero_options(d.emulated_options);
+      if (!o) __builtin_trap();  // parse_source accepted what the option decoder refuses
+      devices::GadgetZero gz(*o);
+      (void)gz.descriptors().configurations.at(0).build();
+    }
+  } else if (r.error().message.empty()) {
+    __builtin_trap();  // a refusal says why
+  }
+  (void)devices::parse_gadget_zero_options(text);
+  return 0;
+}
