@@ -314,7 +314,10 @@ void DeviceView::do_set_configuration(uint8_t value, usb::StatusCallback done) {
   }
   halts_.clear();
   alts_.clear();
-  shared_.backend_->set_configuration(value, std::move(done));
+  shared_.backend_->set_configuration(value, [this, done = std::move(done)](Status st) mutable {
+    if (st != Status::kOk) shared_.readmit(*this);  // the bandwidth follows the device's state
+    done(st);
+  });
 }
 
 void DeviceView::do_set_interface(uint8_t interface, uint8_t alternate, usb::StatusCallback done) {
@@ -397,7 +400,13 @@ void DeviceView::timeslice_set_configuration(uint8_t value, usb::StatusCallback 
     return done(Status::kOk);
   }
   shared_.state_owner_ = this;
-  shared_.backend_->set_configuration(value, std::move(done));
+  shared_.backend_->set_configuration(value, [this, done = std::move(done)](Status st) mutable {
+    if (st != Status::kOk) {
+      ts_config_ = shared_.backend_ ? shared_.backend_->active_configuration() : 0;
+      shared_.readmit(*this);
+    }
+    done(st);
+  });
 }
 
 void DeviceView::timeslice_set_interface(uint8_t interface, uint8_t alternate,
@@ -414,7 +423,15 @@ void DeviceView::timeslice_set_interface(uint8_t interface, uint8_t alternate,
     return done(Status::kOk);
   }
   shared_.state_owner_ = this;
-  shared_.backend_->set_interface(interface, alternate, std::move(done));
+  shared_.backend_->set_interface(
+      interface, alternate, [this, interface, done = std::move(done)](Status st) mutable {
+        if (st != Status::kOk) {
+          if (shared_.backend_)
+            ts_alts_[interface] = shared_.backend_->alternate_setting(interface);
+          shared_.readmit(*this);
+        }
+        done(st);
+      });
 }
 
 void DeviceView::clear_halt(uint8_t endpoint, usb::StatusCallback done) {
@@ -466,6 +483,7 @@ SharedDevice::~SharedDevice() {
 void SharedDevice::set_backend(usb::Device* backend) {
   loop_.check();
   backend_ = backend;
+  if (backend_) initial_class_state_ = backend_->save_class_state();
   if (!backend_) {
     control_owner_ = nullptr;
     ++lock_generation_;
@@ -548,6 +566,13 @@ void SharedDevice::flush_fair_queue(DeviceView& view, Status status) {
 void SharedDevice::set_mode(Mode mode) {
   loop_.check();
   if (mode == mode_) return;
+  // Per-VM timeslice state describes turns that no longer happen (or have not begun).
+  for (auto& [_, v] : views_) {
+    v->ts_config_.reset();
+    v->ts_alts_.clear();
+    v->has_class_state_ = false;
+  }
+  state_owner_ = nullptr;
   if (mode_ == Mode::kTimeslice) {
     // Everyone may send now: held URBs go to the device in their order.
     slicer_.reset();
@@ -580,7 +605,10 @@ DeviceView* SharedDevice::find_view(const std::string& vm) const {
 void SharedDevice::timeslice_submit(DeviceView& view, Transfer& t) {
   const auto now = std::chrono::steady_clock::now();
   const bool had_turn = slicer_->holder() == view.vm_;
-  if (!switching_ && !restoring_ && slicer_->request(view.vm_, now)) {
+  // While a hand-over waits for the holder's open class/vendor transaction, the holder may still
+  // send (its IN closes the transaction).
+  const bool may_send = !switching_ || (had_turn && now < view.txn_until_);
+  if (may_send && !restoring_ && slicer_->request(view.vm_, now)) {
     if (had_turn) {
       send_in_turn(view, t);
       arm_slice_timer();
@@ -629,6 +657,7 @@ void SharedDevice::restore_state(DeviceView& in, std::move_only_function<void()>
   usb::Device* be = backend_;
   DeviceView* out = state_owner_;
   if (!be || out == &in) return done();
+  state_owner_ = nullptr;  // half-way: the device is in nobody's state until this completes
   // Steps run one after another; each calls `next` once (device calls may complete later).
   using Next = std::move_only_function<void()>;
   std::vector<std::move_only_function<void(Next)>> steps;
@@ -687,17 +716,25 @@ void SharedDevice::restore_state(DeviceView& in, std::move_only_function<void()>
     };
     (*run)(0);
   });
-  if (in.has_class_state_)
-    steps.push_back([be, &in](Next next) {
-      be->restore_class_state(in.class_state_);
+  // A VM that never had a turn finds the device's class state as it was when it appeared, not
+  // what another VM left behind.
+  if (in.has_class_state_ || out)
+    steps.push_back([this, be, &in](Next next) {
+      be->restore_class_state(in.has_class_state_ ? in.class_state_ : initial_class_state_);
       next();
     });
   spdlog::debug("vusbd: {}: device state of {} → {} ({} step(s))", name_,
                 out ? out->vm_ : std::string("nobody"), in.vm_, steps.size());
   auto chain = std::make_shared<std::vector<std::move_only_function<void(Next)>>>(std::move(steps));
   auto step = std::make_shared<std::move_only_function<void(size_t)>>();
-  *step = [chain, step, alive = alive_, done = std::move(done)](size_t i) mutable {
-    if (!*alive) return;
+  // A restore that was abandoned (its VM left, the device went away, the mode changed) stops at
+  // its next step: the device it would touch may be gone.
+  *step = [this, chain, step, be, gen = restore_generation_, alive = alive_,
+           done = std::move(done)](size_t i) mutable {
+    if (!*alive || gen != restore_generation_ || backend_ != be) {
+      *step = nullptr;
+      return;
+    }
     if (i == chain->size()) {
       auto d = std::move(done);
       *step = nullptr;
@@ -716,10 +753,14 @@ void SharedDevice::send_in_turn(DeviceView& view, Transfer& t) {
     // device whose class state vusbd cannot save (a remote one) would answer another VM's IN.
     t.add_completion_observer([this, &view, alive = alive_](Transfer& x) {
       if (!*alive) return;
-      if (x.setup.direction() == usb::Direction::kOut && x.status() == Status::kOk)
-        view.txn_until_ = std::chrono::steady_clock::now() + lock_timeout_;
-      else
+      const auto now = std::chrono::steady_clock::now();
+      if (x.setup.direction() == usb::Direction::kOut && x.status() == Status::kOk) {
+        // An OUT inside an open transaction does not extend it: a VM sending OUTs without
+        // end must not keep the turn for ever.
+        if (now >= view.txn_until_) view.txn_until_ = now + lock_timeout_;
+      } else {
         view.txn_until_ = {};
+      }
     });
   }
   t.add_completion_epilogue([this, &view, tp = &t, alive = alive_] {
@@ -734,7 +775,7 @@ void SharedDevice::consider_switch() {
   if (!slicer_ || handing_over_ || restoring_) return;
   const auto now = std::chrono::steady_clock::now();
   DeviceView* h = turn_view();
-  if (!switching_ && h && now < h->txn_until_) {
+  if (h && now < h->txn_until_ && (!switching_ || h->at_device_.empty())) {
     // The holder is between a class/vendor OUT and its IN: look again when that may be over.
     const uint64_t gen = ++txn_timer_generation_;
     timer_(std::chrono::ceil<std::chrono::milliseconds>(h->txn_until_ - now),
@@ -849,6 +890,19 @@ std::vector<usb::EndpointDescriptor> SharedDevice::endpoints(uint8_t interface, 
   return intf ? intf->endpoints : std::vector<usb::EndpointDescriptor>{};
 }
 
+void SharedDevice::readmit(DeviceView& view) {
+  // What the VM uses now — its configuration's alternate 0s and its alternate settings — fitted
+  // before, so it fits again (best effort: a failure is logged by admit_interface).
+  if (!book_ || !backend_) return;
+  book_->leave(view.vm_, name_);
+  const auto* cfg = backend_->descriptors().find_configuration(view.active_configuration());
+  if (!cfg) return;
+  for (const auto& intf : cfg->interfaces)
+    if (intf.alternate == view.alternate_setting(intf.number))
+      (void)book_->use(view.vm_, bus_, name_, intf.number, intf.alternate, intf.endpoints,
+                       backend_->speed());
+}
+
 Status SharedDevice::admit_configuration(DeviceView& view, uint8_t value) {
   if (!book_ || !backend_) return Status::kOk;
   book_->leave(view.vm_, name_);
@@ -861,7 +915,7 @@ Status SharedDevice::admit_configuration(DeviceView& view, uint8_t value) {
     if (auto r =
             book_->use(view.vm_, bus_, name_, intf.number, 0, intf.endpoints, backend_->speed());
         !r) {
-      book_->leave(view.vm_, name_);
+      readmit(view);  // refused: it keeps what it had
       ++view.stats_.refused;
       spdlog::warn("vusbd: {}: {} asked for configuration {}, refused (-ENOSPC): {}", name_,
                    view.vm_, value, r.error().message);

@@ -232,6 +232,8 @@ class SharedDevice {
   // Bandwidth admission (see set_bandwidth): kOk or kNoBandwidth (refusal counted and logged).
   usb::Status admit_configuration(DeviceView& view, uint8_t value);
   usb::Status admit_interface(DeviceView& view, uint8_t interface, uint8_t alternate);
+  // Re-reserves what `view` uses now (after a refusal or a failed change).
+  void readmit(DeviceView& view);
   sched::BusReservations* book_ = nullptr;
   std::string bus_;
 
@@ -279,7 +281,8 @@ class SharedDevice {
   bool state_in_device(const DeviceView& view) const {
     return !restoring_ && (state_owner_ == &view || state_owner_ == nullptr);
   }
-  DeviceView* state_owner_ = nullptr;  // whose state the device is in (timeslice)
+  DeviceView* state_owner_ = nullptr;         // whose state the device is in (timeslice)
+  std::vector<uint8_t> initial_class_state_;  // the device's, when it appeared
   bool restoring_ = false;
   uint64_t restore_generation_ = 0;
   std::unique_ptr<sched::TimeSlicer> slicer_;

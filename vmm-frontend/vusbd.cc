@@ -312,7 +312,7 @@ devices::ReservationList Vusbd::reservations_for(const Vm& vm) const {
              "{}: {} if {} alt {}, {} per {}frame", who, h->device, h->interface, h->alternate,
              bytes ? fmt::format("{} B", h->peak()) : fmt::format("{:.1f} us", h->peak() / 1000.0),
              h->speed == usb::Speed::kFull || h->speed == usb::Speed::kLow ? "" : "micro"),
-         h->endpoints});
+         h->endpoints, h->speed});
   }
   for (const auto& b : bandwidth_.buses()) {
     if (!buses.contains(b.bus.substr(0, b.bus.rfind(" (")))) continue;
@@ -329,10 +329,13 @@ devices::ReservationList Vusbd::reservations_for(const Vm& vm) const {
 }
 
 void Vusbd::refresh_reservation_devices() {
+  if (!started_) return;
   for (auto& vm : vms_) {
     if (!vm->config.bandwidth_device) continue;
     auto list = reservations_for(*vm);
-    if (vm->reservations && vm->reservations->list() == list) continue;
+    // Only the others' reservations re-plug it (the free-time summary follows the VM's own
+    // streams too; it is brought up to date with the next change of the others').
+    if (vm->reservations && vm->reservations->list().entries == list.entries) continue;
     // New descriptors mean a new enumeration: the VM sees the old device unplugged.
     if (vm->reservations) vm->table->remove(*vm->reservations);
     const auto id =
@@ -427,6 +430,7 @@ void Vusbd::on_discovered(Dev& parent, const std::vector<usb::wire::usbip::Devli
     child.source = "usbip://" + template_config.server.to_string() + "/" + busid;
     child.mode = template_config.mode;
     child.slice_ms = template_config.slice_ms;
+    child.bus = template_config.bus;
     // A device vusbd already imports under another name stays with it (one importer each).
     const DeviceConfig* same = nullptr;
     for (const auto& d : devices_)

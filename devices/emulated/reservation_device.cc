@@ -1,6 +1,50 @@
 #include "devices/emulated/reservation_device.h"
 
+#include <algorithm>
+#include <bit>
+
 namespace devices {
+
+std::vector<usb::EndpointDescriptor> ReservationDevice::as_high_speed(
+    const usb::EndpointDescriptor& ep, usb::Speed speed) {
+  usb::EndpointDescriptor hs;
+  hs.address = ep.address;
+  hs.attributes = ep.attributes;
+  const bool iso = ep.type() == usb::TransferType::kIsochronous;
+  const uint32_t b = std::max<uint32_t>(ep.interval, 1);
+  switch (speed) {
+    case usb::Speed::kFull:
+    case usb::Speed::kLow: {
+      // Frames → microframes (x8): iso's exponent grows by 3, interrupt's frame count becomes the
+      // exponent of the power of two at or below it.
+      const uint32_t e = iso ? b + 3 : static_cast<uint32_t>(std::bit_width(b)) + 3;
+      hs.interval = static_cast<uint8_t>(std::min<uint32_t>(e, 16));
+      hs.max_packet_size = std::min<uint16_t>(ep.max_packet(), 1024);
+      return {hs};
+    }
+    case usb::Speed::kSuper:
+    case usb::Speed::kSuperPlus: {
+      uint32_t bytes =
+          ep.ss_companion && ep.ss_companion->bytes_per_interval
+              ? ep.ss_companion->bytes_per_interval
+              : uint32_t{ep.max_packet()} *
+                    (ep.ss_companion ? ep.ss_companion->max_burst + 1u : 1u) *
+                    (iso && ep.ss_companion ? (ep.ss_companion->attributes & 3) + 1u : 1u);
+      hs.interval = static_cast<uint8_t>(std::min<uint32_t>(b, 16));
+      std::vector<usb::EndpointDescriptor> out;
+      while (bytes > 0 && out.size() < 16) {
+        const uint32_t part = std::min<uint32_t>(bytes, 3072);
+        const uint32_t n = (part + 1023) / 1024;  // transactions per microframe
+        hs.max_packet_size = static_cast<uint16_t>(((part + n - 1) / n) | ((n - 1) << 11));
+        out.push_back(hs);
+        bytes -= part;
+      }
+      return out;
+    }
+    default:
+      return {ep};
+  }
+}
 
 usb::DescriptorSet ReservationDevice::make_descriptors(const ReservationList& list) {
   usb::DescriptorSet set;
@@ -30,7 +74,10 @@ usb::DescriptorSet ReservationDevice::make_descriptors(const ReservationList& li
     alt0.string_index = static_cast<uint8_t>(set.strings.size());
     usb::InterfaceDescriptor alt1 = alt0;
     alt1.alternate = 1;
-    for (const auto& ep : e.endpoints) {
+    std::vector<usb::EndpointDescriptor> eps;
+    for (const auto& ep : e.endpoints)
+      for (const auto& x : as_high_speed(ep, e.speed)) eps.push_back(x);
+    for (const auto& ep : eps) {
       const bool in = ep.direction() == usb::Direction::kIn;
       uint8_t& next = in ? next_in : next_out;
       if (next > 15) {
@@ -46,7 +93,7 @@ usb::DescriptorSet ReservationDevice::make_descriptors(const ReservationList& li
     }
     cfg.interfaces.push_back(alt0);
     cfg.interfaces.push_back(alt1);
-    if (++number == 0xff) break;
+    if (++number == 0xff || set.strings.size() >= 250) break;  // string indices are a byte
   }
   if (number == 0) {  // nothing held by others: one empty interface says so
     usb::InterfaceDescriptor none;

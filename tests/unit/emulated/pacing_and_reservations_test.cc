@@ -118,3 +118,39 @@ TEST(ReservationDevice, DeclaresOthersEndpointsInAlternateOneWithTheirStrings) {
 
 }  // namespace
 }  // namespace devices
+
+namespace devices {
+namespace {
+
+TEST(ReservationDevice, FullAndSuperSpeedEndpointsAreStatedAtHighSpeedWithTheSameLoad) {
+  usb::EndpointDescriptor fs_int;
+  fs_int.address = 0x81;
+  fs_int.attributes = 0x03;
+  fs_int.max_packet_size = 8;
+  fs_int.interval = 10;  // every 10 frames → every 8 (a power of two at or below): 64 µframes
+  auto hs = ReservationDevice::as_high_speed(fs_int, usb::Speed::kFull);
+  ASSERT_EQ(hs.size(), 1u);
+  EXPECT_EQ(hs[0].interval, 7);  // 2^(7-1) = 64 microframes
+  usb::EndpointDescriptor fs_iso = fs_int;
+  fs_iso.attributes = 0x01;
+  fs_iso.max_packet_size = 1023;
+  fs_iso.interval = 1;  // every frame
+  hs = ReservationDevice::as_high_speed(fs_iso, usb::Speed::kFull);
+  EXPECT_EQ(hs[0].interval, 4);  // 8 microframes
+  usb::EndpointDescriptor ss_iso;
+  ss_iso.address = 0x82;
+  ss_iso.attributes = 0x01;
+  ss_iso.max_packet_size = 1024;
+  ss_iso.interval = 1;
+  ss_iso.ss_companion =
+      usb::SsEndpointCompanion{.max_burst = 15, .attributes = 2, .bytes_per_interval = 49152};
+  hs = ReservationDevice::as_high_speed(ss_iso, usb::Speed::kSuper);
+  ASSERT_EQ(hs.size(), 16u);  // 49152 B = 16 x 3 x 1024
+  for (const auto& e : hs) {
+    EXPECT_EQ(e.max_packet(), 1024);
+    EXPECT_EQ(e.hs_transactions(), 3);
+  }
+}
+
+}  // namespace
+}  // namespace devices
