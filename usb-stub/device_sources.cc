@@ -18,11 +18,14 @@ DeviceSources::~DeviceSources() {
 }
 
 usb::Result<void> DeviceSources::add_emulated(const EmulateSpec& spec) {
-  devices::GadgetZeroOptions options;
+  auto parsed = devices::parse_gadget_zero_options(spec.options);
+  if (!parsed) return std::unexpected(parsed.error());
+  devices::GadgetZeroOptions options = *parsed;
   options.speed = spec.speed == "super" ? usb::Speed::kSuper : usb::Speed::kHigh;
   usb::DeviceLocation location;
   location.busid = spec.busid;
   auto device = std::make_unique<devices::GadgetZero>(options, location);
+  device->set_pacing(usb::net::asio_timer(io_), [] { return std::chrono::steady_clock::now(); });
   // A Linux host configures a device before usbip-host exports it (usb_choose_configuration);
   // do the same so DEVLIST shows the interfaces and the importer finds it configured.
   if (const auto& configs = device->descriptors().configurations; !configs.empty())

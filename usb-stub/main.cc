@@ -32,8 +32,9 @@ int main(int argc, char** argv) {
   app.add_option("--listen", listen_text, "Address and port to listen on, ADDR:PORT")
       ->default_str("0.0.0.0:3240");
   app.add_option("--emulate", emulate_text,
-                 "Export an emulated device: gadget-zero[=BUSID][,speed=high|super] "
-                 "(repeatable)");
+                 "Export an emulated device: gadget-zero[=BUSID][,speed=high|super]"
+                 "[,bulk_rate=BYTES_PER_S][,isoc_mult=0..2][,isoc_interval=1..16]"
+                 "[,isoc_maxpacket=N][,pattern=0..2] (repeatable)");
   app.add_option("--libusb", config.libusb,
                  "Export a local USB device through libusb, by VID:PID (hex) or bus id "
                  "(repeatable)");

@@ -2,6 +2,8 @@
 
 #include <toml.hpp>
 
+#include "devices/emulated/gadget_zero.h"
+
 namespace stub {
 
 namespace {
@@ -31,9 +33,12 @@ usb::Result<EmulateSpec> parse_emulate(std::string_view text) {
                                 "speed must be 'high' or 'super', not '" + spec.speed + "'");
     } else if (first && item.find('=') == std::string_view::npos) {
       spec.busid = std::string(item);
+    } else if (auto o = devices::parse_gadget_zero_options(item); o) {
+      // pattern, isoc_*, bulk_rate, ...: Gadget Zero's own options
+      spec.options += (spec.options.empty() ? "" : ",") + std::string(item);
     } else {
       return usb::Error::make(usb::Error::Code::kInvalidArgument,
-                              "unknown emulate option '" + std::string(item) + "'");
+                              "emulate option '" + std::string(item) + "': " + o.error().message);
     }
     first = false;
   }
@@ -62,6 +67,11 @@ usb::Result<void> load_toml(const std::string& path, StubConfig& c) {
         auto spec = parse_emulate(text);
         if (!spec) return std::unexpected(spec.error());
         if (e.contains("speed")) spec->speed = toml::find<std::string>(e, "speed");
+        if (e.contains("options")) {
+          spec->options = toml::find<std::string>(e, "options");
+          if (auto o = devices::parse_gadget_zero_options(spec->options); !o)
+            return std::unexpected(o.error());
+        }
         if (spec->speed != "high" && spec->speed != "super")
           return bad("emulate speed must be 'high' or 'super'");
         c.emulate.push_back(*spec);

@@ -15,6 +15,7 @@ struct EmulateSpec {
   std::string type;            // "gadget-zero"
   std::string busid;           // empty: the next free "1-N"
   std::string speed = "high";  // "high" or "super"
+  std::string options;         // other Gadget Zero options, "key=value,..." (validated)
   friend bool operator==(const EmulateSpec&, const EmulateSpec&) = default;
 };
 

@@ -63,6 +63,23 @@ TEST(FairQueueTest, SharesFollowTheWeights) {
     EXPECT_NEAR(bytes[i] / total, weights[i] / 7.0, 0.01) << "flow " << i;
 }
 
+TEST(FairQueueTest, UnequalWeightsFor2To64Vms) {
+  for (int n : {2, 3, 16, 64}) {
+    std::mt19937 rng(static_cast<unsigned>(n));
+    FairQueue<int> q;
+    std::vector<uint32_t> weights, flows;
+    for (int i = 0; i < n; ++i) weights.push_back(static_cast<uint32_t>(i % 4 + 1));
+    for (uint32_t w : weights) flows.push_back(q.add_flow(w));
+    auto bytes = saturate(q, flows, 2000 * n, rng);
+    const double total = std::accumulate(bytes.begin(), bytes.end(), 0.0);
+    const double wsum = std::accumulate(weights.begin(), weights.end(), 0.0);
+    for (int i = 0; i < n; ++i) {
+      const double want = weights[i] / wsum;
+      EXPECT_NEAR(bytes[i] / total, want, want * 0.05) << n << " VMs, flow " << i;
+    }
+  }
+}
+
 TEST(FairQueueTest, NoFlowWithWorkWaitsMoreThanARound) {
   // With fixed 16 KiB items and quantum 16 KiB, one round serves each backlogged flow once:
   // between two services of a flow, every other flow is served at most once.

@@ -22,6 +22,11 @@ TEST(StubConfigTest, ParseEmulate) {
   EXPECT_FALSE(parse_emulate("webcam"));
   EXPECT_FALSE(parse_emulate("gadget-zero=1-1,speed=warp"));
   EXPECT_FALSE(parse_emulate("gadget-zero=1-1,colour=red"));
+  auto d = parse_emulate("gadget-zero=1-2,bulk_rate=1000000,isoc_mult=1");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->busid, "1-2");
+  EXPECT_EQ(d->options, "bulk_rate=1000000,isoc_mult=1");
+  EXPECT_FALSE(parse_emulate("gadget-zero=1-1,isoc_mult=3"));
   EXPECT_FALSE(parse_emulate("gadget-zero=" + std::string(40, '1')));
 }
 
