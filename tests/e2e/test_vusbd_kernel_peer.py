@@ -35,7 +35,7 @@ sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lab"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab  # noqa: E402
-from test_vusbd_shared import Barrier, CRASH_SIGNALS  # noqa: E402
+from test_vusbd_shared import CRASH_SIGNALS  # noqa: E402
 
 CASES = [1, 2, 9, 10, 13, 14]
 DEVICE = "gz"
@@ -144,8 +144,8 @@ def main() -> int:
         return 1
 
     pa, p1 = lab.free_ports(2)
-    hold = Barrier(99, 600)   # guest A waits here until the host releases it
-    gate = Barrier(99, 600)   # guest B waits here until vusbd has imported the peer's device
+    hold = lab.Barrier(99, 600)   # guest A waits here until the host releases it
+    gate = lab.Barrier(99, 600)   # guest B waits here until vusbd has imported the peer's device
     vusbd_log = logs / f"{name}.vusbd.log"
     stats_path = logs / f"{name}.stats.json"
     toml = logs / f"{name}.vusbd.toml"
