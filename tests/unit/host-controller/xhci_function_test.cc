@@ -1,0 +1,241 @@
+// XhciFunction programmed by a small reference driver, as Linux's xhci-hcd (and QEMU's qtest
+// start sequence) does: reset, DCBAA, event ring, command ring, run, port reset, Enable Slot,
+// Address Device — and the same controller facing a hostile guest.
+#include "host-controller/xhci/xhci_function.h"
+
+#include <gtest/gtest.h>
+
+#include "devices/emulated/gadget_zero.h"
+#include "host-controller/xhci/regs.h"
+
+namespace hc::xhci {
+namespace {
+
+using namespace reg;
+
+struct FakeIrq : IrqLine {
+  bool level = false;
+  int messages = 0;
+  void set_level(bool a) override { level = a; }
+  void message(uint16_t) override { ++messages; }
+};
+
+// Guest memory map of the reference driver.
+constexpr uint64_t kDcbaa = 0x1000, kErst = 0x2000, kEvents = 0x3000, kCommands = 0x4000,
+                   kInput = 0x5000, kOutput = 0x6000, kEp0Ring = 0x7000;
+constexpr uint32_t kEventTrbs = 16, kCommandTrbs = 8;
+constexpr uint32_t kOp = XhciFunction::kCapLength;
+constexpr uint32_t kIr0 = XhciFunction::kRuntime + kInterrupterBase;
+
+class RefDriver : public ::testing::Test {
+ protected:
+  RefDriver()
+      : mem(0x10000), gz(devices::GadgetZeroOptions{}), hc(mem, irq, [this] { return now; }) {}
+
+  uint32_t rd(uint32_t off) { return static_cast<uint32_t>(hc.mmio_read(off, 4)); }
+  void wr(uint32_t off, uint32_t v) { hc.mmio_write(off, v, 4); }
+  void wr64(uint32_t off, uint64_t v) {
+    wr(off, static_cast<uint32_t>(v));
+    wr(off + 4, static_cast<uint32_t>(v >> 32));
+  }
+
+  // HCRST, CONFIG, DCBAAP, ERST, ERDP, CRCR|RCS, IMAN.IE, RS|INTE.
+  void start() {
+    wr(kOp + kUsbCmd, kCmdHcReset);
+    ASSERT_EQ(rd(kOp + kUsbSts) & kStsCnr, 0u);
+    wr(kOp + kConfig, 8);
+    ASSERT_TRUE(mem.write_obj(kDcbaa + 8, kOutput));  // slot 1's output context
+    ErstEntry e{kEvents, kEventTrbs, 0};
+    ASSERT_TRUE(mem.write_obj(kErst, e));
+    wr(kIr0 + kErstSz, 1);
+    wr64(kIr0 + kErdp, kEvents);
+    wr64(kIr0 + kErstBa, kErst);
+    wr64(kOp + kDcbaap, kDcbaa);
+    wr64(kOp + kCrcr, kCommands | kCrcrRcs);
+    wr(kIr0 + kIman, kImanIe);
+    wr(kOp + kUsbCmd, kCmdRun | kCmdInte);
+    ASSERT_EQ(rd(kOp + kUsbSts) & kStsHalted, 0u);
+  }
+  // The next event the driver has not consumed (cycle matches), or nullopt.
+  std::optional<Trb> next_event() {
+    Trb t;
+    EXPECT_TRUE(mem.read_obj(kEvents + 16ull * ev_index, t));
+    if (t.cycle() != ev_cycle) return std::nullopt;
+    if (++ev_index == kEventTrbs) ev_index = 0, ev_cycle = !ev_cycle;
+    wr64(kIr0 + kErdp, (kEvents + 16ull * ev_index) | kErdpEhb);
+    return t;
+  }
+  Trb command(Trb cmd) {
+    cmd.set_cycle(cmd_cycle);
+    EXPECT_TRUE(mem.write_obj(kCommands + 16ull * cmd_index++, cmd));
+    wr(XhciFunction::kDoorbells, 0);
+    auto ev = next_event();
+    EXPECT_TRUE(ev);
+    EXPECT_EQ(ev->type(), TrbType::kCommandCompletionEvent);
+    EXPECT_EQ(ev->parameter, kCommands + 16ull * (cmd_index - 1)) << "points at the command";
+    return *ev;
+  }
+  static Trb make(TrbType t, uint8_t slot = 0, uint64_t param = 0, bool bsr = false) {
+    Trb x;
+    x.parameter = param;
+    x.control = (uint32_t{slot} << 24) | (bsr ? 1u << 9 : 0u);
+    x.set_type(t);
+    return x;
+  }
+  void write_input_context(uint32_t port) {
+    InputContext in;
+    in.control.dw[1] = 3;                             // add slot + EP0
+    in.slot.dw[0] = (1u << 27) | (kSpeedHigh << 20);  // one entry, high speed
+    in.slot.dw[1] = port << 16;
+    in.endpoints[0].dw[1] = (64u << 16) | (4u << 3) | (3u << 1);  // MPS 64, control, CErr 3
+    in.endpoints[0].set_dequeue(kEp0Ring, true);
+    ASSERT_TRUE(mem.write_obj(kInput, in));
+  }
+
+  InMemoryGuestMemory mem;
+  FakeIrq irq;
+  std::chrono::steady_clock::time_point now{};
+  devices::GadgetZero gz;
+  XhciFunction hc;
+  uint32_t ev_index = 0, cmd_index = 0;
+  bool ev_cycle = true, cmd_cycle = true;
+};
+
+TEST_F(RefDriver, CapabilitiesDescribeTheController) {
+  EXPECT_EQ(rd(0) & 0xff, XhciFunction::kCapLength);
+  EXPECT_EQ(rd(0) >> 16, kVersion);
+  EXPECT_EQ(hc.mmio_read(kHciVersion, 2), kVersion) << "a 16-bit read of HCIVERSION";
+  EXPECT_EQ(rd(kHcsParams1) >> 24, XhciFunction::kPorts);
+  EXPECT_EQ(rd(kHcsParams1) & 0xff, XhciFunction::kMaxSlots);
+  EXPECT_EQ(rd(kDbOff), XhciFunction::kDoorbells);
+  EXPECT_EQ(rd(kRtsOff), XhciFunction::kRuntime);
+  // Extended capabilities: Supported Protocol for USB 2 (ports 1-2) and USB 3 (ports 3-4).
+  const uint32_t xecp = (rd(kHccParams1) >> 16) * 4;
+  EXPECT_EQ(rd(xecp) & 0xff, kExtCapSupportedProtocol);
+  EXPECT_EQ(rd(xecp) >> 24, 2u);
+  EXPECT_EQ(rd(xecp + 8) & 0xff, 1u);
+  const uint32_t next = xecp + ((rd(xecp) >> 8) & 0xff) * 4;
+  EXPECT_EQ(rd(next) >> 24, 3u);
+  EXPECT_EQ(rd(next + 8) & 0xff, 3u);
+  EXPECT_EQ(rd(kOp + kUsbSts) & kStsHalted, kStsHalted) << "halted after power-on";
+}
+
+TEST_F(RefDriver, StartPortResetEnableSlotAddressDevice) {
+  start();
+  ASSERT_TRUE(hc.attach(1, gz));
+  auto psc = next_event();
+  ASSERT_TRUE(psc);
+  EXPECT_EQ(psc->type(), TrbType::kPortStatusChangeEvent);
+  EXPECT_EQ(psc->event_port(), 1);
+  EXPECT_TRUE(irq.level);
+  EXPECT_EQ(irq.messages, 1);
+  const uint32_t portsc = kOp + kPortBase;
+  EXPECT_EQ(rd(portsc) & (kPortCcs | kPortCsc | kPortPed), kPortCcs | kPortCsc);
+  EXPECT_EQ((rd(portsc) & kPortSpeedMask) >> kPortSpeedShift, kSpeedHigh);
+  wr(portsc, kPortPp | kPortCsc);  // acknowledge the connection
+  wr(portsc, kPortPp | kPortPr);   // reset: enables the USB 2 port
+  auto reset = next_event();
+  ASSERT_TRUE(reset);
+  EXPECT_EQ(reset->event_port(), 1);
+  EXPECT_EQ(rd(portsc) & (kPortPed | kPortPrc | kPortPr), kPortPed | kPortPrc);
+
+  auto noop = command(make(TrbType::kNoOpCommand));
+  EXPECT_EQ(noop.completion_code(), Completion::kSuccess);
+  auto en = command(make(TrbType::kEnableSlot));
+  ASSERT_EQ(en.completion_code(), Completion::kSuccess);
+  EXPECT_EQ(en.slot_id(), 1);
+  write_input_context(1);
+  auto bsr = command(make(TrbType::kAddressDevice, 1, kInput, /*bsr=*/true));
+  EXPECT_EQ(bsr.completion_code(), Completion::kSuccess);
+  DeviceContext out;
+  ASSERT_TRUE(mem.read_obj(kOutput, out));
+  EXPECT_EQ(out.slot.state(), SlotState::kDefault);
+  auto addr = command(make(TrbType::kAddressDevice, 1, kInput));
+  EXPECT_EQ(addr.completion_code(), Completion::kSuccess);
+  ASSERT_TRUE(mem.read_obj(kOutput, out));
+  EXPECT_EQ(out.slot.state(), SlotState::kAddressed);
+  EXPECT_EQ(out.slot.usb_address(), 1u);
+  EXPECT_EQ(out.endpoints[0].state(), EndpointState::kRunning);
+  EXPECT_EQ(out.endpoints[0].dequeue_pointer(), kEp0Ring);
+  auto again = command(make(TrbType::kAddressDevice, 1, kInput));
+  EXPECT_EQ(again.completion_code(), Completion::kContextStateError) << "already addressed";
+}
+
+TEST_F(RefDriver, HostileCommandsGetTheSpecsErrors) {
+  start();
+  EXPECT_EQ(command(make(TrbType::kAddressDevice, 5, kInput)).completion_code(),
+            Completion::kSlotNotEnabled);
+  EXPECT_EQ(command(make(TrbType::kDisableSlot, 0)).completion_code(), Completion::kSlotNotEnabled);
+  EXPECT_EQ(command(make(TrbType::kEnableSlot)).completion_code(), Completion::kSuccess);
+  // An input context outside guest memory, and one for a port with nothing behind it.
+  EXPECT_EQ(command(make(TrbType::kAddressDevice, 1, 0xfffff000)).completion_code(),
+            Completion::kParameterError);
+  write_input_context(2);
+  EXPECT_EQ(command(make(TrbType::kAddressDevice, 1, kInput)).completion_code(),
+            Completion::kParameterError);
+}
+
+TEST_F(RefDriver, ALoopingCommandRingIsATrbErrorNotAHang) {
+  start();
+  Trb a = make(TrbType::kLink, 0, kCommands + 16);
+  a.set_cycle(true);
+  Trb b = make(TrbType::kLink, 0, kCommands);
+  b.set_cycle(true);
+  ASSERT_TRUE(mem.write_obj(kCommands, a));
+  ASSERT_TRUE(mem.write_obj(kCommands + 16, b));
+  wr(XhciFunction::kDoorbells, 0);
+  auto ev = next_event();
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->completion_code(), Completion::kTrbError);
+  EXPECT_EQ(rd(kOp + kCrcr) & kCrcrCrr, 0u) << "the command ring stopped";
+}
+
+TEST_F(RefDriver, AnEventRingThatIsFullLosesEventsNotMemory) {
+  start();
+  // The driver consumes nothing: 20 plug/unplug pairs make 40 Port Status Change events; a
+  // 16-slot ring holds 15 (one slot stays free), the rest are dropped and counted.
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(hc.attach(1, gz));
+    hc.detach(1);
+  }
+  EXPECT_EQ(hc.events_dropped(), 25u);
+  Trb after;
+  ASSERT_TRUE(mem.read_obj(kEvents + 16 * kEventTrbs, after));
+  EXPECT_EQ(after.control, 0u) << "nothing written past the segment";
+  int read = 0;
+  while (next_event()) ++read;
+  EXPECT_EQ(read, 15);
+  ASSERT_TRUE(hc.attach(1, gz));  // room again
+  EXPECT_TRUE(next_event());
+}
+
+TEST_F(RefDriver, MfindexCountsMicroframesWhileRunning) {
+  EXPECT_EQ(rd(XhciFunction::kRuntime + kMfindex), 0u);
+  start();
+  now += std::chrono::microseconds(125 * 10);
+  EXPECT_EQ(rd(XhciFunction::kRuntime + kMfindex), 10u);
+}
+
+}  // namespace
+}  // namespace hc::xhci
+
+namespace hc::xhci {
+namespace {
+
+TEST_F(RefDriver, EnableSlotStopsAtMaxSlotsEnabled) {
+  start();
+  wr(kOp + kConfig, 2);  // (CONFIG is read-write while running here; Linux sets it halted)
+  // A ring of 8: the 8th slot holds a Link back to the start with Toggle Cycle.
+  Trb link = make(TrbType::kLink, 0, kCommands);
+  link.control |= 2u;
+  link.set_cycle(true);
+  ASSERT_TRUE(mem.write_obj(kCommands + 16 * 7, link));
+  EXPECT_EQ(command(make(TrbType::kEnableSlot)).completion_code(), Completion::kSuccess);
+  EXPECT_EQ(command(make(TrbType::kEnableSlot)).completion_code(), Completion::kSuccess);
+  EXPECT_EQ(command(make(TrbType::kEnableSlot)).completion_code(), Completion::kNoSlotsAvailable);
+  EXPECT_EQ(command(make(TrbType::kDisableSlot, 2)).completion_code(), Completion::kSuccess);
+  EXPECT_EQ(command(make(TrbType::kEnableSlot)).slot_id(), 2);
+}
+
+}  // namespace
+}  // namespace hc::xhci
