@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstring>
+
 #include "host-controller/xhci/regs.h"
 
 namespace hc::xhci {
@@ -36,6 +38,21 @@ XhciFunction::XhciFunction(GuestMemory& memory, IrqLine& irq, Clock clock)
   reset();
 }
 
+XhciFunction::~XhciFunction() {
+  // Devices give cancelled transfers back before this returns when they complete cancellations
+  // inline (emulated ones do); remote backends must be detached first.
+  for (auto& s : slots_) abandon_ep0(s);
+  *alive_ = false;
+}
+
+void XhciFunction::abandon_ep0(Slot& slot) {
+  if (!slot.ep0_inflight) return;
+  usb::Transfer& t = *slot.ep0_inflight;
+  orphans_.push_back(std::move(slot.ep0_inflight));
+  usb::Device* dev = slot.port ? ports_[slot.port - 1].device : nullptr;
+  if (dev) dev->cancel(t);
+}
+
 void XhciFunction::reset() {
   usbcmd_ = 0;
   usbsts_ = 0;  // HCH is derived from USBCMD.RS
@@ -45,7 +62,10 @@ void XhciFunction::reset() {
   crcr_ = 0;
   command_ring_running_ = false;
   commands_ = Ring();
-  for (auto& s : slots_) s = Slot{};
+  for (auto& s : slots_) {
+    abandon_ep0(s);
+    s = Slot{};
+  }
   iman_ = 0;
   imod_ = 4000;
   erstsz_ = 0;
@@ -306,6 +326,8 @@ bool XhciFunction::attach(uint32_t port, usb::Device& device) {
 
 void XhciFunction::detach(uint32_t port) {
   if (port < 1 || port > kPorts || !ports_[port - 1].device) return;
+  for (auto& s : slots_)
+    if (s.port == port) abandon_ep0(s);
   Port& p = ports_[port - 1];
   p.device = nullptr;
   p.portsc =
@@ -343,7 +365,173 @@ void XhciFunction::doorbell(uint32_t index, uint32_t value) {
     command_ring_running_ = true;
     run_commands();
   }
-  // Endpoint doorbells: transfer rings are the next slice of issue 5.
+  if (index >= 1 && index <= kMaxSlots && (value & 0xff) == 1) run_ep0(static_cast<uint8_t>(index));
+  // Other endpoints' doorbells: the next slice of issue 5.
+}
+
+// ------------------------------------------------------------------ EP0 control transfers
+
+std::expected<XhciFunction::ControlTd, Completion> XhciFunction::take_control_td(
+    Ring& ring, bool& incomplete, usb::SetupPacket& setup) {
+  incomplete = false;
+  const uint64_t start = ring.dequeue();
+  const bool start_cycle = ring.cycle();
+  auto give_back = [&](Completion c) -> std::expected<ControlTd, Completion> {
+    ring.set_dequeue(start, start_cycle);
+    return std::unexpected(c);
+  };
+  ControlTd td;
+  auto s = ring.pop(mem_);
+  if (!s) {
+    incomplete = s.error() == Ring::Stop::kEmpty;
+    return give_back(Completion::kTrbError);
+  }
+  if (s->trb.type() != TrbType::kSetupStage || !s->trb.idt() || s->trb.transfer_length() != 8) {
+    // Not a control TD's start: the TRB is consumed and reported (4.11.2.2).
+    td.setup_trb = s->address;
+    return std::unexpected(Completion::kTrbError);
+  }
+  td.setup_trb = s->address;
+  uint8_t raw[8];
+  std::memcpy(raw, &s->trb.parameter, 8);
+  setup = usb::SetupPacket::from_bytes(std::span<const uint8_t, 8>(raw, 8));
+  // Data stage (optional), possibly followed by chained Normal TRBs, then the Status stage.
+  uint32_t total = 0;
+  for (size_t n = 0; n < Ring::kMaxTdTrbs; ++n) {
+    auto f = ring.pop(mem_);
+    if (!f) {
+      incomplete = f.error() == Ring::Stop::kEmpty;
+      return give_back(Completion::kTrbError);
+    }
+    const Trb& t = f->trb;
+    if (t.type() == TrbType::kStatusStage) {
+      td.status_trb = f->address;
+      td.status_ioc = t.ioc();
+      return td;
+    }
+    const bool data = t.type() == TrbType::kDataStage && td.data_trb == 0 && n == 0;
+    const bool more =
+        (t.type() == TrbType::kNormal || t.type() == TrbType::kEventData) && td.data_trb != 0;
+    if (!data && !more) return give_back(Completion::kTrbError);
+    if (t.type() == TrbType::kEventData) continue;
+    if (data) {
+      td.data_trb = f->address;
+      td.in = t.dir_in();
+      td.data_isp = t.isp();
+      td.data_ioc = t.ioc();
+    }
+    const uint32_t len = t.transfer_length();
+    total += len;
+    if (total > 0xffff) return give_back(Completion::kTrbError);  // wLength is 16 bits
+    // Immediate data: the bytes are in the TRB itself (at most 8).
+    td.pieces.push_back(
+        {t.idt() ? f->address : t.parameter, std::min<uint32_t>(len, t.idt() ? 8 : len)});
+  }
+  return give_back(Completion::kTrbError);
+}
+
+void XhciFunction::run_ep0(uint8_t slot) {
+  Slot& sl = slots_[slot];
+  if (!sl.enabled || !sl.port || sl.ep0_inflight || sl.ep0_halted) return;
+  usb::Device* dev = ports_[sl.port - 1].device;
+  sl.in_run = true;
+  struct Guard {
+    Slot& s;
+    ~Guard() { s.in_run = false; }
+  } guard{sl};
+  for (int n = 0; n < 64 && !sl.ep0_inflight && !sl.ep0_halted; ++n) {
+    bool incomplete = false;
+    usb::SetupPacket setup;
+    auto td = take_control_td(sl.ep0, incomplete, setup);
+    if (!td) {
+      if (incomplete) return;  // the driver has not finished writing it: wait for the doorbell
+      post(Trb::transfer_event(sl.ep0.dequeue(), 0, Completion::kTrbError, slot, 1));
+      sl.ep0_halted = true;  // a ring the controller cannot follow stops the endpoint
+      set_ep0_state(slot, EndpointState::kError);
+      return;
+    }
+    if (!dev) {
+      post(Trb::transfer_event(td->setup_trb, 0, Completion::kUsbTransactionError, slot, 1));
+      continue;
+    }
+    uint32_t length = 0;
+    for (const auto& p : td->pieces) length += p.length;
+    // The data stage's length decides what moves; wLength says what the device may answer.
+    setup.length = static_cast<uint16_t>(std::min<uint32_t>(setup.length, length));
+    auto t = usb::Transfer::control(td->in ? 0x80 : 0x00, setup);
+    if (!td->in) {
+      size_t at = 0;
+      for (const auto& p : td->pieces) {
+        if (!mem_.read(p.address,
+                       t->buffer().subspan(at, std::min<size_t>(p.length, t->length() - at)))) {
+          post(Trb::transfer_event(td->data_trb, length, Completion::kDataBufferError, slot, 1));
+          t.reset();
+          break;
+        }
+        at += p.length;
+        if (at >= t->length()) break;
+      }
+      if (!t) continue;
+    }
+    sl.ep0_td = *td;
+    sl.ep0_inflight = std::move(t);
+    sl.ep0_inflight->set_completion([this, slot, alive = alive_](usb::Transfer& x) {
+      if (*alive) ep0_done(slot, x);
+    });
+    dev->submit(*sl.ep0_inflight);
+  }
+}
+
+void XhciFunction::ep0_done(uint8_t slot, usb::Transfer& t) {
+  Slot& sl = slots_[slot];
+  if (sl.ep0_inflight.get() != &t) {  // abandoned: nobody waits for it any more
+    std::erase_if(orphans_, [&](const auto& p) { return p.get() == &t; });
+    return;
+  }
+  const ControlTd td = sl.ep0_td;
+  const usb::Status st = t.status();
+  const size_t actual = t.actual_length();
+  (void)sl;
+  if (td.in && actual) {
+    size_t at = 0;
+    for (const auto& p : td.pieces) {
+      const size_t n = std::min<size_t>(p.length, actual - at);
+      if (n && !mem_.write(p.address, t.data().subspan(at, n))) break;  // counted as moved
+      at += n;
+      if (at >= actual) break;
+    }
+  }
+  uint32_t asked = 0;
+  for (const auto& p : td.pieces) asked += p.length;
+  // A completion may destroy its transfer (usb::Transfer::complete moved it out first).
+  sl.ep0_inflight.reset();
+  if (st == usb::Status::kStall) {
+    post(Trb::transfer_event(td.data_trb ? td.data_trb : td.status_trb, asked,
+                             Completion::kStallError, slot, 1));
+    sl.ep0_halted = true;
+    set_ep0_state(slot, EndpointState::kHalted);
+    return;
+  }
+  if (st != usb::Status::kOk && st != usb::Status::kShortPacket) {
+    post(Trb::transfer_event(td.data_trb ? td.data_trb : td.status_trb, asked,
+                             Completion::kUsbTransactionError, slot, 1));
+  } else {
+    if (td.data_trb && actual < asked && td.data_isp)
+      post(Trb::transfer_event(td.data_trb, static_cast<uint32_t>(asked - actual),
+                               Completion::kShortPacket, slot, 1));
+    else if (td.data_trb && td.data_ioc)
+      post(Trb::transfer_event(td.data_trb, 0, Completion::kSuccess, slot, 1));
+    if (td.status_ioc) post(Trb::transfer_event(td.status_trb, 0, Completion::kSuccess, slot, 1));
+  }
+  if (!sl.in_run) run_ep0(slot);  // an asynchronous completion: the next TD
+}
+
+void XhciFunction::set_ep0_state(uint8_t slot, EndpointState state) {
+  uint64_t out = 0;
+  EndpointContext ep;
+  if (!device_context_address(slot, out) || !mem_.read_obj(out + 32, ep)) return;
+  ep.set_state(state);
+  (void)mem_.write_obj(out + 32, ep);
 }
 
 void XhciFunction::run_commands() {
@@ -396,6 +584,7 @@ Completion XhciFunction::enable_slot(uint8_t& slot_out) {
 
 Completion XhciFunction::disable_slot(uint8_t slot) {
   if (slot == 0 || slot > kMaxSlots || !slots_[slot].enabled) return Completion::kSlotNotEnabled;
+  abandon_ep0(slots_[slot]);
   slots_[slot] = Slot{};
   uint64_t out = 0;
   if (device_context_address(slot, out)) {

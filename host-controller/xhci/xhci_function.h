@@ -7,7 +7,10 @@
 // Disable Slot, Address Device with BSR 0 and 1), the event ring with EHB, interrupts (IMAN.IE,
 // USBCMD.INTE, MSI or INTx), ports with attach / detach / reset and Port Status Change events,
 // MFINDEX from an injected clock, Supported Protocol capabilities for one USB 2 and one USB 3 port
-// range. Other commands complete with TRB Error; transfer rings are not walked yet. A hostile
+// range, and control transfers on EP0's transfer ring (Setup / Data / Status TRBs, Normal TRBs
+// chained to the Data stage, immediate data, short packets with ISP, stalls halting EP0) into the
+// port's usb::Device. Other commands complete with TRB Error; other endpoints' rings are not
+// walked yet. A hostile
 // guest's pointers and rings are bounded (Ring, EventRing, GuestMemory): it gets TRB Error,
 // Parameter Error, Context State Error or Host Controller Error, never a crash or a hang.
 //
@@ -19,7 +22,9 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <expected>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "host-controller/common/guest_memory.h"
@@ -28,6 +33,7 @@
 #include "host-controller/xhci/event_ring.h"
 #include "host-controller/xhci/ring.h"
 #include "usb/core/device.h"
+#include "usb/core/transfer.h"
 
 namespace hc::xhci {
 
@@ -66,10 +72,27 @@ class XhciFunction {
     uint32_t portsc = 0;
     usb::Device* device = nullptr;
   };
+  // One control transfer taken off EP0's ring: its TRBs (for the events) and guest buffers.
+  struct ControlTd {
+    uint64_t setup_trb = 0;
+    uint64_t data_trb = 0;  // 0: no data stage
+    uint64_t status_trb = 0;
+    bool data_isp = false, data_ioc = false, status_ioc = false;
+    struct Piece {
+      uint64_t address;  // guest buffer
+      uint32_t length;
+    };
+    std::vector<Piece> pieces;  // the data stage's buffers, in order
+    bool in = false;
+  };
   struct Slot {
     bool enabled = false;
     uint32_t port = 0;
     Ring ep0;
+    std::unique_ptr<usb::Transfer> ep0_inflight;
+    ControlTd ep0_td;
+    bool ep0_halted = false;
+    bool in_run = false;  // run_ep0 is on the stack (inline completions must not re-enter)
   };
 
   void reset();
@@ -89,6 +112,18 @@ class XhciFunction {
   Completion disable_slot(uint8_t slot);
   Completion address_device(const Trb& trb);
   bool device_context_address(uint8_t slot, uint64_t& out) const;
+
+  // EP0 of a slot: runs control TDs one at a time.
+  void run_ep0(uint8_t slot);
+  // Takes one control TD off the ring (nothing consumed when it is not complete yet).
+  std::expected<ControlTd, Completion> take_control_td(Ring& ring, bool& incomplete,
+                                                       usb::SetupPacket& setup);
+  void ep0_done(uint8_t slot, usb::Transfer& t);
+  void set_ep0_state(uint8_t slot, EndpointState state);
+  // The slot's control transfer is abandoned (slot disabled, device gone, controller reset): it
+  // is cancelled and kept until the device gives it back.
+  void abandon_ep0(Slot& slot);
+  std::vector<std::unique_ptr<usb::Transfer>> orphans_;
 
   // Events and interrupts.
   void post(const Trb& event);
@@ -118,6 +153,12 @@ class XhciFunction {
   uint64_t erdp_ = 0;
   EventRing events_;
   bool irq_level_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+
+ public:
+  ~XhciFunction();
+  XhciFunction(const XhciFunction&) = delete;
+  XhciFunction& operator=(const XhciFunction&) = delete;
 };
 
 }  // namespace hc::xhci

@@ -239,3 +239,126 @@ TEST_F(RefDriver, EnableSlotStopsAtMaxSlotsEnabled) {
 
 }  // namespace
 }  // namespace hc::xhci
+
+namespace hc::xhci {
+namespace {
+
+// Control transfers on EP0, as xhci-hcd queues them: Setup (IDT, TRT), Data (DIR, ISP), Status
+// (IOC; DIR opposite to the data stage).
+class Ep0 : public RefDriver {
+ protected:
+  static constexpr uint64_t kData = 0x8000;
+  void SetUp() override {
+    start();
+    ASSERT_TRUE(hc.attach(1, gz));
+    ASSERT_TRUE(next_event());
+    wr(kOp + kPortBase, kPortPp | kPortCsc | kPortPr);
+    ASSERT_TRUE(next_event());
+    ASSERT_EQ(command(make(TrbType::kEnableSlot)).completion_code(), Completion::kSuccess);
+    write_input_context(1);
+    ASSERT_EQ(command(make(TrbType::kAddressDevice, 1, kInput)).completion_code(),
+              Completion::kSuccess);
+  }
+  void put(Trb t) {
+    t.set_cycle(true);
+    ASSERT_TRUE(mem.write_obj(kEp0Ring + 16ull * ep0_index++, t));
+  }
+  // Queues one control transfer; `data` (OUT) goes to kData first.
+  void control(const usb::SetupPacket& s, bool isp = true, std::vector<uint8_t> out = {}) {
+    Trb setup;
+    const auto b = s.to_bytes();
+    std::memcpy(&setup.parameter, b.data(), 8);
+    setup.status = 8;
+    const bool in = s.direction() == usb::Direction::kIn;
+    setup.control = (1u << 6) | ((s.length ? (in ? 3u : 2u) : 0u) << 16);
+    setup.set_type(TrbType::kSetupStage);
+    put(setup);
+    if (s.length) {
+      if (!out.empty()) {
+        ASSERT_TRUE(mem.write(kData, out));
+      }
+      Trb data;
+      data.parameter = kData;
+      data.status = s.length;
+      data.control = (in ? 1u << 16 : 0u) | (isp ? 1u << 2 : 0u);
+      data.set_type(TrbType::kDataStage);
+      put(data);
+    }
+    Trb status;
+    status.control = (1u << 5) | ((in && s.length) ? 0u : 1u << 16);
+    status.set_type(TrbType::kStatusStage);
+    put(status);
+    wr(XhciFunction::kDoorbells + 4, 1);  // slot 1, DCI 1
+  }
+  uint32_t ep0_index = 0;
+};
+
+TEST_F(Ep0, GetDeviceDescriptorLandsInGuestMemory) {
+  control({0x80, 6, 0x0100, 0, 18});
+  auto ev = next_event();
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->type(), TrbType::kTransferEvent);
+  EXPECT_EQ(ev->completion_code(), Completion::kSuccess);
+  EXPECT_EQ(ev->parameter, kEp0Ring + 32) << "the Status TRB (IOC)";
+  EXPECT_EQ(ev->endpoint_id(), 1);
+  uint8_t d[18];
+  ASSERT_TRUE(mem.read(kData, d));
+  EXPECT_EQ(d[0], 18);
+  EXPECT_EQ(d[1], 1);
+  EXPECT_EQ(d[8] | (d[9] << 8), 0x0525) << "Gadget Zero's idVendor";
+}
+
+TEST_F(Ep0, AShortAnswerIsAShortPacketEventOnTheDataTrb) {
+  control({0x80, 6, 0x0200, 0, 255});  // configuration descriptor, asked for 255 bytes
+  auto ev = next_event();
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->completion_code(), Completion::kShortPacket);
+  EXPECT_EQ(ev->parameter, kEp0Ring + 16);
+  const uint32_t total = 255 - ev->event_residual();
+  uint8_t c[4];
+  ASSERT_TRUE(mem.read(kData, c));
+  EXPECT_EQ(c[2] | (c[3] << 8), total) << "wTotalLength bytes came back";
+  auto status = next_event();
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->completion_code(), Completion::kSuccess);
+}
+
+TEST_F(Ep0, VendorWriteThenReadBack) {
+  ASSERT_EQ(command(make(TrbType::kNoOpCommand)).completion_code(), Completion::kSuccess);
+  // SET_CONFIGURATION 3 (no data), then Gadget Zero's 0x5b write and 0x5c read.
+  control({0x00, 9, 3, 0, 0});
+  ASSERT_EQ(next_event()->completion_code(), Completion::kSuccess);
+  control({0x40, 0x5b, 0, 0, 4}, true, {1, 2, 3, 4});
+  ASSERT_EQ(next_event()->completion_code(), Completion::kSuccess);
+  ASSERT_TRUE(mem.write(kData, std::vector<uint8_t>{0, 0, 0, 0}));
+  control({0xc0, 0x5c, 0, 0, 4});
+  ASSERT_EQ(next_event()->completion_code(), Completion::kSuccess);
+  uint8_t back[4];
+  ASSERT_TRUE(mem.read(kData, back));
+  EXPECT_EQ(std::vector<uint8_t>(back, back + 4), (std::vector<uint8_t>{1, 2, 3, 4}));
+}
+
+TEST_F(Ep0, AStallHaltsEp0) {
+  control({0x80, 6, 0x4200, 0, 18});  // a descriptor type that does not exist
+  auto ev = next_event();
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->completion_code(), Completion::kStallError);
+  DeviceContext out;
+  ASSERT_TRUE(mem.read_obj(kOutput, out));
+  EXPECT_EQ(out.endpoints[0].state(), EndpointState::kHalted);
+  control({0x80, 6, 0x0100, 0, 18});  // not run while halted
+  EXPECT_FALSE(next_event());
+}
+
+TEST_F(Ep0, AGarbageTrbOnEp0IsATrbError) {
+  Trb junk;
+  junk.set_type(TrbType::kIsoch);
+  put(junk);
+  wr(XhciFunction::kDoorbells + 4, 1);
+  auto ev = next_event();
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->completion_code(), Completion::kTrbError);
+}
+
+}  // namespace
+}  // namespace hc::xhci
