@@ -3,14 +3,16 @@
 // registers behind one MMIO BAR, with its own guest memory and IRQ line. vusbd's shared
 // controller gives every VM one of these; the VM's devices are attached to its ports.
 //
-// So far (issue 5, first slice): reset and run/stop, the command ring (No Op, Enable Slot,
+// So far (issue 5, first slices): reset and run/stop, the command ring (No Op, Enable Slot,
 // Disable Slot, Address Device with BSR 0 and 1), the event ring with EHB, interrupts (IMAN.IE,
 // USBCMD.INTE, MSI or INTx), ports with attach / detach / reset and Port Status Change events,
 // MFINDEX from an injected clock, Supported Protocol capabilities for one USB 2 and one USB 3 port
-// range, and control transfers on EP0's transfer ring (Setup / Data / Status TRBs, Normal TRBs
-// chained to the Data stage, immediate data, short packets with ISP, stalls halting EP0) into the
-// port's usb::Device. Other commands complete with TRB Error; other endpoints' rings are not
-// walked yet. A hostile
+// range; Configure Endpoint (add, drop, deconfigure), Evaluate Context, Reset / Stop Endpoint,
+// Set TR Dequeue, Reset Device; transfer rings: control TDs on EP0 (Setup / Data / Status, Normal
+// TRBs chained to the Data stage, immediate data) and Normal TDs on bulk and interrupt endpoints,
+// into the port's usb::Device, with short packets (ISP), IOC, stalls halting the endpoint.
+// One TD per endpoint is at the device at a time. Isochronous endpoints and streams: later
+// slices. A hostile
 // guest's pointers and rings are bounded (Ring, EventRing, GuestMemory): it gets TRB Error,
 // Parameter Error, Context State Error or Host Controller Error, never a crash or a hang.
 //
@@ -25,6 +27,7 @@
 #include <expected>
 #include <functional>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "host-controller/common/guest_memory.h"
@@ -63,6 +66,11 @@ class XhciFunction {
   bool attach(uint32_t port, usb::Device& device);
   void detach(uint32_t port);
 
+  // Bandwidth admission for Configure Endpoint: told the periodic and other endpoints a slot
+  // would have; false answers Bandwidth Error (code 8). vusbd asks its BusReservations.
+  using Admit = std::function<bool(uint8_t slot, std::span<const usb::EndpointDescriptor>)>;
+  void set_admission(Admit admit) { admit_ = std::move(admit); }
+
   // Observable state (tests, stats).
   bool running() const { return usbcmd_ & 1u; }
   uint64_t events_dropped() const { return events_.dropped(); }
@@ -72,27 +80,37 @@ class XhciFunction {
     uint32_t portsc = 0;
     usb::Device* device = nullptr;
   };
-  // One control transfer taken off EP0's ring: its TRBs (for the events) and guest buffers.
-  struct ControlTd {
-    uint64_t setup_trb = 0;
-    uint64_t data_trb = 0;  // 0: no data stage
-    uint64_t status_trb = 0;
-    bool data_isp = false, data_ioc = false, status_ioc = false;
+  // One TD taken off a transfer ring: the TRBs that may produce events, and the guest buffers.
+  struct Td {
     struct Piece {
-      uint64_t address;  // guest buffer
+      uint64_t address;  // guest buffer (or the TRB itself for immediate data)
       uint32_t length;
+      uint64_t trb;  // the TRB it came from
+      bool isp, ioc;
     };
-    std::vector<Piece> pieces;  // the data stage's buffers, in order
+    std::vector<Piece> pieces;  // data, in order
+    // Control TDs: the Setup and Status TRBs (0 for Normal TDs).
+    uint64_t setup_trb = 0, status_trb = 0;
+    bool status_ioc = false;
     bool in = false;
+    uint64_t last_trb = 0;  // where a Normal TD ends (events for IOC)
+    bool last_ioc = false;
+  };
+  struct Endpoint {
+    EndpointState state = EndpointState::kDisabled;
+    EndpointType type = EndpointType::kNotValid;
+    Ring ring;
+    std::unique_ptr<usb::Transfer> inflight;
+    Td td;
+    uint64_t td_start = 0;  // where the TD at the device began on the ring, and the cycle state
+    bool td_cycle = true;
+    bool in_run = false;  // run_endpoint is on the stack (inline completions must not re-enter)
   };
   struct Slot {
     bool enabled = false;
     uint32_t port = 0;
-    Ring ep0;
-    std::unique_ptr<usb::Transfer> ep0_inflight;
-    ControlTd ep0_td;
-    bool ep0_halted = false;
-    bool in_run = false;  // run_ep0 is on the stack (inline completions must not re-enter)
+    SlotState state = SlotState::kDisabledEnabled;
+    std::array<Endpoint, 32> eps;  // by DCI; [1] is EP0
   };
 
   void reset();
@@ -105,24 +123,35 @@ class XhciFunction {
   void port_write(uint32_t port, uint32_t value);
   void port_change(uint32_t port);
 
-  // Command ring.
+  // Command ring (xhci_commands.cc).
   void run_commands();
   Completion command(const Trb& trb, uint8_t& slot_out);
   Completion enable_slot(uint8_t& slot_out);
   Completion disable_slot(uint8_t slot);
   Completion address_device(const Trb& trb);
+  Completion configure_endpoint(const Trb& trb);
+  Completion evaluate_context(const Trb& trb);
+  Completion reset_endpoint(const Trb& trb);
+  Completion stop_endpoint(const Trb& trb);
+  Completion set_tr_dequeue(const Trb& trb);
+  Completion reset_device(const Trb& trb);
   bool device_context_address(uint8_t slot, uint64_t& out) const;
+  // Writes the slot's state (slot context state/address, endpoint states and dequeue pointers)
+  // back into its output device context.
+  void write_back(uint8_t slot, const DeviceContext& out);
+  bool read_output(uint8_t slot, DeviceContext& out, uint64_t& address) const;
 
-  // EP0 of a slot: runs control TDs one at a time.
-  void run_ep0(uint8_t slot);
-  // Takes one control TD off the ring (nothing consumed when it is not complete yet).
-  std::expected<ControlTd, Completion> take_control_td(Ring& ring, bool& incomplete,
-                                                       usb::SetupPacket& setup);
-  void ep0_done(uint8_t slot, usb::Transfer& t);
-  void set_ep0_state(uint8_t slot, EndpointState state);
-  // The slot's control transfer is abandoned (slot disabled, device gone, controller reset): it
-  // is cancelled and kept until the device gives it back.
-  void abandon_ep0(Slot& slot);
+  // Transfer rings (xhci_transfers.cc).
+  void run_endpoint(uint8_t slot, uint8_t dci);
+  // Takes one TD off the ring; nothing is consumed when it is not complete yet (`incomplete`).
+  std::expected<Td, Completion> take_td(Ring& ring, bool control, bool& incomplete,
+                                        usb::SetupPacket& setup);
+  void transfer_done(uint8_t slot, uint8_t dci, usb::Transfer& t);
+  void set_endpoint_state(uint8_t slot, uint8_t dci, EndpointState state);
+  // The endpoint's TD in flight is abandoned (slot disabled, endpoint stopped, device gone,
+  // controller reset): cancelled and kept until the device gives it back.
+  void abandon(Endpoint& ep, usb::Device* device);
+  void abandon_slot(uint8_t slot);
   std::vector<std::unique_ptr<usb::Transfer>> orphans_;
 
   // Events and interrupts.
@@ -154,6 +183,7 @@ class XhciFunction {
   EventRing events_;
   bool irq_level_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  Admit admit_;
 
  public:
   ~XhciFunction();

@@ -362,3 +362,140 @@ TEST_F(Ep0, AGarbageTrbOnEp0IsATrbError) {
 
 }  // namespace
 }  // namespace hc::xhci
+
+namespace hc::xhci {
+namespace {
+
+// Bulk endpoints after Configure Endpoint: usbtest 1, 2 and 13's equivalents through the rings.
+class Bulk : public Ep0 {
+ protected:
+  static constexpr uint64_t kOutRing = 0x9000, kInRing = 0xa000, kBuf = 0xb000;
+  void SetUp() override {
+    Ep0::SetUp();
+    if (HasFatalFailure()) return;
+    control({0x00, 9, devices::GadgetZero::kSourceSinkConfig, 0, 0});  // SET_CONFIGURATION 3
+    ASSERT_EQ(next_event()->completion_code(), Completion::kSuccess);
+  }
+  Completion configure(bool bulk_in = true) {
+    InputContext in;
+    in.control.dw[1] = 1u | (1u << 2) | (bulk_in ? 1u << 3 : 0u);  // slot, DCI 2 (OUT 1), 3
+    in.slot.dw[0] = (3u << 27) | (kSpeedHigh << 20);
+    in.slot.dw[1] = 1u << 16;
+    in.endpoints[1].dw[1] = (512u << 16) | (2u << 3) | (3u << 1);  // bulk OUT, MPS 512
+    in.endpoints[1].set_dequeue(kOutRing, true);
+    in.endpoints[2].dw[1] = (512u << 16) | (6u << 3) | (3u << 1);  // bulk IN
+    in.endpoints[2].set_dequeue(kInRing, true);
+    EXPECT_TRUE(mem.write_obj(kInput, in));
+    return command(make(TrbType::kConfigureEndpoint, 1, kInput)).completion_code();
+  }
+  // One Normal TRB (IOC, ISP) of `len` bytes at kBuf on `ring`, index i; doorbell DCI `dci`.
+  void normal(uint64_t ring, int i, uint8_t dci, uint32_t len) {
+    Trb t;
+    t.parameter = kBuf;
+    t.status = len;
+    t.control = (1u << 5) | (1u << 2);
+    t.set_type(TrbType::kNormal);
+    t.set_cycle(true);
+    ASSERT_TRUE(mem.write_obj(ring + 16ull * i, t));
+    wr(XhciFunction::kDoorbells + 4, dci);
+  }
+};
+
+TEST_F(Bulk, ConfigureEndpointThenWriteAndRead) {
+  ASSERT_EQ(configure(), Completion::kSuccess);
+  DeviceContext out;
+  ASSERT_TRUE(mem.read_obj(kOutput, out));
+  EXPECT_EQ(out.slot.state(), SlotState::kConfigured);
+  EXPECT_EQ(out.endpoints[1].state(), EndpointState::kRunning);
+  ASSERT_TRUE(mem.write(kBuf, std::vector<uint8_t>(4096, 0)));  // Gadget Zero's pattern 0
+  normal(kOutRing, 0, 2, 4096);
+  auto w = next_event();
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->completion_code(), Completion::kSuccess);
+  EXPECT_EQ(w->endpoint_id(), 2);
+  ASSERT_TRUE(mem.write(kBuf, std::vector<uint8_t>(4096, 0xee)));
+  normal(kInRing, 0, 3, 4096);
+  auto r = next_event();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->completion_code(), Completion::kSuccess);
+  std::vector<uint8_t> got(4096);
+  ASSERT_TRUE(mem.read(kBuf, got));
+  EXPECT_EQ(got, std::vector<uint8_t>(4096, 0)) << "the source's pattern arrived";
+}
+
+TEST_F(Bulk, AStallHaltsTheEndpointUntilResetEndpointAndSetTrDequeue) {
+  ASSERT_EQ(configure(), Completion::kSuccess);
+  ASSERT_TRUE(mem.write(kBuf, std::vector<uint8_t>(512, 0x55)));  // bad pattern: the sink halts
+  normal(kOutRing, 0, 2, 512);
+  EXPECT_EQ(next_event()->completion_code(), Completion::kSuccess);
+  normal(kOutRing, 1, 2, 512);
+  auto stall = next_event();
+  ASSERT_TRUE(stall);
+  EXPECT_EQ(stall->completion_code(), Completion::kStallError);
+  EXPECT_EQ(stall->parameter, kOutRing + 16);
+  DeviceContext out;
+  ASSERT_TRUE(mem.read_obj(kOutput, out));
+  EXPECT_EQ(out.endpoints[1].state(), EndpointState::kHalted);
+  // As xhci-hcd recovers: Reset Endpoint, Set TR Dequeue past the TD, CLEAR_FEATURE(HALT).
+  Trb early = make(TrbType::kSetTrDequeue, 1, kOutRing + 32 + 1);
+  early.control |= 2u << 16;
+  EXPECT_EQ(command(early).completion_code(), Completion::kContextStateError) << "not while halted";
+  Trb reset = make(TrbType::kResetEndpoint, 1);
+  reset.control |= 2u << 16;
+  EXPECT_EQ(command(reset).completion_code(), Completion::kSuccess);
+  Trb deq = make(TrbType::kSetTrDequeue, 1, kOutRing + 32 + 1);
+  deq.control |= 2u << 16;
+  EXPECT_EQ(command(deq).completion_code(), Completion::kSuccess);
+  control({0x02, 1, 0, 0x01, 0});  // CLEAR_FEATURE(ENDPOINT_HALT) on 0x01
+  ASSERT_EQ(next_event()->completion_code(), Completion::kSuccess);
+  ASSERT_TRUE(mem.write(kBuf, std::vector<uint8_t>(512, 0)));
+  normal(kOutRing, 2, 2, 512);  // the doorbell restarts the stopped endpoint
+  auto ok = next_event();
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->completion_code(), Completion::kSuccess);
+  EXPECT_EQ(ok->parameter, kOutRing + 32);
+}
+
+TEST_F(Bulk, ABusThatCannotTakeTheEndpointsIsABandwidthError) {
+  std::vector<usb::EndpointDescriptor> seen;
+  hc.set_admission([&](uint8_t, std::span<const usb::EndpointDescriptor> eps) {
+    seen.assign(eps.begin(), eps.end());
+    return false;
+  });
+  EXPECT_EQ(configure(), Completion::kBandwidthError);
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].address, 0x01);
+  EXPECT_EQ(seen[1].address, 0x81);
+  EXPECT_EQ(seen[1].max_packet(), 512);
+  DeviceContext out;
+  ASSERT_TRUE(mem.read_obj(kOutput, out));
+  EXPECT_EQ(out.slot.state(), SlotState::kAddressed) << "nothing changed";
+}
+
+TEST_F(Bulk, DeconfigureAndResetDevice) {
+  ASSERT_EQ(configure(), Completion::kSuccess);
+  Trb dc = make(TrbType::kConfigureEndpoint, 1);
+  dc.control |= 1u << 9;
+  EXPECT_EQ(command(dc).completion_code(), Completion::kSuccess);
+  DeviceContext out;
+  ASSERT_TRUE(mem.read_obj(kOutput, out));
+  EXPECT_EQ(out.slot.state(), SlotState::kAddressed);
+  EXPECT_EQ(out.endpoints[1].state(), EndpointState::kDisabled);
+  EXPECT_EQ(command(make(TrbType::kResetDevice, 1)).completion_code(), Completion::kSuccess);
+  ASSERT_TRUE(mem.read_obj(kOutput, out));
+  EXPECT_EQ(out.slot.state(), SlotState::kDefault);
+  EXPECT_EQ(out.slot.usb_address(), 0u);
+  EXPECT_EQ(command(make(TrbType::kResetDevice, 1)).completion_code(),
+            Completion::kContextStateError);
+}
+
+TEST_F(Bulk, StopEndpointOnAnIdleEndpoint) {
+  ASSERT_EQ(configure(), Completion::kSuccess);
+  Trb stop = make(TrbType::kStopEndpoint, 1);
+  stop.control |= 3u << 16;
+  EXPECT_EQ(command(stop).completion_code(), Completion::kSuccess);
+  EXPECT_EQ(command(stop).completion_code(), Completion::kContextStateError) << "already stopped";
+}
+
+}  // namespace
+}  // namespace hc::xhci
