@@ -177,8 +177,6 @@ void XhciFunction::transfer_done(uint8_t slot, uint8_t dci, usb::Transfer& t) {
     }
   }
   ep.inflight.reset();  // a completion may destroy its transfer
-  uint32_t asked = 0;
-  for (const auto& p : td.pieces) asked += p.length;
   // The TRB where the data ended, and what it left (a short packet's residual).
   uint64_t short_trb = 0;
   uint32_t residual = 0;
