@@ -69,7 +69,9 @@ usb::Result<void> BusReservations::use(const std::string& vm, const std::string&
     }
   }
   const std::string name = ledger_name(bus, speed);
-  BandwidthLedger& ledger = ledgers_.try_emplace(name, ledger_speed(speed)).first->second;
+  BandwidthLedger& ledger =
+      ledgers_.try_emplace(name, Ledger{bus, BandwidthLedger(ledger_speed(speed))})
+          .first->second.ledger;
   auto& key = keys_[slot];
   if (!key) key = next_key_++;
   auto placed = ledger.reserve(key, wanted, speed);
@@ -120,7 +122,7 @@ void BusReservations::remove_device(const std::string& device) {
 
 void BusReservations::erase(std::map<Slot, Holding>::iterator it) {
   const auto name = ledger_name(it->second.bus, it->second.speed);
-  if (auto l = ledgers_.find(name); l != ledgers_.end()) l->second.release(keys_[it->first]);
+  if (auto l = ledgers_.find(name); l != ledgers_.end()) l->second.ledger.release(keys_[it->first]);
   keys_.erase(it->first);
   holdings_.erase(it);
 }
@@ -133,7 +135,7 @@ std::vector<const BusReservations::Holding*> BusReservations::holdings() const {
 
 std::vector<BusReservations::BusLoad> BusReservations::buses() const {
   std::vector<BusLoad> out;
-  for (const auto& [name, l] : ledgers_) out.push_back({name, &l});
+  for (const auto& [name, l] : ledgers_) out.push_back({l.bus, name, &l.ledger});
   return out;
 }
 

@@ -40,7 +40,8 @@ class BusReservations {
     uint32_t peak() const;
   };
   struct BusLoad {
-    std::string bus;  // "NAME (speed)"
+    std::string bus;    // the bus's name
+    std::string label;  // "NAME (speed class)": a bus has a ledger per speed class
     const BandwidthLedger* ledger;
   };
 
@@ -69,7 +70,11 @@ class BusReservations {
   void erase(std::map<Slot, Holding>::iterator it);
   void changed();
 
-  std::map<std::string, BandwidthLedger> ledgers_;  // by ledger_name()
+  struct Ledger {
+    std::string bus;
+    BandwidthLedger ledger;
+  };
+  std::map<std::string, Ledger> ledgers_;  // by ledger_name()
   std::map<Slot, Holding> holdings_;
   std::map<Slot, BandwidthLedger::Key> keys_;
   BandwidthLedger::Key next_key_ = 1;

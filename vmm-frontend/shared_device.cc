@@ -906,9 +906,7 @@ void SharedDevice::readmit(DeviceView& view) {
 Status SharedDevice::admit_configuration(DeviceView& view, uint8_t value) {
   if (!book_ || !backend_) return Status::kOk;
   book_->leave(view.vm_, name_);
-  const usb::ConfigurationDescriptor* cfg = nullptr;
-  for (const auto& c : backend_->descriptors().configurations)
-    if (c.value == value) cfg = &c;
+  const usb::ConfigurationDescriptor* cfg = backend_->descriptors().find_configuration(value);
   if (!cfg) return Status::kOk;  // unconfigured (or a value the device will refuse)
   for (const auto& intf : cfg->interfaces) {
     if (intf.alternate != 0) continue;

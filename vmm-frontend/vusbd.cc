@@ -296,6 +296,13 @@ usb::Result<void> Vusbd::set_weight(const std::string& vm_name, uint32_t weight)
 
 // ------------------------------------------------------------------ bandwidth reservations
 
+namespace {
+// Bus time as the ledgers count it: ns shown in µs, or bytes for SuperSpeed.
+std::string bus_time(uint32_t amount, bool bytes) {
+  return bytes ? fmt::format("{} B", amount) : fmt::format("{:.1f} us", amount / 1000.0);
+}
+}  // namespace
+
 devices::ReservationList Vusbd::reservations_for(const Vm& vm) const {
   // The buses this VM has devices on, and what the others hold there.
   std::set<std::string> buses;
@@ -308,21 +315,17 @@ devices::ReservationList Vusbd::reservations_for(const Vm& vm) const {
     for (const auto& v : h->vms) who += (who.empty() ? "" : "+") + v;
     const bool bytes = h->speed == usb::Speed::kSuper || h->speed == usb::Speed::kSuperPlus;
     list.entries.push_back(
-        {fmt::format(
-             "{}: {} if {} alt {}, {} per {}frame", who, h->device, h->interface, h->alternate,
-             bytes ? fmt::format("{} B", h->peak()) : fmt::format("{:.1f} us", h->peak() / 1000.0),
-             h->speed == usb::Speed::kFull || h->speed == usb::Speed::kLow ? "" : "micro"),
+        {fmt::format("{}: {} if {} alt {}, {} per {}frame", who, h->device, h->interface,
+                     h->alternate, bus_time(h->peak(), bytes),
+                     h->speed == usb::Speed::kFull || h->speed == usb::Speed::kLow ? "" : "micro"),
          h->endpoints, h->speed});
   }
   for (const auto& b : bandwidth_.buses()) {
-    if (!buses.contains(b.bus.substr(0, b.bus.rfind(" (")))) continue;
+    if (!buses.contains(b.bus)) continue;
     const auto* l = b.ledger;
     const bool bytes = std::string_view(l->unit()) == "bytes";
-    auto amount = [&](uint32_t v) {
-      return bytes ? fmt::format("{} B", v) : fmt::format("{:.1f} us", v / 1000.0);
-    };
-    list.summary += fmt::format("{}{}: {} of {} free", list.summary.empty() ? "" : "; ", b.bus,
-                                amount(l->headroom()), amount(l->budget()));
+    list.summary += fmt::format("{}{}: {} of {} free", list.summary.empty() ? "" : "; ", b.label,
+                                bus_time(l->headroom(), bytes), bus_time(l->budget(), bytes));
   }
   if (list.summary.empty()) list.summary = "no periodic bandwidth reserved";
   return list;
@@ -633,11 +636,11 @@ nlohmann::json Vusbd::stats() const {
     const auto* l = b.ledger;
     std::vector<uint32_t> slots;
     for (size_t i = 0; i < l->slots(); ++i) slots.push_back(l->load(i));
-    out["buses"][b.bus] = {{"unit", l->unit()},
-                           {"budget", l->budget()},
-                           {"free", l->headroom()},
-                           {"peak", l->budget() - l->headroom()},
-                           {"slots", slots}};
+    out["buses"][b.label] = {{"unit", l->unit()},
+                             {"budget", l->budget()},
+                             {"free", l->headroom()},
+                             {"peak", l->budget() - l->headroom()},
+                             {"slots", slots}};
   }
   out["reservations"] = nlohmann::json::array();
   for (const auto* h : bandwidth_.holdings())

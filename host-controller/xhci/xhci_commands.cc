@@ -196,25 +196,21 @@ Completion XhciFunction::configure_endpoint(const Trb& trb) {
   uint64_t out_addr = 0;
   DeviceContext out;
   if (!read_output(slot, out, out_addr)) return Completion::kParameterError;
-  usb::Device* dev = sl.port ? ports_[sl.port - 1].device : nullptr;
-  auto finish = [&](SlotState state) {
+  // The slot is Configured while an endpoint besides EP0 is enabled, Addressed otherwise.
+  auto finish = [&] {
     uint32_t last = 1;
     for (uint8_t dci = 2; dci <= 31; ++dci)
       if (sl.eps[dci].state != EndpointState::kDisabled) last = dci;
-    sl.state = state;
-    out.slot.set_state(state);
+    sl.state = last > 1 ? SlotState::kConfigured : SlotState::kAddressed;
+    out.slot.set_state(sl.state);
     out.slot.set_context_entries(last);
     write_back(slot, out);
     return Completion::kSuccess;
   };
   if (trb.deconfigure()) {  // DC: every endpoint but EP0 goes
-    for (uint8_t dci = 2; dci <= 31; ++dci) {
-      abandon(sl.eps[dci], dev);
-      sl.eps[dci] = Endpoint{};
-      out.endpoints[dci - 1].set_state(EndpointState::kDisabled);
-    }
+    for (uint8_t dci = 2; dci <= 31; ++dci) drop_endpoint(sl, dci, out);
     if (admit_) (void)admit_(slot, {});
-    return finish(SlotState::kAddressed);
+    return finish();
   }
   InputContext in;
   if (!mem_.read_obj(trb.context_pointer(), in)) return Completion::kParameterError;
@@ -240,14 +236,10 @@ Completion XhciFunction::configure_endpoint(const Trb& trb) {
   }
   if (admit_ && !admit_(slot, after)) return Completion::kBandwidthError;
   for (uint8_t dci = 2; dci <= 31; ++dci) {
-    Endpoint& ep = sl.eps[dci];
-    if (drop & (1u << dci)) {
-      abandon(ep, dev);
-      ep = Endpoint{};
-      out.endpoints[dci - 1].set_state(EndpointState::kDisabled);
-    }
+    if (drop & (1u << dci)) drop_endpoint(sl, dci, out);
     if (add & (1u << dci)) {
-      abandon(ep, dev);
+      Endpoint& ep = sl.eps[dci];
+      abandon(ep, device_of(sl));
       ep = Endpoint{};
       const EndpointContext& c = in.endpoints[dci - 1];
       ep.state = EndpointState::kRunning;
@@ -257,10 +249,13 @@ Completion XhciFunction::configure_endpoint(const Trb& trb) {
       out.endpoints[dci - 1].set_state(EndpointState::kRunning);
     }
   }
-  bool any = false;
-  for (uint8_t dci = 2; dci <= 31; ++dci)
-    any = any || sl.eps[dci].state != EndpointState::kDisabled;
-  return finish(any ? SlotState::kConfigured : SlotState::kAddressed);
+  return finish();
+}
+
+void XhciFunction::drop_endpoint(Slot& slot, uint8_t dci, DeviceContext& out) {
+  abandon(slot.eps[dci], device_of(slot));
+  slot.eps[dci] = Endpoint{};
+  out.endpoints[dci - 1].set_state(EndpointState::kDisabled);
 }
 
 Completion XhciFunction::evaluate_context(const Trb& trb) {
@@ -305,7 +300,7 @@ Completion XhciFunction::stop_endpoint(const Trb& trb) {
   if (ep.inflight) {
     // The TD at the device is given up and handed back: the ring's dequeue points at it again,
     // and the driver learns where the endpoint stopped (Stopped, 4.6.9).
-    abandon(ep, sl.port ? ports_[sl.port - 1].device : nullptr);
+    abandon(ep, device_of(sl));
     post(Trb::transfer_event(ep.td_start, 0, Completion::kStopped, slot, dci));
     ep.ring.set_dequeue(ep.td_start, ep.td_cycle);
   }
@@ -339,18 +334,13 @@ Completion XhciFunction::reset_device(const Trb& trb) {
   uint64_t out_addr = 0;
   DeviceContext out;
   if (!read_output(slot, out, out_addr)) return Completion::kParameterError;
-  usb::Device* dev = sl.port ? ports_[sl.port - 1].device : nullptr;
-  for (uint8_t dci = 2; dci <= 31; ++dci) {
-    abandon(sl.eps[dci], dev);
-    sl.eps[dci] = Endpoint{};
-    out.endpoints[dci - 1].set_state(EndpointState::kDisabled);
-  }
+  for (uint8_t dci = 2; dci <= 31; ++dci) drop_endpoint(sl, dci, out);
   sl.state = SlotState::kDefault;
   out.slot.set_state(SlotState::kDefault);
   out.slot.set_usb_address(0);
   out.slot.set_context_entries(1);
   write_back(slot, out);
-  if (dev) dev->reset([](usb::Status) {});
+  if (usb::Device* dev = device_of(sl)) dev->reset([](usb::Status) {});
   return Completion::kSuccess;
 }
 

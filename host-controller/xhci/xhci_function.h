@@ -136,6 +136,12 @@ class XhciFunction {
   Completion set_tr_dequeue(const Trb& trb);
   Completion reset_device(const Trb& trb);
   bool device_context_address(uint8_t slot, uint64_t& out) const;
+  // The device behind the slot's root-hub port (nullptr before Address Device or after unplug).
+  usb::Device* device_of(const Slot& slot) const {
+    return slot.port ? ports_[slot.port - 1].device : nullptr;
+  }
+  // Takes endpoint `dci` away: its TD at the device is abandoned, the context says Disabled.
+  void drop_endpoint(Slot& slot, uint8_t dci, DeviceContext& out);
   // Writes the slot's state (slot context state/address, endpoint states and dequeue pointers)
   // back into its output device context.
   void write_back(uint8_t slot, const DeviceContext& out);

@@ -93,7 +93,7 @@ void XhciFunction::run_endpoint(uint8_t slot, uint8_t dci) {
   if (!control && ep.type != EndpointType::kBulkIn && ep.type != EndpointType::kBulkOut &&
       ep.type != EndpointType::kInterruptIn && ep.type != EndpointType::kInterruptOut)
     return;  // isochronous rings: a later slice
-  usb::Device* dev = ports_[sl.port - 1].device;
+  usb::Device* dev = device_of(sl);
   ep.in_run = true;
   struct Guard {
     Endpoint& e;
@@ -237,8 +237,7 @@ void XhciFunction::abandon(Endpoint& ep, usb::Device* device) {
 
 void XhciFunction::abandon_slot(uint8_t slot) {
   Slot& sl = slots_[slot];
-  usb::Device* dev = sl.port ? ports_[sl.port - 1].device : nullptr;
-  for (auto& ep : sl.eps) abandon(ep, dev);
+  for (auto& ep : sl.eps) abandon(ep, device_of(sl));
 }
 
 }  // namespace hc::xhci
