@@ -50,10 +50,7 @@ def main() -> int:
         os.environ["VUSB_BUILD"] = str(Path(a.build).resolve())
 
     t0 = time.monotonic()
-    try:
-        lab.prepare()
-    except lab.LabError as e:
-        print(f"FAIL: lab not ready: {e}")
+    if not lab.ready():
         return 1
     t_prep = time.monotonic() - t0
 

@@ -384,10 +384,7 @@ def main() -> int:
             return 1
 
     t0 = time.monotonic()
-    try:
-        lab.prepare()
-    except lab.LabError as e:
-        print(f"FAIL: lab not ready: {e}")
+    if not lab.ready():
         return 1
 
     port, stop_port = lab.free_port(), lab.free_port()

@@ -205,10 +205,7 @@ def main() -> int:
         alt_param, alt_cases = "alt=0", [1, 2]  # the kernel gadget on dummy_hcd has no iso alt
 
     t0 = time.monotonic()
-    try:
-        lab.prepare()
-    except lab.LabError as e:
-        print(f"FAIL: lab not ready: {e}")
+    if not lab.ready():
         return 1
     t_prep = time.monotonic() - t0
 

@@ -160,10 +160,7 @@ def main() -> int:
         os.environ["VUSB_BUILD"] = str(Path(a.build).resolve())
     logs = lab.logs_dir()
     t0 = time.monotonic()
-    try:
-        lab.prepare()
-    except lab.LabError as e:
-        print(f"FAIL: lab not ready: {e}")
+    if not lab.ready():
         return 1
     vusbd = Path(a.vusbd) if a.vusbd else lab.build_dir() / "bin" / "vusbd"
     vusbctl = Path(a.vusbctl) if a.vusbctl else lab.build_dir() / "bin" / "vusbctl"

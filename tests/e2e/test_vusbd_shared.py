@@ -189,10 +189,7 @@ def main() -> int:
     booted = VMS[:a.guests]
 
     t0 = time.monotonic()
-    try:
-        lab.prepare()
-    except lab.LabError as e:
-        print(f"FAIL: lab not ready: {e}")
+    if not lab.ready():
         return 1
     t_prep = time.monotonic() - t0
 

@@ -164,10 +164,7 @@ def main() -> int:
     logs = lab.logs_dir()
 
     t0 = time.monotonic()
-    try:
-        lab.prepare()
-    except lab.LabError as e:
-        print(f"FAIL: lab not ready: {e}")
+    if not lab.ready():
         return 1
     t_prep = time.monotonic() - t0
     stub = Path(a.stub) if a.stub else lab.build_dir() / "bin" / "vusb-stub"

@@ -118,6 +118,17 @@ def prepare(usbtest_ioctl: Path | None = None) -> tuple[Path, Path]:
     return kernel, initramfs
 
 
+def ready() -> bool:
+    """prepare() for a test's main(): False (after printing the FAIL line) when the lab cannot be
+    set up."""
+    try:
+        prepare()
+    except LabError as e:
+        print(f"FAIL: lab not ready: {e}")
+        return False
+    return True
+
+
 def newc_archive(files: dict[str, bytes | str], mode: int = 0o755) -> bytes:
     """A newc cpio archive (what the kernel's initramfs unpacker reads) of path -> content.
     Parent directories are added; paths are relative to the guest's root."""
