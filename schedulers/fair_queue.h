@@ -56,6 +56,7 @@ class FairQueue {
     Flow& f = flows_[id];
     for (auto& e : f.queue) out.push_back(std::move(e.item));
     if (!f.queue.empty()) std::erase(active_, id);
+    if (last_idled_ && last_idled_->first == id) last_idled_.reset();
     f = Flow{};
     free_.push_back(id);
     return out;
@@ -96,6 +97,24 @@ class FairQueue {
     return true;
   }
 
+  // Queues `item` for a flow whose queue the last pop() emptied, as if it had never emptied: the
+  // flow keeps its place at the head of the round and its remaining credit. For work that
+  // serving the last item made ready at once (a controller's next TD on a ring whose device
+  // completed the previous one inline) — the flow was backlogged all along. Otherwise a plain
+  // push().
+  bool push_continuing(FlowId id, Item item, uint32_t bytes) {
+    Flow& f = flows_[id];
+    if (!last_idled_ || last_idled_->first != id || !f.queue.empty())
+      return push(id, std::move(item), bytes);
+    f.deficit = last_idled_->second;
+    f.credited = true;
+    last_idled_.reset();
+    f.queue.push_back({std::move(item), bytes});
+    ++queued_;
+    active_.push_front(id);
+    return true;
+  }
+
   // The next item to serve and its flow; nullopt when nothing is queued.
   std::optional<std::pair<FlowId, Item>> pop() {
     while (!active_.empty()) {
@@ -113,7 +132,9 @@ class FairQueue {
         std::pair<FlowId, Item> out{id, std::move(head.item)};
         f.queue.pop_front();
         --queued_;
+        last_idled_.reset();
         if (f.queue.empty()) {  // an idle flow keeps no credit
+          last_idled_.emplace(id, f.deficit);
           f.deficit = 0;
           f.credited = false;
           active_.pop_front();
@@ -148,6 +169,7 @@ class FairQueue {
 
   Options options_;
   std::vector<Flow> flows_;
+  std::optional<std::pair<FlowId, uint64_t>> last_idled_;  // emptied by the last pop(): credit
   std::vector<FlowId> free_;
   std::deque<FlowId> active_;  // flows with queued items, in round order
   size_t queued_ = 0;

@@ -9,6 +9,8 @@
 #include <boost/asio/write.hpp>
 #include <cstring>
 
+#include "usb/core/device_operations.h"
+
 namespace stub {
 
 namespace asio = boost::asio;
@@ -197,8 +199,7 @@ void UsbipConnection::read_urb_header() {
 }
 
 void UsbipConnection::on_urb_header() {
-  if (draining_since_ &&
-      std::chrono::steady_clock::now() - *draining_since_ < limits_.drain_max)
+  if (draining_since_ && std::chrono::steady_clock::now() - *draining_since_ < limits_.drain_max)
     arm_drain_timer();
   auto pdu = wire::decode_urb_header(header_, limits_.wire);
   if (!pdu) return protocol_error("malformed URB header: " + pdu.error().message);
@@ -228,21 +229,6 @@ std::optional<usb::TransferType> UsbipConnection::endpoint_type(uint8_t address)
       if (ep.address == address) return ep.type();
   }
   return std::nullopt;
-}
-
-bool UsbipConnection::intercepted(const usb::SetupPacket& s) const {
-  using usb::Recipient;
-  namespace rq = usb::request;
-  if (s.is_standard(Recipient::kDevice, rq::kSetConfiguration)) return true;
-  if (s.is_standard(Recipient::kInterface, rq::kSetInterface)) return true;
-  if (s.is_standard(Recipient::kEndpoint, rq::kClearFeature) &&
-      s.value == usb::feature::kEndpointHalt)
-    return true;
-  // Hub class SET_FEATURE(PORT_RESET) to "other": reset the device (stub_rx.c does the same).
-  if (s.request_type == 0x23 && s.request == rq::kSetFeature &&
-      s.value == usb::kHubPortResetFeature)
-    return true;
-  return false;
 }
 
 void UsbipConnection::drain_then(uint64_t bytes, std::function<void()> next) {
@@ -396,29 +382,13 @@ void UsbipConnection::dispatch(std::unique_ptr<InFlight> in) {
     t.complete(usb::Status::kNoDevice, 0);
     return;
   }
-  if (t.type() == usb::TransferType::kControl && intercepted(t.setup) &&
+  if (t.type() == usb::TransferType::kControl && usb::is_device_operation(t.setup) &&
       !device_->performs_standard_requests())
-    return run_standard_operation(ref);
-  device_->submit(t);  // may complete inline
-}
-
-void UsbipConnection::run_standard_operation(InFlight& in) {
+    spdlog::debug("usbip {}: seqnum {}: standard request {:#04x} value {} index {}", peer_,
+                  ref.seqnum, t.setup.request, t.setup.value, t.setup.index);
   // Requests that change device state go to the device as operations, not as raw control
-  // transfers (PROTOCOLS.md: servers handle these themselves). The transfer never starts; it is
-  // completed with the operation's status.
-  usb::Transfer* t = in.transfer.get();
-  const usb::SetupPacket s = t->setup;
-  auto done = [t](usb::Status status) { t->complete(status, 0); };
-  spdlog::debug("usbip {}: seqnum {}: standard request {:#04x} value {} index {}", peer_, in.seqnum,
-                s.request, s.value, s.index);
-  if (s.request == usb::request::kSetConfiguration)
-    return device_->set_configuration(static_cast<uint8_t>(s.value), done);
-  if (s.request == usb::request::kSetInterface)
-    return device_->set_interface(static_cast<uint8_t>(s.index), static_cast<uint8_t>(s.value),
-                                  done);
-  if (s.request == usb::request::kClearFeature)
-    return device_->clear_halt(static_cast<uint8_t>(s.index), done);
-  device_->reset(done);
+  // transfers (PROTOCOLS.md: servers handle these themselves).
+  usb::submit_or_perform(*device_, t);  // may complete inline
 }
 
 void UsbipConnection::on_complete(uint32_t seqnum) {
@@ -555,7 +525,6 @@ void UsbipConnection::start_write() {
     if (self->closed_) return;
     if (ec) return self->close(ec.message());
     if (!self->queued_.empty()) return self->start_write();
-
   });
 }
 

@@ -99,7 +99,6 @@ class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
   void on_submit(const usb::wire::usbip::CmdSubmit& cmd);
   void read_submit_iso(std::shared_ptr<InFlight> pending, uint32_t packets);
   void dispatch(std::unique_ptr<InFlight> in);
-  void run_standard_operation(InFlight& in);
   void on_unlink(const usb::wire::usbip::CmdUnlink& cmd);
   // True if seqnum was submitted after `than` (serial-number arithmetic, seqnums wrap).
   static bool newer(uint32_t seqnum, uint32_t than) { return int32_t(seqnum - than) > 0; }
@@ -113,7 +112,6 @@ class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
   void queue(Reply reply);
   void start_write();
 
-  bool intercepted(const usb::SetupPacket& setup) const;
   std::optional<usb::TransferType> endpoint_type(uint8_t address) const;
   void protocol_error(std::string_view why);
   void arm_drain_timer();

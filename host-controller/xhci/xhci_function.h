@@ -27,6 +27,7 @@
 #include <expected>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -71,6 +72,18 @@ class XhciFunction {
   using Admit = std::function<bool(uint8_t slot, std::span<const usb::EndpointDescriptor>)>;
   void set_admission(Admit admit) { admit_ = std::move(admit); }
 
+  // Who decides when an endpoint with work is served. Unset, a doorbell (or a completion) runs
+  // the endpoint at once. Set — by the Controller that shares one loop among several VMs — the
+  // function only says which endpoint has work (`wake`, never re-entrant) and the scheduler
+  // calls serve() when that endpoint's turn comes.
+  using Wake = std::function<void(uint8_t slot, uint8_t dci)>;
+  void set_scheduler(Wake wake) { wake_ = std::move(wake); }
+  // Starts the endpoint's next TD at its device; the bytes it carries, nullopt if none started.
+  std::optional<uint32_t> serve(uint8_t slot, uint8_t dci);
+  // The bytes of the endpoint's next complete TD, without taking it; nullopt when the endpoint
+  // cannot start one now.
+  std::optional<uint32_t> next_td_bytes(uint8_t slot, uint8_t dci);
+
   // Observable state (tests, stats).
   bool running() const { return usbcmd_ & 1u; }
   uint64_t events_dropped() const { return events_.dropped(); }
@@ -88,14 +101,28 @@ class XhciFunction {
       uint64_t trb;  // the TRB it came from
       bool isp, ioc;
     };
+    // An Event Data TRB (4.11.5.2): where it sits in the TD's data, and what its event carries.
+    struct Mark {
+      uint64_t data;
+      uint32_t offset;  // bytes of the TD before it (the event's EDTLA)
+      bool ioc;
+    };
     std::vector<Piece> pieces;  // data, in order
+    std::vector<Mark> marks;
     // Control TDs: the Setup and Status TRBs (0 for Normal TDs).
     uint64_t setup_trb = 0, status_trb = 0;
     bool status_ioc = false;
     bool in = false;
+    bool noop = false;      // No Op TRBs only (a TD the driver cancelled): not for the device
     uint64_t last_trb = 0;  // where a Normal TD ends (events for IOC)
     bool last_ioc = false;
+    uint32_t length() const {
+      uint32_t n = 0;
+      for (const auto& p : pieces) n += p.length;
+      return n;
+    }
   };
+  enum class TdKind : uint8_t { kControl, kNormal, kIsoch };
   struct Endpoint {
     EndpointState state = EndpointState::kDisabled;
     EndpointType type = EndpointType::kNotValid;
@@ -149,9 +176,17 @@ class XhciFunction {
 
   // Transfer rings (xhci_transfers.cc).
   void run_endpoint(uint8_t slot, uint8_t dci);
+  // Takes the endpoint's next TD to its device; the bytes it carries, or nullopt when none was
+  // started (ring empty or unfinished, endpoint busy, halted, stopped). TDs that need no device
+  // (No Op TDs, TDs the controller rejects) are consumed on the way, at most 64 per call.
+  std::optional<uint32_t> start_next(uint8_t slot, uint8_t dci);
+  bool can_run(uint8_t slot, uint8_t dci) const;
+  TdKind kind_of(uint8_t dci, EndpointType type) const;
   // Takes one TD off the ring; nothing is consumed when it is not complete yet (`incomplete`).
-  std::expected<Td, Completion> take_td(Ring& ring, bool control, bool& incomplete,
+  std::expected<Td, Completion> take_td(Ring& ring, TdKind kind, bool& incomplete,
                                         usb::SetupPacket& setup);
+  void post_td_events(uint8_t slot, uint8_t dci, const Td& td, usb::Status status, size_t actual,
+                      bool halts);
   void transfer_done(uint8_t slot, uint8_t dci, usb::Transfer& t);
   void set_endpoint_state(uint8_t slot, uint8_t dci, EndpointState state);
   // The endpoint's TD in flight is abandoned (slot disabled, endpoint stopped, device gone,
@@ -190,6 +225,7 @@ class XhciFunction {
   bool irq_level_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   Admit admit_;
+  Wake wake_;
 
  public:
   ~XhciFunction();

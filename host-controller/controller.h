@@ -1,0 +1,99 @@
+// hc::Controller: the one virtual host controller vusbd owns, shared by several VMs. Each VM gets
+// a complete controller function of its own — today an xHCI register set (xhci::XhciFunction)
+// with its own guest memory, IRQ line, ports, slot ids and USB addresses — so nothing one VM
+// writes can name another VM's slots or devices: a VM's rings reach only the devices attached
+// to its own ports (vusbd attaches what its AddressMap gave that VM).
+//
+// The VMs' transfer rings are served through one weighted fair queue (sched::FairQueue, deficit
+// round robin in bytes, one flow per VM): a doorbell or a completion only marks the endpoint as
+// ready; the controller's pump, a task on its loop, starts one TD at a time in the queue's order
+// and yields the loop after a budget of bytes, so one VM's deep ring cannot starve another's
+// and MMIO from every VM is handled between turns. Commands and register accesses are not
+// queued: they are cheap and answered at once.
+//
+// Owned by vusbd (or by a VMM through the C API); the functions live as long as their VM is
+// added. All calls on the controller's loop; `post` queues a task on that loop, `clock` is the
+// injected time (MFINDEX).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "host-controller/common/guest_memory.h"
+#include "host-controller/common/irq_line.h"
+#include "host-controller/xhci/xhci_function.h"
+#include "schedulers/fair_queue.h"
+
+namespace hc {
+
+class Controller {
+ public:
+  using Post = std::function<void(std::function<void()>)>;
+  using Clock = xhci::XhciFunction::Clock;
+  using VmId = uint32_t;
+
+  struct Options {
+    uint32_t quantum = 16 * 1024;        // DRR bytes per round for weight 1
+    uint32_t budget_per_turn = 1 << 20;  // bytes the pump starts before it yields the loop
+    uint32_t min_td_cost = 64;           // a TD costs at least this (zero-length ones too)
+  };
+  struct VmStats {
+    uint64_t tds = 0;    // TDs started through the fair queue
+    uint64_t bytes = 0;  // their bytes
+  };
+
+  Controller(Post post, Clock clock, Options options);
+  Controller(Post post, Clock clock) : Controller(std::move(post), std::move(clock), Options{}) {}
+  ~Controller();
+  Controller(const Controller&) = delete;
+  Controller& operator=(const Controller&) = delete;
+
+  // A VM's own xHCI function over its memory and IRQ line (both outlive the VM's function).
+  VmId add_vm(std::string name, GuestMemory& memory, IrqLine& irq, uint32_t weight = 1);
+  // The VM's function goes (its transfers are cancelled, queued work dropped).
+  void remove_vm(VmId vm);
+  void set_weight(VmId vm, uint32_t weight);
+
+  // The VM's register set: MMIO, ports (attach/detach), admission.
+  xhci::XhciFunction& xhci(VmId vm);
+  const std::string& name(VmId vm) const;
+  const VmStats& stats(VmId vm) const;
+
+  // Runs the pump now (tests that drive the loop by hand, and the C API's poll).
+  void pump();
+
+ private:
+  struct Work {
+    VmId vm;
+    uint8_t slot;
+    uint8_t dci;
+  };
+  struct Vm {
+    std::string name;
+    std::unique_ptr<xhci::XhciFunction> xhci;
+    sched::FairQueue<Work>::FlowId flow;
+    std::array<uint32_t, xhci::XhciFunction::kMaxSlots + 1> queued{};  // DCI bits waiting
+    VmStats stats;
+  };
+
+  void wake(VmId vm, uint8_t slot, uint8_t dci);
+  void schedule_pump();
+
+  Post post_;
+  Clock clock_;
+  Options options_;
+  sched::FairQueue<Work> queue_;
+  std::map<VmId, Vm> vms_;
+  VmId next_id_ = 1;
+  bool pump_posted_ = false;
+  bool in_pump_ = false;
+  std::optional<Work> serving_;  // the endpoint whose TD the pump is starting
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace hc
