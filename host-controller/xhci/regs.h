@@ -19,7 +19,7 @@ inline constexpr uint32_t kHccParams1 = 0x10;  // AC64 bit 0, CSZ bit 2, xECP 31
 inline constexpr uint32_t kDbOff = 0x14;
 inline constexpr uint32_t kRtsOff = 0x18;
 inline constexpr uint32_t kHccParams2 = 0x1c;
-inline constexpr uint16_t kVersion = 0x0110;  // what the model reports (as QEMU's qemu-xhci)
+inline constexpr uint16_t kVersion = 0x0100;  // 1.0, as QEMU 7.2's qemu-xhci reports
 
 // --- Operational registers (5.4), at CAPLENGTH ---
 inline constexpr uint32_t kUsbCmd = 0x00;

@@ -35,12 +35,22 @@ uint64_t XhciRefDriver::alloc(uint64_t bytes, uint64_t align) {
   if (next_free_ > options_.ram_base + options_.ram_size)
     ADD_FAILURE() << "reference driver out of guest memory";
   // Fresh memory is zero (cycle bits 0) whatever was there before.
+  if (!options_.zero_allocations) return at;
   std::vector<uint8_t> zero(std::min<uint64_t>(bytes, 64 * 1024), 0);
   for (uint64_t off = 0; off < bytes; off += zero.size()) {
     const size_t n = std::min<uint64_t>(zero.size(), bytes - off);
     EXPECT_TRUE(mem().write(at + off, std::span<const uint8_t>(zero.data(), n)));
   }
   return at;
+}
+
+DeviceContext XhciRefDriver::output(uint8_t slot) {
+  DeviceContext out;
+  auto it = output_contexts_.find(slot);
+  if (it != output_contexts_.end()) {
+    EXPECT_TRUE(mem().read_obj(it->second, out));
+  }
+  return out;
 }
 
 uint32_t XhciRefDriver::op(uint32_t reg) {

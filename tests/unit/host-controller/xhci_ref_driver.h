@@ -69,6 +69,7 @@ class XhciRefDriver {
     uint32_t max_td_bytes = 16 * 1024;
     uint32_t buffers_per_endpoint = 64;  // TDs an endpoint may have queued at once
     std::chrono::milliseconds timeout{20000};
+    bool zero_allocations = true;  // false when the RAM is known to be fresh (all zero)
   };
   XhciRefDriver(XhciTarget& target, Options options);
   explicit XhciRefDriver(XhciTarget& target) : XhciRefDriver(target, Options{}) {}
@@ -140,6 +141,17 @@ class XhciRefDriver {
   // The endpoints of interface `interface` alternate `alt` in configuration `config` bytes.
   static std::vector<usb::EndpointDescriptor> endpoints_of(std::span<const uint8_t> config,
                                                            uint8_t interface, uint8_t alt);
+
+  // The slot's output device context as the controller last wrote it.
+  DeviceContext output(uint8_t slot);
+  uint64_t input_context() {
+    if (!input_) input_ = alloc(sizeof(InputContext), 64);
+    return input_;
+  }
+  uint64_t command_ring() const { return commands_.base; }
+  uint32_t runtime_base() const { return rt_base_; }
+  uint32_t op_base() const { return op_base_; }
+  uint32_t doorbell_base() const { return dboff_; }
 
   // Events that named no TD or command (port status changes, stray ones).
   std::deque<Trb>& other_events() { return other_; }
