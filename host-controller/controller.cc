@@ -6,9 +6,10 @@
 
 namespace hc {
 
-Controller::Controller(Post post, Clock clock, Options options)
+Controller::Controller(Post post, Clock clock, Options options, Timer timer)
     : post_(std::move(post)),
       clock_(std::move(clock)),
+      timer_(std::move(timer)),
       options_(options),
       queue_(sched::FairQueue<Work>::Options{
           .quantum = options.quantum,
@@ -24,7 +25,9 @@ Controller::VmId Controller::add_vm(std::string name, GuestMemory& memory, IrqLi
   const VmId id = next_id_++;
   Vm& vm = vms_[id];
   vm.name = std::move(name);
-  vm.xhci = std::make_unique<xhci::XhciFunction>(memory, irq, clock_);
+  vm.pci = std::make_unique<PciFunction>(PciFunction::Identity{}, PciFunction::Layout{}, irq);
+  vm.xhci = std::make_unique<xhci::XhciFunction>(memory, vm.pci->device_irq(), clock_);
+  if (timer_) vm.xhci->set_timer(timer_);
   vm.flow = queue_.add_flow(weight);
   vm.xhci->set_scheduler([this, id](uint8_t slot, uint8_t dci) { wake(id, slot, dci); });
   spdlog::info("controller: {} has its own xHCI function (weight {})", vm.name, weight);
@@ -36,8 +39,11 @@ void Controller::remove_vm(VmId id) {
   if (it == vms_.end()) return;
   queue_.remove_flow(it->second.flow);
   spdlog::info("controller: {} removed", it->second.name);
-  auto gone = std::move(it->second.xhci);  // destroyed after the map entry, so wakes find no VM
+  // Destroyed after the map entry, so wakes find no VM; the model before its PCI function.
+  auto pci = std::move(it->second.pci);
+  auto gone = std::move(it->second.xhci);
   vms_.erase(it);
+  gone.reset();
 }
 
 void Controller::set_weight(VmId id, uint32_t weight) {
@@ -49,6 +55,38 @@ xhci::XhciFunction& Controller::xhci(VmId id) {
   auto it = vms_.find(id);
   if (it == vms_.end()) throw std::out_of_range("no such VM function");
   return *it->second.xhci;
+}
+
+PciFunction& Controller::pci(VmId id) {
+  auto it = vms_.find(id);
+  if (it == vms_.end()) throw std::out_of_range("no such VM function");
+  return *it->second.pci;
+}
+
+uint64_t Controller::mmio_read(VmId id, uint32_t offset, unsigned size) {
+  auto it = vms_.find(id);
+  if (it == vms_.end()) return ~uint64_t{0};
+  Vm& vm = it->second;
+  if (vm.pci->msix_contains(offset)) return vm.pci->msix_read(offset, size);
+  return vm.xhci->mmio_read(offset, size);
+}
+
+void Controller::mmio_write(VmId id, uint32_t offset, uint64_t value, unsigned size) {
+  auto it = vms_.find(id);
+  if (it == vms_.end()) return;
+  Vm& vm = it->second;
+  if (vm.pci->msix_contains(offset)) return vm.pci->msix_write(offset, value, size);
+  vm.xhci->mmio_write(offset, value, size);
+}
+
+uint32_t Controller::config_read(VmId id, uint32_t offset, unsigned size) {
+  auto it = vms_.find(id);
+  return it == vms_.end() ? 0xffffffff : it->second.pci->config_read(offset, size);
+}
+
+void Controller::config_write(VmId id, uint32_t offset, uint32_t value, unsigned size) {
+  auto it = vms_.find(id);
+  if (it != vms_.end()) it->second.pci->config_write(offset, value, size);
 }
 
 const std::string& Controller::name(VmId id) const {

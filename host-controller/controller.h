@@ -11,9 +11,12 @@
 // and MMIO from every VM is handled between turns. Commands and register accesses are not
 // queued: they are cheap and answered at once.
 //
+// Each VM's function is a PCI function too (PciFunction: configuration space, one 16 KiB BAR,
+// MSI-X table and PBA inside it), so a VMM forwards config cycles and BAR accesses unchanged.
+//
 // Owned by vusbd (or by a VMM through the C API); the functions live as long as their VM is
 // added. All calls on the controller's loop; `post` queues a task on that loop, `clock` is the
-// injected time (MFINDEX).
+// injected time (MFINDEX), `timer` (optional) runs interrupt moderation.
 #pragma once
 
 #include <array>
@@ -26,6 +29,7 @@
 
 #include "host-controller/common/guest_memory.h"
 #include "host-controller/common/irq_line.h"
+#include "host-controller/pci/pci_function.h"
 #include "host-controller/xhci/xhci_function.h"
 #include "schedulers/fair_queue.h"
 
@@ -47,7 +51,8 @@ class Controller {
     uint64_t bytes = 0;  // their bytes
   };
 
-  Controller(Post post, Clock clock, Options options);
+  using Timer = xhci::XhciFunction::Timer;
+  Controller(Post post, Clock clock, Options options, Timer timer = {});
   Controller(Post post, Clock clock) : Controller(std::move(post), std::move(clock), Options{}) {}
   ~Controller();
   Controller(const Controller&) = delete;
@@ -59,8 +64,15 @@ class Controller {
   void remove_vm(VmId vm);
   void set_weight(VmId vm, uint32_t weight);
 
-  // The VM's register set: MMIO, ports (attach/detach), admission.
+  // The VM's register set: ports (attach/detach), admission, its PCI function.
   xhci::XhciFunction& xhci(VmId vm);
+  PciFunction& pci(VmId vm);
+  // What a VMM forwards: accesses to the function's BAR (its MSI-X table and PBA included) and
+  // to its PCI configuration space.
+  uint64_t mmio_read(VmId vm, uint32_t offset, unsigned size);
+  void mmio_write(VmId vm, uint32_t offset, uint64_t value, unsigned size);
+  uint32_t config_read(VmId vm, uint32_t offset, unsigned size);
+  void config_write(VmId vm, uint32_t offset, uint32_t value, unsigned size);
   const std::string& name(VmId vm) const;
   const VmStats& stats(VmId vm) const;
 
@@ -75,6 +87,7 @@ class Controller {
   };
   struct Vm {
     std::string name;
+    std::unique_ptr<PciFunction> pci;
     std::unique_ptr<xhci::XhciFunction> xhci;
     sched::FairQueue<Work>::FlowId flow;
     std::array<uint32_t, xhci::XhciFunction::kMaxSlots + 1> queued{};  // DCI bits waiting
@@ -86,6 +99,7 @@ class Controller {
 
   Post post_;
   Clock clock_;
+  Timer timer_;
   Options options_;
   sched::FairQueue<Work> queue_;
   std::map<VmId, Vm> vms_;

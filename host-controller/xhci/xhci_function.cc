@@ -58,6 +58,7 @@ void XhciFunction::reset() {
   }
   iman_ = 0;
   imod_ = 4000;
+  moderation_until_ = {};
   erstsz_ = 0;
   erstba_ = 0;
   erdp_ = 0;
@@ -231,8 +232,13 @@ uint32_t XhciFunction::runtime_read(uint32_t offset) const {
              0x3fff;
     case kInterrupterBase + kIman:
       return iman_;
-    case kInterrupterBase + kImod:
-      return imod_;
+    case kInterrupterBase + kImod: {
+      const auto left = moderation_until_ - clock_();
+      const uint32_t imodc = left.count() > 0 ? static_cast<uint32_t>(std::min<int64_t>(
+                                                    left / std::chrono::nanoseconds(250), 0xffff))
+                                              : 0;
+      return imod_ | (imodc << 16);
+    }
     case kInterrupterBase + kErstSz:
       return erstsz_;
     case kInterrupterBase + kErstBa:
@@ -256,7 +262,8 @@ void XhciFunction::runtime_write(uint32_t offset, uint32_t v) {
       update_irq();
       return;
     case kInterrupterBase + kImod:
-      imod_ = v;
+      imod_ = v & 0xffff;
+      moderation_until_ = clock_() + std::chrono::nanoseconds(250) * (v >> 16);  // IMODC
       return;
     case kInterrupterBase + kErstSz:
       erstsz_ = v & 0xffff;
@@ -278,13 +285,9 @@ void XhciFunction::runtime_write(uint32_t offset, uint32_t v) {
       erdp_ = (erdp_ & ~uint64_t{0xffffffff}) | (v & ~uint32_t{0xf}) |
               (erdp_ & kErdpEhb & (clear_ehb ? 0 : ~uint64_t{0}));
       events_.set_dequeue(erdp_);
-      // Software caught up: events still unread raise the interrupt again (4.17.2).
-      if (clear_ehb && !events_.empty()) {
-        erdp_ |= kErdpEhb;
-        iman_ |= kImanIp;
-        usbsts_ |= kStsEint;
-        update_irq();
-      }
+      // Software caught up: events still unread raise the interrupt again (4.17.2), subject to
+      // moderation.
+      if (clear_ehb && !events_.empty()) interrupt_due();
       return;
     }
     case kInterrupterBase + kErdp + 4:
@@ -354,16 +357,43 @@ void XhciFunction::post(const Trb& event) {
                  static_cast<int>(event.type()));
     return;
   }
-  if (!(erdp_ & kErdpEhb)) {
-    erdp_ |= kErdpEhb;
-    iman_ |= kImanIp;
-    usbsts_ |= kStsEint;
-    update_irq();
-  }
+  interrupt_due();
+}
+
+void XhciFunction::interrupt_due() {
+  if (erdp_ & kErdpEhb) return;  // the driver is still handling the last interrupt
+  const auto now = clock_();
+  if (!timer_ || now >= moderation_until_) return raise_interrupt();
+  if (moderation_armed_) return;
+  moderation_armed_ = true;
+  timer_(moderation_until_ - now, [this, alive = std::weak_ptr<bool>(alive_)] {
+    auto a = alive.lock();
+    if (!a || !*a) return;
+    moderation_armed_ = false;
+    if (!events_.empty()) interrupt_due();
+  });
+}
+
+void XhciFunction::raise_interrupt() {
+  erdp_ |= kErdpEhb;
+  iman_ |= kImanIp;
+  usbsts_ |= kStsEint;
+  // IMODC is loaded with IMODI when the interrupt is raised (4.17.2).
+  moderation_until_ = clock_() + std::chrono::nanoseconds(250) * (imod_ & 0xffff);
+  update_irq();
 }
 
 void XhciFunction::update_irq() {
   const bool pending = (iman_ & kImanIp) && (iman_ & kImanIe) && (usbcmd_ & kCmdInte);
+  if (irq_.message_signalled()) {
+    // MSI-X: one message per interrupt, and IP clears when it is sent (4.17.1).
+    if (irq_level_) irq_.set_level(false);
+    irq_level_ = false;
+    if (!pending) return;
+    iman_ &= ~kImanIp;
+    irq_.message(0);
+    return;
+  }
   if (pending == irq_level_) return;
   irq_level_ = pending;
   irq_.set_level(pending);

@@ -57,6 +57,12 @@ class XhciFunction {
   using Clock = std::function<std::chrono::steady_clock::time_point()>;
   XhciFunction(GuestMemory& memory, IrqLine& irq, Clock clock);
 
+  // Runs `fn` after `delay` on the controller's loop. With one, interrupter moderation (IMOD,
+  // 4.17.2) holds interrupts apart by IMODI × 250 ns; without one, every interrupt is raised at
+  // once (IMOD still reads back what was written).
+  using Timer = std::function<void(std::chrono::nanoseconds delay, std::function<void()> fn)>;
+  void set_timer(Timer timer) { timer_ = std::move(timer); }
+
   // MMIO from the VM (offsets into the BAR; size 1, 2, 4 or 8). Unknown offsets read 0 and
   // ignore writes, as reserved registers do.
   uint64_t mmio_read(uint32_t offset, unsigned size);
@@ -197,6 +203,10 @@ class XhciFunction {
 
   // Events and interrupts.
   void post(const Trb& event);
+  // An event is waiting and EHB is clear: raise the interrupt now, or when the moderation
+  // counter runs out (4.17.2).
+  void interrupt_due();
+  void raise_interrupt();
   void update_irq();
 
   GuestMemory& mem_;
@@ -217,7 +227,10 @@ class XhciFunction {
 
   // Interrupter 0.
   uint32_t iman_ = 0;
-  uint32_t imod_ = 4000;  // 1 ms, the reset value
+  uint32_t imod_ = 4000;                                      // IMODI: 1 ms, the reset value
+  std::chrono::steady_clock::time_point moderation_until_{};  // IMODC counts down to this
+  bool moderation_armed_ = false;
+  Timer timer_;
   uint32_t erstsz_ = 0;
   uint64_t erstba_ = 0;
   uint64_t erdp_ = 0;

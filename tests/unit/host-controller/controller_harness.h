@@ -123,11 +123,10 @@ class VmTarget : public xhci::testing::XhciTarget {
     loop_.call([&] { controller_.remove_vm(id_); });
   }
   uint32_t read32(uint32_t offset) override {
-    return loop_.call(
-        [&] { return static_cast<uint32_t>(controller_.xhci(id_).mmio_read(offset, 4)); });
+    return loop_.call([&] { return static_cast<uint32_t>(controller_.mmio_read(id_, offset, 4)); });
   }
   void write32(uint32_t offset, uint32_t value) override {
-    loop_.call([&] { controller_.xhci(id_).mmio_write(offset, value, 4); });
+    loop_.call([&] { controller_.mmio_write(id_, offset, value, 4); });
   }
   GuestMemory& memory() override { return ram_; }
   void idle() override { irq_.wait(std::chrono::microseconds(500)); }

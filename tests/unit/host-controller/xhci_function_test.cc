@@ -499,3 +499,56 @@ TEST_F(Bulk, StopEndpointOnAnIdleEndpoint) {
 
 }  // namespace
 }  // namespace hc::xhci
+
+namespace hc::xhci {
+namespace {
+
+// Interrupter moderation (4.17.2): after an interrupt, the next waits IMODI × 250 ns; IMODC
+// reads the time left.
+TEST_F(RefDriver, InterruptModerationHoldsTheNextInterrupt) {
+  std::vector<std::pair<std::chrono::steady_clock::time_point, std::function<void()>>> timers;
+  hc.set_timer([&](std::chrono::nanoseconds d, std::function<void()> fn) {
+    timers.emplace_back(now + d, std::move(fn));
+  });
+  start();
+  wr(kIr0 + kImod, 4000);  // 1 ms
+  ASSERT_TRUE(hc.attach(1, gz));
+  EXPECT_EQ(irq.messages, 1) << "the first interrupt is not held";
+  EXPECT_EQ(rd(kIr0 + kImod) >> 16, 4000u) << "IMODC loaded with IMODI";
+  ASSERT_TRUE(next_event());            // ERDP with EHB: handled
+  wr(kIr0 + kIman, kImanIe | kImanIp);  // acknowledge
+  hc.detach(1);                         // a second event 0 µs later
+  EXPECT_EQ(irq.messages, 1) << "held by moderation";
+  EXPECT_EQ(rd(kIr0 + kIman) & kImanIp, 0u);
+  ASSERT_EQ(timers.size(), 1u);
+  now += std::chrono::microseconds(400);
+  EXPECT_EQ(rd(kIr0 + kImod) >> 16, 2400u) << "IMODC counts down in 250 ns steps";
+  now = timers[0].first;
+  timers[0].second();
+  EXPECT_EQ(irq.messages, 2);
+  EXPECT_EQ(rd(kIr0 + kIman) & kImanIp, kImanIp);
+  auto ev = next_event();
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->type(), TrbType::kPortStatusChangeEvent);
+}
+
+TEST_F(RefDriver, ImodZeroMeansNoModeration) {
+  std::vector<std::function<void()>> timers;
+  hc.set_timer(
+      [&](std::chrono::nanoseconds, std::function<void()> fn) { timers.push_back(std::move(fn)); });
+  start();
+  wr(kIr0 + kImod, 0);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(hc.attach(1, gz));
+    ASSERT_TRUE(next_event());
+    wr(kIr0 + kIman, kImanIe | kImanIp);
+    hc.detach(1);
+    ASSERT_TRUE(next_event());
+    wr(kIr0 + kIman, kImanIe | kImanIp);
+  }
+  EXPECT_EQ(irq.messages, 6);
+  EXPECT_TRUE(timers.empty());
+}
+
+}  // namespace
+}  // namespace hc::xhci
