@@ -36,6 +36,7 @@
 #include "host-controller/xhci/context.h"
 #include "host-controller/xhci/event_ring.h"
 #include "host-controller/xhci/ring.h"
+#include "usb/core/buffer_pool.h"
 #include "usb/core/device.h"
 #include "usb/core/transfer.h"
 
@@ -200,6 +201,7 @@ class XhciFunction {
   void abandon(Endpoint& ep, usb::Device* device);
   void abandon_slot(uint8_t slot);
   std::vector<std::unique_ptr<usb::Transfer>> orphans_;
+  usb::BufferPool pool_{4u << 20};  // data buffers of TDs at the device, recycled
 
   // Events and interrupts.
   void post(const Trb& event);

@@ -223,7 +223,7 @@ std::optional<uint32_t> XhciFunction::start_next(uint8_t slot, uint8_t dci) {
         type = usb::TransferType::kIsochronous;
       else if (ep.type == EndpointType::kInterruptIn || ep.type == EndpointType::kInterruptOut)
         type = usb::TransferType::kInterrupt;
-      t = std::make_unique<usb::Transfer>(endpoint_address_of(dci), type, length);
+      t = std::make_unique<usb::Transfer>(endpoint_address_of(dci), type, pool_.get(length));
       // An Isoch TD is one service interval's data: one packet (4.11.2.3).
       if (kind == TdKind::kIsoch) t->iso_packets.push_back({0, length, 0, usb::Status::kOk});
     }
@@ -279,6 +279,7 @@ void XhciFunction::transfer_done(uint8_t slot, uint8_t dci, usb::Transfer& t) {
       if (at >= actual) break;
     }
   }
+  if (t.type() != usb::TransferType::kControl) pool_.put(t.take_buffer());
   ep.inflight.reset();  // a completion may destroy its transfer
   // Isochronous endpoints never halt: a failed interval is reported and the ring goes on.
   post_td_events(slot, dci, td, st, actual, !iso);

@@ -404,14 +404,16 @@ class Collector : public benchmark::ConsoleReporter {
 
 int main(int argc, char** argv) {
   const std::string mode = argc >= 2 ? argv[1] : "";
-  if (mode != "stub" && mode != "vusbd" && mode != "schedulers") {
+  if (mode != "stub" && mode != "vusbd" && mode != "schedulers" && mode != "xhci") {
     std::fprintf(
         stderr,
-        "usage: vusb-bench stub|vusbd|schedulers [google-benchmark flags]\n"
+        "usage: vusb-bench stub|vusbd|schedulers|xhci [google-benchmark flags]\n"
         "  stub        Gadget Zero bulk and control through vusb-stub vs raw loopback TCP\n"
         "  vusbd       client -> vusbd -> vusb-stub -> Gadget Zero vs raw loopback TCP;\n"
         "              batched vs unbatched client writes; cached vs forwarded control\n"
-        "  schedulers  fair-queue decision cost and Jain's index, 2..1024 VMs, vs a FIFO\n");
+        "  schedulers  fair-queue decision cost and Jain's index, 2..1024 VMs, vs a FIFO\n"
+        "  xhci        Gadget Zero bulk IN through our xHCI (reference driver, in process)\n"
+        "              vs the device alone and a memcpy\n");
     return 2;
   }
   spdlog::set_level(spdlog::level::warn);
@@ -421,7 +423,8 @@ int main(int argc, char** argv) {
       mode == "stub" ? "--benchmark_filter=^BM_(VusbBulk|RawTcp|VusbControlRtt|RawTcpRtt)/"
       : mode == "vusbd"
           ? "--benchmark_filter=^BM_(VusbdBulk|RawTcp|RawRelay|Batching|VusbdControlRtt)/"
-          : "--benchmark_filter=^BM_(FairQueueDecision|FifoBaseline)/";
+      : mode == "schedulers" ? "--benchmark_filter=^BM_(FairQueueDecision|FifoBaseline)/"
+                             : "--benchmark_filter=^BM_(XhciBulkIn|GadgetZeroDirect|MemcpyFloor)/";
   bool has_filter = false;
   for (int i = 2; i < argc; ++i) {
     args.push_back(argv[i]);
@@ -430,7 +433,7 @@ int main(int argc, char** argv) {
   if (!has_filter) args.push_back(filter.data());
   int n = static_cast<int>(args.size());
   benchmark::Initialize(&n, args.data());
-  if (mode == "schedulers") {  // pure decision logic: no servers, no summary table
+  if (mode == "schedulers" || mode == "xhci") {  // in process: no servers, no summary table
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     return 0;

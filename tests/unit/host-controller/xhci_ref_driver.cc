@@ -117,6 +117,14 @@ uint64_t XhciRefDriver::take_buffer(TransferRing& ring) {
   return b;
 }
 
+bool XhciRefDriver::room(TransferRing& ring, uint32_t trbs) {
+  // One slot per lap goes to the Link TRB; keep one free so a full ring is not an empty one.
+  if (ring.in_use + trbs + 2 <= ring.size) return true;
+  ADD_FAILURE() << "reference driver: transfer ring full (" << ring.in_use << " of " << ring.size
+                << " TRBs in use, " << trbs << " more asked)";
+  return false;
+}
+
 uint64_t XhciRefDriver::enqueue(TransferRing& ring, Trb t, bool chain_link) {
   if (ring.index == ring.size - 1) {
     Trb link = make(TrbType::kLink, 0, ring.base, (1u << 1) | (chain_link ? 1u << 4 : 0u));
@@ -277,6 +285,7 @@ Completion XhciRefDriver::skip_queued(uint8_t slot, uint8_t dci) {
   if (c == Completion::kSuccess) {
     for (auto& td : ep->pending) td->done = true;  // given back, never run (code kInvalid)
     ep->pending.clear();
+    ep->ring.in_use = 0;
   }
   return c;
 }
@@ -318,6 +327,10 @@ Td XhciRefDriver::control(uint8_t slot, const usb::SetupPacket& setup, std::span
     td->done = true;
     return td;
   }
+  if (!room(ep->ring, 3)) {
+    td->done = true;
+    return td;
+  }
   td->buffer = take_buffer(ep->ring);
   if (!td->in && !out.empty()) {
     EXPECT_TRUE(mem().write(td->buffer, out.first(std::min<size_t>(out.size(), td->length))));
@@ -348,6 +361,7 @@ Td XhciRefDriver::control(uint8_t slot, const usb::SetupPacket& setup, std::span
   td->last_trb = enqueue(ep->ring, st, true);
   td->trbs.push_back(td->last_trb);
   td->trb_offsets.push_back(td->length);
+  ep->ring.in_use += static_cast<uint32_t>(td->trbs.size());
   ep->pending.push_back(td);
   if (ring) doorbell(slot, 1);
   return td;
@@ -367,11 +381,15 @@ Td XhciRefDriver::queue_data_td(uint8_t slot, uint8_t dci, TrbType first, uint32
     td->done = true;
     return td;
   }
+  trb_bytes = std::max<uint32_t>(trb_bytes, 1);
+  if (!room(ep->ring, std::max<uint32_t>(1, (td->length + trb_bytes - 1) / trb_bytes))) {
+    td->done = true;
+    return td;
+  }
   td->buffer = take_buffer(ep->ring);
   if (!in && !out.empty()) {
     EXPECT_TRUE(mem().write(td->buffer, out.first(std::min<size_t>(out.size(), td->length))));
   }
-  trb_bytes = std::max<uint32_t>(trb_bytes, 1);
   uint32_t off = 0;
   do {
     const uint32_t n = std::min(trb_bytes, td->length - off);
@@ -389,6 +407,7 @@ Td XhciRefDriver::queue_data_td(uint8_t slot, uint8_t dci, TrbType first, uint32
     if (last) td->last_trb = at;
     off += n;
   } while (off < td->length);
+  ep->ring.in_use += static_cast<uint32_t>(td->trbs.size());
   ep->pending.push_back(td);
   if (ring) doorbell(slot, dci);
   return td;
@@ -477,7 +496,7 @@ void XhciRefDriver::dispatch(const Trb& ev) {
     td->done = true;
     td->code = code;
     td->actual = std::min(actual, td->length);
-    if (td->in && td->actual) {
+    if (td->in && td->actual && (options_.copy_in_data || td->control)) {
       td->data.resize(td->actual);
       EXPECT_TRUE(mem().read(td->buffer, td->data));
     }
@@ -504,6 +523,7 @@ void XhciRefDriver::dispatch(const Trb& ev) {
   if (td->done) {
     // Done TDs leave from the front; keep the last few for late events.
     while (!ep->pending.empty() && ep->pending.front()->done) {
+      ep->ring.in_use -= static_cast<uint32_t>(ep->pending.front()->trbs.size());
       ep->recent.push_back(ep->pending.front());
       ep->pending.pop_front();
       if (ep->recent.size() > 16) ep->recent.pop_front();

@@ -70,6 +70,7 @@ class XhciRefDriver {
     uint32_t buffers_per_endpoint = 64;  // TDs an endpoint may have queued at once
     std::chrono::milliseconds timeout{20000};
     bool zero_allocations = true;  // false when the RAM is known to be fresh (all zero)
+    bool copy_in_data = true;  // non-control TDs' IN data to TdResult::data (benchmarks: no)
   };
   XhciRefDriver(XhciTarget& target, Options options);
   explicit XhciRefDriver(XhciTarget& target) : XhciRefDriver(target, Options{}) {}
@@ -171,12 +172,15 @@ class XhciRefDriver {
     bool cycle = true;
     uint64_t buffers = 0;  // buffers_per_endpoint buffers of max_td_bytes, used in turn
     uint32_t next_buffer = 0;
+    uint32_t in_use = 0;  // TRBs of TDs not done yet (the driver never laps them)
   };
   struct EndpointState {
     TransferRing ring;
     std::deque<Td> pending;  // queued, in ring order; done ones leave from the front
     std::deque<Td> recent;   // the last done ones (late events still name them)
   };
+  // True if `trbs` more TRBs fit without overwriting TDs the controller has not finished.
+  bool room(TransferRing& ring, uint32_t trbs);
   // Writes `t` at the enqueue point (cycle set), wrapping through the Link TRB; its address.
   uint64_t enqueue(TransferRing& ring, Trb t, bool chain_link = false);
   TransferRing new_ring(uint32_t trbs, bool with_buffers);

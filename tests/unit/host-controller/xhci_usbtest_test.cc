@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <latch>
 #include <mutex>
 #include <thread>
 
@@ -35,11 +36,17 @@ struct CaseTime {
 // One VM's run of the matrix; failures are recorded with the VM's name.
 class Matrix {
  public:
-  Matrix(XhciTarget& target, std::string name)
-      : d_(target, VmTarget::driver_options()), name_(std::move(name)) {}
+  Matrix(XhciTarget& target, std::string name, std::latch& both_ready)
+      : d_(target, VmTarget::driver_options()), name_(std::move(name)), ready_(both_ready) {}
 
   void run() {
     SCOPED_TRACE(name_);
+    setup();
+    ready_.arrive_and_wait();  // both VMs enumerated (or failed): the cases start together
+    if (slot_ == 0 || config_.empty() || !configured_) return;
+    cases();
+  }
+  void setup() {
     ASSERT_TRUE(d_.start());
     auto e = d_.enumerate(1);
     ASSERT_TRUE(e);
@@ -62,6 +69,9 @@ class Matrix {
     ASSERT_EQ(eps.size(), 2u);
     ASSERT_EQ(d_.configure(slot_, eps), Completion::kSuccess);
     ASSERT_EQ(d_.control_sync(slot_, {0x00, 9, 3, 0, 0}).first, Completion::kSuccess);
+    configured_ = true;
+  }
+  void cases() {
     timed(1, [&] { case1(); });
     timed(2, [&] { case2(); });
     timed(9, [&] { case9(); });
@@ -252,6 +262,8 @@ class Matrix {
 
   XhciRefDriver d_;
   std::string name_;
+  std::latch& ready_;
+  bool configured_ = false;
   uint8_t slot_ = 0;
   std::vector<uint8_t> config_;
   uint32_t iso_packet_ = 0;
@@ -275,7 +287,8 @@ TEST(XhciUsbtest, TwoVmsRunTheMatrixAtOnceOnTheirOwnRegisterSets) {
       controller.xhci(vm1.id()).attach(1, gz1);
       controller.xhci(vm2.id()).attach(1, gz2);
     });
-    Matrix m1(vm1, "vm1"), m2(vm2, "vm2");
+    std::latch ready(2);
+    Matrix m1(vm1, "vm1", ready), m2(vm2, "vm2", ready);
     std::thread t1([&] { m1.run(); });
     std::thread t2([&] { m2.run(); });
     t1.join();
