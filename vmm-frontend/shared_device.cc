@@ -923,6 +923,60 @@ Status SharedDevice::admit_configuration(DeviceView& view, uint8_t value) {
   return Status::kOk;
 }
 
+Status SharedDevice::admit_endpoints(DeviceView& view,
+                                     std::span<const usb::EndpointDescriptor> eps) {
+  if (!book_ || !backend_) return Status::kOk;
+  auto periodic = [](const usb::EndpointDescriptor& e) {
+    return e.type() == usb::TransferType::kIsochronous || e.type() == usb::TransferType::kInterrupt;
+  };
+  auto listed = [&](uint8_t address) {
+    return std::any_of(eps.begin(), eps.end(), [&](const auto& e) { return e.address == address; });
+  };
+  // The configuration whose interfaces cover the endpoints: for each interface, the alternate
+  // setting whose endpoints are all listed (the one with the most, alt 0 when none is listed).
+  for (const auto& cfg : backend_->descriptors().configurations) {
+    std::map<uint8_t, std::pair<const usb::InterfaceDescriptor*, bool>> best;  // (alt, all listed)
+    for (const auto& intf : cfg.interfaces) {
+      const bool all = std::all_of(intf.endpoints.begin(), intf.endpoints.end(),
+                                   [&](const auto& e) { return listed(e.address); });
+      auto [it, fresh] = best.try_emplace(intf.number, &intf, all);
+      auto& [b, b_all] = it->second;
+      if (!fresh && all && (!b_all || intf.endpoints.size() > b->endpoints.size())) {
+        b = &intf;
+        b_all = true;
+      }
+    }
+    std::map<uint8_t, const usb::InterfaceDescriptor*> chosen;
+    for (auto& [n, b] : best) chosen[n] = b.first;
+    size_t covered = 0;
+    for (const auto& e : eps)
+      for (auto& [n, intf] : chosen)
+        if (std::any_of(intf->endpoints.begin(), intf->endpoints.end(),
+                        [&](const auto& x) { return x.address == e.address; })) {
+          ++covered;
+          break;
+        }
+    if (covered != eps.size()) continue;
+    book_->leave(view.vm_, name_);
+    for (auto& [n, intf] : chosen) {
+      if (!std::any_of(intf->endpoints.begin(), intf->endpoints.end(), periodic)) continue;
+      if (auto r = book_->use(view.vm_, bus_, name_, intf->number, intf->alternate, intf->endpoints,
+                              backend_->speed());
+          !r) {
+        readmit(view);
+        ++view.stats_.refused;
+        spdlog::warn(
+            "vusbd: {}: {}'s controller asked for interface {} alternate {}, refused "
+            "(Bandwidth Error): {}",
+            name_, view.vm_, intf->number, intf->alternate, r.error().message);
+        return Status::kNoBandwidth;
+      }
+    }
+    return Status::kOk;
+  }
+  return Status::kOk;  // endpoints no configuration has: the device will refuse, not the bus
+}
+
 Status SharedDevice::admit_interface(DeviceView& view, uint8_t interface, uint8_t alternate) {
   if (!book_ || !backend_) return Status::kOk;
   if (auto r = book_->use(view.vm_, bus_, name_, interface, alternate,

@@ -190,6 +190,11 @@ class SharedDevice {
     bus_ = std::move(bus);
   }
   const std::string& bus() const { return bus_; }
+  // A host controller's admission before it configures endpoints (xHCI Configure Endpoint): the
+  // endpoints `view`'s device would have. The interfaces and alternate settings they belong to
+  // are reserved for the VM (as SET_CONFIGURATION / SET_INTERFACE would); kNoBandwidth (and
+  // nothing changed) when the bus cannot take them.
+  usb::Status admit_endpoints(DeviceView& view, std::span<const usb::EndpointDescriptor> eps);
   size_t queued(const DeviceView& view) const { return fair_.queued(view.flow_); }
   // Isochronous IN packets this view received as copies of another VM's stream, and lost.
   IsoFanOut::FollowerStats fanout_stats(const DeviceView& view) const;

@@ -477,6 +477,7 @@ void Vusbd::on_discovered(Dev& parent, const std::vector<usb::wire::usbip::Devli
 
 void Vusbd::offer(Dev& d, Vm& vm) {
   DeviceView& view = *d.shared->find_view(vm.config.name);  // give() made it
+  if (vm.hc) return plug(d, vm, view);
   if (auto r = vm.table->add(view, &view); !r)
     spdlog::warn("vusbd: cannot offer {} to {}: {}", d.name, vm.config.name, r.error().message);
   else
@@ -485,7 +486,114 @@ void Vusbd::offer(Dev& d, Vm& vm) {
 }
 
 void Vusbd::withdraw(Dev& d, Vm& vm) {
-  if (DeviceView* view = d.shared->find_view(vm.config.name)) vm.table->remove(*view);
+  DeviceView* view = d.shared->find_view(vm.config.name);
+  if (!view) return;
+  for (auto it = vm.hc_ports.begin(); it != vm.hc_ports.end(); ++it)
+    if (it->second == view) {
+      controller_->xhci(*vm.hc).detach(it->first);  // the guest sees the port disconnect
+      view->release();
+      spdlog::info("vusbd: {} unplugged from vm {}'s xHCI port {}", d.name, vm.config.name,
+                   it->first);
+      vm.hc_ports.erase(it);
+      return;
+    }
+  vm.table->remove(*view);
+}
+
+void Vusbd::plug(Dev& d, Vm& vm, DeviceView& view) {
+  using hc::xhci::XhciFunction;
+  const bool super = view.speed() == usb::Speed::kSuper || view.speed() == usb::Speed::kSuperPlus;
+  const uint32_t first = super ? XhciFunction::kUsb2Ports + 1 : 1;
+  const uint32_t last = super ? XhciFunction::kPorts : XhciFunction::kUsb2Ports;
+  uint32_t port = first;
+  while (port <= last && vm.hc_ports.contains(port)) ++port;
+  if (port > last) {
+    spdlog::warn("vusbd: {}: vm {}'s xHCI function has no free USB {} port", d.name, vm.config.name,
+                 super ? 3 : 2);
+    return;
+  }
+  if (!view.try_acquire()) {  // exclusive mode, held by another VM
+    spdlog::warn("vusbd: {} is held by another VM; not plugged into vm {}'s xHCI", d.name,
+                 vm.config.name);
+    return;
+  }
+  if (!controller_->xhci(*vm.hc).attach(port, view)) {
+    view.release();
+    spdlog::warn("vusbd: {}: vm {}'s xHCI port {} refused it", d.name, vm.config.name, port);
+    return;
+  }
+  vm.hc_ports[port] = &view;
+  spdlog::info("vusbd: {} plugged into vm {}'s xHCI port {} ({} mode)", d.name, vm.config.name,
+               port, device_config(d.name).mode);
+}
+
+hc::Controller& Vusbd::controller() {
+  if (!controller_)
+    controller_ = std::make_unique<hc::Controller>(
+        [this](std::function<void()> f) { boost::asio::post(io_, std::move(f)); },
+        [] { return std::chrono::steady_clock::now(); }, hc::Controller::Options{},
+        [this](std::chrono::nanoseconds delay, std::function<void()> f) {
+          auto timer = std::make_shared<boost::asio::steady_timer>(io_, delay);
+          timer->async_wait([timer, f = std::move(f)](const boost::system::error_code& ec) {
+            if (!ec) f();
+          });
+        });
+  return *controller_;
+}
+
+usb::Result<hc::Controller::VmId> Vusbd::attach_controller(const std::string& vm_name,
+                                                           hc::GuestMemory& memory,
+                                                           hc::IrqLine& irq) {
+  Vm* vm = find_vm(vm_name);
+  if (!vm) return not_found("no vm '" + vm_name + "'");
+  if (vm->hc) return usb::Error::make(usb::Error::Code::kBusy, "vm '" + vm_name + "' has one");
+  // Its devices leave its USB/IP export and come to its controller function's ports.
+  for (auto& d : devices_)
+    if (std::ranges::find(d->vms, vm_name) != d->vms.end()) withdraw(*d, *vm);
+  const auto id = controller().add_vm(vm_name, memory, irq, vm->config.weight);
+  vm->hc = id;
+  controller_->xhci(id).set_admission(
+      [this, vm_name](uint32_t port, std::span<const usb::EndpointDescriptor> eps) {
+        Vm* v = find_vm(vm_name);
+        if (!v) return true;
+        auto it = v->hc_ports.find(port);
+        if (it == v->hc_ports.end()) return true;
+        for (auto& d : devices_)
+          if (d->shared->find_view(vm_name) == it->second)
+            return d->shared->admit_endpoints(*it->second, eps) == usb::Status::kOk;
+        return true;
+      });
+  for (auto& d : devices_)
+    if (std::ranges::find(d->vms, vm_name) != d->vms.end() && d->shared->backend()) offer(*d, *vm);
+  spdlog::info("vusbd: vm {} has an xHCI function on vusbd's controller", vm_name);
+  return id;
+}
+
+void Vusbd::detach_controller(const std::string& vm_name) {
+  Vm* vm = find_vm(vm_name);
+  if (!vm || !vm->hc) return;
+  for (auto& d : devices_)
+    if (std::ranges::find(d->vms, vm_name) != d->vms.end()) withdraw(*d, *vm);
+  controller_->remove_vm(*vm->hc);
+  vm->hc.reset();
+  vm->hc_ports.clear();
+  // Back to USB/IP.
+  if (started_)
+    for (auto& d : devices_)
+      if (std::ranges::find(d->vms, vm_name) != d->vms.end() && d->shared->backend())
+        offer(*d, *vm);
+}
+
+uint32_t Vusbd::controller_port(const std::string& vm_name, const std::string& device) const {
+  for (const auto& vm : vms_) {
+    if (vm->config.name != vm_name) continue;
+    const Dev* d = find_device(device);
+    if (!d) return 0;
+    const DeviceView* view = d->shared->find_view(vm_name);
+    for (auto& [port, v] : vm->hc_ports)
+      if (v == view) return port;
+  }
+  return 0;
 }
 
 void Vusbd::check_ready() {

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "devices/emulated/reservation_device.h"
+#include "host-controller/controller.h"
 #include "schedulers/bus_reservations.h"
 #include "usb-stub/export_table.h"
 #include "usb-stub/usbip_server.h"
@@ -77,6 +78,21 @@ class Vusbd {
   //  "reservations": [{bus, device, interface, alternate, vms, peak, unit}]}
   nlohmann::json stats() const;
   uint16_t vm_port(const std::string& vm) const;
+
+  // The register-level path. A VMM that embeds vusbd's shared host controller hands a VM's guest
+  // memory and IRQ line over: the VM gets its own xHCI function on vusbd's controller
+  // (hc::Controller: its own registers, slots and addresses, its rings served through the
+  // controller's fair queue), and every device vusbd gives that VM — by its AddressMap — goes to
+  // one of the function's root-hub ports instead of the VM's USB/IP export: the VM's view of the
+  // shared device, with the same sharing, fair queueing and periodic bandwidth admission (xHCI
+  // Configure Endpoint answers Bandwidth Error where USB/IP gets -ENOSPC). The memory and IRQ
+  // line must outlive detach_controller().
+  usb::Result<hc::Controller::VmId> attach_controller(const std::string& vm,
+                                                      hc::GuestMemory& memory, hc::IrqLine& irq);
+  void detach_controller(const std::string& vm);
+  hc::Controller& controller();
+  // The root-hub port of `device` on `vm`'s function (0: none).
+  uint32_t controller_port(const std::string& vm, const std::string& device) const;
   const VusbdConfig& config() const { return config_; }
   const AddressMap& addresses() const { return addresses_; }
 
@@ -86,6 +102,8 @@ class Vusbd {
     std::unique_ptr<stub::ExportTable> table;
     std::unique_ptr<stub::UsbipServer> server;
     std::unique_ptr<devices::ReservationDevice> reservations;  // config.bandwidth_device
+    std::optional<hc::Controller::VmId> hc;                    // attach_controller()
+    std::map<uint32_t, DeviceView*> hc_ports;                  // its root-hub ports in use
   };
   struct Dev {
     std::string name;
@@ -109,6 +127,8 @@ class Vusbd {
   void on_discovered(Dev& parent, const std::vector<usb::wire::usbip::DevlistEntry>& list);
   usb::Result<VmAddress> give(Dev& dev, Vm& vm, uint32_t port);
   void offer(Dev& dev, Vm& vm);
+  // The view goes to a free port of the VM's xHCI function (USB 2 or USB 3 by its speed).
+  void plug(Dev& dev, Vm& vm, DeviceView& view);
   void withdraw(Dev& dev, Vm& vm);
   Dev* find_device(const std::string& name);
   const Dev* find_device(const std::string& name) const;
@@ -132,6 +152,7 @@ class Vusbd {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::vector<std::unique_ptr<Vm>> vms_;
   std::vector<std::unique_ptr<Dev>> devices_;
+  std::unique_ptr<hc::Controller> controller_;  // after devices_: destroyed before their views
   EventSink on_event_;
   std::function<void()> on_ready_;
   bool started_ = false;

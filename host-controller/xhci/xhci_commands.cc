@@ -209,7 +209,7 @@ Completion XhciFunction::configure_endpoint(const Trb& trb) {
   };
   if (trb.deconfigure()) {  // DC: every endpoint but EP0 goes
     for (uint8_t dci = 2; dci <= 31; ++dci) drop_endpoint(sl, dci, out);
-    if (admit_) (void)admit_(slot, {});
+    if (admit_) (void)admit_(sl.port, {});
     return finish();
   }
   InputContext in;
@@ -234,7 +234,7 @@ Completion XhciFunction::configure_endpoint(const Trb& trb) {
       after.push_back(descriptor_of(dci, out.endpoints[dci - 1], out.slot.speed()));
     }
   }
-  if (admit_ && !admit_(slot, after)) return Completion::kBandwidthError;
+  if (admit_ && !admit_(sl.port, after)) return Completion::kBandwidthError;
   for (uint8_t dci = 2; dci <= 31; ++dci) {
     if (drop & (1u << dci)) drop_endpoint(sl, dci, out);
     if (add & (1u << dci)) {

@@ -74,9 +74,10 @@ class XhciFunction {
   bool attach(uint32_t port, usb::Device& device);
   void detach(uint32_t port);
 
-  // Bandwidth admission for Configure Endpoint: told the periodic and other endpoints a slot
-  // would have; false answers Bandwidth Error (code 8). vusbd asks its BusReservations.
-  using Admit = std::function<bool(uint8_t slot, std::span<const usb::EndpointDescriptor>)>;
+  // Bandwidth admission for Configure Endpoint: told the root-hub port of the slot's device and
+  // every endpoint the slot would have afterwards (none: deconfigured); false answers Bandwidth
+  // Error (code 8) and changes nothing. vusbd asks its BusReservations.
+  using Admit = std::function<bool(uint32_t port, std::span<const usb::EndpointDescriptor>)>;
   void set_admission(Admit admit) { admit_ = std::move(admit); }
 
   // Who decides when an endpoint with work is served. Unset, a doorbell (or a completion) runs

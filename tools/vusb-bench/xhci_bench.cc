@@ -111,11 +111,11 @@ void BM_XhciBulkIn(benchmark::State& state) {
   const uint64_t trbs = tds * ((td_bytes + trb_bytes - 1) / trb_bytes);
   state.SetBytesProcessed(static_cast<int64_t>(tds * td_bytes));
   state.SetItemsProcessed(static_cast<int64_t>(tds));
-  state.counters["events/s"] = benchmark::Counter(double(d.events_seen() - events_before),
-                                                  benchmark::Counter::kIsRate);
-  state.counters["ns/TRB"] = benchmark::Counter(
-      double(trbs), benchmark::Counter::kIsRate | benchmark::Counter::kInvert,
-      benchmark::Counter::OneK::kIs1000);
+  state.counters["events/s"] =
+      benchmark::Counter(double(d.events_seen() - events_before), benchmark::Counter::kIsRate);
+  state.counters["ns/TRB"] =
+      benchmark::Counter(double(trbs), benchmark::Counter::kIsRate | benchmark::Counter::kInvert,
+                         benchmark::Counter::OneK::kIs1000);
 }
 
 // The same transfers straight into Gadget Zero: the device's own cost.

@@ -458,7 +458,8 @@ TEST_F(Bulk, AStallHaltsTheEndpointUntilResetEndpointAndSetTrDequeue) {
 
 TEST_F(Bulk, ABusThatCannotTakeTheEndpointsIsABandwidthError) {
   std::vector<usb::EndpointDescriptor> seen;
-  hc.set_admission([&](uint8_t, std::span<const usb::EndpointDescriptor> eps) {
+  hc.set_admission([&](uint32_t port, std::span<const usb::EndpointDescriptor> eps) {
+    EXPECT_EQ(port, 1u);
     seen.assign(eps.begin(), eps.end());
     return false;
   });
