@@ -28,15 +28,20 @@ void EventRing::reset() {
   index_ = 0;
   cycle_ = true;
   dequeue_ = 0;
+  full_ = false;
 }
 
-bool EventRing::push(GuestMemory& mem, Trb event) {
+EventRing::Push EventRing::push(GuestMemory& mem, Trb event) {
   if (segments_.empty()) {
     ++dropped_;
-    return false;
+    return Push::kUnconfigured;
   }
-  // The slot after this one: if it is the guest's dequeue position, this write would make the
-  // ring look empty to the guest — it is full (one slot always stays free).
+  if (full_) {
+    ++dropped_;
+    return Push::kFull;
+  }
+  // The slot after this one: if it is the guest's dequeue position, this is the last free slot
+  // — it gets Event Ring Full instead, and the ring waits for the guest.
   size_t next_segment = segment_;
   uint32_t next_index = index_ + 1;
   bool next_cycle = cycle_;
@@ -47,19 +52,20 @@ bool EventRing::push(GuestMemory& mem, Trb event) {
       next_cycle = !next_cycle;
     }
   }
-  if (segments_[next_segment].base + 16ull * next_index == dequeue_) {
+  const bool last = segments_[next_segment].base + 16ull * next_index == dequeue_;
+  Trb written = last ? Trb::host_controller_event(Completion::kEventRingFull) : event;
+  written.set_cycle(cycle_);
+  if (!mem.write_obj(enqueue_address(), written)) {
     ++dropped_;
-    return false;
-  }
-  event.set_cycle(cycle_);
-  if (!mem.write_obj(enqueue_address(), event)) {
-    ++dropped_;
-    return false;
+    return Push::kMemoryError;
   }
   segment_ = next_segment;
   index_ = next_index;
   cycle_ = next_cycle;
-  return true;
+  if (!last) return Push::kOk;
+  full_ = true;
+  ++dropped_;
+  return Push::kFull;
 }
 
 }  // namespace hc::xhci

@@ -153,6 +153,13 @@ struct Trb {
     t.set_type(TrbType::kCommandCompletionEvent);
     return t;
   }
+  // Host Controller Event (6.4.2.6): a controller-wide condition such as Event Ring Full.
+  static Trb host_controller_event(Completion code) {
+    Trb t;
+    t.status = static_cast<uint32_t>(code) << 24;
+    t.set_type(TrbType::kHostControllerEvent);
+    return t;
+  }
   static Trb port_status_change(uint8_t port) {
     Trb t;
     t.parameter = uint64_t{port} << 24;

@@ -352,12 +352,32 @@ void XhciFunction::port_change(uint32_t port) {
 // ------------------------------------------------------------------ events and interrupts
 
 void XhciFunction::post(const Trb& event) {
-  if (!events_.push(mem_, event)) {
-    spdlog::warn("xhci: event ring full or not set up; event type {} lost",
-                 static_cast<int>(event.type()));
-    return;
+  switch (events_.push(mem_, event)) {
+    case EventRing::Push::kOk:
+      break;
+    case EventRing::Push::kFull:
+      // The Event Ring Full event (once) still interrupts; later events are lost until the
+      // driver catches up.
+      spdlog::warn("xhci: event ring full; event type {} lost", static_cast<int>(event.type()));
+      break;
+    case EventRing::Push::kUnconfigured:
+      spdlog::warn("xhci: no event ring set up; event type {} lost",
+                   static_cast<int>(event.type()));
+      return;
+    case EventRing::Push::kMemoryError:
+      return host_system_error("the event ring is not in guest memory any more");
   }
   interrupt_due();
+}
+
+void XhciFunction::host_system_error(const char* why) {
+  // 4.10.2.6 / 5.4.2: a memory access the controller cannot complete is a Host System Error;
+  // the controller halts.
+  spdlog::error("xhci: host system error: {}; halting", why);
+  usbsts_ |= kStsHse;
+  usbcmd_ &= ~kCmdRun;
+  command_ring_running_ = false;
+  update_irq();
 }
 
 void XhciFunction::interrupt_due() {

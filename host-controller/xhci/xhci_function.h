@@ -211,6 +211,8 @@ class XhciFunction {
   void interrupt_due();
   void raise_interrupt();
   void update_irq();
+  // The controller cannot reach guest memory it must write: HSE set, halted.
+  void host_system_error(const char* why);
 
   GuestMemory& mem_;
   IrqLine& irq_;

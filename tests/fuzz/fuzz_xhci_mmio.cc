@@ -4,6 +4,8 @@
 // port 1, through hc::Controller as a VMM drives it (its fair-queue pump and moderation timers
 // run when the input says so). Every sequence ends, nothing is read or written outside guest
 // memory, no crash.
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -11,8 +13,6 @@
 #include <deque>
 #include <functional>
 #include <map>
-
-#include <spdlog/spdlog.h>
 
 #include "devices/emulated/gadget_zero.h"
 #include "host-controller/controller.h"

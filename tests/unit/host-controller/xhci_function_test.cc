@@ -193,7 +193,8 @@ TEST_F(RefDriver, ALoopingCommandRingIsATrbErrorNotAHang) {
 TEST_F(RefDriver, AnEventRingThatIsFullLosesEventsNotMemory) {
   start();
   // The driver consumes nothing: 20 plug/unplug pairs make 40 Port Status Change events; a
-  // 16-slot ring holds 15 (one slot stays free), the rest are dropped and counted.
+  // 16-slot ring holds 15 of them and, in its last slot, a Host Controller Event with Event Ring
+  // Full Error (4.9.4); the rest are dropped and counted.
   for (int i = 0; i < 20; ++i) {
     ASSERT_TRUE(hc.attach(1, gz));
     hc.detach(1);
@@ -203,8 +204,15 @@ TEST_F(RefDriver, AnEventRingThatIsFullLosesEventsNotMemory) {
   ASSERT_TRUE(mem.read_obj(kEvents + 16 * kEventTrbs, after));
   EXPECT_EQ(after.control, 0u) << "nothing written past the segment";
   int read = 0;
-  while (next_event()) ++read;
-  EXPECT_EQ(read, 15);
+  std::optional<Trb> last;
+  while (auto ev = next_event()) {
+    ++read;
+    last = ev;
+  }
+  EXPECT_EQ(read, 16);
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->type(), TrbType::kHostControllerEvent);
+  EXPECT_EQ(last->completion_code(), Completion::kEventRingFull);
   ASSERT_TRUE(hc.attach(1, gz));  // room again
   EXPECT_TRUE(next_event());
 }
@@ -549,6 +557,43 @@ TEST_F(RefDriver, ImodZeroMeansNoModeration) {
   }
   EXPECT_EQ(irq.messages, 6);
   EXPECT_TRUE(timers.empty());
+}
+
+}  // namespace
+}  // namespace hc::xhci
+
+namespace hc::xhci {
+namespace {
+
+// RAM whose writes start failing (a VMM's memory callback refusing): the controller cannot write
+// its event ring any more — Host System Error, and it halts (5.4.2, 4.10.2.6).
+class FailingRam : public GuestMemory {
+ public:
+  bool read(uint64_t a, std::span<uint8_t> out) const override { return ram.read(a, out); }
+  bool write(uint64_t a, std::span<const uint8_t> in) override { return !fail && ram.write(a, in); }
+  InMemoryGuestMemory ram{0x10000};
+  bool fail = false;
+};
+
+TEST(XhciHostSystemError, AnEventRingOutOfReachHaltsTheController) {
+  FailingRam mem;
+  FakeIrq irq;
+  XhciFunction hc(mem, irq, [] { return std::chrono::steady_clock::time_point{}; });
+  devices::GadgetZero gz{devices::GadgetZeroOptions{}};
+  auto wr = [&](uint32_t off, uint32_t v) { hc.mmio_write(off, v, 4); };
+  auto rd = [&](uint32_t off) { return static_cast<uint32_t>(hc.mmio_read(off, 4)); };
+  ASSERT_TRUE(mem.ram.write_obj(kErst, ErstEntry{kEvents, kEventTrbs, 0}));
+  wr(kOp + kConfig, 1);
+  wr(kIr0 + kErstSz, 1);
+  wr(kIr0 + kErdp, kEvents);
+  wr(kIr0 + kErstBa, kErst);
+  wr(kIr0 + kErstBa + 4, 0);
+  wr(kOp + kUsbCmd, kCmdRun);
+  ASSERT_EQ(rd(kOp + kUsbSts) & kStsHalted, 0u);
+  mem.fail = true;
+  ASSERT_TRUE(hc.attach(1, gz));  // a Port Status Change event it cannot write
+  EXPECT_EQ(rd(kOp + kUsbSts) & (kStsHse | kStsHalted), kStsHse | kStsHalted);
+  EXPECT_FALSE(hc.running());
 }
 
 }  // namespace

@@ -280,12 +280,17 @@ TEST(XhciUsbtest, TwoVmsRunTheMatrixAtOnceOnTheirOwnRegisterSets) {
   LoopThread loop;
   Controller controller([&](std::function<void()> f) { loop.post(std::move(f)); },
                         [] { return Clock::now(); });
-  devices::GadgetZero gz1(pattern1()), gz2(pattern1());
+  // The devices live on the controller's loop, as every usb::Device lives on its loop.
+  std::unique_ptr<devices::GadgetZero> gz1, gz2;
+  loop.call([&] {
+    gz1 = std::make_unique<devices::GadgetZero>(pattern1());
+    gz2 = std::make_unique<devices::GadgetZero>(pattern1());
+  });
   {
     VmTarget vm1(loop, controller, "vm1"), vm2(loop, controller, "vm2");
     loop.call([&] {
-      controller.xhci(vm1.id()).attach(1, gz1);
-      controller.xhci(vm2.id()).attach(1, gz2);
+      controller.xhci(vm1.id()).attach(1, *gz1);
+      controller.xhci(vm2.id()).attach(1, *gz2);
     });
     std::latch ready(2);
     Matrix m1(vm1, "vm1", ready), m2(vm2, "vm2", ready);
@@ -309,7 +314,10 @@ TEST(XhciUsbtest, TwoVmsRunTheMatrixAtOnceOnTheirOwnRegisterSets) {
       controller.xhci(vm2.id()).detach(1);
     });
   }
-  loop.call([] {});
+  loop.call([&] {
+    gz1.reset();
+    gz2.reset();
+  });
 }
 
 }  // namespace
