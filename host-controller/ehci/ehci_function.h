@@ -1,0 +1,133 @@
+// hc::ehci::EhciFunction: one VM's EHCI controller (EHCI 1.0) — capability and operational
+// registers with six root-hub ports behind one MMIO BAR, its own guest memory and IRQ line, the
+// VM's devices on its ports. vusbd's shared controller can give a VM this instead of (or beside)
+// an xHCI function.
+//
+// First slice (issue 5): reset and run/stop, CONFIGFLAG and port ownership (a port belongs to
+// the EHCI function once CONFIGFLAG is set; a full- or low-speed device stays disabled after
+// reset, as on hardware, for a companion controller this model does not have), port reset and
+// status changes, FRINDEX from the injected clock with frame list rollover, interrupts (USBINTR,
+// INTx), and the asynchronous schedule: the circular QH list at ASYNCLISTADDR, qTDs fetched into
+// each QH's overlay and retired back into guest memory (token status, bytes left, IOC → USBINT,
+// errors → USBERRINT, a stall halting the queue), control transfers (SETUP, data and status qTDs
+// gathered into one control transfer), bulk and interrupt qTDs, short reads continuing at the
+// alternate next qTD, SET_ADDRESS kept by the controller (a device answers to the address it was
+// given), and the Interrupt on Async Advance doorbell. The periodic schedule (iTDs, interrupt
+// QHs in the frame list): later slices.
+//
+// EHCI has no doorbells: a driver links qTDs and expects the controller to find them. The model
+// walks the async schedule when the guest touches the registers that start it, after every
+// completion, and once per frame on the injected timer while a schedule is enabled. Every walk
+// is bounded (64 QHs, 64 qTDs per QH); a loop in the guest's lists ends the walk, pointers
+// outside guest memory halt the queue or raise Host System Error as the spec says.
+// Owned by the controller that serves the VM; all calls on the controller's loop.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "host-controller/common/guest_memory.h"
+#include "host-controller/common/irq_line.h"
+#include "host-controller/ehci/ehci_abi.h"
+#include "usb/core/buffer_pool.h"
+#include "usb/core/device.h"
+#include "usb/core/transfer.h"
+
+namespace hc::ehci {
+
+class EhciFunction {
+ public:
+  static constexpr uint32_t kCapLength = 0x20;
+  static constexpr uint32_t kPorts = 6;
+  static constexpr uint32_t kBarSize = 0x1000;
+  static constexpr int kMaxQhs = 64;       // per walk of the async list
+  static constexpr int kMaxQtdChain = 64;  // qTDs followed for one control transfer
+
+  using Clock = std::function<std::chrono::steady_clock::time_point()>;
+  using Timer = std::function<void(std::chrono::nanoseconds delay, std::function<void()> fn)>;
+  EhciFunction(GuestMemory& memory, IrqLine& irq, Clock clock, Timer timer = {});
+  ~EhciFunction();
+  EhciFunction(const EhciFunction&) = delete;
+  EhciFunction& operator=(const EhciFunction&) = delete;
+
+  uint64_t mmio_read(uint32_t offset, unsigned size);
+  void mmio_write(uint32_t offset, uint64_t value, unsigned size);
+
+  // Devices on root-hub ports (1-based); only high-speed devices are enabled by a port reset.
+  bool attach(uint32_t port, usb::Device& device);
+  void detach(uint32_t port);
+
+  // One pass over the schedules now (tests without a timer; the timer calls it every frame).
+  void poll();
+  bool running() const { return usbcmd_ & reg::kCmdRun; }
+
+ private:
+  struct Port {
+    uint32_t portsc = reg::kPortPower | reg::kPortOwner;
+    usb::Device* device = nullptr;
+    uint8_t address = 0;  // what SET_ADDRESS gave it (0: default address after reset)
+    bool addressed = false;
+  };
+  // A transfer at a device for one QH: the qTDs it retires when it completes.
+  struct Inflight {
+    std::unique_ptr<usb::Transfer> transfer;
+    usb::Device* device = nullptr;
+    std::vector<uint32_t> qtds;  // addresses, in order (control: setup, data..., status)
+    uint32_t data_first = 0;     // index of the first data qTD in `qtds` (control)
+    uint32_t data_count = 0;
+    bool control = false;
+    bool set_address = false;
+  };
+
+  void reset();
+  void port_write(uint32_t port, uint32_t value);
+  void port_change(uint32_t port);
+  void set_status(uint32_t bits);
+  void update_irq();
+  uint32_t frindex() const;
+  void schedule_tick();
+  void tick();
+
+  // Async schedule.
+  void run_async();
+  // Starts the QH's next qTD (or control transfer) when it is idle; false if the QH is
+  // broken (its memory unreadable).
+  bool service_qh(uint32_t qh_address, Qh& qh);
+  void start(uint32_t qh_address, Qh& qh);
+  void finish(uint32_t qh_address, usb::Transfer& t);
+  usb::Device* device_for(uint8_t address);
+  void abandon(uint32_t qh_address);
+  // Copies qTD data between guest buffers and `out` (5 page pointers, offset in page 0).
+  bool gather(const Qtd& qtd, std::span<uint8_t> out) const;
+  bool scatter(const Qtd& qtd, std::span<const uint8_t> in);
+
+  GuestMemory& mem_;
+  IrqLine& irq_;
+  Clock clock_;
+  Timer timer_;
+  uint32_t usbcmd_ = 0x00080000;  // ITC 8 microframes at reset
+  uint32_t usbsts_ = reg::kStsHalted;
+  uint32_t usbintr_ = 0;
+  uint32_t periodic_base_ = 0;
+  uint32_t async_addr_ = 0;
+  uint32_t configflag_ = 0;
+  std::chrono::steady_clock::time_point frindex_epoch_{};
+  uint32_t frindex_base_ = 0;
+  uint32_t last_frindex_ = 0;
+  std::array<Port, kPorts> ports_{};
+  std::map<uint32_t, Inflight> inflight_;  // by QH address
+  std::vector<std::unique_ptr<usb::Transfer>> orphans_;
+  usb::BufferPool pool_{2u << 20};
+  bool irq_level_ = false;
+  bool tick_armed_ = false;
+  bool in_async_ = false;
+  bool async_again_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace hc::ehci
