@@ -280,7 +280,158 @@ void EhciFunction::poll() {
   const uint32_t f = frindex();
   if ((f ^ last_frindex_) & 0x2000u) set_status(kStsFlr);
   last_frindex_ = f;
+  // The frames that began since the last look, at most 8 of them (a controller that fell
+  // behind skips frames; their iTDs stay active, which the driver sees as missed).
+  const uint32_t frame = (f >> 3) & 0x3ffu;
+  if (usbcmd_ & kCmdPse) {
+    if (!periodic_started_) {
+      periodic_started_ = true;
+      last_frame_ = (frame - 1) & 0x3ffu;
+    }
+    uint32_t pending = (frame - last_frame_) & 0x3ffu;
+    const uint32_t first = pending > 8 ? (frame - 7) & 0x3ffu : (last_frame_ + 1) & 0x3ffu;
+    pending = std::min<uint32_t>(pending, 8);
+    for (uint32_t i = 0; i < pending && running(); ++i) run_periodic((first + i) & 0x3ffu);
+    last_frame_ = frame;
+  } else {
+    periodic_started_ = false;
+  }
   run_async();
+}
+
+usb::TransferType EhciFunction::endpoint_type(usb::Device& dev, uint8_t endpoint) const {
+  const auto* cfg = dev.descriptors().find_configuration(dev.active_configuration());
+  if (cfg)
+    for (const auto& intf : cfg->interfaces) {
+      if (intf.alternate != dev.alternate_setting(intf.number)) continue;
+      for (const auto& e : intf.endpoints)
+        if (e.address == endpoint) return e.type();
+    }
+  return usb::TransferType::kBulk;
+}
+
+// ------------------------------------------------------------------ periodic schedule
+
+void EhciFunction::run_periodic(uint32_t frame) {
+  Link link;
+  if (!mem_.read_obj(periodic_base_ + 4ull * frame, link)) {
+    spdlog::warn("ehci: frame list at {:#x} is outside guest memory: host system error",
+                 periodic_base_);
+    usbcmd_ &= ~kCmdRun;
+    usbsts_ |= kStsHalted;
+    return set_status(kStsHse);
+  }
+  std::set<uint32_t> seen;
+  for (int n = 0; n < kMaxQhs && !link.terminate() && !seen.contains(link.address()); ++n) {
+    const uint32_t at = link.address();
+    seen.insert(at);
+    if (link.type() == LinkType::kItd) {
+      Itd itd;
+      if (!mem_.read_obj(at, itd)) break;
+      if (!inflight_.contains(at)) start_itd(at, itd);
+      link = itd.next;
+    } else if (link.type() == LinkType::kQh) {
+      Qh qh;
+      if (!mem_.read_obj(at, qh)) break;
+      if (qh.s_mask()) service_qh(at, qh);  // an interrupt QH: served once per frame
+      link = qh.horizontal;
+    } else {
+      // siTD / FSTN: full-speed devices behind a transaction translator, not on this EHCI.
+      uint32_t next = 0;
+      if (!mem_.read_obj(at, next)) break;
+      link.raw = next;
+    }
+  }
+}
+
+void EhciFunction::start_itd(uint32_t at, const Itd& itd) {
+  usb::Device* dev = device_for(itd.device_address());
+  std::array<int, 8> slots{};  // packet index of each transaction (-1: not in this transfer)
+  slots.fill(-1);
+  uint32_t total = 0;
+  std::vector<usb::IsoPacket> packets;
+  for (int i = 0; i < 8; ++i) {
+    const uint32_t tr = itd.transaction[i];
+    if (!(tr & Itd::kActive)) continue;
+    slots[i] = static_cast<int>(packets.size());
+    packets.push_back({total, Itd::length(tr), 0, usb::Status::kOk});
+    total += Itd::length(tr);
+  }
+  if (packets.empty()) return;
+  if (!dev) {
+    // Nobody answers: every active transaction retires with a transaction error.
+    Itd out = itd;
+    bool ioc = false;
+    for (int i = 0; i < 8; ++i)
+      if (slots[i] >= 0) {
+        ioc = ioc || Itd::ioc(out.transaction[i]);
+        out.transaction[i] = (out.transaction[i] & ~Itd::kActive) | Itd::kXactError;
+      }
+    (void)mem_.write_obj(at, out);
+    return set_status(kStsErrInt | (ioc ? kStsInt : 0));
+  }
+  const auto endpoint = static_cast<uint8_t>(itd.endpoint() | (itd.in() ? 0x80 : 0x00));
+  auto t =
+      std::make_unique<usb::Transfer>(endpoint, usb::TransferType::kIsochronous, pool_.get(total));
+  t->iso_packets = std::move(packets);
+  if (!itd.in()) {
+    for (int i = 0; i < 8; ++i) {
+      if (slots[i] < 0) continue;
+      const uint32_t tr = itd.transaction[i];
+      const auto& p = t->iso_packets[slots[i]];
+      const uint32_t page = Itd::page(tr);
+      if (page > 6) continue;
+      const uint64_t addr = (itd.buffer[page] & ~0xfffu) + Itd::offset(tr);
+      (void)mem_.read(addr, t->buffer().subspan(p.offset, p.length));
+    }
+  }
+  Inflight f;
+  f.device = dev;
+  f.transfer = std::move(t);
+  usb::Transfer& ref = *f.transfer;
+  inflight_[at] = std::move(f);
+  ref.set_completion([this, at, slots, alive = alive_](usb::Transfer& x) {
+    if (*alive) finish_itd(at, x, slots);
+  });
+  dev->submit(ref);  // may complete inline
+}
+
+void EhciFunction::finish_itd(uint32_t at, usb::Transfer& t, std::array<int, 8> slots) {
+  auto it = inflight_.find(at);
+  if (it == inflight_.end() || it->second.transfer.get() != &t) {
+    std::erase_if(orphans_, [&](const auto& p) { return p.get() == &t; });
+    return;
+  }
+  Inflight f = std::move(it->second);
+  inflight_.erase(it);
+  Itd itd;
+  if (!mem_.read_obj(at, itd)) return;
+  bool ioc = false, error = false;
+  for (int i = 0; i < 8; ++i) {
+    if (slots[i] < 0 || static_cast<size_t>(slots[i]) >= t.iso_packets.size()) continue;
+    const auto& p = t.iso_packets[slots[i]];
+    uint32_t& tr = itd.transaction[i];
+    ioc = ioc || Itd::ioc(tr);
+    uint32_t status = 0;
+    if (t.status() == usb::Status::kCancelled || t.status() == usb::Status::kNoDevice ||
+        (p.status != usb::Status::kOk && p.status != usb::Status::kShortPacket))
+      status = p.status == usb::Status::kBabble ? Itd::kBabble : Itd::kXactError;
+    error = error || status;
+    const uint32_t actual = std::min(p.actual_length, p.length);
+    if (itd.in() && actual) {
+      const uint32_t page = Itd::page(tr);
+      if (page <= 6)
+        (void)mem_.write((itd.buffer[page] & ~0xfffu) + Itd::offset(tr),
+                         t.buffer().subspan(p.offset, actual));
+    }
+    // Active cleared; an IN transaction's length becomes what arrived (3.3.2).
+    tr = (tr & ~(Itd::kActive | Itd::kBufferError | Itd::kBabble | Itd::kXactError)) | status;
+    if (itd.in()) tr = (tr & ~(0xfffu << 16)) | (actual << 16);
+  }
+  (void)mem_.write_obj(at, itd);
+  pool_.put(t.take_buffer());
+  f.transfer.reset();
+  set_status((ioc ? kStsInt : 0) | (error ? kStsErrInt : 0));
 }
 
 // ------------------------------------------------------------------ async schedule
@@ -467,9 +618,9 @@ void EhciFunction::start(uint32_t a, Qh& qh) {
     const bool in = q.token.pid() == Pid::kIn;
     const uint32_t length = q.token.total_bytes();
     f.qtds.push_back(qh.current);
+    const auto endpoint = static_cast<uint8_t>(qh.endpoint() | (in ? 0x80 : 0x00));
     f.transfer =
-        std::make_unique<usb::Transfer>(static_cast<uint8_t>(qh.endpoint() | (in ? 0x80 : 0x00)),
-                                        usb::TransferType::kBulk, pool_.get(length));
+        std::make_unique<usb::Transfer>(endpoint, endpoint_type(*dev, endpoint), pool_.get(length));
     if (!in && length && !gather(q, f.transfer->buffer())) return fail(QtdToken::kBufferError);
   }
   usb::Transfer& t = *f.transfer;

@@ -12,8 +12,11 @@
 // errors → USBERRINT, a stall halting the queue), control transfers (SETUP, data and status qTDs
 // gathered into one control transfer), bulk and interrupt qTDs, short reads continuing at the
 // alternate next qTD, SET_ADDRESS kept by the controller (a device answers to the address it was
-// given), and the Interrupt on Async Advance doorbell. The periodic schedule (iTDs, interrupt
-// QHs in the frame list): later slices.
+// given), and the Interrupt on Async Advance doorbell; the periodic schedule: the frame list at
+// PERIODICLISTBASE walked once per frame — iTDs (each active transaction of the frame one
+// isochronous packet, status and length written back, IOC → USBINT) and interrupt QHs (S-mask)
+// served like async ones. siTDs and FSTNs (full-speed devices behind a TT) are skipped: this
+// model's EHCI enables high-speed devices only.
 //
 // EHCI has no doorbells: a driver links qTDs and expects the controller to find them. The model
 // walks the async schedule when the guest touches the registers that start it, after every
@@ -93,6 +96,12 @@ class EhciFunction {
   void schedule_tick();
   void tick();
 
+  // Periodic schedule: frame `frame`'s list (bounded walk).
+  void run_periodic(uint32_t frame);
+  void start_itd(uint32_t address, const Itd& itd);
+  void finish_itd(uint32_t address, usb::Transfer& t, std::array<int, 8> slots);
+  usb::TransferType endpoint_type(usb::Device& dev, uint8_t endpoint) const;
+
   // Async schedule.
   void run_async();
   // Starts the QH's next qTD (or control transfer) when it is idle; false if the QH is
@@ -120,7 +129,9 @@ class EhciFunction {
   uint32_t frindex_base_ = 0;
   uint32_t last_frindex_ = 0;
   std::array<Port, kPorts> ports_{};
-  std::map<uint32_t, Inflight> inflight_;  // by QH address
+  std::map<uint32_t, Inflight> inflight_;  // by QH address (iTDs: by iTD address)
+  uint32_t last_frame_ = 0;                // the last frame whose periodic list was walked
+  bool periodic_started_ = false;
   std::vector<std::unique_ptr<usb::Transfer>> orphans_;
   usb::BufferPool pool_{2u << 20};
   bool irq_level_ = false;

@@ -212,3 +212,45 @@ TEST_F(EhciTest, HostileAsyncListsEnd) {
 
 }  // namespace
 }  // namespace hc::ehci
+
+namespace hc::ehci {
+namespace {
+
+// usbtest 15 / 16's equivalents on EHCI: Gadget Zero's alternate setting 1, iTDs in the frame
+// list a few frames ahead, one 1024-byte transaction per frame (bInterval 4), each direction.
+TEST_F(EhciTest, IsochronousThroughItdsInTheFrameList) {
+  ASSERT_TRUE(ehci.attach(1, gz));
+  ASSERT_TRUE(d.start());
+  ASSERT_TRUE(d.enumerate(1, 7));
+  ASSERT_FALSE(d.control(7, {0x00, 9, 3, 0, 0}).halted);
+  ASSERT_FALSE(d.control(7, {0x01, 11, 1, 0, 0}).halted);  // SET_INTERFACE(0, 1)
+  ASSERT_TRUE(d.start_periodic());
+  std::vector<uint8_t> want(1024);
+  for (size_t i = 0; i < want.size(); ++i) want[i] = static_cast<uint8_t>(i % 63);
+  const uint32_t f = d.frame();
+  std::vector<uint32_t> ins, outs;
+  for (uint32_t k = 0; k < 8; ++k) {
+    ins.push_back(d.itd(7, 0x82, 1024, f + 2 + k, 0x01, 1024));
+    outs.push_back(d.itd(7, 0x02, 1024, f + 2 + k, 0x01, 1024, want));
+  }
+  for (uint32_t a : ins) {
+    auto r = d.wait_itd(a);
+    ASSERT_TRUE(r.done);
+    EXPECT_EQ(r.status, 0u);
+    EXPECT_EQ(r.actual, 1024u);
+    EXPECT_EQ(r.data, want);
+  }
+  for (uint32_t a : outs) {
+    auto r = d.wait_itd(a);
+    ASSERT_TRUE(r.done);
+    EXPECT_EQ(r.status, 0u);
+  }
+  EXPECT_EQ(gz.iso_out_mismatches(), 0u);
+  EXPECT_GT(irq.raised, 0);
+  // An iTD for an address nobody has: a transaction error, the frame list goes on.
+  auto lost = d.wait_itd(d.itd(9, 0x82, 1024, d.frame() + 2, 0x01, 1024));
+  EXPECT_EQ(lost.status & (Itd::kXactError >> 28), Itd::kXactError >> 28);
+}
+
+}  // namespace
+}  // namespace hc::ehci

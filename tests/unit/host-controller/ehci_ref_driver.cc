@@ -223,6 +223,71 @@ EhciRefDriver::Result EhciRefDriver::bulk(uint8_t address, uint8_t endpoint, uin
   return bulk_many(address, endpoint, length, 1, std::move(out)).front();
 }
 
+bool EhciRefDriver::start_periodic() {
+  frame_list_ = static_cast<uint32_t>(alloc(4096, 4096));
+  std::vector<uint32_t> entries(1024, kTerminate);
+  EXPECT_TRUE(mem().write(frame_list_, {reinterpret_cast<const uint8_t*>(entries.data()), 4096}));
+  target_.write32(op_base_ + kPeriodicListBase, frame_list_);
+  target_.write32(op_base_ + kUsbCmd, op(kUsbCmd) | kCmdPse);
+  return wait_for([&] { return (op(kUsbSts) & kStsPss) != 0; }, "the periodic schedule");
+}
+
+uint32_t EhciRefDriver::itd(uint8_t address, uint8_t endpoint, uint16_t max_packet, uint32_t frame,
+                            uint8_t uframes, uint32_t length, const std::vector<uint8_t>& out) {
+  const uint32_t at = static_cast<uint32_t>(alloc(sizeof(Itd), 32));
+  const uint32_t buf = static_cast<uint32_t>(alloc(7 * 4096, 4096));
+  Itd x;
+  uint32_t offset = 0;
+  int last = -1;
+  for (int i = 0; i < 8; ++i)
+    if (uframes & (1u << i)) last = i;
+  for (int i = 0; i < 8; ++i) {
+    if (!(uframes & (1u << i))) continue;
+    if (!(endpoint & 0x80) && !out.empty()) {
+      EXPECT_TRUE(mem().write(buf + offset, {out.data(), std::min<size_t>(out.size(), length)}));
+    }
+    x.transaction[i] = Itd::kActive | ((length & 0xfff) << 16) | (i == last ? 1u << 15 : 0u) |
+                       ((offset / 4096) << 12) | (offset % 4096);
+    offset += length;
+  }
+  for (uint32_t p = 0; p < 7; ++p) x.buffer[p] = buf + 4096 * p;
+  x.buffer[0] |= address | (uint32_t{endpoint & 0x0fu} << 8);
+  x.buffer[1] |= max_packet | ((endpoint & 0x80) ? 1u << 11 : 0u);
+  x.buffer[2] |= 1;  // mult
+  const uint32_t slot = frame_list_ + 4 * (frame & 0x3ff);
+  uint32_t old = 0;
+  EXPECT_TRUE(mem().read_obj(slot, old));
+  x.next.raw = old;
+  EXPECT_TRUE(mem().write_obj(at, x));
+  EXPECT_TRUE(mem().write_obj(slot, at));  // Typ 0: iTD
+  return at;
+}
+
+EhciRefDriver::Result EhciRefDriver::wait_itd(uint32_t at) {
+  Result r;
+  Itd x;
+  r.done = wait_for(
+      [&] {
+        EXPECT_TRUE(mem().read_obj(at, x));
+        for (uint32_t t : x.transaction)
+          if (t & Itd::kActive) return false;
+        return true;
+      },
+      "an iTD to retire");
+  for (uint32_t t : x.transaction) {
+    if (!t) continue;
+    r.status |= t >> 28;
+    const uint32_t len = Itd::length(t);
+    r.actual += len;
+    if ((x.buffer[1] & (1u << 11)) && len) {
+      std::vector<uint8_t> chunk(len);
+      EXPECT_TRUE(mem().read((x.buffer[Itd::page(t)] & ~0xfffu) + Itd::offset(t), chunk));
+      r.data.insert(r.data.end(), chunk.begin(), chunk.end());
+    }
+  }
+  return r;
+}
+
 void EhciRefDriver::clear_halt(uint8_t address, uint8_t endpoint) {
   auto it = queues_.find(static_cast<uint16_t>(address << 8 | (endpoint & 0x0f)));
   if (it == queues_.end()) return;

@@ -56,6 +56,18 @@ class EhciRefDriver {
   Result bulk(uint8_t address, uint8_t endpoint, uint32_t length, std::vector<uint8_t> out = {});
   std::vector<Result> bulk_many(uint8_t address, uint8_t endpoint, uint32_t length, int count,
                                 std::vector<uint8_t> out = {});
+  // The periodic schedule: a 1024-entry frame list (all terminated), PERIODICLISTBASE, PSE.
+  bool start_periodic();
+  // An iTD for `endpoint` (direction bit 7) at `frame` with one `length`-byte transaction in
+  // each microframe of `uframes` (bit n: microframe n), IOC on the last; OUT data from `out`.
+  // Linked into the frame list; returns its address.
+  uint32_t itd(uint8_t address, uint8_t endpoint, uint16_t max_packet, uint32_t frame,
+               uint8_t uframes, uint32_t length, const std::vector<uint8_t>& out = {});
+  // Waits until the iTD's transactions are retired; their statuses (bits 31:28) in `status`
+  // (OR-ed), the bytes (IN) in `data`, their lengths summed in `actual`.
+  Result wait_itd(uint32_t itd);
+  uint32_t frame() { return (op(kFrIndexReg) >> 3) & 0x3ffu; }
+
   // Clears the halted state of the QH's overlay (after a stall), as ehci-hcd does.
   void clear_halt(uint8_t address, uint8_t endpoint);
   // Unlinks the QH from the async list and waits for the async advance interrupt.
@@ -92,7 +104,9 @@ class EhciRefDriver {
   Options options_;
   uint64_t next_free_;
   uint32_t op_base_ = 0;
+  static constexpr uint32_t kFrIndexReg = 0x0c;
   uint32_t head_ = 0;  // the async list's head QH
+  uint32_t frame_list_ = 0;
   std::map<uint16_t, Queue> queues_;
 };
 
