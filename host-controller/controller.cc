@@ -21,14 +21,27 @@ Controller::~Controller() {
 }
 
 Controller::VmId Controller::add_vm(std::string name, GuestMemory& memory, IrqLine& irq,
-                                    uint32_t weight) {
+                                    uint32_t weight, Model model) {
   const VmId id = next_id_++;
   Vm& vm = vms_[id];
   vm.name = std::move(name);
+  vm.flow = queue_.add_flow(weight);
+  if (model == Model::kEhci) {
+    PciFunction::Identity identity;
+    identity.vendor = 0x8086;  // as QEMU's usb-ehci
+    identity.device = 0x24cd;
+    identity.class_code = PciFunction::kEhciClass;
+    PciFunction::Layout layout;
+    layout.bar_size = ehci::EhciFunction::kBarSize;
+    layout.msix_vectors = 0;
+    vm.pci = std::make_unique<PciFunction>(identity, layout, irq);
+    vm.ehci = std::make_unique<ehci::EhciFunction>(memory, vm.pci->device_irq(), clock_, timer_);
+    spdlog::info("controller: {} has its own EHCI function", vm.name);
+    return id;
+  }
   vm.pci = std::make_unique<PciFunction>(PciFunction::Identity{}, PciFunction::Layout{}, irq);
   vm.xhci = std::make_unique<xhci::XhciFunction>(memory, vm.pci->device_irq(), clock_);
   if (timer_) vm.xhci->set_timer(timer_);
-  vm.flow = queue_.add_flow(weight);
   vm.xhci->set_scheduler([this, id](uint8_t slot, uint8_t dci) { wake(id, slot, dci); });
   spdlog::info("controller: {} has its own xHCI function (weight {})", vm.name, weight);
   return id;
@@ -42,8 +55,10 @@ void Controller::remove_vm(VmId id) {
   // Destroyed after the map entry, so wakes find no VM; the model before its PCI function.
   auto pci = std::move(it->second.pci);
   auto gone = std::move(it->second.xhci);
+  auto gone_ehci = std::move(it->second.ehci);
   vms_.erase(it);
   gone.reset();
+  gone_ehci.reset();
 }
 
 void Controller::set_weight(VmId id, uint32_t weight) {
@@ -53,8 +68,30 @@ void Controller::set_weight(VmId id, uint32_t weight) {
 
 xhci::XhciFunction& Controller::xhci(VmId id) {
   auto it = vms_.find(id);
-  if (it == vms_.end()) throw std::out_of_range("no such VM function");
+  if (it == vms_.end() || !it->second.xhci) throw std::out_of_range("no such xHCI function");
   return *it->second.xhci;
+}
+
+ehci::EhciFunction& Controller::ehci(VmId id) {
+  auto it = vms_.find(id);
+  if (it == vms_.end() || !it->second.ehci) throw std::out_of_range("no such EHCI function");
+  return *it->second.ehci;
+}
+
+bool Controller::attach(VmId id, uint32_t port, usb::Device& device) {
+  auto it = vms_.find(id);
+  if (it == vms_.end()) return false;
+  return it->second.xhci ? it->second.xhci->attach(port, device)
+                         : it->second.ehci->attach(port, device);
+}
+
+void Controller::detach(VmId id, uint32_t port) {
+  auto it = vms_.find(id);
+  if (it == vms_.end()) return;
+  if (it->second.xhci)
+    it->second.xhci->detach(port);
+  else
+    it->second.ehci->detach(port);
 }
 
 PciFunction& Controller::pci(VmId id) {
@@ -68,7 +105,7 @@ uint64_t Controller::mmio_read(VmId id, uint32_t offset, unsigned size) {
   if (it == vms_.end()) return ~uint64_t{0};
   Vm& vm = it->second;
   if (vm.pci->msix_contains(offset)) return vm.pci->msix_read(offset, size);
-  return vm.xhci->mmio_read(offset, size);
+  return vm.xhci ? vm.xhci->mmio_read(offset, size) : vm.ehci->mmio_read(offset, size);
 }
 
 void Controller::mmio_write(VmId id, uint32_t offset, uint64_t value, unsigned size) {
@@ -76,7 +113,10 @@ void Controller::mmio_write(VmId id, uint32_t offset, uint64_t value, unsigned s
   if (it == vms_.end()) return;
   Vm& vm = it->second;
   if (vm.pci->msix_contains(offset)) return vm.pci->msix_write(offset, value, size);
-  vm.xhci->mmio_write(offset, value, size);
+  if (vm.xhci)
+    vm.xhci->mmio_write(offset, value, size);
+  else
+    vm.ehci->mmio_write(offset, value, size);
 }
 
 uint32_t Controller::config_read(VmId id, uint32_t offset, unsigned size) {
@@ -98,7 +138,7 @@ const Controller::VmStats& Controller::stats(VmId id) const {
 
 void Controller::wake(VmId id, uint8_t slot, uint8_t dci) {
   auto it = vms_.find(id);
-  if (it == vms_.end()) return;
+  if (it == vms_.end() || !it->second.xhci) return;
   Vm& vm = it->second;
   if (vm.queued[slot] & (1u << dci)) return;  // already waiting for its turn
   auto bytes = vm.xhci->next_td_bytes(slot, dci);
@@ -136,7 +176,7 @@ void Controller::pump() {
     if (!next) break;
     const Work w = next->second;
     auto it = vms_.find(w.vm);
-    if (it == vms_.end()) continue;
+    if (it == vms_.end() || !it->second.xhci) continue;
     Vm& vm = it->second;
     vm.queued[w.slot] &= ~(1u << w.dci);
     serving_ = w;

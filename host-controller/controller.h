@@ -4,6 +4,9 @@
 // writes can name another VM's slots or devices: a VM's rings reach only the devices attached
 // to its own ports (vusbd attaches what its AddressMap gave that VM).
 //
+// EHCI functions (Model::kEhci) walk their schedules on the controller's timer, once per frame
+// and after every completion; their transfers do not go through the fair queue yet.
+//
 // The VMs' transfer rings are served through one weighted fair queue (sched::FairQueue, deficit
 // round robin in bytes, one flow per VM): a doorbell or a completion only marks the endpoint as
 // ready; the controller's pump, a task on its loop, starts one TD at a time in the queue's order
@@ -29,6 +32,7 @@
 
 #include "host-controller/common/guest_memory.h"
 #include "host-controller/common/irq_line.h"
+#include "host-controller/ehci/ehci_function.h"
 #include "host-controller/pci/pci_function.h"
 #include "host-controller/xhci/xhci_function.h"
 #include "schedulers/fair_queue.h"
@@ -58,14 +62,21 @@ class Controller {
   Controller(const Controller&) = delete;
   Controller& operator=(const Controller&) = delete;
 
-  // A VM's own xHCI function over its memory and IRQ line (both outlive the VM's function).
-  VmId add_vm(std::string name, GuestMemory& memory, IrqLine& irq, uint32_t weight = 1);
+  // Which controller a VM's function is: xHCI (PCI class 0c0330, MSI-X) or EHCI (0c0320, INTx).
+  enum class Model : uint8_t { kXhci, kEhci };
+  // A VM's own function over its memory and IRQ line (both outlive the VM's function).
+  VmId add_vm(std::string name, GuestMemory& memory, IrqLine& irq, uint32_t weight = 1,
+              Model model = Model::kXhci);
   // The VM's function goes (its transfers are cancelled, queued work dropped).
   void remove_vm(VmId vm);
   void set_weight(VmId vm, uint32_t weight);
 
   // The VM's register set: ports (attach/detach), admission, its PCI function.
-  xhci::XhciFunction& xhci(VmId vm);
+  xhci::XhciFunction& xhci(VmId vm);  // throws std::out_of_range for an EHCI VM
+  ehci::EhciFunction& ehci(VmId vm);  // throws std::out_of_range for an xHCI VM
+  // Puts a device on / takes it off the VM's root-hub port, whichever model the VM has.
+  bool attach(VmId vm, uint32_t port, usb::Device& device);
+  void detach(VmId vm, uint32_t port);
   PciFunction& pci(VmId vm);
   // What a VMM forwards: accesses to the function's BAR (its MSI-X table and PBA included) and
   // to its PCI configuration space.
@@ -88,7 +99,8 @@ class Controller {
   struct Vm {
     std::string name;
     std::unique_ptr<PciFunction> pci;
-    std::unique_ptr<xhci::XhciFunction> xhci;
+    std::unique_ptr<xhci::XhciFunction> xhci;  // one of the two
+    std::unique_ptr<ehci::EhciFunction> ehci;
     sched::FairQueue<Work>::FlowId flow;
     std::array<uint32_t, xhci::XhciFunction::kMaxSlots + 1> queued{};  // DCI bits waiting
     VmStats stats;

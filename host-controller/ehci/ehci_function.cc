@@ -280,8 +280,10 @@ void EhciFunction::poll() {
   const uint32_t f = frindex();
   if ((f ^ last_frindex_) & 0x2000u) set_status(kStsFlr);
   last_frindex_ = f;
-  // The frames that began since the last look, at most 8 of them (a controller that fell
-  // behind skips frames; their iTDs stay active, which the driver sees as missed).
+  // The frames that began since the last look, late ones included, at most kMaxCatchUp of
+  // them (as QEMU's EHCI catches up): a VM's loop turn that came late delivers its iso data
+  // late rather than dropping it; frames further behind are skipped and their iTDs stay
+  // active, which the driver sees as missed.
   const uint32_t frame = (f >> 3) & 0x3ffu;
   if (usbcmd_ & kCmdPse) {
     if (!periodic_started_) {
@@ -289,8 +291,9 @@ void EhciFunction::poll() {
       last_frame_ = (frame - 1) & 0x3ffu;
     }
     uint32_t pending = (frame - last_frame_) & 0x3ffu;
-    const uint32_t first = pending > 8 ? (frame - 7) & 0x3ffu : (last_frame_ + 1) & 0x3ffu;
-    pending = std::min<uint32_t>(pending, 8);
+    const uint32_t first =
+        pending > kMaxCatchUp ? (frame - kMaxCatchUp + 1) & 0x3ffu : (last_frame_ + 1) & 0x3ffu;
+    pending = std::min<uint32_t>(pending, kMaxCatchUp);
     for (uint32_t i = 0; i < pending && running(); ++i) run_periodic((first + i) & 0x3ffu);
     last_frame_ = frame;
   } else {

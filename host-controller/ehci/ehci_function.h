@@ -13,10 +13,10 @@
 // gathered into one control transfer), bulk and interrupt qTDs, short reads continuing at the
 // alternate next qTD, SET_ADDRESS kept by the controller (a device answers to the address it was
 // given), and the Interrupt on Async Advance doorbell; the periodic schedule: the frame list at
-// PERIODICLISTBASE walked once per frame — iTDs (each active transaction of the frame one
-// isochronous packet, status and length written back, IOC → USBINT) and interrupt QHs (S-mask)
-// served like async ones. siTDs and FSTNs (full-speed devices behind a TT) are skipped: this
-// model's EHCI enables high-speed devices only.
+// PERIODICLISTBASE walked once per frame (late frames caught up, up to 128) — iTDs (each active
+// transaction of the frame one isochronous packet, status and length written back, IOC → USBINT)
+// and interrupt QHs (S-mask) served like async ones. siTDs and FSTNs (full-speed devices behind a
+// TT) are skipped: this model's EHCI enables high-speed devices only.
 //
 // EHCI has no doorbells: a driver links qTDs and expects the controller to find them. The model
 // walks the async schedule when the guest touches the registers that start it, after every
@@ -48,8 +48,9 @@ class EhciFunction {
   static constexpr uint32_t kCapLength = 0x20;
   static constexpr uint32_t kPorts = 6;
   static constexpr uint32_t kBarSize = 0x1000;
-  static constexpr int kMaxQhs = 64;       // per walk of the async list
-  static constexpr int kMaxQtdChain = 64;  // qTDs followed for one control transfer
+  static constexpr int kMaxQhs = 64;            // per walk of the async list
+  static constexpr int kMaxQtdChain = 64;       // qTDs followed for one control transfer
+  static constexpr uint32_t kMaxCatchUp = 128;  // late frames walked in one pass
 
   using Clock = std::function<std::chrono::steady_clock::time_point()>;
   using Timer = std::function<void(std::chrono::nanoseconds delay, std::function<void()> fn)>;

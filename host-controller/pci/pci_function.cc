@@ -26,12 +26,15 @@ uint64_t PciFunction::bar_address() const {
 }
 
 uint32_t PciFunction::read_dword(uint32_t offset) const {
+  const bool msix = layout_.msix_vectors > 0;
+  if (!msix && offset >= kMsixCapability && offset < kMsixCapability + 12) return 0;
   switch (offset) {
     case 0x00:
       return identity_.vendor | (uint32_t{identity_.device} << 16);
     case 0x04:
       return command_ |
-             (uint32_t{static_cast<uint16_t>(kStatusCapabilities | status_interrupt_)} << 16);
+             (uint32_t{static_cast<uint16_t>((msix ? kStatusCapabilities : 0) | status_interrupt_)}
+              << 16);
     case 0x08:
       return identity_.revision | (identity_.class_code << 8);
     case 0x0c:
@@ -43,7 +46,7 @@ uint32_t PciFunction::read_dword(uint32_t offset) const {
     case 0x2c:
       return identity_.subsystem_vendor | (uint32_t{identity_.subsystem} << 16);
     case 0x34:
-      return kMsixCapability;
+      return msix ? kMsixCapability : 0;
     case 0x3c:
       return interrupt_line_ | (1u << 8);  // INTA#
     case 0x60:
@@ -96,6 +99,7 @@ void PciFunction::write_dword(uint32_t offset, uint32_t value, uint32_t mask) {
       interrupt_line_ = static_cast<uint8_t>(merge(interrupt_line_));
       return;
     case kMsixCapability: {
+      if (layout_.msix_vectors == 0) return;  // no MSI-X capability
       const bool was = msix_enabled();
       const uint32_t old = uint32_t{msix_control_} << 16;
       msix_control_ = static_cast<uint16_t>((merge(old) >> 16) & (kMsixEnable | kMsixFunctionMask));
@@ -114,6 +118,7 @@ void PciFunction::write_dword(uint32_t offset, uint32_t value, uint32_t mask) {
 }
 
 bool PciFunction::msix_contains(uint32_t offset) const {
+  if (layout_.msix_vectors == 0) return false;
   const uint32_t table_end = layout_.msix_table + 16u * layout_.msix_vectors;
   const uint32_t pba_end = layout_.msix_pba + 8u * ((layout_.msix_vectors + 63) / 64);
   return (offset >= layout_.msix_table && offset < table_end) ||

@@ -22,6 +22,8 @@ namespace hc {
 
 class PciFunction {
  public:
+  // An EHCI function: serial bus / USB / EHCI, as QEMU's usb-ehci (8086:24cd) identifies it.
+  static constexpr uint32_t kEhciClass = 0x0c0320;
   struct Identity {
     uint16_t vendor = 0x1b36;  // register-compatible with QEMU's qemu-xhci (1b36:000d): guests
     uint16_t device = 0x000d;  // apply the quirks they have for it; a VMM may set its own
@@ -31,8 +33,8 @@ class PciFunction {
     uint16_t subsystem = 0x1100;
   };
   struct Layout {
-    uint32_t bar_size = 0x4000;  // power of two
-    uint16_t msix_vectors = 1;
+    uint32_t bar_size = 0x4000;    // power of two
+    uint16_t msix_vectors = 1;     // 0: no MSI-X capability (INTx only, as EHCI functions)
     uint32_t msix_table = 0x3000;  // offsets in the BAR
     uint32_t msix_pba = 0x3800;
   };

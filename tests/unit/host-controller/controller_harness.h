@@ -10,6 +10,7 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -36,6 +37,14 @@ class LoopThread {
     }
     cv_.notify_all();
   }
+  // Runs `f` on the loop after `delay` (the controller's Timer).
+  void post_after(std::chrono::nanoseconds delay, std::function<void()> f) {
+    {
+      std::lock_guard lock(mu_);
+      timers_.emplace(std::chrono::steady_clock::now() + delay, std::move(f));
+    }
+    cv_.notify_all();
+  }
   // Runs `f` on the loop and waits for its result.
   template <typename F>
   auto call(F f) -> decltype(f()) {
@@ -52,10 +61,23 @@ class LoopThread {
       std::function<void()> f;
       {
         std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || !tasks_.empty(); });
-        if (tasks_.empty()) return;
-        f = std::move(tasks_.front());
-        tasks_.pop_front();
+        for (;;) {
+          if (!tasks_.empty()) {
+            f = std::move(tasks_.front());
+            tasks_.pop_front();
+            break;
+          }
+          if (!timers_.empty() && timers_.begin()->first <= std::chrono::steady_clock::now()) {
+            f = std::move(timers_.begin()->second);
+            timers_.erase(timers_.begin());
+            break;
+          }
+          if (stop_) return;
+          if (timers_.empty())
+            cv_.wait(lock);
+          else
+            cv_.wait_until(lock, timers_.begin()->first);
+        }
       }
       f();
     }
@@ -63,6 +85,7 @@ class LoopThread {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> tasks_;
+  std::multimap<std::chrono::steady_clock::time_point, std::function<void()>> timers_;
   bool stop_ = false;
   std::thread thread_;
 };
@@ -115,9 +138,10 @@ class VmTarget : public xhci::testing::XhciTarget {
  public:
   static constexpr uint64_t kRamBase = 0x100000;
   static constexpr size_t kRamSize = 24u << 20;
-  VmTarget(LoopThread& loop, Controller& controller, std::string name, uint32_t weight = 1)
+  VmTarget(LoopThread& loop, Controller& controller, std::string name, uint32_t weight = 1,
+           Controller::Model model = Controller::Model::kXhci)
       : loop_(loop), controller_(controller), ram_(kRamSize, kRamBase) {
-    id_ = loop_.call([&] { return controller_.add_vm(name, ram_, irq_, weight); });
+    id_ = loop_.call([&] { return controller_.add_vm(name, ram_, irq_, weight, model); });
   }
   ~VmTarget() override {
     loop_.call([&] { controller_.remove_vm(id_); });

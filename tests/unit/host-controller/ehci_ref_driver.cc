@@ -175,10 +175,8 @@ EhciRefDriver::Result EhciRefDriver::collect(const std::vector<uint32_t>& qtds,
   return r;
 }
 
-EhciRefDriver::Result EhciRefDriver::control(uint8_t address, const usb::SetupPacket& setup,
-                                             std::vector<uint8_t> out) {
-  qh(address, 0, 64, true);
-  Queue& q = queues_[static_cast<uint16_t>(address << 8)];
+std::vector<EhciRefDriver::Stage> EhciRefDriver::control_stages(const usb::SetupPacket& setup,
+                                                                const std::vector<uint8_t>& out) {
   const bool in = setup.direction() == usb::Direction::kIn;
   const uint32_t setup_buf = static_cast<uint32_t>(alloc(8));
   const auto bytes = setup.to_bytes();
@@ -192,8 +190,41 @@ EhciRefDriver::Result EhciRefDriver::control(uint8_t address, const usb::SetupPa
     stages.push_back({in ? Pid::kIn : Pid::kOut, setup.length, true, false, data});
   }
   stages.push_back({(in && setup.length) ? Pid::kOut : Pid::kIn, 0, true, true, 0});
+  return stages;
+}
+
+EhciRefDriver::Result EhciRefDriver::control(uint8_t address, const usb::SetupPacket& setup,
+                                             std::vector<uint8_t> out) {
+  qh(address, 0, 64, true);
+  Queue& q = queues_[static_cast<uint16_t>(address << 8)];
+  const auto stages = control_stages(setup, out);
   auto qtds = queue(q, stages);
-  return collect(qtds, stages, in);
+  return collect(qtds, stages, setup.direction() == usb::Direction::kIn);
+}
+
+std::vector<EhciRefDriver::Result> EhciRefDriver::control_queue(
+    uint8_t address, const std::vector<usb::SetupPacket>& setups) {
+  qh(address, 0, 64, true);
+  Queue& q = queues_[static_cast<uint16_t>(address << 8)];
+  std::vector<std::pair<std::vector<uint32_t>, std::vector<Stage>>> queued;
+  for (const auto& s : setups) {
+    auto stages = control_stages(s, {});
+    auto qtds = queue(q, stages);
+    queued.emplace_back(std::move(qtds), std::move(stages));
+  }
+  std::vector<Result> results;
+  for (size_t i = 0; i < queued.size(); ++i) {
+    results.push_back(
+        collect(queued[i].first, queued[i].second, setups[i].direction() == usb::Direction::kIn));
+    if (!results.back().halted) continue;
+    Qh h;
+    EXPECT_TRUE(mem().read_obj(q.qh, h));
+    h.overlay.token.raw = 0;
+    h.overlay.next.raw = i + 1 < queued.size() ? queued[i + 1].first.front() : q.dummy;
+    h.overlay.alt_next.raw = kTerminate;
+    EXPECT_TRUE(mem().write_obj(q.qh + offsetof(Qh, overlay), h.overlay));
+  }
+  return results;
 }
 
 std::vector<EhciRefDriver::Result> EhciRefDriver::bulk_many(uint8_t address, uint8_t endpoint,

@@ -51,6 +51,10 @@ class EhciRefDriver {
   uint32_t qh(uint8_t address, uint8_t endpoint, uint16_t max_packet, bool control);
   // Control transfer on address's endpoint 0, waited for.
   Result control(uint8_t address, const usb::SetupPacket& setup, std::vector<uint8_t> out = {});
+  // Control transfers queued at once on address's endpoint 0, collected in order. A stalled one
+  // is recovered as ehci-hcd does — the halted queue restarts at the next transfer's first qTD
+  // — so the ones behind it still complete.
+  std::vector<Result> control_queue(uint8_t address, const std::vector<usb::SetupPacket>& setups);
   // Bulk transfer of `length` bytes (OUT: `out`), waited for; several queued at once with
   // bulk_many.
   Result bulk(uint8_t address, uint8_t endpoint, uint32_t length, std::vector<uint8_t> out = {});
@@ -97,6 +101,7 @@ class EhciRefDriver {
     uint32_t buffer;
   };
   std::vector<uint32_t> queue(Queue& q, const std::vector<Stage>& stages);
+  std::vector<Stage> control_stages(const usb::SetupPacket& setup, const std::vector<uint8_t>& out);
   bool wait_for(const std::function<bool()>& done, const char* what);
   Result collect(const std::vector<uint32_t>& qtds, const std::vector<Stage>& stages, bool in_data);
 

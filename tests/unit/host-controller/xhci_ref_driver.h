@@ -70,7 +70,7 @@ class XhciRefDriver {
     uint32_t buffers_per_endpoint = 64;  // TDs an endpoint may have queued at once
     std::chrono::milliseconds timeout{20000};
     bool zero_allocations = true;  // false when the RAM is known to be fresh (all zero)
-    bool copy_in_data = true;  // non-control TDs' IN data to TdResult::data (benchmarks: no)
+    bool copy_in_data = true;      // non-control TDs' IN data to TdResult::data (benchmarks: no)
   };
   XhciRefDriver(XhciTarget& target, Options options);
   explicit XhciRefDriver(XhciTarget& target) : XhciRefDriver(target, Options{}) {}
