@@ -340,7 +340,7 @@ void Vusbd::refresh_reservation_devices() {
     // streams too; it is brought up to date with the next change of the others').
     if (vm->reservations && vm->reservations->list().entries == list.entries) continue;
     // New descriptors mean a new enumeration: the VM sees the old device unplugged.
-    if (vm->reservations) vm->table->remove(*vm->reservations);
+    unplace_reservations(*vm);
     const auto id =
         addresses_.resolve_busid(vm->config.name, "1-" + std::to_string(kReservationPort));
     const auto addr = id ? addresses_.address(vm->config.name, *id) : std::nullopt;
@@ -349,12 +349,9 @@ void Vusbd::refresh_reservation_devices() {
         list, usb::DeviceLocation{addr->busnum, addr->devnum, addr->busid,
                                   "/vusbd/" + vm->config.name + "/bandwidth"});
     vm->reservations->set_configuration(1, [](usb::Status) {});
-    if (auto r = vm->table->add(*vm->reservations); !r)
-      spdlog::warn("vusbd: vm {}: bandwidth device not offered: {}", vm->config.name,
-                   r.error().message);
-    else
-      spdlog::info("vusbd: vm {}: bandwidth device at {}: {} reservation(s) of other VMs; {}",
-                   vm->config.name, addr->busid, list.entries.size(), list.summary);
+    place_reservations(*vm);
+    spdlog::info("vusbd: vm {}: bandwidth device at {}: {} reservation(s) of other VMs; {}",
+                 vm->config.name, addr->busid, list.entries.size(), list.summary);
   }
 }
 
@@ -490,26 +487,61 @@ void Vusbd::withdraw(Dev& d, Vm& vm) {
   if (!view) return;
   for (auto it = vm.hc_ports.begin(); it != vm.hc_ports.end(); ++it)
     if (it->second == view) {
-      controller_->xhci(*vm.hc).detach(it->first);  // the guest sees the port disconnect
+      controller_->detach(*vm.hc, it->first);  // the guest sees the port disconnect
       view->release();
-      spdlog::info("vusbd: {} unplugged from vm {}'s xHCI port {}", d.name, vm.config.name,
-                   it->first);
+      spdlog::info("vusbd: {} unplugged from vm {}'s port {}", d.name, vm.config.name, it->first);
       vm.hc_ports.erase(it);
       return;
     }
   vm.table->remove(*view);
 }
 
-void Vusbd::plug(Dev& d, Vm& vm, DeviceView& view) {
+uint32_t Vusbd::free_port(const Vm& vm, usb::Speed speed) const {
   using hc::xhci::XhciFunction;
-  const bool super = view.speed() == usb::Speed::kSuper || view.speed() == usb::Speed::kSuperPlus;
-  const uint32_t first = super ? XhciFunction::kUsb2Ports + 1 : 1;
-  const uint32_t last = super ? XhciFunction::kPorts : XhciFunction::kUsb2Ports;
-  uint32_t port = first;
-  while (port <= last && vm.hc_ports.contains(port)) ++port;
-  if (port > last) {
-    spdlog::warn("vusbd: {}: vm {}'s xHCI function has no free USB {} port", d.name, vm.config.name,
-                 super ? 3 : 2);
+  uint32_t first = 1, last = hc::ehci::EhciFunction::kPorts;
+  if (vm.hc_model == hc::Controller::Model::kXhci) {
+    const bool super = speed == usb::Speed::kSuper || speed == usb::Speed::kSuperPlus;
+    first = super ? XhciFunction::kUsb2Ports + 1 : 1;
+    last = super ? XhciFunction::kPorts : XhciFunction::kUsb2Ports;
+  }
+  for (uint32_t port = first; port <= last; ++port)
+    if (!vm.hc_ports.contains(port) && port != vm.hc_reservation_port) return port;
+  return 0;
+}
+
+void Vusbd::place_reservations(Vm& vm) {
+  if (!vm.reservations) return;
+  if (!vm.hc) {
+    if (auto r = vm.table->add(*vm.reservations); !r)
+      spdlog::warn("vusbd: vm {}: bandwidth device not offered: {}", vm.config.name,
+                   r.error().message);
+    return;
+  }
+  const uint32_t port = free_port(vm, vm.reservations->speed());
+  if (port && controller_->attach(*vm.hc, port, *vm.reservations)) {
+    vm.hc_reservation_port = port;
+    spdlog::info("vusbd: vm {}: bandwidth device on its controller's port {}", vm.config.name,
+                 port);
+  } else {
+    spdlog::warn("vusbd: vm {}: no free port for the bandwidth device", vm.config.name);
+  }
+}
+
+void Vusbd::unplace_reservations(Vm& vm) {
+  if (!vm.reservations) return;
+  if (vm.hc && vm.hc_reservation_port) {
+    controller_->detach(*vm.hc, vm.hc_reservation_port);  // the guest sees it unplugged
+    vm.hc_reservation_port = 0;
+    return;
+  }
+  vm.table->remove(*vm.reservations);
+}
+
+void Vusbd::plug(Dev& d, Vm& vm, DeviceView& view) {
+  const uint32_t port = free_port(vm, view.speed());
+  if (!port) {
+    spdlog::warn("vusbd: {}: vm {}'s host controller function has no free port for it", d.name,
+                 vm.config.name);
     return;
   }
   if (!view.try_acquire()) {  // exclusive mode, held by another VM
@@ -517,14 +549,14 @@ void Vusbd::plug(Dev& d, Vm& vm, DeviceView& view) {
                  vm.config.name);
     return;
   }
-  if (!controller_->xhci(*vm.hc).attach(port, view)) {
+  if (!controller_->attach(*vm.hc, port, view)) {
     view.release();
-    spdlog::warn("vusbd: {}: vm {}'s xHCI port {} refused it", d.name, vm.config.name, port);
+    spdlog::warn("vusbd: {}: vm {}'s port {} refused it", d.name, vm.config.name, port);
     return;
   }
   vm.hc_ports[port] = &view;
-  spdlog::info("vusbd: {} plugged into vm {}'s xHCI port {} ({} mode)", d.name, vm.config.name,
-               port, device_config(d.name).mode);
+  spdlog::info("vusbd: {} plugged into vm {}'s port {} ({} mode)", d.name, vm.config.name, port,
+               device_config(d.name).mode);
 }
 
 hc::Controller& Vusbd::controller() {
@@ -543,29 +575,35 @@ hc::Controller& Vusbd::controller() {
 
 usb::Result<hc::Controller::VmId> Vusbd::attach_controller(const std::string& vm_name,
                                                            hc::GuestMemory& memory,
-                                                           hc::IrqLine& irq) {
+                                                           hc::IrqLine& irq,
+                                                           hc::Controller::Model model) {
   Vm* vm = find_vm(vm_name);
   if (!vm) return not_found("no vm '" + vm_name + "'");
   if (vm->hc) return usb::Error::make(usb::Error::Code::kBusy, "vm '" + vm_name + "' has one");
   // Its devices leave its USB/IP export and come to its controller function's ports.
   for (auto& d : devices_)
     if (std::ranges::find(d->vms, vm_name) != d->vms.end()) withdraw(*d, *vm);
-  const auto id = controller().add_vm(vm_name, memory, irq, vm->config.weight);
+  unplace_reservations(*vm);
+  const auto id = controller().add_vm(vm_name, memory, irq, vm->config.weight, model);
   vm->hc = id;
-  controller_->xhci(id).set_admission(
-      [this, vm_name](uint32_t port, std::span<const usb::EndpointDescriptor> eps) {
-        Vm* v = find_vm(vm_name);
-        if (!v) return true;
-        auto it = v->hc_ports.find(port);
-        if (it == v->hc_ports.end()) return true;
-        for (auto& d : devices_)
-          if (d->shared->find_view(vm_name) == it->second)
-            return d->shared->admit_endpoints(*it->second, eps) == usb::Status::kOk;
-        return true;
-      });
+  vm->hc_model = model;
+  if (model == hc::Controller::Model::kXhci)
+    controller_->xhci(id).set_admission(
+        [this, vm_name](uint32_t port, std::span<const usb::EndpointDescriptor> eps) {
+          Vm* v = find_vm(vm_name);
+          if (!v) return true;
+          auto it = v->hc_ports.find(port);
+          if (it == v->hc_ports.end()) return true;
+          for (auto& d : devices_)
+            if (d->shared->find_view(vm_name) == it->second)
+              return d->shared->admit_endpoints(*it->second, eps) == usb::Status::kOk;
+          return true;
+        });
   for (auto& d : devices_)
     if (std::ranges::find(d->vms, vm_name) != d->vms.end() && d->shared->backend()) offer(*d, *vm);
-  spdlog::info("vusbd: vm {} has an xHCI function on vusbd's controller", vm_name);
+  place_reservations(*vm);
+  spdlog::info("vusbd: vm {} has an {} function on vusbd's controller", vm_name,
+               model == hc::Controller::Model::kXhci ? "xHCI" : "EHCI");
   return id;
 }
 
@@ -574,9 +612,11 @@ void Vusbd::detach_controller(const std::string& vm_name) {
   if (!vm || !vm->hc) return;
   for (auto& d : devices_)
     if (std::ranges::find(d->vms, vm_name) != d->vms.end()) withdraw(*d, *vm);
+  unplace_reservations(*vm);
   controller_->remove_vm(*vm->hc);
   vm->hc.reset();
   vm->hc_ports.clear();
+  place_reservations(*vm);
   // Back to USB/IP.
   if (started_)
     for (auto& d : devices_)
@@ -587,6 +627,7 @@ void Vusbd::detach_controller(const std::string& vm_name) {
 uint32_t Vusbd::controller_port(const std::string& vm_name, const std::string& device) const {
   for (const auto& vm : vms_) {
     if (vm->config.name != vm_name) continue;
+    if (device == "bandwidth") return vm->hc_reservation_port;
     const Dev* d = find_device(device);
     if (!d) return 0;
     const DeviceView* view = d->shared->find_view(vm_name);
@@ -610,7 +651,7 @@ void Vusbd::stop() {
   started_ = false;
   for (auto& vm : vms_) {
     vm->server->stop();
-    if (vm->reservations) vm->table->remove(*vm->reservations);
+    unplace_reservations(*vm);
     vm->reservations.reset();
   }
   for (auto& dev : devices_) {

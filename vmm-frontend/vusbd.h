@@ -87,11 +87,15 @@ class Vusbd {
   // shared device, with the same sharing, fair queueing and periodic bandwidth admission (xHCI
   // Configure Endpoint answers Bandwidth Error where USB/IP gets -ENOSPC). The memory and IRQ
   // line must outlive detach_controller().
-  usb::Result<hc::Controller::VmId> attach_controller(const std::string& vm,
-                                                      hc::GuestMemory& memory, hc::IrqLine& irq);
+  // `model`: an xHCI or an EHCI function. A VM with `bandwidth_device` finds its reservation
+  // device on one of the ports too (re-plugged — a port status change — when it changes).
+  usb::Result<hc::Controller::VmId> attach_controller(
+      const std::string& vm, hc::GuestMemory& memory, hc::IrqLine& irq,
+      hc::Controller::Model model = hc::Controller::Model::kXhci);
   void detach_controller(const std::string& vm);
   hc::Controller& controller();
-  // The root-hub port of `device` on `vm`'s function (0: none).
+  // The root-hub port of `device` on `vm`'s function (0: none); "bandwidth" names the VM's
+  // reservation device.
   uint32_t controller_port(const std::string& vm, const std::string& device) const;
   const VusbdConfig& config() const { return config_; }
   const AddressMap& addresses() const { return addresses_; }
@@ -103,7 +107,9 @@ class Vusbd {
     std::unique_ptr<stub::UsbipServer> server;
     std::unique_ptr<devices::ReservationDevice> reservations;  // config.bandwidth_device
     std::optional<hc::Controller::VmId> hc;                    // attach_controller()
-    std::map<uint32_t, DeviceView*> hc_ports;                  // its root-hub ports in use
+    hc::Controller::Model hc_model = hc::Controller::Model::kXhci;
+    std::map<uint32_t, DeviceView*> hc_ports;  // its root-hub ports in use
+    uint32_t hc_reservation_port = 0;          // where `reservations` is plugged
   };
   struct Dev {
     std::string name;
@@ -127,8 +133,12 @@ class Vusbd {
   void on_discovered(Dev& parent, const std::vector<usb::wire::usbip::DevlistEntry>& list);
   usb::Result<VmAddress> give(Dev& dev, Vm& vm, uint32_t port);
   void offer(Dev& dev, Vm& vm);
-  // The view goes to a free port of the VM's xHCI function (USB 2 or USB 3 by its speed).
+  // The view goes to a free port of the VM's function (USB 2 or USB 3 by its speed).
   void plug(Dev& dev, Vm& vm, DeviceView& view);
+  uint32_t free_port(const Vm& vm, usb::Speed speed) const;
+  // The VM's reservation device onto its bus: its USB/IP export, or a port of its function.
+  void place_reservations(Vm& vm);
+  void unplace_reservations(Vm& vm);
   void withdraw(Dev& dev, Vm& vm);
   Dev* find_device(const std::string& name);
   const Dev* find_device(const std::string& name) const;

@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "host-controller/xhci/regs.h"
+#include "tests/unit/host-controller/ehci_ref_driver.h"
 #include "tests/unit/host-controller/xhci_ref_driver.h"
 #include "vmm-frontend/vusbd.h"
 
@@ -45,6 +46,9 @@ class VmSide : public hc::xhci::testing::XhciTarget {
     io_.run_for(std::chrono::microseconds(200));
     if (io_.stopped()) io_.restart();
   }
+  hc::GuestMemory& ram() { return ram_; }
+  hc::IrqLine& irq() { return irq_; }
+  void set_id(hc::Controller::VmId id) { id_ = id; }
   static XhciRefDriver::Options options() {
     XhciRefDriver::Options o;
     o.ram_base = 0x100000;
@@ -196,6 +200,70 @@ TEST_F(VusbdControllerTest, DetachingTheControllerReturnsDevicesToUsbip) {
     if (vm["name"] == "vm1")
       for (const auto& d : vm["devices"]) exported = exported || d["device"] == "gz";
   EXPECT_TRUE(exported);
+}
+
+}  // namespace
+}  // namespace vusbd
+
+namespace vusbd {
+namespace {
+
+// A VM on an EHCI function with `bandwidth_device`: its EHCI bus holds the device it was given and
+// vusbd's reservation device, which shows what the other VM (on xHCI) reserved on the bus.
+TEST(VusbdEhciTest, TheReservationDeviceShowsUpOnTheEhciBus) {
+  asio::io_context io;
+  VusbdConfig config;
+  config.vms = {{"vm1", {"127.0.0.1", 0}}, {"vm2", {"127.0.0.1", 0}}};
+  config.vms[0].bandwidth_device = true;
+  config.devices = {device("gz", "emulated:gadget-zero", {"vm1"}),
+                    device("gz2", "emulated:gadget-zero?isoc_mult=1,isoc_interval=1", {"vm2"})};
+  Vusbd daemon(io, config);
+  bool ready = false;
+  ASSERT_TRUE(daemon.start([&] { ready = true; }));
+  ASSERT_TRUE(run_until(io, [&] { return ready; }));
+  VmSide vm1(io, daemon), vm2(io, daemon);
+  auto id1 = daemon.attach_controller("vm1", vm1.ram(), vm1.irq(), hc::Controller::Model::kEhci);
+  ASSERT_TRUE(id1);
+  vm1.set_id(*id1);
+  ASSERT_TRUE(vm2.attach("vm2"));
+  const uint32_t gz_port = daemon.controller_port("vm1", "gz");
+  const uint32_t bw_port = daemon.controller_port("vm1", "bandwidth");
+  EXPECT_EQ(gz_port, 1u);
+  EXPECT_EQ(bw_port, 2u);
+  // vm2 streams iso on gz2 (xHCI: Configure Endpoint, SET_INTERFACE 1).
+  XhciRefDriver d2(vm2, VmSide::options());
+  ASSERT_TRUE(d2.start());
+  auto e2 = bring_up(d2, 1);
+  ASSERT_TRUE(e2);
+  ASSERT_EQ(d2.configure(e2->slot, XhciRefDriver::endpoints_of(e2->configuration, 0, 1)),
+            Completion::kSuccess);
+  ASSERT_EQ(d2.control_sync(e2->slot, {0x01, 11, 1, 0, 0}).first, Completion::kSuccess);
+  run_until(
+      io, [] { return false; }, 50);  // the reservation device is rebuilt and re-plugged
+  // vm1's EHCI driver finds both devices on its bus.
+  hc::ehci::testing::EhciRefDriver::Options o;
+  o.ram_base = 0x100000;
+  o.ram_size = 16u << 20;
+  hc::ehci::testing::EhciRefDriver e1(vm1, o);
+  ASSERT_TRUE(e1.start());
+  auto vid = e1.enumerate(gz_port, 2);
+  ASSERT_TRUE(vid);
+  EXPECT_EQ(*vid, 0x0525);
+  auto bw = e1.enumerate(daemon.controller_port("vm1", "bandwidth"), 3);
+  ASSERT_TRUE(bw);
+  EXPECT_EQ(*bw, 0x1209) << "vusbd's reservation device";
+  auto head = e1.control(3, {0x80, 6, 0x0200, 0, 9});
+  ASSERT_EQ(head.data.size(), 9u);
+  auto cfg = e1.control(
+      3, {0x80, 6, 0x0200, 0, static_cast<uint16_t>(head.data[2] | (head.data[3] << 8))});
+  auto parsed = usb::ConfigurationDescriptor::parse(cfg.data);
+  ASSERT_TRUE(parsed);
+  size_t iso = 0;
+  for (const auto& intf : parsed->interfaces)
+    for (const auto& e : intf.endpoints) iso += e.type() == usb::TransferType::kIsochronous;
+  EXPECT_GE(iso, 2u) << "vm2's two iso endpoints, as a high-speed device states them";
+  daemon.detach_controller("vm1");
+  daemon.detach_controller("vm2");
 }
 
 }  // namespace
