@@ -104,10 +104,16 @@ int main(void) {
   if (ram == MAP_FAILED) return perror("mmap"), 1;
 
   hc = vusb_hc_create();
-  vusb_hc_vm_ops ops = {.opaque = NULL, .set_irq_level = on_level, .send_msi = on_msi};
+  vusb_hc_vm_ops ops = {
+      .opaque = NULL, .model = VUSB_HC_XHCI, .set_irq_level = on_level, .send_msi = on_msi};
   vusb_hc_ram_region region = {.gpa = 0, .size = RAM_SIZE, .file_offset = 0};
   vm = vusb_hc_add_vm_file(hc, "vm1", path, RAM_SIZE, &region, 1, &ops);
-  unlink(path);
+  /* A second VM gets an EHCI function instead: same calls, another PCI class and BAR. (It
+   * shares the file here; a VMM gives each VM its own RAM.) */
+  vusb_hc_vm_ops ehci_ops = ops;
+  ehci_ops.model = VUSB_HC_EHCI;
+  int vm2 = vusb_hc_add_vm_file(hc, "vm2", path, RAM_SIZE, &region, 1, &ehci_ops);
+  unlink(path); /* both mapped it: the file lives as long as the mappings */
   if (vm <= 0) return fprintf(stderr, "vmm_embed: add_vm_file: %d\n", vm), 1;
 
   /* Firmware's view: IDs, class, BAR size, MSI-X. */
@@ -130,7 +136,7 @@ int main(void) {
   }
   printf("PCI %04x:%04x class %06x, BAR %u KiB, MSI-X table at %#x\n", id & 0xffff, id >> 16,
          class_code, bar_size / 1024, table);
-  if (class_code != 0x0c0330 || bar_size != vusb_hc_bar_size() || !table) return 1;
+  if (class_code != 0x0c0330 || bar_size != vusb_hc_bar_size(hc, vm) || !table) return 1;
   wr(table + 0, 0xfee00000u); /* vector 0: address, data, unmasked */
   wr(table + 4, 0);
   wr(table + 8, 0x41);
@@ -197,10 +203,16 @@ int main(void) {
   printf("enumerated %04x:%04x on port 1 (speed id %u) through the C API; %u MSI-X messages\n", vid,
          pid, speed, msi_count);
 
+  uint32_t ehci_class = vm2 > 0 ? vusb_hc_config_read(hc, vm2, 8, 4) >> 8 : 0;
+  printf("vm2: EHCI function, class %06x, BAR %u KiB, HCIVERSION %#x\n", ehci_class,
+         vm2 > 0 ? vusb_hc_bar_size(hc, vm2) / 1024 : 0,
+         vm2 > 0 ? (unsigned)(vusb_hc_mmio_read(hc, vm2, 0, 4) >> 16) : 0);
+  if (vm2 > 0) vusb_hc_remove_vm(hc, vm2);
+
   vusb_hc_detach(hc, vm, 1);
   vusb_hc_remove_vm(hc, vm);
   vusb_hc_destroy(hc);
   munmap(ram, RAM_SIZE);
   close(fd);
-  return vid == 0x0525 && msi_count >= 4 ? 0 : 1;
+  return vid == 0x0525 && msi_count >= 4 && ehci_class == 0x0c0320 ? 0 : 1;
 }

@@ -36,6 +36,7 @@ Controller::VmId Controller::add_vm(std::string name, GuestMemory& memory, IrqLi
     layout.msix_vectors = 0;
     vm.pci = std::make_unique<PciFunction>(identity, layout, irq);
     vm.ehci = std::make_unique<ehci::EhciFunction>(memory, vm.pci->device_irq(), clock_, timer_);
+    vm.ehci->set_scheduler([this, id](uint32_t qh, uint32_t bytes) { wake_ehci(id, qh, bytes); });
     spdlog::info("controller: {} has its own EHCI function", vm.name);
     return id;
   }
@@ -148,12 +149,23 @@ void Controller::wake(VmId id, uint8_t slot, uint8_t dci) {
   // VM's place in the round: the VM was backlogged all along.
   const bool continuing =
       serving_ && serving_->vm == id && serving_->slot == slot && serving_->dci == dci;
-  const Work w{id, slot, dci};
+  const Work w{id, slot, dci, 0};
   const bool ok =
       continuing ? queue_.push_continuing(vm.flow, w, cost) : queue_.push(vm.flow, w, cost);
   if (!ok) return;  // cannot happen: one entry per endpoint at most
   vm.queued[slot] |= 1u << dci;
   schedule_pump();
+}
+
+void Controller::wake_ehci(VmId id, uint32_t qh, uint32_t bytes) {
+  auto it = vms_.find(id);
+  if (it == vms_.end()) return;
+  Vm& vm = it->second;
+  const uint32_t cost = std::max(bytes, options_.min_td_cost);
+  const bool continuing = serving_ && serving_->vm == id && serving_->qh == qh;
+  const Work w{id, 0, 0, qh};
+  if (continuing ? queue_.push_continuing(vm.flow, w, cost) : queue_.push(vm.flow, w, cost))
+    schedule_pump();
 }
 
 void Controller::schedule_pump() {
@@ -176,11 +188,16 @@ void Controller::pump() {
     if (!next) break;
     const Work w = next->second;
     auto it = vms_.find(w.vm);
-    if (it == vms_.end() || !it->second.xhci) continue;
+    if (it == vms_.end()) continue;
     Vm& vm = it->second;
-    vm.queued[w.slot] &= ~(1u << w.dci);
     serving_ = w;
-    auto started = vm.xhci->serve(w.slot, w.dci);  // may wake this endpoint again
+    std::optional<uint32_t> started;
+    if (vm.ehci) {
+      started = vm.ehci->serve(w.qh);  // may wake this queue head again
+    } else {
+      vm.queued[w.slot] &= ~(1u << w.dci);
+      started = vm.xhci->serve(w.slot, w.dci);  // may wake this endpoint again
+    }
     serving_.reset();
     if (started) {
       ++vm.stats.tds;

@@ -5,7 +5,8 @@
 // to its own ports (vusbd attaches what its AddressMap gave that VM).
 //
 // EHCI functions (Model::kEhci) walk their schedules on the controller's timer, once per frame
-// and after every completion; their transfers do not go through the fair queue yet.
+// and after every completion; an async queue head with a transfer ready goes through the same
+// fair queue (its periodic schedule does not: periodic bandwidth is reserved, not shared).
 //
 // The VMs' transfer rings are served through one weighted fair queue (sched::FairQueue, deficit
 // round robin in bytes, one flow per VM): a doorbell or a completion only marks the endpoint as
@@ -93,8 +94,9 @@ class Controller {
  private:
   struct Work {
     VmId vm;
-    uint8_t slot;
+    uint8_t slot;  // xHCI: the endpoint
     uint8_t dci;
+    uint32_t qh;   // EHCI: the queue head
   };
   struct Vm {
     std::string name;
@@ -107,6 +109,7 @@ class Controller {
   };
 
   void wake(VmId vm, uint8_t slot, uint8_t dci);
+  void wake_ehci(VmId vm, uint32_t qh, uint32_t bytes);
   void schedule_pump();
 
   Post post_;

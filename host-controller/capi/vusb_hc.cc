@@ -76,7 +76,10 @@ int add(vusb_hc* h, const char* name, const vusb_hc_vm_ops* ops,
   e->memory = make(*e, arg);
   if (!e->memory) return -EINVAL;
   e->irq = std::make_unique<CallbackIrq>(e->ops);
-  const auto id = static_cast<int>(h->controller->add_vm(name ? name : "vm", *e->memory, *e->irq));
+  const auto model =
+      ops->model == VUSB_HC_EHCI ? hc::Controller::Model::kEhci : hc::Controller::Model::kXhci;
+  const auto id =
+      static_cast<int>(h->controller->add_vm(name ? name : "vm", *e->memory, *e->irq, 1, model));
   h->vms[id] = std::move(e);
   return id;
 }
@@ -158,8 +161,11 @@ int vusb_hc_set_weight(vusb_hc* h, int vm, uint32_t weight) {
   return 0;
 }
 
-uint32_t vusb_hc_bar_size(void) {
-  return hc::xhci::XhciFunction::kBarSize;
+uint32_t vusb_hc_bar_size(vusb_hc* h, int vm) {
+  VmEntry* e = find(h, vm);
+  if (!e) return 0;
+  return e->ops.model == VUSB_HC_EHCI ? hc::ehci::EhciFunction::kBarSize
+                                      : hc::xhci::XhciFunction::kBarSize;
 }
 
 uint64_t vusb_hc_mmio_read(vusb_hc* h, int vm, uint32_t offset, unsigned size) {
@@ -199,7 +205,7 @@ int vusb_hc_attach_emulated(vusb_hc* h, int vm, uint32_t port, const char* spec)
   }
   if (e->devices.contains(port)) return -EBUSY;
   auto dev = std::make_unique<devices::GadgetZero>(*o);
-  if (!h->controller->xhci(static_cast<hc::Controller::VmId>(vm)).attach(port, *dev)) return -EBUSY;
+  if (!h->controller->attach(static_cast<hc::Controller::VmId>(vm), port, *dev)) return -EBUSY;
   e->devices[port] = std::move(dev);
   return 0;
 }
@@ -207,7 +213,7 @@ int vusb_hc_attach_emulated(vusb_hc* h, int vm, uint32_t port, const char* spec)
 int vusb_hc_detach(vusb_hc* h, int vm, uint32_t port) {
   VmEntry* e = find(h, vm);
   if (!e || !e->devices.contains(port)) return -ENOENT;
-  h->controller->xhci(static_cast<hc::Controller::VmId>(vm)).detach(port);
+  h->controller->detach(static_cast<hc::Controller::VmId>(vm), port);
   e->devices.erase(port);
   return 0;
 }

@@ -2,7 +2,8 @@
  *
  * One vusb_hc is one shared virtual host controller; each VM gets its own xHCI function (a PCI
  * function with a 16 KiB memory BAR: capability, operational, runtime and doorbell registers, the
- * MSI-X table at 0x3000 and PBA at 0x3800) with its own guest memory and interrupt callbacks.
+ * MSI-X table at 0x3000 and PBA at 0x3800) or EHCI function (4 KiB BAR, INTx) with its own guest
+ * memory and interrupt callbacks.
  * The VMM forwards the VM's accesses to the function's BAR and PCI configuration space, and
  * calls vusb_hc_poll() from its event loop: transfer rings are served there (fairly across VMs)
  * and interrupt moderation timers run there.
@@ -23,9 +24,14 @@ extern "C" {
 
 typedef struct vusb_hc vusb_hc;
 
+/* Which controller a VM's function is. */
+enum { VUSB_HC_XHCI = 0, VUSB_HC_EHCI = 1 };
+
 /* How the controller reaches one VM. */
 typedef struct vusb_hc_vm_ops {
   void* opaque;
+  /* VUSB_HC_XHCI (PCI class 0c0330, MSI-X) or VUSB_HC_EHCI (0c0320, INTx only). */
+  int model;
   /* Guest RAM: copy len bytes at guest-physical gpa; return 0, or -1 if any byte is not RAM.
    * Used by vusb_hc_add_vm(); vusb_hc_add_vm_file() maps the RAM itself and ignores them. */
   int (*read_memory)(void* opaque, uint64_t gpa, void* buf, size_t len);
@@ -57,15 +63,16 @@ int vusb_hc_remove_vm(vusb_hc* hc, int vm);
 int vusb_hc_set_weight(vusb_hc* hc, int vm, uint32_t weight);
 
 /* The function's BAR (offset from the BAR's base; size 1, 2, 4 or 8) and config space. */
-uint32_t vusb_hc_bar_size(void);
+uint32_t vusb_hc_bar_size(vusb_hc* hc, int vm);
 uint64_t vusb_hc_mmio_read(vusb_hc* hc, int vm, uint32_t offset, unsigned size);
 void vusb_hc_mmio_write(vusb_hc* hc, int vm, uint32_t offset, uint64_t value, unsigned size);
 uint32_t vusb_hc_config_read(vusb_hc* hc, int vm, uint32_t offset, unsigned size);
 void vusb_hc_config_write(vusb_hc* hc, int vm, uint32_t offset, uint32_t value, unsigned size);
 
-/* Devices. An emulated device on root-hub port `port` (1-based; USB 2 ports 1-2, USB 3 ports
- * 3-4): "gadget-zero" or "gadget-zero?speed=full,pattern=1,..." (the options vusb-stub and
- * vusbd take). Returns 0, -EINVAL for an unknown spec, -EBUSY for a taken or unsuitable port. */
+/* Devices. An emulated device on root-hub port `port` (1-based; xHCI: USB 2 ports 1-2, USB 3
+ * ports 3-4; EHCI: ports 1-6, high speed): "gadget-zero" or "gadget-zero?speed=full,pattern=1,..."
+ * (the options vusb-stub and vusbd take). Returns 0, -EINVAL for an unknown spec, -EBUSY for a
+ * taken or unsuitable port. */
 int vusb_hc_attach_emulated(vusb_hc* hc, int vm, uint32_t port, const char* spec);
 int vusb_hc_detach(vusb_hc* hc, int vm, uint32_t port);
 

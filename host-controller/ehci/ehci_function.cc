@@ -40,6 +40,8 @@ void EhciFunction::reset() {
   for (uint32_t a : qhs) abandon(a);
   usbcmd_ = 0x00080000;
   usbsts_ = kStsHalted;
+  woken_.clear();
+  linked_.clear();
   usbintr_ = 0;
   periodic_base_ = 0;
   async_addr_ = 0;
@@ -448,7 +450,8 @@ void EhciFunction::run_async() {
   for (int round = 0; round < 16; ++round) {
     async_again_ = false;
     const bool iaad = usbcmd_ & kCmdIaad;
-    std::set<uint32_t> seen;
+    std::set<uint32_t>& seen = linked_;
+    seen.clear();
     if (running() && (usbcmd_ & kCmdAse) && async_addr_) {
       uint32_t at = async_addr_;
       for (int n = 0; n < kMaxQhs && !seen.contains(at); ++n) {
@@ -482,7 +485,18 @@ void EhciFunction::run_async() {
   in_async_ = false;
 }
 
-bool EhciFunction::service_qh(uint32_t a, Qh& qh) {
+std::optional<uint32_t> EhciFunction::serve(uint32_t a) {
+  woken_.erase(a);
+  if (!running() || !(usbcmd_ & kCmdAse) || !linked_.contains(a)) return std::nullopt;
+  Qh qh;
+  if (!mem_.read_obj(a, qh)) return std::nullopt;
+  const uint64_t before = starts_;
+  service_qh(a, qh, /*now=*/true);
+  if (starts_ == before) return std::nullopt;
+  return qh.overlay.token.total_bytes();
+}
+
+bool EhciFunction::service_qh(uint32_t a, Qh& qh, bool now) {
   if (inflight_.contains(a)) return true;  // one transfer per queue at a time
   if (qh.overlay.token.halted()) return true;
   if (!qh.overlay.token.active()) {
@@ -504,6 +518,11 @@ bool EhciFunction::service_qh(uint32_t a, Qh& qh) {
     qh.overlay = q;
     (void)mem_.write_obj(a + offsetof(Qh, current), qh.current);
     (void)mem_.write_obj(a + offsetof(Qh, overlay), qh.overlay);
+  }
+  if (wake_ && !now && !qh.s_mask()) {
+    // An async transfer is ready: its VM's turn in the controller's fair queue starts it.
+    if (woken_.insert(a).second) wake_(a, qh.overlay.token.total_bytes());
+    return true;
   }
   start(a, qh);
   return true;
@@ -602,6 +621,7 @@ void EhciFunction::start(uint32_t a, Qh& qh) {
       usb::Transfer& t = *f.transfer;
       inflight_[a] = std::move(f);
       t.set_completion([this, a](usb::Transfer& x) { finish(a, x); });
+      ++starts_;
       t.complete(usb::Status::kOk, 0);
       return;
     }
@@ -631,6 +651,7 @@ void EhciFunction::start(uint32_t a, Qh& qh) {
   t.set_completion([this, a, alive = alive_](usb::Transfer& x) {
     if (*alive) finish(a, x);
   });
+  ++starts_;
   usb::submit_or_perform(*dev, t);  // may complete inline
 }
 

@@ -32,6 +32,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <vector>
 
 #include "host-controller/common/guest_memory.h"
@@ -68,6 +70,15 @@ class EhciFunction {
 
   // One pass over the schedules now (tests without a timer; the timer calls it every frame).
   void poll();
+
+  // Who decides when an async queue head with a transfer ready is served. Unset: at once. Set
+  // (by the Controller sharing one loop among VMs): the function only says which QH has work
+  // and how many bytes (`wake`, never re-entrant), and serve() starts it when its turn comes.
+  // The periodic schedule (iTDs, interrupt QHs) is never deferred: its bandwidth is reserved.
+  using Wake = std::function<void(uint32_t qh, uint32_t bytes)>;
+  void set_scheduler(Wake wake) { wake_ = std::move(wake); }
+  // Starts the QH's ready transfer; its bytes, or nullopt when nothing was started.
+  std::optional<uint32_t> serve(uint32_t qh);
   bool running() const { return usbcmd_ & reg::kCmdRun; }
 
  private:
@@ -107,7 +118,7 @@ class EhciFunction {
   void run_async();
   // Starts the QH's next qTD (or control transfer) when it is idle; false if the QH is
   // broken (its memory unreadable).
-  bool service_qh(uint32_t qh_address, Qh& qh);
+  bool service_qh(uint32_t qh_address, Qh& qh, bool now = false);
   void start(uint32_t qh_address, Qh& qh);
   void finish(uint32_t qh_address, usb::Transfer& t);
   usb::Device* device_for(uint8_t address);
@@ -135,6 +146,10 @@ class EhciFunction {
   bool periodic_started_ = false;
   std::vector<std::unique_ptr<usb::Transfer>> orphans_;
   usb::BufferPool pool_{2u << 20};
+  Wake wake_;
+  std::set<uint32_t> woken_;   // QHs the scheduler was told about and has not served yet
+  std::set<uint32_t> linked_;  // QHs in the async list at the last walk
+  uint64_t starts_ = 0;        // transfers started (serve() reports whether it started one)
   bool irq_level_ = false;
   bool tick_armed_ = false;
   bool in_async_ = false;
