@@ -929,8 +929,13 @@ Status SharedDevice::admit_endpoints(DeviceView& view,
   auto periodic = [](const usb::EndpointDescriptor& e) {
     return e.type() == usb::TransferType::kIsochronous || e.type() == usb::TransferType::kInterrupt;
   };
-  auto listed = [&](uint8_t address) {
-    return std::any_of(eps.begin(), eps.end(), [&](const auto& e) { return e.address == address; });
+  // Alternate settings reuse endpoint addresses with other packet sizes: an endpoint is the
+  // same one when address, type and wMaxPacketSize (with the high-bandwidth bits) agree.
+  auto same = [](const usb::EndpointDescriptor& a, const usb::EndpointDescriptor& b) {
+    return a.address == b.address && a.type() == b.type() && a.max_packet_size == b.max_packet_size;
+  };
+  auto listed = [&](const usb::EndpointDescriptor& d) {
+    return std::any_of(eps.begin(), eps.end(), [&](const auto& e) { return same(e, d); });
   };
   // The configuration whose interfaces cover the endpoints: for each interface, the alternate
   // setting whose endpoints are all listed (the one with the most, alt 0 when none is listed).
@@ -938,7 +943,7 @@ Status SharedDevice::admit_endpoints(DeviceView& view,
     std::map<uint8_t, std::pair<const usb::InterfaceDescriptor*, bool>> best;  // (alt, all listed)
     for (const auto& intf : cfg.interfaces) {
       const bool all = std::all_of(intf.endpoints.begin(), intf.endpoints.end(),
-                                   [&](const auto& e) { return listed(e.address); });
+                                   [&](const auto& e) { return listed(e); });
       auto [it, fresh] = best.try_emplace(intf.number, &intf, all);
       auto& [b, b_all] = it->second;
       if (!fresh && all && (!b_all || intf.endpoints.size() > b->endpoints.size())) {
@@ -952,7 +957,7 @@ Status SharedDevice::admit_endpoints(DeviceView& view,
     for (const auto& e : eps)
       for (auto& [n, intf] : chosen)
         if (std::any_of(intf->endpoints.begin(), intf->endpoints.end(),
-                        [&](const auto& x) { return x.address == e.address; })) {
+                        [&](const auto& x) { return same(x, e); })) {
           ++covered;
           break;
         }

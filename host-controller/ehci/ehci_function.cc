@@ -338,7 +338,7 @@ void EhciFunction::run_periodic(uint32_t frame) {
     } else if (link.type() == LinkType::kQh) {
       Qh qh;
       if (!mem_.read_obj(at, qh)) break;
-      if (qh.s_mask()) service_qh(at, qh);  // an interrupt QH: served once per frame
+      if (qh.s_mask()) service_qh(at, qh, /*now=*/true, /*periodic=*/true);  // once per frame
       link = qh.horizontal;
     } else {
       // siTD / FSTN: full-speed devices behind a transaction translator, not on this EHCI.
@@ -348,6 +348,46 @@ void EhciFunction::run_periodic(uint32_t frame) {
     }
   }
 }
+
+bool EhciFunction::periodic_reachable(uint32_t address) const {
+  std::set<uint32_t> visited;
+  for (uint32_t frame = 0; frame < 1024; ++frame) {
+    uint32_t link = 1;
+    if (!mem_.read_obj(periodic_base_ + 4ull * frame, link)) return false;
+    // Every periodic element starts with its next link pointer (3.3, 3.4, 3.6, 3.7).
+    for (int n = 0; n < kMaxQhs && !(link & 1u); ++n) {
+      const uint32_t at = link & ~0x1fu;
+      if (at == address) return true;
+      if (!visited.insert(at).second || !mem_.read_obj(at, link)) break;
+    }
+  }
+  return false;
+}
+
+namespace {
+
+// Copies one iTD transaction's bytes between `buf` and guest memory: from its page pointer and
+// offset, going on into the next page pointer where it crosses 4 KiB (3.3.3).
+bool itd_copy(GuestMemory& mem, const Itd& itd, uint32_t tr, std::span<uint8_t> buf,
+              bool to_guest) {
+  uint32_t page = Itd::page(tr);
+  uint32_t offset = Itd::offset(tr);
+  size_t done = 0;
+  while (done < buf.size()) {
+    if (page > 6) return false;
+    const uint64_t at = (itd.buffer[page] & ~0xfffu) + offset;
+    const size_t n = std::min<size_t>(buf.size() - done, 4096 - offset);
+    const bool ok =
+        to_guest ? mem.write(at, buf.subspan(done, n)) : mem.read(at, buf.subspan(done, n));
+    if (!ok) return false;
+    done += n;
+    ++page;
+    offset = 0;
+  }
+  return true;
+}
+
+}  // namespace
 
 void EhciFunction::start_itd(uint32_t at, const Itd& itd) {
   usb::Device* dev = device_for(itd.device_address());
@@ -382,20 +422,28 @@ void EhciFunction::start_itd(uint32_t at, const Itd& itd) {
   if (!itd.in()) {
     for (int i = 0; i < 8; ++i) {
       if (slots[i] < 0) continue;
-      const uint32_t tr = itd.transaction[i];
       const auto& p = t->iso_packets[slots[i]];
-      const uint32_t page = Itd::page(tr);
-      if (page > 6) continue;
-      const uint64_t addr = (itd.buffer[page] & ~0xfffu) + Itd::offset(tr);
-      (void)mem_.read(addr, t->buffer().subspan(p.offset, p.length));
+      if (!itd_copy(mem_, itd, itd.transaction[i], t->buffer().subspan(p.offset, p.length),
+                    /*to_guest=*/false)) {
+        // The OUT data is not in guest memory: the transactions retire with a buffer error.
+        Itd out = itd;
+        for (int j = 0; j < 8; ++j)
+          if (slots[j] >= 0)
+            out.transaction[j] = (out.transaction[j] & ~Itd::kActive) | Itd::kBufferError;
+        (void)mem_.write_obj(at, out);
+        pool_.put(t->take_buffer());
+        return set_status(kStsErrInt);
+      }
     }
   }
   Inflight f;
   f.device = dev;
+  f.periodic = true;
   f.transfer = std::move(t);
   usb::Transfer& ref = *f.transfer;
   inflight_[at] = std::move(f);
-  ref.set_completion([this, at, slots, alive = alive_](usb::Transfer& x) {
+  ref.set_completion([this, at, slots, alive = alive_, orphans = orphans_](usb::Transfer& x) {
+    if (orphans->release(x)) return;  // abandoned: destroyed, nobody waits for it
     if (*alive) finish_itd(at, x, slots);
   });
   dev->submit(ref);  // may complete inline
@@ -403,14 +451,15 @@ void EhciFunction::start_itd(uint32_t at, const Itd& itd) {
 
 void EhciFunction::finish_itd(uint32_t at, usb::Transfer& t, std::array<int, 8> slots) {
   auto it = inflight_.find(at);
-  if (it == inflight_.end() || it->second.transfer.get() != &t) {
-    std::erase_if(orphans_, [&](const auto& p) { return p.get() == &t; });
-    return;
-  }
+  if (it == inflight_.end() || it->second.transfer.get() != &t) return;  // not ours any more
   Inflight f = std::move(it->second);
   inflight_.erase(it);
   Itd itd;
-  if (!mem_.read_obj(at, itd)) return;
+  if (!mem_.read_obj(at, itd) || !periodic_reachable(at)) {
+    // The driver took the iTD out of the frame list meanwhile: nothing is written back.
+    pool_.put(t.take_buffer());
+    return;
+  }
   bool ioc = false, error = false;
   for (int i = 0; i < 8; ++i) {
     if (slots[i] < 0 || static_cast<size_t>(slots[i]) >= t.iso_packets.size()) continue;
@@ -423,12 +472,10 @@ void EhciFunction::finish_itd(uint32_t at, usb::Transfer& t, std::array<int, 8> 
       status = p.status == usb::Status::kBabble ? Itd::kBabble : Itd::kXactError;
     error = error || status;
     const uint32_t actual = std::min(p.actual_length, p.length);
-    if (itd.in() && actual) {
-      const uint32_t page = Itd::page(tr);
-      if (page <= 6)
-        (void)mem_.write((itd.buffer[page] & ~0xfffu) + Itd::offset(tr),
-                         t.buffer().subspan(p.offset, actual));
-    }
+    if (itd.in() && actual &&
+        !itd_copy(mem_, itd, tr, t.buffer().subspan(p.offset, actual), /*to_guest=*/true))
+      status = Itd::kBufferError;
+    error = error || status;
     // Active cleared; an IN transaction's length becomes what arrived (3.3.2).
     tr = (tr & ~(Itd::kActive | Itd::kBufferError | Itd::kBabble | Itd::kXactError)) | status;
     if (itd.in()) tr = (tr & ~(0xfffu << 16)) | (actual << 16);
@@ -452,9 +499,16 @@ void EhciFunction::run_async() {
     const bool iaad = usbcmd_ & kCmdIaad;
     std::set<uint32_t>& seen = linked_;
     seen.clear();
+    bool whole = true;  // the walk came back round (or ended): `seen` is the whole list
     if (running() && (usbcmd_ & kCmdAse) && async_addr_) {
       uint32_t at = async_addr_;
-      for (int n = 0; n < kMaxQhs && !seen.contains(at); ++n) {
+      whole = false;
+      for (int n = 0;; ++n) {
+        if (seen.contains(at)) {
+          whole = true;
+          break;
+        }
+        if (n == kMaxQhs) break;
         seen.insert(at);
         Qh qh;
         if (!mem_.read_obj(at, qh)) {
@@ -465,17 +519,21 @@ void EhciFunction::run_async() {
           in_async_ = false;
           return;
         }
-        service_qh(at, qh);
-        if (qh.horizontal.terminate() || qh.horizontal.type() != LinkType::kQh) break;
+        service_qh(at, qh, /*now=*/false, /*periodic=*/false);
+        if (qh.horizontal.terminate() || qh.horizontal.type() != LinkType::kQh) {
+          whole = true;
+          break;
+        }
         at = qh.horizontal.address();
       }
     }
     if (iaad) {
-      // Interrupt on Async Advance (4.8.2): nothing the driver unlinked is referenced any more —
-      // transfers of queue heads no longer in the list are given up.
+      // Interrupt on Async Advance (4.8.2): nothing the driver unlinked from the async list is
+      // referenced any more — transfers of async queue heads no longer in it are given up
+      // (periodic ones are not the doorbell's business; a walk cut short decides nothing).
       std::vector<uint32_t> gone;
       for (auto& [a, f] : inflight_)
-        if (!seen.contains(a)) gone.push_back(a);
+        if (!f.periodic && whole && !seen.contains(a)) gone.push_back(a);
       for (uint32_t a : gone) abandon(a);
       usbcmd_ &= ~kCmdIaad;
       set_status(kStsIaa);
@@ -491,12 +549,12 @@ std::optional<uint32_t> EhciFunction::serve(uint32_t a) {
   Qh qh;
   if (!mem_.read_obj(a, qh)) return std::nullopt;
   const uint64_t before = starts_;
-  service_qh(a, qh, /*now=*/true);
+  service_qh(a, qh, /*now=*/true, /*periodic=*/false);
   if (starts_ == before) return std::nullopt;
   return qh.overlay.token.total_bytes();
 }
 
-bool EhciFunction::service_qh(uint32_t a, Qh& qh, bool now) {
+bool EhciFunction::service_qh(uint32_t a, Qh& qh, bool now, bool periodic) {
   if (inflight_.contains(a)) return true;  // one transfer per queue at a time
   if (qh.overlay.token.halted()) return true;
   if (!qh.overlay.token.active()) {
@@ -519,12 +577,24 @@ bool EhciFunction::service_qh(uint32_t a, Qh& qh, bool now) {
     (void)mem_.write_obj(a + offsetof(Qh, current), qh.current);
     (void)mem_.write_obj(a + offsetof(Qh, overlay), qh.overlay);
   }
-  if (wake_ && !now && !qh.s_mask()) {
+  if (periodic) {
+    // The frame list serves interrupt endpoints only: a guest cannot move bulk traffic past the
+    // fair queue by linking it there.
+    usb::Device* dev = device_for(qh.device_address());
+    const auto ep =
+        static_cast<uint8_t>(qh.endpoint() | (qh.overlay.token.pid() == Pid::kIn ? 0x80 : 0x00));
+    if (!dev || qh.endpoint() == 0 || endpoint_type(*dev, ep) != usb::TransferType::kInterrupt)
+      return true;
+  } else if (wake_ && !now) {
     // An async transfer is ready: its VM's turn in the controller's fair queue starts it.
     if (woken_.insert(a).second) wake_(a, qh.overlay.token.total_bytes());
     return true;
   }
   start(a, qh);
+  if (periodic) {
+    auto it = inflight_.find(a);
+    if (it != inflight_.end()) it->second.periodic = true;
+  }
   return true;
 }
 
@@ -648,7 +718,8 @@ void EhciFunction::start(uint32_t a, Qh& qh) {
   }
   usb::Transfer& t = *f.transfer;
   inflight_[a] = std::move(f);
-  t.set_completion([this, a, alive = alive_](usb::Transfer& x) {
+  t.set_completion([this, a, alive = alive_, orphans = orphans_](usb::Transfer& x) {
+    if (orphans->release(x)) return;  // abandoned: destroyed, nobody waits for it
     if (*alive) finish(a, x);
   });
   ++starts_;
@@ -657,12 +728,14 @@ void EhciFunction::start(uint32_t a, Qh& qh) {
 
 void EhciFunction::finish(uint32_t a, usb::Transfer& t) {
   auto it = inflight_.find(a);
-  if (it == inflight_.end() || it->second.transfer.get() != &t) {
-    std::erase_if(orphans_, [&](const auto& p) { return p.get() == &t; });
-    return;
-  }
+  if (it == inflight_.end() || it->second.transfer.get() != &t) return;  // not ours any more
   Inflight f = std::move(it->second);
   inflight_.erase(it);
+  if (f.periodic && !periodic_reachable(a)) {
+    // An interrupt QH the driver unlinked meanwhile: its memory may be reused, write nothing.
+    if (t.type() != usb::TransferType::kControl) pool_.put(t.take_buffer());
+    return;
+  }
   const usb::Status st = t.status();
   const bool ok = st == usb::Status::kOk || st == usb::Status::kShortPacket;
   const uint32_t error_bits =
@@ -731,10 +804,9 @@ void EhciFunction::abandon(uint32_t a) {
   if (it == inflight_.end()) return;
   Inflight f = std::move(it->second);
   inflight_.erase(it);
-  if (!f.transfer || !f.transfer->in_flight() || !f.device) return;  // nothing at a device
-  usb::Transfer& t = *f.transfer;
-  orphans_.push_back(std::move(f.transfer));  // kept until the device gives it back
-  f.device->cancel(t);
+  // Whoever holds it — the device, or a sharing layer that parked it — is asked to give it back;
+  // it is kept (beyond this function's life if need be) until it completes.
+  OrphanStore::adopt(orphans_, std::move(f.transfer));
 }
 
 }  // namespace hc::ehci

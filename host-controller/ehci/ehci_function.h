@@ -38,6 +38,7 @@
 
 #include "host-controller/common/guest_memory.h"
 #include "host-controller/common/irq_line.h"
+#include "host-controller/common/orphans.h"
 #include "host-controller/ehci/ehci_abi.h"
 #include "usb/core/buffer_pool.h"
 #include "usb/core/device.h"
@@ -97,6 +98,7 @@ class EhciFunction {
     uint32_t data_count = 0;
     bool control = false;
     bool set_address = false;
+    bool periodic = false;  // an iTD or an interrupt QH
   };
 
   void reset();
@@ -118,7 +120,12 @@ class EhciFunction {
   void run_async();
   // Starts the QH's next qTD (or control transfer) when it is idle; false if the QH is
   // broken (its memory unreadable).
-  bool service_qh(uint32_t qh_address, Qh& qh, bool now = false);
+  // `now`: start it (the scheduler's turn, or the periodic schedule); `periodic`: reached from
+  // the frame list (interrupt endpoints only).
+  bool service_qh(uint32_t qh_address, Qh& qh, bool now, bool periodic);
+  // Whether `address` (a QH or iTD) is still reachable from the frame list: a periodic
+  // transfer whose descriptor the driver unlinked writes nothing back.
+  bool periodic_reachable(uint32_t address) const;
   void start(uint32_t qh_address, Qh& qh);
   void finish(uint32_t qh_address, usb::Transfer& t);
   usb::Device* device_for(uint8_t address);
@@ -144,7 +151,7 @@ class EhciFunction {
   std::map<uint32_t, Inflight> inflight_;  // by QH address (iTDs: by iTD address)
   uint32_t last_frame_ = 0;                // the last frame whose periodic list was walked
   bool periodic_started_ = false;
-  std::vector<std::unique_ptr<usb::Transfer>> orphans_;
+  std::shared_ptr<OrphanStore> orphans_ = std::make_shared<OrphanStore>();
   usb::BufferPool pool_{2u << 20};
   Wake wake_;
   std::set<uint32_t> woken_;   // QHs the scheduler was told about and has not served yet

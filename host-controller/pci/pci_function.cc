@@ -50,7 +50,8 @@ uint32_t PciFunction::read_dword(uint32_t offset) const {
     case 0x3c:
       return interrupt_line_ | (1u << 8);  // INTA#
     case 0x60:
-      return identity_.class_code == 0x0c0330 ? 0x2030u : 0x20u;  // SBRN (USB 3.0 / 2.0), FLADJ
+      // SBRN (USB 3.0 / 2.0) and FLADJ (0x20: 60000 clocks per frame, EHCI 2.1.5).
+      return identity_.class_code == 0x0c0330 ? 0x2030u : 0x2020u;
     case kMsixCapability:
       return 0x11u |
              (uint32_t{static_cast<uint16_t>(msix_control_ | (layout_.msix_vectors - 1))} << 16);
@@ -127,6 +128,7 @@ bool PciFunction::msix_contains(uint32_t offset) const {
 
 uint64_t PciFunction::msix_read(uint32_t offset, unsigned size) const {
   if (size == 8) return msix_read(offset, 4) | (msix_read(offset + 4, 4) << 32);
+  if (!msix_contains(offset)) return 0;  // (the second half of a split access, say)
   uint32_t v = 0;
   const uint32_t base = offset & ~3u;
   if (base >= layout_.msix_pba) {
@@ -135,6 +137,7 @@ uint64_t PciFunction::msix_read(uint32_t offset, unsigned size) const {
       if (pending_[first + b]) v |= 1u << b;
   } else {
     const uint32_t i = (base - layout_.msix_table) / 16;
+    if (i >= table_.size()) return 0;
     const Entry& e = table_[i];
     const uint32_t fields[4] = {e.address_lo, e.address_hi, e.data, e.control};
     v = fields[(base - layout_.msix_table) % 16 / 4];
@@ -149,8 +152,11 @@ void PciFunction::msix_write(uint32_t offset, uint64_t value, unsigned size) {
     msix_write(offset + 4, value >> 32, 4);
     return;
   }
-  if (size != 4 || (offset & 3u) || offset >= layout_.msix_pba) return;  // the PBA is read-only
+  if (size != 4 || (offset & 3u) || !msix_contains(offset) || offset >= layout_.msix_pba ||
+      offset < layout_.msix_table)
+    return;  // outside the table (the PBA is read-only)
   const uint32_t i = (offset - layout_.msix_table) / 16;
+  if (i >= table_.size()) return;
   Entry& e = table_[i];
   const auto v = static_cast<uint32_t>(value);
   switch ((offset - layout_.msix_table) % 16 / 4) {

@@ -33,6 +33,7 @@
 
 #include "host-controller/common/guest_memory.h"
 #include "host-controller/common/irq_line.h"
+#include "host-controller/common/orphans.h"
 #include "host-controller/xhci/context.h"
 #include "host-controller/xhci/event_ring.h"
 #include "host-controller/xhci/ring.h"
@@ -201,7 +202,7 @@ class XhciFunction {
   // controller reset): cancelled and kept until the device gives it back.
   void abandon(Endpoint& ep, usb::Device* device);
   void abandon_slot(uint8_t slot);
-  std::vector<std::unique_ptr<usb::Transfer>> orphans_;
+  std::shared_ptr<OrphanStore> orphans_ = std::make_shared<OrphanStore>();
   usb::BufferPool pool_{4u << 20};  // data buffers of TDs at the device, recycled
 
   // Events and interrupts.

@@ -246,9 +246,11 @@ std::optional<uint32_t> XhciFunction::start_next(uint8_t slot, uint8_t dci) {
     ep.td_start = start;
     ep.td_cycle = start_cycle;
     ep.inflight = std::move(t);
-    ep.inflight->set_completion([this, slot, dci, alive = alive_](usb::Transfer& x) {
-      if (*alive) transfer_done(slot, dci, x);
-    });
+    ep.inflight->set_completion(
+        [this, slot, dci, alive = alive_, orphans = orphans_](usb::Transfer& x) {
+          if (orphans->release(x)) return;  // abandoned: destroyed, nobody waits for it
+          if (*alive) transfer_done(slot, dci, x);
+        });
     usb::submit_or_perform(*dev, *ep.inflight);  // may complete inline
     return length;
   }
@@ -257,10 +259,7 @@ std::optional<uint32_t> XhciFunction::start_next(uint8_t slot, uint8_t dci) {
 
 void XhciFunction::transfer_done(uint8_t slot, uint8_t dci, usb::Transfer& t) {
   Endpoint& ep = slots_[slot].eps[dci];
-  if (ep.inflight.get() != &t) {  // abandoned: nobody waits for it any more
-    std::erase_if(orphans_, [&](const auto& p) { return p.get() == &t; });
-    return;
-  }
+  if (ep.inflight.get() != &t) return;  // not ours (any more)
   const Td td = std::move(ep.td);
   usb::Status st = t.status();
   size_t actual = t.actual_length();
@@ -363,11 +362,10 @@ void XhciFunction::set_endpoint_state(uint8_t slot, uint8_t dci, EndpointState s
   (void)mem_.write_obj(out + 32ull * dci, ctx);
 }
 
-void XhciFunction::abandon(Endpoint& ep, usb::Device* device) {
-  if (!ep.inflight) return;
-  usb::Transfer& t = *ep.inflight;
-  orphans_.push_back(std::move(ep.inflight));
-  if (device) device->cancel(t);
+void XhciFunction::abandon(Endpoint& ep, usb::Device*) {
+  // Whoever holds it — the device, or a sharing layer that parked it — is asked to give it back;
+  // it is kept (beyond this function's life if need be) until it completes.
+  OrphanStore::adopt(orphans_, std::move(ep.inflight));
 }
 
 void XhciFunction::abandon_slot(uint8_t slot) {

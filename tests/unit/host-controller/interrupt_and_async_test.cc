@@ -160,3 +160,32 @@ TEST(EhciInterrupt, AnInterruptQhInTheFrameList) {
 
 }  // namespace
 }  // namespace hc
+
+namespace hc {
+namespace {
+
+// A function that goes away while a device still holds one of its transfers (a remote backend's
+// unlink round trip): the transfer lives on, owned by the orphan store its completion holds, and
+// the device's late completion touches nothing that is gone (ASan watches).
+TEST(Orphans, ATransferOutlivesTheFunctionThatAbandonedIt) {
+  usb::testing::FakeDevice dev(usb::testing::gadget_zero_like_descriptors());
+  dev.complete_on_cancel = false;  // the device answers the cancel later
+  {
+    XhciTarget target(dev);
+    xhci::testing::XhciRefDriver d(target, xhci_options());
+    ASSERT_TRUE(d.start());
+    auto e = d.enumerate(1);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(
+        d.configure(e->slot, xhci::testing::XhciRefDriver::endpoints_of(e->configuration, 0, 0)),
+        xhci::Completion::kSuccess);
+    d.normal(e->slot, xhci::dci_of(0x83), 64);
+    ASSERT_EQ(dev.pending.size(), 1u);
+  }  // the function is destroyed with the TD at the device
+  EXPECT_EQ(dev.cancel_requests.size(), 1u) << "it asked the device to give it back";
+  dev.complete_next(usb::Status::kCancelled, 0);  // the late answer: nothing to crash into
+  EXPECT_TRUE(dev.pending.empty());
+}
+
+}  // namespace
+}  // namespace hc
