@@ -20,6 +20,30 @@ bool high_speed(const usb::Device& d) {
   return d.speed() == usb::Speed::kHigh;
 }
 
+// Walks `size` bytes of a qTD's or iTD's buffer: from page pointer `page` at `offset`, going on
+// into the next page pointer where it crosses 4 KiB (3.3.3, 3.5.4). `io(address, done, n)`
+// moves one piece; false when a piece fails or the buffer runs out of page pointers.
+template <typename Io>
+bool walk_pages(std::span<const uint32_t> pages, uint32_t page, uint32_t offset, size_t size,
+                Io io) {
+  for (size_t done = 0; done < size; ++page, offset = 0) {
+    if (page >= pages.size()) return false;
+    const size_t n = std::min<size_t>(size - done, 4096 - offset);
+    if (!io((pages[page] & ~0xfffu) + uint64_t{offset}, done, n)) return false;
+    done += n;
+  }
+  return true;
+}
+
+bool itd_copy(GuestMemory& mem, const Itd& itd, uint32_t tr, std::span<uint8_t> buf,
+              bool to_guest) {
+  return walk_pages(itd.buffer, Itd::page(tr), Itd::offset(tr), buf.size(),
+                    [&](uint64_t at, size_t done, size_t n) {
+                      return to_guest ? mem.write(at, buf.subspan(done, n))
+                                      : mem.read(at, buf.subspan(done, n));
+                    });
+}
+
 }  // namespace
 
 EhciFunction::EhciFunction(GuestMemory& memory, IrqLine& irq, Clock clock, Timer timer)
@@ -240,6 +264,13 @@ void EhciFunction::detach(uint32_t port) {
   port_change(port);
 }
 
+void EhciFunction::host_system_error(const char* what, uint32_t address) {
+  spdlog::warn("ehci: {} at {:#x} is outside guest memory: host system error", what, address);
+  usbcmd_ &= ~kCmdRun;
+  usbsts_ |= kStsHalted;
+  set_status(kStsHse);
+}
+
 void EhciFunction::set_status(uint32_t bits) {
   usbsts_ |= bits;
   update_irq();
@@ -320,11 +351,7 @@ usb::TransferType EhciFunction::endpoint_type(usb::Device& dev, uint8_t endpoint
 void EhciFunction::run_periodic(uint32_t frame) {
   Link link;
   if (!mem_.read_obj(periodic_base_ + 4ull * frame, link)) {
-    spdlog::warn("ehci: frame list at {:#x} is outside guest memory: host system error",
-                 periodic_base_);
-    usbcmd_ &= ~kCmdRun;
-    usbsts_ |= kStsHalted;
-    return set_status(kStsHse);
+    return host_system_error("the frame list", periodic_base_);
   }
   std::set<uint32_t> seen;
   for (int n = 0; n < kMaxQhs && !link.terminate() && !seen.contains(link.address()); ++n) {
@@ -363,31 +390,6 @@ bool EhciFunction::periodic_reachable(uint32_t address) const {
   }
   return false;
 }
-
-namespace {
-
-// Copies one iTD transaction's bytes between `buf` and guest memory: from its page pointer and
-// offset, going on into the next page pointer where it crosses 4 KiB (3.3.3).
-bool itd_copy(GuestMemory& mem, const Itd& itd, uint32_t tr, std::span<uint8_t> buf,
-              bool to_guest) {
-  uint32_t page = Itd::page(tr);
-  uint32_t offset = Itd::offset(tr);
-  size_t done = 0;
-  while (done < buf.size()) {
-    if (page > 6) return false;
-    const uint64_t at = (itd.buffer[page] & ~0xfffu) + offset;
-    const size_t n = std::min<size_t>(buf.size() - done, 4096 - offset);
-    const bool ok =
-        to_guest ? mem.write(at, buf.subspan(done, n)) : mem.read(at, buf.subspan(done, n));
-    if (!ok) return false;
-    done += n;
-    ++page;
-    offset = 0;
-  }
-  return true;
-}
-
-}  // namespace
 
 void EhciFunction::start_itd(uint32_t at, const Itd& itd) {
   usb::Device* dev = device_for(itd.device_address());
@@ -512,10 +514,7 @@ void EhciFunction::run_async() {
         seen.insert(at);
         Qh qh;
         if (!mem_.read_obj(at, qh)) {
-          spdlog::warn("ehci: queue head at {:#x} is outside guest memory: host system error", at);
-          usbcmd_ &= ~kCmdRun;
-          usbsts_ |= kStsHalted;
-          set_status(kStsHse);
+          host_system_error("a queue head", at);
           in_async_ = false;
           return;
         }
@@ -607,31 +606,15 @@ usb::Device* EhciFunction::device_for(uint8_t address) {
 }
 
 bool EhciFunction::gather(const Qtd& qtd, std::span<uint8_t> out) const {
-  uint32_t offset = qtd.buffer[0] & 0xfffu;
-  size_t done = 0;
-  for (uint32_t page = qtd.token.c_page(); done < out.size(); ++page) {
-    if (page >= 5) return false;
-    const uint64_t base = (qtd.buffer[page] & ~0xfffu) + offset;
-    const size_t n = std::min<size_t>(out.size() - done, 4096 - offset);
-    if (!mem_.read(base, out.subspan(done, n))) return false;
-    done += n;
-    offset = 0;
-  }
-  return true;
+  return walk_pages(
+      qtd.buffer, qtd.token.c_page(), qtd.buffer[0] & 0xfffu, out.size(),
+      [&](uint64_t at, size_t done, size_t n) { return mem_.read(at, out.subspan(done, n)); });
 }
 
 bool EhciFunction::scatter(const Qtd& qtd, std::span<const uint8_t> in) {
-  uint32_t offset = qtd.buffer[0] & 0xfffu;
-  size_t done = 0;
-  for (uint32_t page = qtd.token.c_page(); done < in.size(); ++page) {
-    if (page >= 5) return false;
-    const uint64_t base = (qtd.buffer[page] & ~0xfffu) + offset;
-    const size_t n = std::min<size_t>(in.size() - done, 4096 - offset);
-    if (!mem_.write(base, in.subspan(done, n))) return false;
-    done += n;
-    offset = 0;
-  }
-  return true;
+  return walk_pages(
+      qtd.buffer, qtd.token.c_page(), qtd.buffer[0] & 0xfffu, in.size(),
+      [&](uint64_t at, size_t done, size_t n) { return mem_.write(at, in.subspan(done, n)); });
 }
 
 void EhciFunction::start(uint32_t a, Qh& qh) {

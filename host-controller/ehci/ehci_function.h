@@ -105,6 +105,8 @@ class EhciFunction {
   void port_write(uint32_t port, uint32_t value);
   void port_change(uint32_t port);
   void set_status(uint32_t bits);
+  // Guest memory the controller must read is not there: HSE, halted (2.3.2).
+  void host_system_error(const char* what, uint32_t address);
   void update_irq();
   uint32_t frindex() const;
   void schedule_tick();
