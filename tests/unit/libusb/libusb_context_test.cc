@@ -11,7 +11,8 @@ namespace devices {
 namespace {
 
 using devices::testing::run_until;
-using devices::testing::thread_count;
+using devices::testing::settled_thread_count;
+using devices::testing::thread_count_after_reaping;
 using std::chrono::steady_clock;
 
 TEST(LibusbContext, StartsItsEventThreadAndStopsPromptly) {
@@ -49,7 +50,7 @@ TEST(LibusbContext, RepeatedStartStopLeavesNoThreads) {
     auto warm = LibusbContext::create(loop);
     ASSERT_TRUE(warm.has_value());
   }
-  const int before = thread_count();
+  const int before = settled_thread_count();
   const auto start = steady_clock::now();
   for (int i = 0; i < 25; ++i) {
     auto ctx = LibusbContext::create(loop);
@@ -57,7 +58,7 @@ TEST(LibusbContext, RepeatedStartStopLeavesNoThreads) {
     if (i % 2) std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   EXPECT_LT(steady_clock::now() - start, std::chrono::seconds(10));
-  EXPECT_EQ(thread_count(), before);
+  EXPECT_EQ(thread_count_after_reaping(before), before);
 }
 
 TEST(LibusbContext, TwoContextsAtOnce) {

@@ -11,7 +11,8 @@ namespace devices {
 namespace {
 
 using devices::testing::run_until;
-using devices::testing::thread_count;
+using devices::testing::settled_thread_count;
+using devices::testing::thread_count_after_reaping;
 
 class RecordingObserver : public usb::DeviceProvider::Observer {
  public:
@@ -107,7 +108,7 @@ TEST(LibusbProvider, RepeatedCreateDestroyLeavesNoThreads) {
   usb::ManualExecutor loop;
   { auto warm = LibusbProvider::create(loop, nothing_matches()); }
   loop.run_all();
-  const int before = thread_count();
+  const int before = settled_thread_count();
   for (int i = 0; i < 10; ++i) {
     bool scanned = false;
     auto options = nothing_matches();
@@ -121,7 +122,7 @@ TEST(LibusbProvider, RepeatedCreateDestroyLeavesNoThreads) {
     }
   }
   loop.run_all();
-  EXPECT_EQ(thread_count(), before);
+  EXPECT_EQ(thread_count_after_reaping(before), before);
 }
 
 TEST(LibusbProvider, NoFiltersTakesNothing) {

@@ -31,4 +31,31 @@ inline int thread_count() {
   return -1;
 }
 
+// A joined thread can still be listed for a moment while the kernel reaps it, so a count taken
+// right after a join may be one too high. This returns the count once it has stopped changing
+// (three equal reads 5 ms apart, at most 2 s).
+inline int settled_thread_count() {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  int last = thread_count();
+  int same = 0;
+  while (same < 3 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    const int now = thread_count();
+    same = now == last ? same + 1 : 0;
+    last = now;
+  }
+  return last;
+}
+
+// Waits (at most 2 s) for the thread count to come down to `expected`; returns the last count.
+inline int thread_count_after_reaping(int expected) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  int now = thread_count();
+  while (now > expected && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    now = thread_count();
+  }
+  return now;
+}
+
 }  // namespace devices::testing
