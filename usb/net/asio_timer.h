@@ -12,7 +12,9 @@
 namespace usb::net {
 
 inline auto asio_timer(boost::asio::io_context& io) {
-  return [&io](std::chrono::milliseconds delay, std::move_only_function<void()> fn) {
+  // Generic in the delay's duration type: converts to a millisecond or a microsecond timer
+  // function.
+  return [&io](auto delay, std::move_only_function<void()> fn) {
     auto timer = std::make_shared<boost::asio::steady_timer>(io, delay);
     // Asio handlers must be copy-constructible in Boost 1.74: box the move-only function.
     auto boxed = std::make_shared<std::move_only_function<void()>>(std::move(fn));
