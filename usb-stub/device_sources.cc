@@ -4,7 +4,7 @@
 
 #include <boost/asio/io_context.hpp>
 
-#include "devices/emulated/gadget_zero.h"
+#include "devices/emulated/emulated_factory.h"
 #include "devices/libusb/libusb_provider.h"
 #include "usb/net/asio_timer.h"
 
@@ -18,21 +18,17 @@ DeviceSources::~DeviceSources() {
 }
 
 usb::Result<void> DeviceSources::add_emulated(const EmulateSpec& spec) {
-  auto parsed = devices::parse_gadget_zero_options(spec.options);
-  if (!parsed) return std::unexpected(parsed.error());
-  devices::GadgetZeroOptions options = *parsed;
-  options.speed = spec.speed == "super" ? usb::Speed::kSuper : usb::Speed::kHigh;
-  usb::DeviceLocation location;
-  location.busid = spec.busid;
-  auto device = std::make_unique<devices::GadgetZero>(options, location);
-  device->set_pacing(usb::net::asio_timer(io_), [] { return std::chrono::steady_clock::now(); });
-  // A Linux host configures a device before usbip-host exports it (usb_choose_configuration);
-  // do the same so DEVLIST shows the interfaces and the importer finds it configured.
-  if (const auto& configs = device->descriptors().configurations; !configs.empty())
-    device->set_configuration(configs.front().value, [](usb::Status) {});
-  auto busid = exports_.add(*device);
+  devices::EmulatedSpec what{.type = spec.type, .options = spec.options, .location = {}};
+  what.location.busid = spec.busid;
+  if (spec.type == "gadget-zero")
+    what.options += (what.options.empty() ? "speed=" : ",speed=") + spec.speed;
+  auto device = devices::make_emulated(what, usb::net::asio_timer(io_),
+                                       [] { return std::chrono::steady_clock::now(); });
+  if (!device) return std::unexpected(device.error());
+  auto busid = exports_.add(**device);
   if (!busid) return std::unexpected(busid.error());
-  emulated_.push_back(std::move(device));
+  spdlog::info("emulated {} exported as {}", spec.type, *busid);
+  emulated_.push_back(std::move(*device));
   return {};
 }
 

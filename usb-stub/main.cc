@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
       "vusb-stub: export USB devices over USB/IP so `usbip attach` and the kernel's vhci-hcd can "
       "use them.\n\nExamples:\n"
       "  vusb-stub --emulate gadget-zero                 # a Gadget Zero as bus id 1-1\n"
+      "  vusb-stub --emulate uvc-camera                  # a UVC webcam (MJPEG/YUYV test pattern)\n"
       "  vusb-stub --libusb 046d:c52b --libusb 3-1.2     # real devices by VID:PID or bus id\n"
       "  vusb-stub --libusb-all                          # every device, hotplug included\n"
       "  usbip --tcp-port 3240 list -r HOST              # on a client: see the exports\n"
@@ -34,7 +35,8 @@ int main(int argc, char** argv) {
   app.add_option("--emulate", emulate_text,
                  "Export an emulated device: gadget-zero[=BUSID][,speed=high|super]"
                  "[,bulk_rate=BYTES_PER_S][,isoc_mult=0..2][,isoc_interval=1..16]"
-                 "[,isoc_maxpacket=N][,pattern=0..2] (repeatable)");
+                 "[,isoc_maxpacket=N][,pattern=0..2], or uvc-camera[=BUSID][,transport=iso|bulk]"
+                 "[,serial=S] (repeatable)");
   app.add_option("--libusb", config.libusb,
                  "Export a local USB device through libusb, by VID:PID (hex) or bus id "
                  "(repeatable)");

@@ -2,7 +2,7 @@
 
 #include <toml.hpp>
 
-#include "devices/emulated/gadget_zero.h"
+#include "devices/emulated/emulated_factory.h"
 
 namespace stub {
 
@@ -16,9 +16,8 @@ usb::Result<EmulateSpec> parse_emulate(std::string_view text) {
   EmulateSpec spec;
   auto eq = text.find('=');
   spec.type = std::string(text.substr(0, eq));
-  if (spec.type != "gadget-zero")
-    return usb::Error::make(usb::Error::Code::kInvalidArgument,
-                            "unknown emulated device '" + spec.type + "' (known: gadget-zero)");
+  if (auto known = devices::validate_emulated(spec.type, ""); !known)
+    return std::unexpected(known.error());
   if (eq == std::string_view::npos) return spec;
   std::string_view rest = text.substr(eq + 1);
   bool first = true;
@@ -26,15 +25,15 @@ usb::Result<EmulateSpec> parse_emulate(std::string_view text) {
     auto comma = rest.find(',');
     std::string_view item = rest.substr(0, comma);
     rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-    if (item.starts_with("speed=")) {
+    if (item.starts_with("speed=") && spec.type == "gadget-zero") {
       spec.speed = std::string(item.substr(6));
       if (spec.speed != "high" && spec.speed != "super")
         return usb::Error::make(usb::Error::Code::kInvalidArgument,
                                 "speed must be 'high' or 'super', not '" + spec.speed + "'");
     } else if (first && item.find('=') == std::string_view::npos) {
       spec.busid = std::string(item);
-    } else if (auto o = devices::parse_gadget_zero_options(item); o) {
-      // pattern, isoc_*, bulk_rate, ...: Gadget Zero's own options
+    } else if (auto o = devices::validate_emulated(spec.type, item); o) {
+      // the device type's own options (Gadget Zero's pattern, isoc_*, ...; the camera's transport)
       spec.options += (spec.options.empty() ? "" : ",") + std::string(item);
     } else {
       return usb::Error::make(usb::Error::Code::kInvalidArgument,
@@ -69,7 +68,7 @@ usb::Result<void> load_toml(const std::string& path, StubConfig& c) {
         if (e.contains("speed")) spec->speed = toml::find<std::string>(e, "speed");
         if (e.contains("options")) {
           spec->options = toml::find<std::string>(e, "options");
-          if (auto o = devices::parse_gadget_zero_options(spec->options); !o)
+          if (auto o = devices::validate_emulated(spec->type, spec->options); !o)
             return std::unexpected(o.error());
         }
         if (spec->speed != "high" && spec->speed != "super")

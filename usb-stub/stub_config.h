@@ -12,10 +12,10 @@
 namespace stub {
 
 struct EmulateSpec {
-  std::string type;            // "gadget-zero"
+  std::string type;            // "gadget-zero" or "uvc-camera"
   std::string busid;           // empty: the next free "1-N"
-  std::string speed = "high";  // "high" or "super"
-  std::string options;         // other Gadget Zero options, "key=value,..." (validated)
+  std::string speed = "high";  // Gadget Zero: "high" or "super"
+  std::string options;         // the type's other options, "key=value,..." (validated)
   friend bool operator==(const EmulateSpec&, const EmulateSpec&) = default;
 };
 
@@ -28,7 +28,8 @@ struct StubConfig {
   std::string log_level = "info";
 };
 
-// Parses "gadget-zero", "gadget-zero=1-1" or "gadget-zero=1-1,speed=super".
+// Parses "gadget-zero", "gadget-zero=1-1", "gadget-zero=1-1,speed=super", "uvc-camera" or
+// "uvc-camera=1-2,transport=bulk".
 usb::Result<EmulateSpec> parse_emulate(std::string_view text);
 
 // Reads a TOML file into `config` (keys absent from the file keep their values):

@@ -3,19 +3,22 @@
 # input changes (kernel, module list, busybox, usbip tools, lsusb, usbtest-ioctl, guest scripts, this file).
 # Per-run files (the test script) go into a second small cpio appended by lab.py.
 #
-# Usage: tests/e2e/lab/build_initramfs.sh [--cache DIR] [--usbtest-ioctl PATH]
+# Usage: tests/e2e/lab/build_initramfs.sh [--cache DIR] [--usbtest-ioctl PATH] [--v4l2-capture PATH]
 #   Prints the path of the initramfs on stdout. --usbtest-ioctl defaults to $USBTEST_IOCTL, else
-#   the program is compiled here from usbtest_ioctl.c (gcc -static) into the cache.
+#   the program is compiled here from usbtest_ioctl.c (gcc -static) into the cache; likewise
+#   --v4l2-capture ($V4L2_CAPTURE, else v4l2_capture.c).
 #   Extra modules: VUSB_LAB_EXTRA_MODULES="name ...".
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${VUSB_LAB_CACHE:-$HOME/.cache/vusb-lab}"
 UTI="${USBTEST_IOCTL:-}"
+V4C="${V4L2_CAPTURE:-}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --cache) CACHE="$2"; shift 2 ;;
     --usbtest-ioctl) UTI="$2"; shift 2 ;;
+    --v4l2-capture) V4C="$2"; shift 2 ;;
     *) echo "build_initramfs: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -59,6 +62,13 @@ if [ -z "$UTI" ]; then
   fi
 fi
 [ -x "$UTI" ] || die "usbtest-ioctl not found at $UTI"
+if [ -z "$V4C" ]; then
+  V4C="$CACHE/v4l2-capture"
+  if [ ! -x "$V4C" ] || [ "$HERE/v4l2_capture.c" -nt "$V4C" ]; then
+    gcc -static -O2 -Wall -o "$V4C.tmp" "$HERE/v4l2_capture.c" && mv "$V4C.tmp" "$V4C"
+  fi
+fi
+[ -x "$V4C" ] || die "v4l2-capture not found at $V4C"
 
 # --- Resolve the module closure in load order (dependencies first) from modules.dep.
 declare -A DEPS=() PATHOF=() SEEN=()
@@ -91,7 +101,7 @@ KEY="$(
   {
     echo "$VER"; cat "$KDIR/PACKAGE" 2>/dev/null || true
     printf '%s\n' "${ORDER[@]}"
-    sha256sum "$BUSYBOX" "$USBIP" "$USBIPD" "$LSUSB" "$UTI" "$HERE/guest/init" "$HERE/guest/lib.sh" \
+    sha256sum "$BUSYBOX" "$USBIP" "$USBIPD" "$LSUSB" "$UTI" "$V4C" "$HERE/guest/init" "$HERE/guest/lib.sh" \
       "${BASH_SOURCE[0]}" | cut -d' ' -f1
     ls -lL "$USBIDS" 2>/dev/null || true
   } | sha256sum | cut -c1-16
@@ -137,6 +147,7 @@ copy_with_libs "$USBIPD" /usr/sbin/usbipd
 copy_with_libs "$LSUSB" /usr/bin/lsusb
 [ -e "$USBIDS" ] && cp -L "$USBIDS" "$R/usr/share/misc/usb.ids"
 cp "$UTI" "$R/usr/bin/usbtest-ioctl"
+cp "$V4C" "$R/usr/bin/v4l2-capture"
 
 # modules (same layout as the package) plus a depmod run over just this subset
 KM="$R/lib/modules/$VER"

@@ -96,15 +96,26 @@ def find_usbtest_ioctl() -> Path | None:
     return None
 
 
+def find_v4l2_capture() -> Path | None:
+    for cand in (os.environ.get("V4L2_CAPTURE"), build_dir() / "bin" / "v4l2-capture"):
+        if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
+            return Path(cand)
+    return None
+
+
 def prepare(usbtest_ioctl: Path | None = None) -> tuple[Path, Path]:
     """Fetches the kernel and builds (or reuses) the base initramfs. Returns (vmlinuz, initramfs)."""
     cache = cache_dir()
     env = dict(os.environ, VUSB_LAB_CACHE=str(cache))
     env.pop("USBTEST_IOCTL", None)  # passed explicitly below, only when it exists
+    env.pop("V4L2_CAPTURE", None)
     uti = usbtest_ioctl or find_usbtest_ioctl()
     cmd = [str(LAB_DIR / "build_initramfs.sh"), "--cache", str(cache)]
     if uti:
         cmd += ["--usbtest-ioctl", str(uti)]
+    v4c = find_v4l2_capture()
+    if v4c:
+        cmd += ["--v4l2-capture", str(v4c)]
     p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if p.returncode != 0:
         raise LabError(f"build_initramfs.sh failed ({p.returncode}):\n{p.stderr.strip()}")
