@@ -44,6 +44,7 @@ void IsoFanOut::submit(DeviceView& view, Transfer& t) {
   }
   Follower& f = followers_[&view];
   if (f.parked.empty()) f.waiting_since = ++order_;
+  if (!f.active) f.synced = false;  // it missed copies: join again at a frame start
   f.active = true;
   f.idle_rounds = 0;
   f.capacity = std::max(kMinCapacity, 4 * t.iso_packets.size());
@@ -76,6 +77,13 @@ void IsoFanOut::copy_to_followers(const Transfer& t) {
     const size_t n = std::min<size_t>(p.actual_length, p.length);
     if (p.offset <= buffer.size() && n <= buffer.size() - p.offset)
       copy.data.assign(buffer.begin() + p.offset, buffer.begin() + p.offset + n);
+    // UVC payload header (2.4.3.3): bHeaderLength, bmHeaderInfo with FID in bit 0.
+    const auto& d = copy.data;
+    if (uvc_ && d.size() >= 2 && d[0] >= 2 && d[0] <= d.size()) {
+      const bool fid = d[1] & 0x01;
+      copy.frame_start = last_fid_ && *last_fid_ != fid;
+      last_fid_ = fid;
+    }
     packets.push_back(std::move(copy));
   }
   // Completing a follower's URB runs its VM adapter's code: look each follower up again.
@@ -93,7 +101,14 @@ void IsoFanOut::copy_to_followers(const Transfer& t) {
       f.fifo.clear();
       continue;
     }
-    f.fifo.insert(f.fifo.end(), packets.begin(), packets.end());
+    auto from = packets.begin();
+    if (uvc_ && !f.synced) {
+      from = std::find_if(packets.begin(), packets.end(),
+                          [](const Packet& p) { return p.frame_start; });
+      stats_[view].skipped_packets += static_cast<uint64_t>(from - packets.begin());
+      f.synced = from != packets.end();
+    }
+    f.fifo.insert(f.fifo.end(), from, packets.end());
     fill(*view);
     it = followers_.find(view);
     if (it == followers_.end()) continue;
@@ -115,29 +130,34 @@ void IsoFanOut::fill(DeviceView& view) {
     Transfer& t = *f.parked.front();
     f.parked.pop_front();
     if (!f.parked.empty()) f.waiting_since = ++order_;
-    FollowerStats& st = stats_[&view];
-    auto buffer = t.buffer();
-    size_t total = 0;
-    for (usb::IsoPacket& p : t.iso_packets) {
-      Packet packet = std::move(f.fifo.front());
-      f.fifo.pop_front();
-      ++st.copied_packets;
-      if (p.offset > buffer.size() || p.length > buffer.size() - p.offset) {
-        p.actual_length = 0;
-        p.status = Status::kInvalid;
-        continue;
-      }
-      const size_t n = std::min<size_t>(packet.data.size(), p.length);
-      if (n) std::memcpy(buffer.data() + p.offset, packet.data.data(), n);
-      p.actual_length = static_cast<uint32_t>(n);
-      // A packet longer than this VM's slot is what a device babbling into it would give.
-      p.status = packet.data.size() > p.length ? Status::kBabble : packet.status;
-      total += n;
-    }
-    // Per-packet statuses carry any failure, as for any iso URB.
-    t.unpark();
-    t.complete(Status::kOk, total);
+    deliver(t, f.fifo, stats_[&view]);
   }
+}
+
+void IsoFanOut::deliver(Transfer& t, std::deque<Packet>& fifo, FollowerStats& st) {
+  auto buffer = t.buffer();
+  size_t total = 0;
+  for (usb::IsoPacket& p : t.iso_packets) {
+    p.actual_length = 0;
+    p.status = Status::kOk;
+    if (fifo.empty()) continue;  // nothing was sent in this interval
+    Packet packet = std::move(fifo.front());
+    fifo.pop_front();
+    ++st.copied_packets;
+    if (p.offset > buffer.size() || p.length > buffer.size() - p.offset) {
+      p.status = Status::kInvalid;
+      continue;
+    }
+    const size_t n = std::min<size_t>(packet.data.size(), p.length);
+    if (n) std::memcpy(buffer.data() + p.offset, packet.data.data(), n);
+    p.actual_length = static_cast<uint32_t>(n);
+    // A packet longer than this VM's slot is what a device babbling into it would give.
+    p.status = packet.data.size() > p.length ? Status::kBabble : packet.status;
+    total += n;
+  }
+  // Per-packet statuses carry any failure, as for any iso URB.
+  t.unpark();
+  t.complete(Status::kOk, total);
 }
 
 void IsoFanOut::promote() {
@@ -157,6 +177,20 @@ void IsoFanOut::hand_over(DeviceView& view, bool then_promote) {
   // there; no promotion while handing over, even if a URB completes at once.
   const bool outer = !handing_over_;
   handing_over_ = true;
+  // Copies it received but could not use yet (too few for its next URB) are not thrown away: its
+  // oldest parked URB takes them, the rest of its packets empty, as when a device sent nothing.
+  if (auto it = followers_.find(&view);
+      it != followers_.end() && !it->second.fifo.empty() && !it->second.parked.empty()) {
+    Transfer* t = it->second.parked.front();
+    it->second.parked.pop_front();
+    auto fifo = std::move(it->second.fifo);
+    it->second.fifo.clear();
+    FollowerStats& st = stats_[&view];
+    const size_t take = std::min(fifo.size(), t->iso_packets.size());
+    st.dropped_packets += fifo.size() - take;
+    fifo.resize(take);
+    deliver(*t, fifo, st);
+  }
   for (;;) {
     auto it = followers_.find(&view);
     if (it == followers_.end() || it->second.parked.empty()) break;

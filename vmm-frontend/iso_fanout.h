@@ -11,6 +11,11 @@
 // late reader of an iso stream would); after 64 leader URBs without a URB of its own it stops
 // receiving copies until it submits again.
 //
+// A camera's stream (set_uvc_payloads): every packet is a UVC payload, and a follower that joins
+// (or comes back after it stopped receiving copies) starts at the first payload of a frame — one
+// whose frame id (FID) differs from the stream's previous one — so its first buffer holds a whole
+// frame, as it would had it started the camera itself. The packets skipped meanwhile are counted.
+//
 // Owned by SharedDevice, one per isochronous IN endpoint; lives on vusbd's loop.
 #pragma once
 
@@ -19,6 +24,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "usb/core/transfer.h"
@@ -35,6 +41,7 @@ class IsoFanOut {
   struct FollowerStats {
     uint64_t copied_packets = 0;   // packets received as copies of the leader's stream
     uint64_t dropped_packets = 0;  // packets lost because the follower fell behind
+    uint64_t skipped_packets = 0;  // camera streams: packets before the first frame start
   };
 
   IsoFanOut(uint8_t endpoint, Forward forward);
@@ -49,6 +56,7 @@ class IsoFanOut {
   // Every parked URB completes with `status` (the backend went away).
   void clear(usb::Status status);
 
+  void set_uvc_payloads(bool on) { uvc_ = on; }
   const DeviceView* leader() const { return leader_; }
   size_t leader_in_flight() const { return leader_inflight_; }
   FollowerStats stats(const DeviceView& view) const;
@@ -57,6 +65,7 @@ class IsoFanOut {
   struct Packet {
     std::vector<uint8_t> data;
     usb::Status status = usb::Status::kOk;
+    bool frame_start = false;  // camera streams: the first payload of a frame
   };
   struct Follower {
     std::deque<usb::Transfer*> parked;
@@ -65,11 +74,15 @@ class IsoFanOut {
     size_t capacity = 64;        // packets kept while it has no URB parked
     uint32_t idle_rounds = 0;    // leader URBs completed while it had nothing parked
     bool active = true;
+    bool synced = false;  // camera streams: it has seen a frame start
   };
 
   void lead(DeviceView& view, usb::Transfer& t);
   void copy_to_followers(const usb::Transfer& t);
   void fill(DeviceView& view);
+  // Completes `t` with packets from the front of `fifo`, one per iso packet (packets beyond what
+  // the fifo holds stay empty).
+  static void deliver(usb::Transfer& t, std::deque<Packet>& fifo, FollowerStats& st);
   void promote();
   void hand_over(DeviceView& view, bool then_promote);
   static void complete_parked(usb::Transfer& t, usb::Status status);
@@ -81,6 +94,8 @@ class IsoFanOut {
   bool handing_over_ = false;
   uint64_t order_ = 0;
   std::map<DeviceView*, Follower> followers_;
+  bool uvc_ = false;
+  std::optional<bool> last_fid_;  // camera streams: the FID of the last payload seen
   std::map<const DeviceView*, FollowerStats> stats_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

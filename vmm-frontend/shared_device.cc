@@ -66,6 +66,7 @@ void DeviceView::release() {
   if (shared_.book_) shared_.book_->leave(vm_, shared_.name_);
   halts_.clear();
   alts_.clear();
+  if (shared_.uvc_) shared_.uvc_->forget(vm_);
   if (shared_.control_owner_ == this) shared_.release_control_lock();
   for (auto& [_, f] : shared_.fanouts_) f->drop_view(*this, Status::kCancelled);
   shared_.flush_fair_queue(*this, Status::kCancelled);
@@ -221,8 +222,11 @@ void DeviceView::run_control(Transfer& t) {
         s.value == usb::feature::kEndpointHalt)
       return set_halt(static_cast<uint8_t>(s.index), done);
     if (s.is_standard(Recipient::kEndpoint, rq::kClearFeature) &&
-        s.value == usb::feature::kEndpointHalt && usb::endpoint_number(s.index) != 0)
+        s.value == usb::feature::kEndpointHalt && usb::endpoint_number(s.index) != 0) {
+      // A bulk camera's host stops its stream this way (UVC 2.4.3.2.2).
+      if (shared_.uvc_) shared_.uvc_->stop_bulk_endpoint(vm_, static_cast<uint8_t>(s.index));
       return clear_halt(static_cast<uint8_t>(s.index), done);
+    }
     if (s.is_standard(Recipient::kDevice, rq::kSetAddress)) {
       ++stats_.cache_hits;
       return complete_here(t, Status::kOk, 0);
@@ -239,6 +243,8 @@ void DeviceView::run_control(Transfer& t) {
   // Timeslice: a class/vendor request is part of the VM's turn (it may depend on state the
   // VM set up, which the device has only then).
   if (shared_.mode_ == SharedDevice::Mode::kTimeslice) return shared_.timeslice_submit(*this, t);
+  if (shared_.uvc_ && shared_.mode_ == SharedDevice::Mode::kShared && shared_.uvc_->target(s))
+    return shared_.uvc_request(*this, t);
   shared_.submit_control(*this, t);
 }
 
@@ -484,6 +490,23 @@ void SharedDevice::set_backend(usb::Device* backend) {
   loop_.check();
   backend_ = backend;
   if (backend_) initial_class_state_ = backend_->save_class_state();
+  uvc_.reset();
+  if (backend_) {
+    // A camera: its VideoStreaming interfaces get the sharing rules of UvcSharing.
+    std::vector<usb::uvc::StreamingInterface> vs;
+    std::vector<uint8_t> bulk;
+    for (const auto& config : backend_->descriptors().configurations) {
+      for (auto& intf : usb::uvc::find_streaming_interfaces(config)) {
+        if (config.alternate_count(intf.interface) == 1) bulk.push_back(intf.interface);
+        vs.push_back(std::move(intf));
+      }
+      if (!vs.empty()) break;
+    }
+    if (!vs.empty()) {
+      uvc_ = std::make_unique<UvcSharing>(std::move(vs));
+      for (uint8_t i : bulk) uvc_->set_bulk(i);
+    }
+  }
   if (!backend_) {
     control_owner_ = nullptr;
     ++lock_generation_;
@@ -850,9 +873,12 @@ void SharedDevice::release_all_held(Status status) {
 
 IsoFanOut& SharedDevice::fanout(uint8_t endpoint) {
   auto& slot = fanouts_[endpoint];
-  if (!slot)
+  if (!slot) {
     slot = std::make_unique<IsoFanOut>(endpoint,
                                        [](DeviceView& view, Transfer& t) { view.forward(t); });
+    // A camera's stream: followers join at a frame start (see IsoFanOut::set_uvc_payloads).
+    if (uvc_ && uvc_->streams_on(endpoint)) slot->set_uvc_payloads(true);
+  }
   return *slot;
 }
 
@@ -862,6 +888,7 @@ IsoFanOut::FollowerStats SharedDevice::fanout_stats(const DeviceView& view) cons
     const auto s = f->stats(view);
     sum.copied_packets += s.copied_packets;
     sum.dropped_packets += s.dropped_packets;
+    sum.skipped_packets += s.skipped_packets;
   }
   return sum;
 }
@@ -1007,6 +1034,49 @@ std::string SharedDevice::holders_except(const DeviceView& view) const {
   for (auto& [name, v] : views_)
     if (v.get() != &view && v->held_) out += (out.empty() ? "" : ", ") + name;
   return out.empty() ? "nobody" : out;
+}
+
+std::string SharedDevice::uvc_streamer(const DeviceView& view, uint8_t interface) const {
+  if (uvc_->bulk(interface)) {
+    std::string s = uvc_->bulk_streamer(interface);
+    return s == view.vm_ ? std::string() : s;
+  }
+  for (const auto& [name, v] : views_)
+    if (v.get() != &view && v->held_ && v->alternate_setting(interface) != 0) return name;
+  return {};
+}
+
+void SharedDevice::uvc_request(DeviceView& view, Transfer& t) {
+  const usb::SetupPacket setup = t.setup;
+  const auto* vs = uvc_->target(setup);
+  const size_t length = std::min<size_t>(setup.length, t.length());
+  const bool out = setup.direction() == usb::Direction::kOut;
+  std::vector<uint8_t> data;
+  if (out)
+    data.assign(t.buffer().begin(), t.buffer().begin() + static_cast<std::ptrdiff_t>(length));
+  auto d = uvc_->decide(view.vm_, setup, data, uvc_streamer(view, vs->interface));
+  using Kind = UvcSharing::Decision::Kind;
+  switch (d.kind) {
+    case Kind::kForward:
+      t.add_completion_observer(
+          [this, vm = view.vm_, setup, data = std::move(data), alive = alive_](Transfer& x) {
+            if (*alive && uvc_) uvc_->on_forwarded(vm, setup, data, x.status());
+          });
+      return submit_control(view, t);
+    case Kind::kAnswer: {
+      if (!d.log.empty()) spdlog::info("vusbd: {}: {}", name_, d.log);
+      size_t n = length;
+      if (!out) {
+        n = std::min(n, d.reply.size());
+        if (n) std::memcpy(t.buffer().data(), d.reply.data(), n);
+      }
+      return view.complete_here(t, Status::kOk, n);
+    }
+    case Kind::kRefuse:
+      spdlog::warn("vusbd: {}: {}", name_, d.log);
+      ++view.stats_.refused;
+      return view.complete_here(t, Status::kStall, 0);
+  }
 }
 
 void SharedDevice::submit_control(DeviceView& view, Transfer& t) {

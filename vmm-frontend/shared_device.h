@@ -30,7 +30,10 @@
 //    answers an over-committing periodic URB (a VM's own xHCI driver would refuse the
 //    SET_INTERFACE before sending it; over USB/IP the request reaches vusbd, which answers);
 //  - isochronous IN is fanned out (IsoFanOut): one VM's URBs drive the device and every VM that
-//    streams the endpoint receives every packet.
+//    streams the endpoint receives every packet;
+//  - cameras (UVC VideoStreaming interfaces): while one VM streams, other VMs' probe / commit
+//    requests are answered by vusbd and steer them to the stream in force (UvcSharing); a
+//    follower of a camera's stream joins at a frame start.
 // Modes: kShared (all views at once), kExclusive (one VM holds it; others get "busy"),
 // kTimeslice (all VMs import it and each believes it has the device to itself: their data
 // transfers and class/vendor control requests take turns, sched::TimeSlicer decides whose turn it
@@ -62,6 +65,7 @@
 #include "usb/core/device.h"
 #include "usb/core/loop_checker.h"
 #include "vmm-frontend/iso_fanout.h"
+#include "vmm-frontend/uvc_sharing.h"
 
 namespace vusbd {
 
@@ -198,6 +202,8 @@ class SharedDevice {
   size_t queued(const DeviceView& view) const { return fair_.queued(view.flow_); }
   // Isochronous IN packets this view received as copies of another VM's stream, and lost.
   IsoFanOut::FollowerStats fanout_stats(const DeviceView& view) const;
+  // Camera sharing (nullptr unless the backend has VideoStreaming interfaces).
+  const UvcSharing* uvc() const { return uvc_.get(); }
   // Told when a VM imports (true) or releases (false) its view.
   void on_hold_change(std::function<void(DeviceView&, bool)> fn) {
     on_hold_change_ = std::move(fn);
@@ -221,6 +227,10 @@ class SharedDevice {
 
   // Class/vendor control transactions (see the class comment).
   void submit_control(DeviceView& view, usb::Transfer& t);
+  // A camera's probe / commit request (UvcSharing decides), and who else streams `interface`.
+  void uvc_request(DeviceView& view, usb::Transfer& t);
+  std::string uvc_streamer(const DeviceView& view, uint8_t interface) const;
+  std::unique_ptr<UvcSharing> uvc_;  // set while the backend is a camera
   void on_control_done(DeviceView& view, const usb::Transfer& t, uint64_t generation);
   void release_control_lock();
   bool cancel_waiting(usb::Transfer& t);

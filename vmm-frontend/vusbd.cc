@@ -807,6 +807,10 @@ nlohmann::json Vusbd::stats() const {
     out["devices"][dev->name] = {
         {"source", dc.source}, {"mode", dc.mode}, {"connected", dev->shared->backend() != nullptr}};
     out["devices"][dev->name]["bus"] = dev->shared->bus();
+    if (const UvcSharing* uvc = dev->shared->uvc()) {
+      out["devices"][dev->name]["camera"] = {{"steered", uvc->steered()},
+                                             {"refused", uvc->refused()}};
+    }
     if (dc.mode == "timeslice") {
       out["devices"][dev->name]["turn"] = dev->shared->turn_holder();
       out["devices"][dev->name]["switches"] = dev->shared->turn_switches();
@@ -819,6 +823,7 @@ nlohmann::json Vusbd::stats() const {
       out["vms"][view->vm()][dev->name] = {
           {"iso_fanout_packets", fan.copied_packets},
           {"iso_fanout_dropped", fan.dropped_packets},
+          {"iso_fanout_skipped", fan.skipped_packets},
           {"turns", s.turns},
           {"queued", dev->shared->queued(*view)},
           {"queue_full", s.queue_full},

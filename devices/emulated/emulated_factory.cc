@@ -29,11 +29,9 @@ usb::Result<std::unique_ptr<usb::Device>> make_emulated(const EmulatedSpec& spec
   std::unique_ptr<EmulatedDevice> device;
   if (spec.type == "gadget-zero") {
     auto gz = std::make_unique<GadgetZero>(*parse_gadget_zero_options(spec.options), spec.location);
-    gz->set_pacing(
-        [timer](std::chrono::milliseconds d, std::move_only_function<void()> fn) {
-          timer(d, std::move(fn));
-        },
-        clock);
+    gz->set_pacing([timer](std::chrono::milliseconds d,
+                           std::move_only_function<void()> fn) { timer(d, std::move(fn)); },
+                   clock);
     device = std::move(gz);
   } else {
     auto cam = std::make_unique<UvcCamera>(*parse_uvc_camera_options(spec.options), spec.location);
