@@ -1,5 +1,5 @@
 # vusb — the two commands a user needs:
-#   make demo   install what is missing, build, run the demo (stub + Linux guest + usbtest)
+#   make demo   install what is missing, build, run the demo (one webcam into two Linux guests)
 #   make test   install what is missing, build, run every test (unit, integration, e2e, fuzz)
 PRESET ?= default
 BUILD  ?= build
