@@ -10,7 +10,7 @@ PKGS=(
   # libraries
   libusb-1.0-0-dev libevdev-dev libboost1.74-dev nlohmann-json3-dev libtoml11-dev
   libspdlog-dev libfmt-dev libcli11-dev libssl-dev libbluetooth-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libjpeg62-turbo-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libjpeg62-turbo-dev libseccomp-dev
   # real peers and the guest lab
   usbip usbutils qemu-system-x86 tshark bluez-test-tools busybox-static cpio kmod
 )

@@ -34,24 +34,36 @@ bool is_cancel_status(usb::Status s) {
 
 UsbipConnection::UsbipConnection(asio::ip::tcp::socket socket, ExportTable& exports,
                                  ConnectionLimits limits)
-    : socket_(std::move(socket)),
-      op_deadline_(socket_.get_executor()),
-      exports_(exports),
-      limits_(limits),
-      peer_(limits.label.empty() ? peer_name(socket_) : limits.label + " " + peer_name(socket_)) {
+    : UsbipConnection(tcp_tuned(std::move(socket), limits), exports, limits) {}
+
+UsbipConnection::UsbipConnection(Tuned tuned, ExportTable& exports, ConnectionLimits limits)
+    : UsbipConnection(std::move(tuned.socket), std::move(tuned.peer), exports, limits) {}
+
+UsbipConnection::Tuned UsbipConnection::tcp_tuned(asio::ip::tcp::socket socket,
+                                                  const ConnectionLimits& limits) {
+  std::string peer = peer_name(socket);
   error_code ec;
-  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
-  if (limits_.keepalive_idle.count() > 0) {
-    socket_.set_option(asio::socket_base::keep_alive(true), ec);
-    const int fd = socket_.native_handle();
-    const int idle = static_cast<int>(limits_.keepalive_idle.count());
-    const int interval = static_cast<int>(limits_.keepalive_interval.count());
-    const int count = limits_.keepalive_count;
+  socket.set_option(asio::ip::tcp::no_delay(true), ec);
+  if (limits.keepalive_idle.count() > 0) {
+    socket.set_option(asio::socket_base::keep_alive(true), ec);
+    const int fd = socket.native_handle();
+    const int idle = static_cast<int>(limits.keepalive_idle.count());
+    const int interval = static_cast<int>(limits.keepalive_interval.count());
+    const int count = limits.keepalive_count;
     ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
     ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
     ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
   }
+  return {asio::generic::stream_protocol::socket(std::move(socket)), std::move(peer)};
 }
+
+UsbipConnection::UsbipConnection(asio::generic::stream_protocol::socket socket, std::string peer,
+                                 ExportTable& exports, ConnectionLimits limits)
+    : socket_(std::move(socket)),
+      op_deadline_(socket_.get_executor()),
+      exports_(exports),
+      limits_(limits),
+      peer_(limits.label.empty() ? peer : limits.label + " " + peer) {}
 
 UsbipConnection::~UsbipConnection() = default;
 
@@ -81,7 +93,7 @@ void UsbipConnection::close(std::string_view reason) {
   op_deadline_.cancel();
   spdlog::debug("usbip {}: closed ({})", peer_, reason);
   error_code ec;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  socket_.shutdown(asio::socket_base::shutdown_both, ec);
   socket_.close(ec);
   queued_.clear();
   // Cancel what the device still holds; completions arrive (maybe inline) and only free memory.

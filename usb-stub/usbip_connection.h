@@ -1,8 +1,8 @@
-// UsbipConnection: one TCP connection to vusb-stub, speaking the USB/IP protocol as the server
-// (PROTOCOLS.md). Op phase: OP_REQ_DEVLIST or OP_REQ_IMPORT. After a successful import, the URB
-// phase: CMD_SUBMIT becomes a usb::Transfer on the imported device, its completion becomes a
-// RET_SUBMIT; CMD_UNLINK cancels. Payloads are read straight into the transfer buffer and each
-// batch of replies leaves in one gathered write.
+// UsbipConnection: one connection to vusb-stub (TCP, or a device process's socketpair), speaking
+// the USB/IP protocol as the server (PROTOCOLS.md). Op phase: OP_REQ_DEVLIST or OP_REQ_IMPORT.
+// After a successful import, the URB phase: CMD_SUBMIT becomes a usb::Transfer on the imported
+// device, its completion becomes a RET_SUBMIT; CMD_UNLINK cancels. Payloads are read straight into
+// the transfer buffer and each batch of replies leaves in one gathered write.
 //
 // Owned by itself through shared_ptr (Asio handlers and in-flight transfer completions hold a
 // reference), created by UsbipServer. Lives on the stub's loop.
@@ -21,6 +21,7 @@
 #pragma once
 
 #include <array>
+#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
@@ -64,6 +65,10 @@ class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
  public:
   UsbipConnection(boost::asio::ip::tcp::socket socket, ExportTable& exports,
                   ConnectionLimits limits);
+  // Over any connected stream (a socketpair to the parent, in a device process); `peer` names
+  // it in logs. TCP options are not set.
+  UsbipConnection(boost::asio::generic::stream_protocol::socket socket, std::string peer,
+                  ExportTable& exports, ConnectionLimits limits);
   ~UsbipConnection() override;
 
   void start();
@@ -118,7 +123,14 @@ class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
   // A transfer this connection is done with: its bytes leave the budget, its buffer the pool.
   void recycle(std::unique_ptr<usb::Transfer> transfer);
 
-  boost::asio::ip::tcp::socket socket_;
+  // A TCP socket with no-delay and keepalive set, as a generic stream, and its peer's name.
+  struct Tuned {
+    boost::asio::generic::stream_protocol::socket socket;
+    std::string peer;
+  };
+  static Tuned tcp_tuned(boost::asio::ip::tcp::socket socket, const ConnectionLimits& limits);
+  UsbipConnection(Tuned tuned, ExportTable& exports, ConnectionLimits limits);
+  boost::asio::generic::stream_protocol::socket socket_;
   boost::asio::steady_timer op_deadline_;  // the op-phase deadline, later the drain timer
   ExportTable& exports_;
   ConnectionLimits limits_;

@@ -7,7 +7,9 @@
 #include <cctype>
 #include <set>
 
+#include "devices/emulated/emulated_factory.h"
 #include "devices/emulated/gadget_zero.h"
+#include "devices/process/device_process.h"
 #include "usb/net/asio_timer.h"
 
 namespace vusbd {
@@ -376,13 +378,21 @@ usb::Result<void> Vusbd::start_device(Dev& d) {
           io_, dc.libusb, [this, &d](usb::Device* backend) { on_backend(d, backend); });
       return d.libusb->start();
     case DeviceConfig::Kind::kEmulated: {
-      auto options = devices::parse_gadget_zero_options(dc.emulated_options);
-      if (!options) return std::unexpected(options.error());
-      auto gz = std::make_unique<devices::GadgetZero>(*options, usb::DeviceLocation{});
-      gz->set_pacing(usb::net::asio_timer(io_), [] { return std::chrono::steady_clock::now(); });
-      gz->set_configuration(gz->descriptors().configurations.front().value, [](usb::Status) {});
-      d.local = std::move(gz);
+      auto device = devices::make_emulated(
+          {.type = dc.emulated, .options = dc.emulated_options, .location = {}},
+          usb::net::asio_timer(io_), [] { return std::chrono::steady_clock::now(); });
+      if (!device) return std::unexpected(device.error());
+      d.local = std::move(*device);
       on_backend(d, d.local.get());
+      return {};
+    }
+    case DeviceConfig::Kind::kProcess: {
+      devices::DeviceProcess::Options options;
+      options.device = {.type = dc.emulated, .options = dc.emulated_options, .location = {}};
+      options.program = devices::DeviceProcess::default_devhost_path();
+      d.process = std::make_unique<devices::DeviceProcess>(
+          io_, std::move(options), [this, &d](usb::Device* backend) { on_backend(d, backend); });
+      d.process->start();
       return {};
     }
   }
@@ -807,6 +817,11 @@ nlohmann::json Vusbd::stats() const {
     out["devices"][dev->name] = {
         {"source", dc.source}, {"mode", dc.mode}, {"connected", dev->shared->backend() != nullptr}};
     out["devices"][dev->name]["bus"] = dev->shared->bus();
+    if (dev->process) {
+      const auto& st = dev->process->status();
+      out["devices"][dev->name]["process"] = {
+          {"pid", st.pid}, {"starts", st.starts}, {"last_exit", st.last_exit}};
+    }
     if (const UvcSharing* uvc = dev->shared->uvc()) {
       out["devices"][dev->name]["camera"] = {{"steered", uvc->steered()},
                                              {"refused", uvc->refused()}};

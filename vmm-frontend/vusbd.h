@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "devices/emulated/reservation_device.h"
+#include "devices/process/device_process.h"
 #include "host-controller/controller.h"
 #include "schedulers/bus_reservations.h"
 #include "usb-stub/export_table.h"
@@ -118,10 +119,11 @@ class Vusbd {
     std::unique_ptr<RemoteBackend> remote;
     std::unique_ptr<LibusbBackend> libusb;
     std::unique_ptr<usb::Device> local;
-    std::unique_ptr<RemoteDiscovery> discovery;   // kUsbipAll: the devices are children
-    std::vector<std::string> vms;                 // given to, in config order
-    std::string parent;                           // a discovered device: its discovery's name
-    std::map<std::string, std::string> children;  // discovery: server bus id -> device name
+    std::unique_ptr<devices::DeviceProcess> process;  // kProcess: the device's own process
+    std::unique_ptr<RemoteDiscovery> discovery;       // kUsbipAll: the devices are children
+    std::vector<std::string> vms;                     // given to, in config order
+    std::string parent;                               // a discovered device: its discovery's name
+    std::map<std::string, std::string> children;      // discovery: server bus id -> device name
   };
 
   // Not yet given to VMs, not started. `parent`: a discovered device (not written back).

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <sstream>
 #include <toml.hpp>
 
+#include "devices/emulated/emulated_factory.h"
 #include "devices/emulated/gadget_zero.h"
 #include "vmm-frontend/address_map.h"
 
@@ -69,13 +71,15 @@ std::string bus_of(const DeviceConfig& d) {
     case DeviceConfig::Kind::kLibusb:
       return "libusb";
     case DeviceConfig::Kind::kEmulated:
+    case DeviceConfig::Kind::kProcess:
       return "emulated";
   }
   return "emulated";
 }
 
 usb::Result<void> parse_source(const std::string& source, DeviceConfig& d) {
-  constexpr std::string_view kUsbip = "usbip://", kLibusb = "libusb:", kEmulated = "emulated:";
+  constexpr std::string_view kUsbip = "usbip://",
+                             kLibusb = "libusb:", kEmulated = "emulated:", kProcess = "process:";
   if (&source != &d.source) d.source = source;
   if (source.starts_with(kUsbip)) {
     const std::string rest = source.substr(kUsbip.size());
@@ -100,23 +104,48 @@ usb::Result<void> parse_source(const std::string& source, DeviceConfig& d) {
     d.libusb = *f;
     return {};
   }
-  if (source.starts_with(kEmulated)) {
-    d.kind = DeviceConfig::Kind::kEmulated;
-    d.emulated = source.substr(kEmulated.size());
+  if (source.starts_with(kEmulated) || source.starts_with(kProcess)) {
+    const bool process = source.starts_with(kProcess);
+    d.kind = process ? DeviceConfig::Kind::kProcess : DeviceConfig::Kind::kEmulated;
+    d.emulated = source.substr(process ? kProcess.size() : kEmulated.size());
     d.emulated_options.clear();
     if (auto q = d.emulated.find('?'); q != std::string::npos) {
       d.emulated_options = d.emulated.substr(q + 1);
       d.emulated.resize(q);
     }
-    if (d.emulated != "gadget-zero")
-      return bad("source '" + source + "': known emulated devices: gadget-zero");
-    if (auto o = devices::parse_gadget_zero_options(d.emulated_options); !o)
+    if (auto o = devices::validate_emulated(d.emulated, d.emulated_options); !o)
       return bad("source '" + source + "': " + o.error().message);
     return {};
   }
   return bad("source '" + source +
              "': expected usbip://HOST:PORT/BUSID, usbip://HOST:PORT/*, libusb:VID:PID, "
-             "libusb:BUSID or emulated:gadget-zero");
+             "libusb:BUSID, emulated:TYPE or process:TYPE (TYPE: " +
+             std::string(devices::known_emulated_types()) + ")");
+}
+
+// `camera = ...` in a VM: the VM is given that device; "emulated" means the device "camera", an
+// emulated UVC camera in a process of its own, created for the first VM that asks.
+static usb::Result<void> give_cameras(VusbdConfig& c) {
+  for (const auto& vm : c.vms) {
+    if (vm.camera.empty()) continue;
+    const std::string name = vm.camera == "emulated" ? "camera" : vm.camera;
+    DeviceConfig* d = c.device(name);
+    if (!d && vm.camera == "emulated") {
+      DeviceConfig cam;
+      cam.name = "camera";
+      if (auto r = parse_source("process:uvc-camera", cam); !r) return r;
+      c.devices.push_back(std::move(cam));
+      d = &c.devices.back();
+    }
+    if (!d) return bad("vm '" + vm.name + "': camera '" + vm.camera + "' is not a device");
+    if (vm.camera == "emulated" && d->kind != DeviceConfig::Kind::kProcess &&
+        d->kind != DeviceConfig::Kind::kEmulated) {
+      return bad("vm '" + vm.name + "': camera = \"emulated\" needs the device 'camera', which " +
+                 "is configured as '" + d->source + "'");
+    }
+    if (std::find(d->vms.begin(), d->vms.end(), vm.name) == d->vms.end()) d->vms.push_back(vm.name);
+  }
+  return {};
 }
 
 usb::Result<VusbdConfig> load_config(const std::string& path) {
@@ -146,6 +175,7 @@ usb::Result<VusbdConfig> load_config(const std::string& path) {
         }
         if (v.contains("bandwidth_device"))
           vm.bandwidth_device = toml::find<bool>(v, "bandwidth_device");
+        if (v.contains("camera")) vm.camera = toml::find<std::string>(v, "camera");
         c.vms.push_back(vm);
       }
     if (root.contains("device"))
@@ -177,6 +207,7 @@ usb::Result<VusbdConfig> load_config(const std::string& path) {
     // toml11 reports errors by exception; this is start-up, not the data path.
     return bad("config " + path + ": " + e.what());
   }
+  if (auto r = give_cameras(c); !r) return std::unexpected(r.error());
   if (auto r = validate(c); !r) return std::unexpected(r.error());
   return c;
 }
@@ -237,7 +268,8 @@ std::string to_toml(const VusbdConfig& c) {
     out << "\n[[vm]]\nname = " << quote(vm.name) << "\nlisten = " << quote(vm.listen.to_string())
         << "\n"
         << (vm.weight != 1 ? "weight = " + std::to_string(vm.weight) + "\n" : "")
-        << (vm.bandwidth_device ? "bandwidth_device = true\n" : "");
+        << (vm.bandwidth_device ? "bandwidth_device = true\n" : "")
+        << (vm.camera.empty() ? "" : "camera = " + quote(vm.camera) + "\n");
   for (const auto& d : c.devices) {
     out << "\n[[device]]\nname = " << quote(d.name) << "\nsource = " << quote(d.source)
         << "\nmode = " << quote(d.mode) << "\n";

@@ -7,9 +7,15 @@
 //   [[vm]]      name = "vm1"   listen = "127.0.0.1:41001"   weight = 1 (share of a busy device)
 //               bandwidth_device = false   (true: a device at bus id 1-126 whose iso/interrupt
 //                                           endpoints show what other VMs reserve on its buses)
+//               camera = "emulated"  (give it a webcam: the device "camera", an emulated UVC
+//                                     camera in its own process, shared by every VM that asks;
+//                                     or the name of a configured device)
 //   [[device]]  name = "gz"
 //               source = "usbip://HOST:PORT/BUSID" | "usbip://HOST:PORT/*" | "libusb:VID:PID"
-//                      | "libusb:BUSID" | "emulated:gadget-zero[?key=value,...]"
+//                      | "libusb:BUSID" | "emulated:TYPE[?key=value,...]"
+//                      | "process:TYPE[?key=value,...]"
+//               (TYPE: gadget-zero or uvc-camera; emulated: inside vusbd; process: in a
+//               seccomp-restricted process of its own that vusbd restarts when it dies)
 //               (gadget-zero options: see devices::parse_gadget_zero_options, e.g.
 //               "emulated:gadget-zero?isoc_mult=1,isoc_interval=1,bulk_rate=1000000")
 //               ("/*": every device that server exports, devices behind hubs included, each as
@@ -38,17 +44,18 @@ struct VmConfig {
   usb::net::HostPort listen;
   uint32_t weight = 1;            // its share of a busy shared device (fair queue weight, 1..1000)
   bool bandwidth_device = false;  // a ReservationDevice on its bus (bus id 1-126)
+  std::string camera;             // "emulated" or a device name (see above); "" = none
 };
 
 struct DeviceConfig {
   std::string name;
   std::string source;  // as written
-  enum class Kind { kUsbip, kUsbipAll, kLibusb, kEmulated } kind = Kind::kUsbip;
+  enum class Kind { kUsbip, kUsbipAll, kLibusb, kEmulated, kProcess } kind = Kind::kUsbip;
   usb::net::HostPort server;       // kUsbip
   std::string busid;               // kUsbip ("*" for kUsbipAll)
   devices::DeviceFilter libusb{};  // kLibusb
-  std::string emulated;            // kEmulated: "gadget-zero"
-  std::string emulated_options;    // kEmulated: what follows '?' (validated)
+  std::string emulated;            // kEmulated, kProcess: "gadget-zero" or "uvc-camera"
+  std::string emulated_options;    // kEmulated, kProcess: what follows '?' (validated)
   std::string bus;                 // as written ("" = derived, see bus_of)
   std::string mode = "shared";
   uint32_t slice_ms = 100;  // timeslice mode: one VM's turn

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
@@ -38,7 +39,8 @@ struct UsbipRemoteDevice::Channel : std::enable_shared_from_this<Channel> {
   };
 
   asio::io_context& io;
-  tcp::socket socket;
+  // TCP to a server, or one end of a socketpair to a device process (import_connected).
+  asio::generic::stream_protocol::socket socket;
   Options options;
   std::string peer;
   wire::DeviceRecord record;
@@ -349,77 +351,96 @@ void UsbipRemoteDevice::import(asio::io_context& io, const usb::net::HostPort& s
                                const std::string& busid, Options options, ImportCallback done) {
   auto ch = std::make_shared<Channel>(io, std::move(options));
   ch->peer = server.to_string();
-  auto req = wire::encode_import_request(busid);
-  if (!req) return done(std::unexpected(req.error()));
   auto shared_done = std::make_shared<ImportCallback>(std::move(done));
-  auto fail = [shared_done](usb::Error::Code code, std::string msg) {
-    (*shared_done)(usb::Error::make(code, std::move(msg)));
-  };
   auto resolver = std::make_shared<tcp::resolver>(io);
+  auto tcp_socket = std::make_shared<tcp::socket>(io);
   resolver->async_resolve(
       server.host, std::to_string(server.port),
       [=, resolver = resolver](error_code ec, tcp::resolver::results_type results) {
-        if (ec) return fail(usb::Error::Code::kIo, "resolve " + ch->peer + ": " + ec.message());
-        asio::async_connect(ch->socket, results, [=](error_code ec, const tcp::endpoint&) {
-          if (ec) return fail(usb::Error::Code::kIo, "connect " + ch->peer + ": " + ec.message());
-          ch->socket.set_option(tcp::no_delay(true), ec);
-          auto out = std::make_shared<std::vector<uint8_t>>();
-          auto h = wire::encode_op_header({wire::kVersion, wire::kOpReqImport, 0});
-          out->insert(out->end(), h.begin(), h.end());
-          out->insert(out->end(), req->begin(), req->end());
-          asio::async_write(ch->socket, asio::buffer(*out), [=](error_code ec, size_t) {
-            (void)out;
-            if (ec) return fail(usb::Error::Code::kIo, "send import: " + ec.message());
-            ch->scratch.resize(wire::kOpHeaderSize + wire::kDeviceRecordSize);
-            asio::async_read(
-                ch->socket, asio::buffer(ch->scratch.data(), wire::kOpHeaderSize),
-                [=](error_code ec, size_t) {
-                  if (ec) return fail(usb::Error::Code::kIo, "import reply: " + ec.message());
-                  auto oh =
-                      wire::decode_op_header(std::span(ch->scratch.data(), wire::kOpHeaderSize));
-                  if (!oh || oh->code != wire::kOpRepImport)
-                    return fail(usb::Error::Code::kMalformed, "bad import reply");
-                  if (oh->status != wire::kStOk)
-                    return fail(
-                        oh->status == wire::kStDevBusy ? usb::Error::Code::kBusy
-                                                       : usb::Error::Code::kNotFound,
-                        fmt::format("server refused import of {} (status {})", busid, oh->status));
-                  asio::async_read(
-                      ch->socket, asio::buffer(ch->scratch.data(), wire::kDeviceRecordSize),
-                      [=](error_code ec, size_t) {
-                        if (ec)
-                          return fail(usb::Error::Code::kIo, "import record: " + ec.message());
-                        auto rec = wire::decode_device_record(
-                            std::span(ch->scratch.data(), wire::kDeviceRecordSize));
-                        if (!rec) return fail(usb::Error::Code::kMalformed, rec.error().message);
-                        if (rec->busid != busid)
-                          return fail(usb::Error::Code::kMalformed,
-                                      "import reply names bus id '" + rec->busid + "'");
-                        ch->record = *rec;
-                        ch->devid = wire::make_devid(rec->busnum, rec->devnum);
-                        ch->active_config = rec->configuration_value;
-                        ch->location = {rec->busnum, rec->devnum, rec->busid, rec->path};
-                        ch->connected = true;
-                        ch->read_header();
-                        auto dev = std::unique_ptr<UsbipRemoteDevice>(new UsbipRemoteDevice(ch));
-                        UsbipRemoteDevice* raw = dev.get();
-                        auto holder =
-                            std::make_shared<std::unique_ptr<UsbipRemoteDevice>>(std::move(dev));
-                        auto fetch = std::make_shared<DescriptorFetcher>(
-                            *raw, ch->descriptors, [=](usb::Result<void> r) {
-                              if (!r) {
-                                auto e = r.error();
-                                holder->reset();
-                                return (*shared_done)(std::unexpected(std::move(e)));
-                              }
-                              (*shared_done)(std::move(*holder));
-                            });
-                        fetch->start();
-                      });
-                });
-          });
+        if (ec) {
+          return (*shared_done)(
+              usb::Error::make(usb::Error::Code::kIo, "resolve " + ch->peer + ": " + ec.message()));
+        }
+        asio::async_connect(*tcp_socket, results, [=](error_code ec, const tcp::endpoint&) {
+          if (ec) {
+            return (*shared_done)(usb::Error::make(usb::Error::Code::kIo,
+                                                   "connect " + ch->peer + ": " + ec.message()));
+          }
+          tcp_socket->set_option(tcp::no_delay(true), ec);
+          ch->socket = asio::generic::stream_protocol::socket(std::move(*tcp_socket));
+          start_import(ch, busid, shared_done);
         });
       });
+}
+
+void UsbipRemoteDevice::import_connected(asio::generic::stream_protocol::socket socket,
+                                         std::string peer, const std::string& busid,
+                                         Options options, ImportCallback done) {
+  auto& io = static_cast<asio::io_context&>(socket.get_executor().context());
+  auto ch = std::make_shared<Channel>(io, std::move(options));
+  ch->peer = std::move(peer);
+  ch->socket = std::move(socket);
+  start_import(ch, busid, std::make_shared<ImportCallback>(std::move(done)));
+}
+
+void UsbipRemoteDevice::start_import(std::shared_ptr<Channel> ch, const std::string& busid,
+                                     std::shared_ptr<ImportCallback> shared_done) {
+  auto fail = [shared_done](usb::Error::Code code, std::string msg) {
+    (*shared_done)(usb::Error::make(code, std::move(msg)));
+  };
+  auto req = wire::encode_import_request(busid);
+  if (!req) return (*shared_done)(std::unexpected(req.error()));
+  auto out = std::make_shared<std::vector<uint8_t>>();
+  auto h = wire::encode_op_header({wire::kVersion, wire::kOpReqImport, 0});
+  out->insert(out->end(), h.begin(), h.end());
+  out->insert(out->end(), req->begin(), req->end());
+  asio::async_write(ch->socket, asio::buffer(*out), [=](error_code ec, size_t) {
+    (void)out;
+    if (ec) return fail(usb::Error::Code::kIo, "send import: " + ec.message());
+    ch->scratch.resize(wire::kOpHeaderSize + wire::kDeviceRecordSize);
+    asio::async_read(
+        ch->socket, asio::buffer(ch->scratch.data(), wire::kOpHeaderSize),
+        [=](error_code ec, size_t) {
+          if (ec) return fail(usb::Error::Code::kIo, "import reply: " + ec.message());
+          auto oh = wire::decode_op_header(std::span(ch->scratch.data(), wire::kOpHeaderSize));
+          if (!oh || oh->code != wire::kOpRepImport)
+            return fail(usb::Error::Code::kMalformed, "bad import reply");
+          if (oh->status != wire::kStOk)
+            return fail(oh->status == wire::kStDevBusy ? usb::Error::Code::kBusy
+                                                       : usb::Error::Code::kNotFound,
+                        fmt::format("server refused import of {} (status {})", busid, oh->status));
+          asio::async_read(
+              ch->socket, asio::buffer(ch->scratch.data(), wire::kDeviceRecordSize),
+              [=](error_code ec, size_t) {
+                if (ec) return fail(usb::Error::Code::kIo, "import record: " + ec.message());
+                auto rec = wire::decode_device_record(
+                    std::span(ch->scratch.data(), wire::kDeviceRecordSize));
+                if (!rec) return fail(usb::Error::Code::kMalformed, rec.error().message);
+                if (rec->busid != busid)
+                  return fail(usb::Error::Code::kMalformed,
+                              "import reply names bus id '" + rec->busid + "'");
+                ch->record = *rec;
+                ch->devid = wire::make_devid(rec->busnum, rec->devnum);
+                ch->active_config = rec->configuration_value;
+                ch->location = {rec->busnum, rec->devnum, rec->busid, rec->path};
+                ch->connected = true;
+                ch->read_header();
+                auto dev = std::unique_ptr<UsbipRemoteDevice>(new UsbipRemoteDevice(ch));
+                UsbipRemoteDevice* raw = dev.get();
+                auto holder = std::make_shared<std::unique_ptr<UsbipRemoteDevice>>(std::move(dev));
+                auto fetch = std::make_shared<DescriptorFetcher>(
+                    *raw, ch->descriptors, [=](usb::Result<void> r) {
+                      if (!r) {
+                        auto e = r.error();
+                        holder->reset();
+                        return (*shared_done)(std::unexpected(std::move(e)));
+                      }
+                      (*shared_done)(std::move(*holder));
+                    });
+                fetch->start();
+              });
+        });
+  });
 }
 
 namespace {

@@ -1,5 +1,6 @@
 // UsbipRemoteDevice: a usb::Device that lives on a USB/IP server (vusb-stub or the kernel's
-// usbipd) and is reached over TCP as the client side of the protocol. Transfers become
+// usbipd) and is reached over TCP — or a device process reached over a socketpair — as the client
+// side of the protocol. Transfers become
 // CMD_SUBMIT; RET_SUBMIT completes them. Submits made in one loop turn leave in one gathered
 // write (a write cache flushed at the end of the turn). cancel() sends CMD_UNLINK; a RET_SUBMIT
 // that arrives for a transfer already given back is read and dropped (STYLE 2).
@@ -9,6 +10,7 @@
 // of the io_context it was imported on.
 #pragma once
 
+#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <cstdint>
@@ -40,6 +42,11 @@ class UsbipRemoteDevice : public usb::Device {
   // done on the loop.
   static void import(boost::asio::io_context& io, const usb::net::HostPort& server,
                      const std::string& busid, Options options, ImportCallback done);
+  // The same over a stream that is already connected (one end of a socketpair to a device
+  // process); `peer` names it in logs. The socket's executor must be an io_context's.
+  static void import_connected(boost::asio::generic::stream_protocol::socket socket,
+                               std::string peer, const std::string& busid, Options options,
+                               ImportCallback done);
 
   // OP_REQ_DEVLIST on the loop: connects, asks, reads the list (at most 4096 devices), hangs up,
   // then calls done on the loop; fails (kIo, kMalformed, kTooLarge) if that takes over `timeout`.
@@ -77,6 +84,9 @@ class UsbipRemoteDevice : public usb::Device {
 
  private:
   explicit UsbipRemoteDevice(std::shared_ptr<Channel> channel);
+  // OP_REQ_IMPORT on the channel's connected socket, then the descriptors; calls done once.
+  static void start_import(std::shared_ptr<Channel> channel, const std::string& busid,
+                           std::shared_ptr<ImportCallback> done);
   void standard_request(const usb::SetupPacket& setup, usb::StatusCallback done);
 
   std::shared_ptr<Channel> channel_;

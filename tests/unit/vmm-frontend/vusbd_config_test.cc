@@ -19,7 +19,53 @@ TEST(VusbdConfigTest, Sources) {
   EXPECT_FALSE(parse_source("usbip://host:3240", d));
   EXPECT_FALSE(parse_source("usbip://host:99999/1-1", d));
   EXPECT_FALSE(parse_source("emulated:toaster", d));
+  ASSERT_TRUE(parse_source("process:uvc-camera?transport=bulk", d));
+  EXPECT_EQ(d.kind, DeviceConfig::Kind::kProcess);
+  EXPECT_EQ(d.emulated, "uvc-camera");
+  EXPECT_EQ(d.emulated_options, "transport=bulk");
+  EXPECT_FALSE(parse_source("process:uvc-camera?transport=carrier-pigeon", d));
   EXPECT_FALSE(parse_source("ftp://x", d));
+}
+
+TEST(VusbdConfigTest, AVmAskingForAnEmulatedCameraGetsOneCameraProcessSharedByAll) {
+  const std::string path = ::testing::TempDir() + "/vusbd-camera.toml";
+  std::ofstream(path) << R"(
+[[vm]]
+name = "vm1"
+listen = "127.0.0.1:41001"
+camera = "emulated"
+[[vm]]
+name = "vm2"
+listen = "127.0.0.1:41002"
+camera = "emulated"
+[[vm]]
+name = "vm3"
+listen = "127.0.0.1:41003"
+)";
+  auto c = load_config(path);
+  ASSERT_TRUE(c.has_value()) << c.error().message;
+  const DeviceConfig* cam = c->device("camera");
+  ASSERT_NE(cam, nullptr);
+  EXPECT_EQ(cam->kind, DeviceConfig::Kind::kProcess);
+  EXPECT_EQ(cam->source, "process:uvc-camera");
+  EXPECT_EQ(cam->mode, "shared");
+  EXPECT_EQ(cam->vms, (std::vector<std::string>{"vm1", "vm2"}));
+  // Written back and read again: still one camera, the same VMs.
+  std::ofstream(path) << to_toml(*c);
+  auto again = load_config(path);
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_EQ(again->devices.size(), 1u);
+  EXPECT_EQ(again->device("camera")->vms, cam->vms);
+  // A camera that is not a device is refused with the VM's name.
+  std::ofstream(path) << R"(
+[[vm]]
+name = "vm1"
+listen = "127.0.0.1:41001"
+camera = "webcam"
+)";
+  auto bad = load_config(path);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message.find("vm1"), std::string::npos);
 }
 
 TEST(VusbdConfigTest, LoadAndValidate) {

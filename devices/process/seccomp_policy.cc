@@ -1,0 +1,67 @@
+#include "devices/process/seccomp_policy.h"
+
+#include <seccomp.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <string>
+
+namespace devices {
+
+namespace {
+
+// What Boost.Asio's epoll reactor, glibc's allocator, libstdc++, spdlog (stderr) and the device
+// models call after start-up.
+constexpr int kAllowed[] = {
+    // the socket to the parent, stderr
+    SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev), SCMP_SYS(recvfrom),
+    SCMP_SYS(recvmsg), SCMP_SYS(sendto), SCMP_SYS(sendmsg), SCMP_SYS(shutdown), SCMP_SYS(close),
+    SCMP_SYS(fcntl),
+    // the loop
+    SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait), SCMP_SYS(epoll_ctl), SCMP_SYS(timerfd_settime),
+    SCMP_SYS(timerfd_gettime), SCMP_SYS(poll), SCMP_SYS(ppoll),
+    // time
+    SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep), SCMP_SYS(gettimeofday),
+    // memory, threads' futexes
+    SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mremap), SCMP_SYS(brk), SCMP_SYS(madvise),
+    SCMP_SYS(mprotect), SCMP_SYS(futex), SCMP_SYS(sched_yield),
+    // signals and exit (abort() raises SIGABRT at itself)
+    SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigaction), SCMP_SYS(getpid),
+    SCMP_SYS(gettid), SCMP_SYS(exit), SCMP_SYS(exit_group), SCMP_SYS(restart_syscall),
+    SCMP_SYS(newfstatat), SCMP_SYS(fstat), SCMP_SYS(getrandom)};
+
+struct Filter {
+  scmp_filter_ctx ctx;
+  ~Filter() { seccomp_release(ctx); }
+};
+
+usb::Result<void> fail(const char* what, int rc) {
+  return usb::Error::make(usb::Error::Code::kIo,
+                          std::string("seccomp: ") + what + ": " + std::strerror(-rc));
+}
+
+}  // namespace
+
+usb::Result<void> install_device_process_seccomp() {
+  Filter f{seccomp_init(SCMP_ACT_KILL_PROCESS)};
+  if (!f.ctx) return usb::Error::make(usb::Error::Code::kIo, "seccomp: seccomp_init failed");
+  for (int nr : kAllowed) {
+    if (int rc = seccomp_rule_add(f.ctx, SCMP_ACT_ALLOW, nr, 0); rc < 0) {
+      return fail("rule", rc);
+    }
+  }
+  // ioctl only to make a descriptor (non-)blocking, as Asio does.
+  if (int rc = seccomp_rule_add(f.ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+                                SCMP_A1(SCMP_CMP_EQ, FIONBIO));
+      rc < 0) {
+    return fail("ioctl rule", rc);
+  }
+  if (int rc = seccomp_attr_set(f.ctx, SCMP_FLTATR_CTL_NNP, 1); rc < 0) return fail("nnp", rc);
+  if (int rc = seccomp_load(f.ctx); rc < 0) return fail("load", rc);
+  return {};
+}
+
+}  // namespace devices
