@@ -178,6 +178,26 @@ static int open_stream(struct stream *s, int announce) {
   return 0;
 }
 
+/* After a reconnect the camera may come back under another node: the first /dev/videoN that
+ * captures video. */
+static int find_capture_node(char *out, size_t n) {
+  for (int i = 0; i < 16; i++) {
+    char path[32];
+    snprintf(path, sizeof path, "/dev/video%d", i);
+    int fd = open(path, O_RDWR | O_NONBLOCK);
+    if (fd < 0) continue;
+    struct v4l2_capability cap;
+    memset(&cap, 0, sizeof cap);
+    int ok = xioctl(fd, VIDIOC_QUERYCAP, &cap) == 0 && (cap.device_caps & V4L2_CAP_VIDEO_CAPTURE);
+    close(fd);
+    if (ok) {
+      snprintf(out, n, "%s", path);
+      return 0;
+    }
+  }
+  return -1;
+}
+
 static int start_stream(struct stream *s) {
   enum v4l2_buf_type type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
   if (xioctl(s->fd, VIDIOC_STREAMON, &type) < 0) {
@@ -269,16 +289,18 @@ int main(int argc, char **argv) {
       close_stream(&s);
       const double t_gone = now_s();
       /* Wait for the node to come back and answer again. */
+      static char node[32];
       while (now_s() < deadline) {
         usleep(100000);
-        if (access(device, F_OK) != 0) continue;
+        if (find_capture_node(node, sizeof node) != 0) continue;
+        device = node;
         if (open_stream(&s, 0) == 0 && start_stream(&s) == 0) break;
         close_stream(&s);
       }
       if (s.fd < 0) continue; /* the deadline check above reports it */
       ++reconnects;
       last = -1; /* the counter check restarts with the new stream */
-      printf("V4L2-RECONNECT after_ms=%.0f\n", (now_s() - t_gone) * 1e3);
+      printf("V4L2-RECONNECT after_ms=%.0f device=%s\n", (now_s() - t_gone) * 1e3, device);
       continue;
     }
     if (b.flags & V4L2_BUF_FLAG_ERROR) {
