@@ -44,7 +44,7 @@ struct VmConfig {
   usb::net::HostPort listen;
   uint32_t weight = 1;            // its share of a busy shared device (fair queue weight, 1..1000)
   bool bandwidth_device = false;  // a ReservationDevice on its bus (bus id 1-126)
-  std::string camera;             // "emulated" or a device name (see above); "" = none
+  std::string camera{};           // "emulated" or a device name (see above); "" = none
 };
 
 struct DeviceConfig {
