@@ -3,8 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/io_context.hpp>
+#include <set>
 
 #include "devices/emulated/emulated_factory.h"
+#include "devices/emulated/hid_sensor_hub.h"
+#include "devices/evdev/sensor_sources.h"
 #include "devices/libusb/libusb_provider.h"
 #include "usb/net/asio_timer.h"
 
@@ -53,7 +56,65 @@ usb::Result<void> DeviceSources::add_libusb(const std::vector<std::string>& sele
   return {};
 }
 
+usb::Result<void> DeviceSources::add_sensors(const std::vector<std::string>& specs) {
+  std::set<devices::SensorKind> kinds;
+  std::vector<std::unique_ptr<devices::EvdevSensorSource>> evdev;
+  std::vector<std::unique_ptr<devices::ReplaySensorSource>> replays;
+  for (const auto& spec : specs) {
+    if (spec == "evdev" || spec.starts_with("evdev:")) {
+      std::vector<std::string> paths;
+      if (spec == "evdev") {
+        paths = devices::EvdevSensorSource::find_devices();
+        if (paths.empty())
+          return usb::Error::make(usb::Error::Code::kNotFound,
+                                  "--sensors evdev: no motion sensor under /dev/input");
+      } else {
+        paths.push_back(spec.substr(6));
+      }
+      for (const auto& p : paths) {
+        auto src = devices::EvdevSensorSource::open(io_, p);
+        if (!src) return std::unexpected(src.error());
+        kinds.insert((*src)->sensors().begin(), (*src)->sensors().end());
+        evdev.push_back(std::move(*src));
+      }
+    } else if (spec.starts_with("replay:")) {
+      std::string path = spec.substr(7);
+      bool loop = false;
+      if (path.ends_with(",loop")) {
+        loop = true;
+        path.resize(path.size() - 5);
+      }
+      auto steps = devices::ReplaySensorSource::load(path);
+      if (!steps) return std::unexpected(steps.error());
+      const auto of = devices::ReplaySensorSource::sensors_of(*steps);
+      kinds.insert(of.begin(), of.end());
+      replays.push_back(
+          std::make_unique<devices::ReplaySensorSource>(io_, std::move(*steps), loop));
+    } else {
+      return usb::Error::make(
+          usb::Error::Code::kInvalidArgument,
+          "--sensors '" + spec + "': expected evdev, evdev:PATH or replay:FILE[,loop]");
+    }
+  }
+  devices::HidSensorHubOptions options;
+  options.sensors = kinds;
+  auto hub = std::make_unique<devices::HidSensorHub>(options);
+  hub->set_clock(usb::net::asio_timer(io_), [] { return std::chrono::steady_clock::now(); });
+  hub->set_configuration(1, [](usb::Status) {});
+  for (auto& e : evdev) e->start(*hub);
+  for (auto& r : replays) r->start(*hub);
+  auto busid = exports_.add(*hub);
+  if (!busid) return std::unexpected(busid.error());
+  spdlog::info("HID sensor hub with {} sensor(s) exported as {}", kinds.size(), *busid);
+  emulated_.push_back(std::move(hub));
+  for (auto& e : evdev) evdev_.push_back(std::move(e));
+  for (auto& r : replays) replays_.push_back(std::move(r));
+  return {};
+}
+
 void DeviceSources::stop() {
+  evdev_.clear();
+  replays_.clear();
   for (auto& d : emulated_) exports_.remove(*d);
   emulated_.clear();
   // A provider's destructor reports every device removed to its observers (the export table).

@@ -17,6 +17,8 @@ class io_context;
 
 namespace devices {
 class LibusbProvider;
+class EvdevSensorSource;
+class ReplaySensorSource;
 }  // namespace devices
 
 namespace stub {
@@ -29,6 +31,9 @@ class DeviceSources {
   usb::Result<void> add_emulated(const EmulateSpec& spec);
   // selectors: "VID:PID" or bus ids; all = every non-hub device with hotplug.
   usb::Result<void> add_libusb(const std::vector<std::string>& selectors, bool all);
+  // A HID sensor hub fed by sensor sources, exported as one device. Specs: "evdev" (every motion
+  // sensor input device), "evdev:/dev/input/eventN", "replay:FILE" or "replay:FILE,loop".
+  usb::Result<void> add_sensors(const std::vector<std::string>& specs);
   // Unplugs everything (in-flight transfers complete) before the loop stops.
   void stop();
 
@@ -38,6 +43,8 @@ class DeviceSources {
   ExportTable& exports_;
   std::vector<std::unique_ptr<usb::Device>> emulated_;
   std::vector<std::unique_ptr<devices::LibusbProvider>> providers_;
+  std::vector<std::unique_ptr<devices::EvdevSensorSource>> evdev_;
+  std::vector<std::unique_ptr<devices::ReplaySensorSource>> replays_;
 };
 
 }  // namespace stub

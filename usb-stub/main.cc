@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   stub::StubConfig config;
   std::string listen_text, config_path;
   std::vector<std::string> emulate_text;
+  std::vector<std::string> sensor_specs;
   uint32_t max_urb = config.limits.wire.max_transfer_length;
   uint64_t max_inflight = config.limits.max_inflight_bytes;
 
@@ -40,6 +41,10 @@ int main(int argc, char** argv) {
   app.add_option("--libusb", config.libusb,
                  "Export a local USB device through libusb, by VID:PID (hex) or bus id "
                  "(repeatable)");
+  app.add_option("--sensors", sensor_specs,
+                 "Export a HID sensor hub (accelerometer, gyroscope, ...) fed by: evdev (every "
+                 "motion sensor input device), evdev:/dev/input/eventN, or replay:FILE[,loop] "
+                 "(a recorded trace) (repeatable; one hub)");
   app.add_flag("--libusb-all", config.libusb_all,
                "Export every local USB device except hubs, following hotplug");
   app.add_option("--config", config_path,
@@ -91,6 +96,8 @@ int main(int argc, char** argv) {
     if (auto r = sources.add_emulated(spec); !r) return fail(r.error());
   if (!config.libusb.empty() || config.libusb_all)
     if (auto r = sources.add_libusb(config.libusb, config.libusb_all); !r) return fail(r.error());
+  if (!sensor_specs.empty())
+    if (auto r = sources.add_sensors(sensor_specs); !r) return fail(r.error());
 
   stub::UsbipServer server(io, exports, config.limits);
   if (auto r = server.listen(config.listen); !r) return fail(r.error());

@@ -54,9 +54,12 @@ usb::Result<void> install_device_process_seccomp() {
     }
   }
   // ioctl only to make a descriptor (non-)blocking, as Asio does.
-  if (int rc = seccomp_rule_add(f.ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
-                                SCMP_A1(SCMP_CMP_EQ, FIONBIO));
-      rc < 0) {
+  scmp_arg_cmp fionbio{};
+  fionbio.arg = 1;
+  fionbio.op = SCMP_CMP_EQ;
+  fionbio.datum_a = FIONBIO;
+  fionbio.datum_b = 0;
+  if (int rc = seccomp_rule_add(f.ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, fionbio); rc < 0) {
     return fail("ioctl rule", rc);
   }
   if (int rc = seccomp_attr_set(f.ctx, SCMP_FLTATR_CTL_NNP, 1); rc < 0) return fail("nnp", rc);

@@ -1,0 +1,281 @@
+#include "devices/evdev/sensor_sources.h"
+
+#include <fcntl.h>
+#include <libevdev/libevdev.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace devices {
+
+namespace asio = boost::asio;
+
+// --- EvdevSensorSource ---
+
+usb::Result<std::unique_ptr<EvdevSensorSource>> EvdevSensorSource::open(asio::io_context& io,
+                                                                        const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    return usb::Error::make(usb::Error::Code::kIo, "evdev " + path + ": " + std::strerror(errno));
+  }
+  libevdev* dev = nullptr;
+  if (int rc = libevdev_new_from_fd(fd, &dev); rc < 0) {
+    ::close(fd);
+    return usb::Error::make(usb::Error::Code::kIo,
+                            "evdev " + path + ": libevdev: " + std::strerror(-rc));
+  }
+  auto src = std::unique_ptr<EvdevSensorSource>(new EvdevSensorSource(io, fd, dev, path));
+  if (src->sensors_.empty()) {
+    return usb::Error::make(usb::Error::Code::kUnsupported,
+                            "evdev " + path + " ('" + src->name_ +
+                                "') is not a motion sensor (INPUT_PROP_ACCELEROMETER with "
+                                "ABS_X/Y/Z or ABS_RX/RY/RZ)");
+  }
+  return src;
+}
+
+std::vector<std::string> EvdevSensorSource::find_devices() {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/dev/input", ec)) {
+    const std::string p = e.path().string();
+    if (e.path().filename().string().rfind("event", 0) != 0) continue;
+    const int fd = ::open(p.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) continue;
+    libevdev* dev = nullptr;
+    if (libevdev_new_from_fd(fd, &dev) == 0) {
+      if (libevdev_has_property(dev, INPUT_PROP_ACCELEROMETER)) out.push_back(p);
+      libevdev_free(dev);
+    }
+    ::close(fd);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+EvdevSensorSource::EvdevSensorSource(asio::io_context& io, int fd, libevdev* dev, std::string path)
+    : fd_(io, fd), dev_(dev), path_(std::move(path)) {
+  name_ = libevdev_get_name(dev_) ? libevdev_get_name(dev_) : "?";
+  if (!libevdev_has_property(dev_, INPUT_PROP_ACCELEROMETER)) return;
+  auto has = [&](unsigned a, unsigned b, unsigned c) {
+    return libevdev_has_event_code(dev_, EV_ABS, a) && libevdev_has_event_code(dev_, EV_ABS, b) &&
+           libevdev_has_event_code(dev_, EV_ABS, c);
+  };
+  auto resolution = [&](unsigned code) {
+    const int r = libevdev_get_abs_resolution(dev_, code);
+    return r > 0 ? r : 1;
+  };
+  if (has(ABS_X, ABS_Y, ABS_Z)) {
+    sensors_.insert(SensorKind::kAccelerometer);
+    accel_res_ = resolution(ABS_X);
+  }
+  if (has(ABS_RX, ABS_RY, ABS_RZ)) {
+    sensors_.insert(SensorKind::kGyrometer);
+    gyro_res_ = resolution(ABS_RX);
+  }
+  for (unsigned i = 0; i < 6; ++i) {
+    const unsigned code = i < 3 ? ABS_X + i : ABS_RX + (i - 3);
+    if (libevdev_has_event_code(dev_, EV_ABS, code))
+      axis_[i] = libevdev_get_event_value(dev_, EV_ABS, code);
+  }
+}
+
+EvdevSensorSource::~EvdevSensorSource() {
+  *alive_ = false;
+  boost::system::error_code ec;
+  fd_.cancel(ec);
+  libevdev_free(dev_);
+}
+
+void EvdevSensorSource::start(HidSensorHub& hub) {
+  hub_ = &hub;
+  spdlog::info("evdev: {} ('{}'): feeding {} sensor(s), resolution {} per g", path_, name_,
+               sensors_.size(), accel_res_);
+  accel_dirty_ = gyro_dirty_ = true;
+  emit();  // the current position, before any motion
+  wait();
+}
+
+void EvdevSensorSource::wait() {
+  fd_.async_wait(asio::posix::stream_descriptor::wait_read,
+                 [this, alive = alive_](boost::system::error_code ec) {
+                   if (!*alive || ec) return;
+                   drain();
+                 });
+}
+
+void EvdevSensorSource::drain() {
+  input_event ev{};
+  unsigned flags = LIBEVDEV_READ_FLAG_NORMAL;
+  for (;;) {
+    const int rc = libevdev_next_event(dev_, flags, &ev);
+    if (rc == -EAGAIN) {
+      if (flags == LIBEVDEV_READ_FLAG_SYNC) {  // resynchronised: back to normal reads
+        flags = LIBEVDEV_READ_FLAG_NORMAL;
+        continue;
+      }
+      break;
+    }
+    if (rc == LIBEVDEV_READ_STATUS_SYNC) {
+      // SYN_DROPPED: the kernel's buffer overflowed; libevdev replays the current state.
+      flags = LIBEVDEV_READ_FLAG_SYNC;
+      accel_dirty_ = gyro_dirty_ = true;
+      continue;
+    }
+    if (rc < 0) {
+      spdlog::warn("evdev: {} ('{}'): {}; no more samples from it", path_, name_,
+                   std::strerror(-rc));
+      return;
+    }
+    if (ev.type == EV_ABS) {
+      if (ev.code <= ABS_Z) {  // ABS_X is 0
+        axis_[ev.code - ABS_X] = ev.value;
+        accel_dirty_ = true;
+      } else if (ev.code >= ABS_RX && ev.code <= ABS_RZ) {
+        axis_[3 + ev.code - ABS_RX] = ev.value;
+        gyro_dirty_ = true;
+      }
+    } else if (ev.type == EV_SYN && ev.code == SYN_REPORT) {
+      emit();
+    }
+  }
+  wait();
+}
+
+void EvdevSensorSource::emit() {
+  if (!hub_) return;
+  // The hub's raw units: centi-g and centi-deg/s (its Unit Exponent is -2).
+  auto scaled = [](int32_t v, int res) {
+    return static_cast<int32_t>(static_cast<int64_t>(v) * 100 / res);
+  };
+  if (accel_dirty_ && sensors_.contains(SensorKind::kAccelerometer)) {
+    hub_->set_sample(SensorKind::kAccelerometer,
+                     {{scaled(axis_[0], accel_res_), scaled(axis_[1], accel_res_),
+                       scaled(axis_[2], accel_res_)}});
+    ++samples_;
+  }
+  if (gyro_dirty_ && sensors_.contains(SensorKind::kGyrometer)) {
+    hub_->set_sample(
+        SensorKind::kGyrometer,
+        {{scaled(axis_[3], gyro_res_), scaled(axis_[4], gyro_res_), scaled(axis_[5], gyro_res_)}});
+    ++samples_;
+  }
+  accel_dirty_ = gyro_dirty_ = false;
+}
+
+// --- ReplaySensorSource ---
+
+usb::Result<std::vector<ReplaySensorSource::Step>> ReplaySensorSource::parse(
+    std::string_view text) {
+  std::vector<Step> steps;
+  size_t line_no = 0;
+  while (!text.empty()) {
+    const auto nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    ++line_no;
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.remove_suffix(1);
+    if (line.empty() || line.front() == '#') continue;
+    std::vector<std::string_view> words;
+    for (size_t i = 0; i < line.size();) {
+      while (i < line.size() && line[i] == ' ') ++i;
+      size_t j = i;
+      while (j < line.size() && line[j] != ' ') ++j;
+      if (j > i) words.push_back(line.substr(i, j - i));
+      i = j;
+    }
+    auto bad = [&](const std::string& why) {
+      return usb::Error::make(usb::Error::Code::kMalformed,
+                              "replay line " + std::to_string(line_no) + ": " + why);
+    };
+    if (words.size() < 3) return bad("expected TIME_MS KIND X [Y Z]");
+    auto number = [](std::string_view w, auto& out) {
+      auto [end, ec] = std::from_chars(w.data(), w.data() + w.size(), out);
+      return ec == std::errc{} && end == w.data() + w.size();
+    };
+    uint32_t ms = 0;
+    if (!number(words[0], ms)) return bad("time '" + std::string(words[0]) + "'");
+    Step s{std::chrono::milliseconds(ms), SensorKind::kAccelerometer, {}};
+    const std::string kind(words[1]);
+    if (kind == "accel")
+      s.kind = SensorKind::kAccelerometer;
+    else if (kind == "gyro")
+      s.kind = SensorKind::kGyrometer;
+    else if (kind == "compass")
+      s.kind = SensorKind::kCompass;
+    else if (kind == "light")
+      s.kind = SensorKind::kLight;
+    else
+      return bad("kind '" + kind + "' (accel, gyro, compass, light)");
+    const size_t n = s.kind == SensorKind::kLight ? 1 : 3;
+    if (words.size() != 2 + n) return bad(kind + " takes " + std::to_string(n) + " value(s)");
+    for (size_t i = 0; i < n; ++i)
+      if (!number(words[2 + i], s.sample.value[i]))
+        return bad("value '" + std::string(words[2 + i]) + "'");
+    if (!steps.empty() && s.at < steps.back().at) return bad("time goes back");
+    if (steps.size() >= 1'000'000) return bad("more than a million steps");
+    steps.push_back(s);
+  }
+  if (steps.empty()) return usb::Error::make(usb::Error::Code::kMalformed, "replay: no steps");
+  return steps;
+}
+
+usb::Result<std::vector<ReplaySensorSource::Step>> ReplaySensorSource::load(
+    const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return usb::Error::make(usb::Error::Code::kIo, "replay " + path + ": cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto steps = parse(ss.str());
+  if (!steps) return usb::Error::make(steps.error().code, path + ": " + steps.error().message);
+  return steps;
+}
+
+std::set<SensorKind> ReplaySensorSource::sensors_of(const std::vector<Step>& steps) {
+  std::set<SensorKind> out;
+  for (const auto& s : steps) out.insert(s.kind);
+  return out;
+}
+
+ReplaySensorSource::ReplaySensorSource(asio::io_context& io, std::vector<Step> steps, bool loop)
+    : timer_(io), steps_(std::move(steps)), loop_(loop) {}
+
+ReplaySensorSource::~ReplaySensorSource() {
+  *alive_ = false;
+  timer_.cancel();
+}
+
+void ReplaySensorSource::start(HidSensorHub& hub) {
+  hub_ = &hub;
+  index_ = 0;
+  epoch_ = std::chrono::steady_clock::now();
+  next();
+}
+
+void ReplaySensorSource::next() {
+  if (index_ >= steps_.size()) {
+    if (!loop_ || steps_.empty()) return;
+    epoch_ += steps_.back().at + std::chrono::milliseconds(1);
+    index_ = 0;
+  }
+  timer_.expires_at(epoch_ + steps_[index_].at);
+  timer_.async_wait([this, alive = alive_](boost::system::error_code ec) {
+    if (ec || !*alive) return;
+    const auto now_at = steps_[index_].at;
+    // Every step due at this moment.
+    while (index_ < steps_.size() && steps_[index_].at == now_at) {
+      hub_->set_sample(steps_[index_].kind, steps_[index_].sample);
+      ++played_;
+      ++index_;
+    }
+    next();
+  });
+}
+
+}  // namespace devices

@@ -1,0 +1,96 @@
+// Sensor sources: where a HidSensorHub's samples come from (devices/emulated/hid_sensor_hub.h).
+//  - EvdevSensorSource: an input device with INPUT_PROP_ACCELEROMETER, read with libevdev —
+//    ABS_X/Y/Z is an accelerometer (resolution: units per g), ABS_RX/RY/RZ a gyroscope
+//    (resolution: units per degree/s), as Linux's input ABI defines them for motion sensors. Each
+//    SYN_REPORT hands the hub one sample; SYN_DROPPED resynchronises. The descriptor is
+//    non-blocking and watched by the loop's reactor (no worker thread: evdev reads never block).
+//  - ReplaySensorSource: a recorded trace ("TIME_MS KIND X [Y Z]" per line, KIND accel | gyro |
+//    compass | light, values in the hub's raw units: centi-g, centi-deg/s, milligauss,
+//    centi-lux), played on the loop's timer, optionally looped: for machines without sensors
+//    (this host has no uinput).
+//
+// Owned by the exporting daemon beside the hub they feed; live on its loop. The hub must outlive
+// them.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "devices/emulated/hid_sensor_hub.h"
+#include "usb/core/error.h"
+
+struct libevdev;
+
+namespace devices {
+
+class EvdevSensorSource {
+ public:
+  // Opens `path` (a /dev/input/eventN with INPUT_PROP_ACCELEROMETER).
+  static usb::Result<std::unique_ptr<EvdevSensorSource>> open(boost::asio::io_context& io,
+                                                              const std::string& path);
+  // Every motion-sensor input device under /dev/input.
+  static std::vector<std::string> find_devices();
+  ~EvdevSensorSource();
+
+  // The sensors this device provides (accelerometer and/or gyrometer).
+  const std::set<SensorKind>& sensors() const { return sensors_; }
+  const std::string& name() const { return name_; }
+  // Starts feeding `hub` (which must have these sensors).
+  void start(HidSensorHub& hub);
+  uint64_t samples() const { return samples_; }
+
+ private:
+  EvdevSensorSource(boost::asio::io_context& io, int fd, libevdev* dev, std::string path);
+  void wait();
+  void drain();
+  void emit();
+
+  boost::asio::posix::stream_descriptor fd_;
+  libevdev* dev_;
+  std::string path_;
+  std::string name_;
+  std::set<SensorKind> sensors_;
+  HidSensorHub* hub_ = nullptr;
+  int accel_res_ = 1, gyro_res_ = 1;
+  std::array<int32_t, 6> axis_{};  // X Y Z RX RY RZ as last reported
+  bool accel_dirty_ = false, gyro_dirty_ = false;
+  uint64_t samples_ = 0;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+class ReplaySensorSource {
+ public:
+  struct Step {
+    std::chrono::milliseconds at;
+    SensorKind kind;
+    SensorSample sample;
+  };
+  // Parses a trace; blank lines and lines starting with '#' are skipped. Times must not go back.
+  static usb::Result<std::vector<Step>> parse(std::string_view text);
+  static usb::Result<std::vector<Step>> load(const std::string& path);
+  static std::set<SensorKind> sensors_of(const std::vector<Step>& steps);
+
+  ReplaySensorSource(boost::asio::io_context& io, std::vector<Step> steps, bool loop);
+  ~ReplaySensorSource();
+  void start(HidSensorHub& hub);
+  uint64_t played() const { return played_; }
+
+ private:
+  void next();
+
+  boost::asio::steady_timer timer_;
+  std::vector<Step> steps_;
+  bool loop_;
+  size_t index_ = 0;
+  std::chrono::steady_clock::time_point epoch_{};
+  HidSensorHub* hub_ = nullptr;
+  uint64_t played_ = 0;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace devices
