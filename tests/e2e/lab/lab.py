@@ -471,9 +471,11 @@ class MarkerLog:
 class GuestThread(MarkerLog):
     """One guest run (run_guest) on its own thread, for tests that boot several at once."""
 
-    def __init__(self, name: str, script: str, t0: float, *, modules=(), hostfwd=()):
+    def __init__(self, name: str, script: str, t0: float, *, modules=(), hostfwd=(),
+                 files: dict | None = None):
         super().__init__(t0)
         self.name, self.script, self.modules, self.hostfwd = name, script, modules, hostfwd
+        self.files = files
         self.run: GuestRun | None = None
         self.error: str | None = None
 
@@ -481,8 +483,8 @@ class GuestThread(MarkerLog):
         def body() -> None:
             try:
                 self.run = run_guest(self.script, name=self.name, modules=self.modules,
-                                     hostfwd=self.hostfwd, timeout=timeout, memory=memory,
-                                     on_line=self.on_line)
+                                     hostfwd=self.hostfwd, files=self.files, timeout=timeout,
+                                     memory=memory, on_line=self.on_line)
             except Exception as e:  # noqa: BLE001 - the caller reports it
                 self.error = f"{type(e).__name__}: {e}"
             self.finish()

@@ -1,0 +1,199 @@
+#!/usr/bin/python3
+"""e2e.vusbd_sensors — a phone's motion sensor appears as an IIO accelerometer in a laptop VM.
+
+The "phone" guest makes an accelerometer with libevdev's uinput API (the project's uinput-accel:
+INPUT_PROP_ACCELEROMETER, ABS_X/Y/Z, 256 units per g) and runs vusb-stub inside it with
+`--sensors evdev`: the stub's evdev source feeds a USB HID sensor hub (usage page 0x20) that it
+exports over USB/IP, forwarded to the host. vusbd on the host imports it and gives it to the
+"laptop" VM; the laptop guest attaches it with usbip, and its kernel's usbhid + hid-sensor-hub +
+hid-sensor-accel-3d create an IIO accelerometer. Once both are ready (a host barrier), the phone
+moves through a scripted sequence (flat, tilted, upright, upside down, ...), holding each step;
+the laptop reads in_accel_{x,y,z}_raw continuously. Passes when:
+  - the IIO device is named accel_3d and in_accel_scale is 0.098066500 (m/s² per raw unit);
+  - for every step, raw × scale equals the phone's position in m/s² (within 0.1), and the laptop
+    saw it within one report interval (100 ms) of the phone's SYN_REPORT on the host clock
+    (console timestamps; the measured latencies are printed);
+  - vusbd and the phone's stub exit cleanly.
+
+Usage: tests/e2e/test_vusbd_sensors.py [--build DIR] [--hold MS] [--timeout S]
+Logs: <build>/e2e-logs/vusbd_sensors.{phone,laptop}.console.log, .vusbd.log
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "lab"))
+sys.path.insert(0, str(HERE))
+import lab  # noqa: E402
+from test_libusb_xhci import stub_files  # noqa: E402
+
+NAME = "vusbd_sensors"
+RES = 256  # uinput-accel's units per g
+G = 9.80665
+INTERVAL_MS = 100  # the hub's default report interval
+# Steps in milli-g: flat, tilted 30° about X, upright, tilted about Y, upside down, flat again.
+STEPS = [(0, 0, 1000), (0, 500, 866), (0, 1000, 0), (707, 0, 707), (0, 0, -1000), (0, 0, 1000)]
+
+
+def phone_script(barrier: int, hold: int) -> str:
+    steps = " ".join(f"{x},{y},{z}" for x, y, z in STEPS)
+    return f"""
+echo "LAB-PHASE phone"
+uinput-accel -r {RES} -H {hold} -g /tmp/go -R /tmp/uinput.ready -k 2000 {steps} &
+accel=$!
+lab_wait_for /tmp/uinput.ready 10 || {{ echo "LAB-FAIL no uinput accelerometer"; exit 29; }}
+vusb-stub --listen 0.0.0.0:3240 --sensors evdev >/tmp/stub.log 2>&1 &
+stub=$!
+sleep 1
+cat /tmp/stub.log
+grep -q "sensor hub" /tmp/stub.log || {{ echo "LAB-FAIL the stub exports no sensor hub"; exit 30; }}
+go=$(timeout 120 nc 10.0.2.2 {barrier} </dev/null 2>&1)
+echo "LAB-INFO barrier: ${{go:-no answer}}"
+touch /tmp/go
+wait $accel
+rc=$?
+kill $stub; wait $stub
+srv=$?
+cat /tmp/stub.log | tail -5
+echo "LAB-INFO stub exit $srv"
+exit $rc
+"""
+
+
+def laptop_script(port: int, barrier: int, seconds: float) -> str:
+    return f"""
+echo "LAB-PHASE attach"
+for i in $(seq 60); do
+  usbip --tcp-port {port} attach -r 10.0.2.2 -b 1-1 >/tmp/attach.log 2>&1 && break
+  sleep 0.5
+done
+cat /tmp/attach.log
+d=""
+for i in $(seq 100); do
+  for n in /sys/bus/iio/devices/iio:device*; do
+    [ -e "$n/name" ] && [ "$(cat $n/name)" = accel_3d ] && d=$n
+  done
+  [ -n "$d" ] && break
+  sleep 0.2
+done
+[ -n "$d" ] || {{ echo "LAB-FAIL no accel_3d IIO device"; lab_usb_tree; dmesg | tail -30; exit 31; }}
+echo "LAB-INFO iio $d name=$(cat $d/name) scale=$(cat $d/in_accel_scale)"
+cat $d/in_accel_x_raw >/dev/null  # powers the sensor on (the first read waits 2 intervals)
+go=$(timeout 120 nc 10.0.2.2 {barrier} </dev/null 2>&1)
+echo "LAB-PHASE read"
+iio-watch $d accel {seconds + 1:.1f}
+usbip detach -p 0 >/dev/null 2>&1
+exit 0
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", help="CMake build dir (default: $VUSB_BUILD or <repo>/build)")
+    ap.add_argument("--hold", type=int, default=1200, help="ms per step")
+    ap.add_argument("--timeout", type=float, default=180)
+    a = ap.parse_args()
+    if a.build:
+        os.environ["VUSB_BUILD"] = str(Path(a.build).resolve())
+    if not lab.ready():
+        return 1
+    logs = lab.logs_dir()
+    bindir = lab.build_dir() / "bin"
+    vusbd_log = logs / f"{NAME}.vusbd.log"
+    phone_port, laptop_port, control = lab.free_ports(3)
+    barrier = lab.Barrier(2, 150)
+    problems: list = []
+    files = stub_files(bindir / "vusb-stub", logs)
+    files["usr/bin/uinput-accel"] = (bindir / "uinput-accel").read_bytes()
+    laptop_files = {"usr/bin/iio-watch": (bindir / "iio-watch").read_bytes()}
+    toml = logs / f"{NAME}.vusbd.toml"
+    toml.write_text("\n".join([
+        "[control]", f'listen = "127.0.0.1:{control}"',
+        "[[vm]]", 'name = "laptop"', f'listen = "127.0.0.1:{laptop_port}"',
+        "[[device]]", 'name = "phone-sensors"', f'source = "usbip://127.0.0.1:{phone_port}/1-1"',
+        'mode = "exclusive"', 'vms = ["laptop"]', ""]))
+    vusbd = lab.start_process([bindir / "vusbd", "--config", toml], vusbd_log)
+    t0 = time.monotonic()
+    phone = lab.GuestThread(f"{NAME}.phone", phone_script(barrier.port, a.hold), t0,
+                            modules=["uinput", "evdev"],
+                            hostfwd=[f"tcp:127.0.0.1:{phone_port}-:3240"], files=files)
+    laptop = lab.GuestThread(f"{NAME}.laptop",
+                             laptop_script(laptop_port, barrier.port,
+                                           len(STEPS) * a.hold / 1000 + 1), t0,
+                             modules=["vhci-hcd", "usbhid", "hid-sensor-hub",
+                                      "hid-sensor-accel-3d"], files=laptop_files)
+    phone.on_finish = barrier.release
+    laptop.on_finish = barrier.release
+
+    try:
+        threads = [phone.start(a.timeout, 256), laptop.start(a.timeout, 256)]
+        for th in threads:
+            th.join()
+    finally:
+        barrier.close()
+        vusbd_rc = lab.stop_process(vusbd)
+
+    # --- verdict
+    steps = [(t, dict(f.split("=", 1) for f in line.split()[1:] if "=" in f))
+             for t, line in phone.events if line.startswith("LAB-INFO step=")]
+    reads = []
+    for t, line in laptop.events:
+        if line.startswith("LAB-INFO accel "):
+            try:
+                reads.append((t, tuple(int(v) for v in line.split()[2:5])))
+            except ValueError:
+                pass
+    info = laptop.first("LAB-INFO iio ")
+    print(f"laptop: {info[1] if info else 'no IIO device'}; {len(reads)} reads; phone: "
+          f"{len(steps)} steps")
+    scale = None
+    if info:
+        f = dict(x.split("=", 1) for x in info[1].split()[2:] if "=" in x)
+        scale = float(f.get("scale", "nan"))
+        if f.get("name") != "accel_3d" or abs(scale - 0.0980665) > 1e-6:
+            problems.append(f"IIO device {f} (accel_3d with scale 0.098066500 expected)")
+    if len(steps) != len(STEPS):
+        problems.append(f"the phone made {len(steps)} of {len(STEPS)} steps")
+    print(f"\n{'step':>4} {'phone (m/s²)':>24} {'laptop (m/s²)':>24} {'latency':>9}")
+    for i, (t_step, s) in enumerate(steps):
+        want = tuple(int(s[k]) / RES * G for k in ("x", "y", "z"))
+        t_next = steps[i + 1][0] if i + 1 < len(steps) else float("inf")
+        seen = None
+        for t, raw in reads:
+            if t < t_step or t >= t_next:
+                continue
+            got = tuple(v * (scale or 0) for v in raw)
+            if all(abs(g - w) <= 0.1 for g, w in zip(got, want)):
+                seen = (t, got)
+                break
+        lat = f"{(seen[0] - t_step) * 1000:.0f} ms" if seen else "never"
+        print(f"{i:>4} {'%.2f %.2f %.2f' % want:>24} "
+              f"{('%.2f %.2f %.2f' % seen[1]) if seen else '-':>24} {lat:>9}")
+        if not seen:
+            problems.append(f"step {i}: the laptop never read {want}")
+        elif (seen[0] - t_step) * 1000 > INTERVAL_MS:
+            problems.append(f"step {i}: seen after {(seen[0] - t_step) * 1000:.0f} ms "
+                            f"(> one report interval, {INTERVAL_MS} ms)")
+    for g in (phone, laptop):
+        if g.error or g.run is None or not g.run.ok:
+            problems.append(f"{g.name}: {g.error or (g.run and f'rc={g.run.rc}')}")
+    stub_exit = phone.first("LAB-INFO stub exit")
+    if vusbd_rc not in (0, None):
+        problems.append(f"vusbd exited with {vusbd_rc}")
+    if problems:
+        print("\nFAIL:\n  " + "\n  ".join(problems))
+        for g in (phone, laptop):
+            if g.run:
+                print(f"--- {g.name} ---\n{g.run.failure_report()}")
+        print(f"--- vusbd log ---\n{lab.tail(vusbd_log, 40)}")
+        return 1
+    print(f"\nPASS: the phone's accelerometer, read as IIO in the laptop VM ({stub_exit[1] if stub_exit else ''})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
