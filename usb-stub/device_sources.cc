@@ -60,6 +60,7 @@ usb::Result<void> DeviceSources::add_sensors(const std::vector<std::string>& spe
   std::set<devices::SensorKind> kinds;
   std::vector<std::unique_ptr<devices::EvdevSensorSource>> evdev;
   std::vector<std::unique_ptr<devices::ReplaySensorSource>> replays;
+  std::vector<std::unique_ptr<devices::IioSensorSource>> iio;
   for (const auto& spec : specs) {
     if (spec == "evdev" || spec.starts_with("evdev:")) {
       std::vector<std::string> paths;
@@ -77,6 +78,22 @@ usb::Result<void> DeviceSources::add_sensors(const std::vector<std::string>& spe
         kinds.insert((*src)->sensors().begin(), (*src)->sensors().end());
         evdev.push_back(std::move(*src));
       }
+    } else if (spec == "iio" || spec.starts_with("iio:")) {
+      std::vector<std::string> dirs;
+      if (spec == "iio") {
+        dirs = devices::IioSensorSource::find_devices();
+        if (dirs.empty())
+          return usb::Error::make(usb::Error::Code::kNotFound,
+                                  "--sensors iio: no IIO motion or light sensor in sysfs");
+      } else {
+        dirs.push_back(spec.substr(4));
+      }
+      for (const auto& d : dirs) {
+        auto src = devices::IioSensorSource::open(io_, d, std::chrono::milliseconds(50));
+        if (!src) return std::unexpected(src.error());
+        kinds.insert((*src)->sensors().begin(), (*src)->sensors().end());
+        iio.push_back(std::move(*src));
+      }
     } else if (spec.starts_with("replay:")) {
       std::string path = spec.substr(7);
       bool loop = false;
@@ -93,7 +110,8 @@ usb::Result<void> DeviceSources::add_sensors(const std::vector<std::string>& spe
     } else {
       return usb::Error::make(
           usb::Error::Code::kInvalidArgument,
-          "--sensors '" + spec + "': expected evdev, evdev:PATH or replay:FILE[,loop]");
+          "--sensors '" + spec +
+              "': expected evdev, evdev:PATH, iio, iio:DIR or replay:FILE[,loop]");
     }
   }
   devices::HidSensorHubOptions options;
@@ -103,18 +121,21 @@ usb::Result<void> DeviceSources::add_sensors(const std::vector<std::string>& spe
   hub->set_configuration(1, [](usb::Status) {});
   for (auto& e : evdev) e->start(*hub);
   for (auto& r : replays) r->start(*hub);
+  for (auto& i : iio) i->start(*hub);
   auto busid = exports_.add(*hub);
   if (!busid) return std::unexpected(busid.error());
   spdlog::info("HID sensor hub with {} sensor(s) exported as {}", kinds.size(), *busid);
   emulated_.push_back(std::move(hub));
   for (auto& e : evdev) evdev_.push_back(std::move(e));
   for (auto& r : replays) replays_.push_back(std::move(r));
+  for (auto& i : iio) iio_.push_back(std::move(i));
   return {};
 }
 
 void DeviceSources::stop() {
   evdev_.clear();
   replays_.clear();
+  iio_.clear();
   for (auto& d : emulated_) exports_.remove(*d);
   emulated_.clear();
   // A provider's destructor reports every device removed to its observers (the export table).

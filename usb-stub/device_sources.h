@@ -19,6 +19,7 @@ namespace devices {
 class LibusbProvider;
 class EvdevSensorSource;
 class ReplaySensorSource;
+class IioSensorSource;
 }  // namespace devices
 
 namespace stub {
@@ -32,7 +33,8 @@ class DeviceSources {
   // selectors: "VID:PID" or bus ids; all = every non-hub device with hotplug.
   usb::Result<void> add_libusb(const std::vector<std::string>& selectors, bool all);
   // A HID sensor hub fed by sensor sources, exported as one device. Specs: "evdev" (every motion
-  // sensor input device), "evdev:/dev/input/eventN", "replay:FILE" or "replay:FILE,loop".
+  // sensor input device), "evdev:/dev/input/eventN", "iio" (every IIO motion / light sensor),
+  // "iio:/sys/bus/iio/devices/iio:deviceN", "replay:FILE" or "replay:FILE,loop".
   usb::Result<void> add_sensors(const std::vector<std::string>& specs);
   // Unplugs everything (in-flight transfers complete) before the loop stops.
   void stop();
@@ -45,6 +47,7 @@ class DeviceSources {
   std::vector<std::unique_ptr<devices::LibusbProvider>> providers_;
   std::vector<std::unique_ptr<devices::EvdevSensorSource>> evdev_;
   std::vector<std::unique_ptr<devices::ReplaySensorSource>> replays_;
+  std::vector<std::unique_ptr<devices::IioSensorSource>> iio_;
 };
 
 }  // namespace stub

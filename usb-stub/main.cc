@@ -41,10 +41,12 @@ int main(int argc, char** argv) {
   app.add_option("--libusb", config.libusb,
                  "Export a local USB device through libusb, by VID:PID (hex) or bus id "
                  "(repeatable)");
-  app.add_option("--sensors", sensor_specs,
-                 "Export a HID sensor hub (accelerometer, gyroscope, ...) fed by: evdev (every "
-                 "motion sensor input device), evdev:/dev/input/eventN, or replay:FILE[,loop] "
-                 "(a recorded trace) (repeatable; one hub)");
+  app.add_option(
+      "--sensors", sensor_specs,
+      "Export a HID sensor hub (accelerometer, gyroscope, ...) fed by: evdev (every "
+      "motion sensor input device), evdev:/dev/input/eventN, iio (every IIO motion or light "
+      "sensor), iio:DIR, or replay:FILE[,loop] "
+      "(a recorded trace) (repeatable; one hub)");
   app.add_flag("--libusb-all", config.libusb_all,
                "Export every local USB device except hubs, following hotplug");
   app.add_option("--config", config_path,

@@ -6,11 +6,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
 #include <charconv>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <numbers>
+#include <optional>
 #include <sstream>
+
+#include "devices/libusb/blocking_worker.h"
 
 namespace devices {
 
@@ -167,6 +173,140 @@ void EvdevSensorSource::emit() {
     ++samples_;
   }
   accel_dirty_ = gyro_dirty_ = false;
+}
+
+// --- IioSensorSource ---
+
+namespace {
+
+std::optional<double> read_number(const std::string& path) {
+  std::ifstream in(path);
+  double v = 0;
+  if (!(in >> v)) return std::nullopt;
+  return v;
+}
+
+// IIO units (Documentation/ABI/testing/sysfs-bus-iio) → the hub's raw units.
+struct IioType {
+  const char* prefix;  // "accel": in_accel_x_raw, in_accel_scale
+  SensorKind kind;
+  double to_hub;  // IIO unit → hub unit
+};
+constexpr double kG = 9.80665;
+const IioType kTypes[] = {
+    {"accel", SensorKind::kAccelerometer, 100.0 / kG},                      // m/s² → centi-g
+    {"anglvel", SensorKind::kGyrometer, 100.0 * 180.0 / std::numbers::pi},  // rad/s → centi-deg/s
+    {"magn", SensorKind::kCompass, 1000.0},                                 // gauss → milligauss
+};
+
+}  // namespace
+
+usb::Result<std::unique_ptr<IioSensorSource>> IioSensorSource::open(
+    asio::io_context& io, const std::string& dir, std::chrono::milliseconds period) {
+  namespace fs = std::filesystem;
+  std::vector<Channel> channels;
+  auto exists = [&](const std::string& f) { return fs::exists(dir + "/" + f); };
+  for (const IioType& t : kTypes) {
+    const std::string p = std::string("in_") + t.prefix + "_";
+    if (!exists(p + "x_raw") || !exists(p + "y_raw") || !exists(p + "z_raw")) continue;
+    Channel c{t.kind, {}, {}, {}};
+    for (const char axis : {'x', 'y', 'z'}) {
+      const std::string a(1, axis);
+      c.files.push_back(dir + "/" + p + a + "_raw");
+      auto scale = read_number(dir + "/" + p + a + "_scale");
+      if (!scale) scale = read_number(dir + "/" + p + "scale");
+      auto offset = read_number(dir + "/" + p + a + "_offset");
+      if (!offset) offset = read_number(dir + "/" + p + "offset");
+      c.scale.push_back(scale.value_or(1.0) * t.to_hub);
+      c.offset.push_back(offset.value_or(0.0));
+    }
+    channels.push_back(std::move(c));
+  }
+  // Light: in_illuminance_input is lux already; in_illuminance_raw needs its scale.
+  if (exists("in_illuminance_input")) {
+    channels.push_back({SensorKind::kLight, {dir + "/in_illuminance_input"}, {100.0}, {0.0}});
+  } else if (exists("in_illuminance_raw")) {
+    const double scale = read_number(dir + "/in_illuminance_scale").value_or(1.0);
+    const double offset = read_number(dir + "/in_illuminance_offset").value_or(0.0);
+    channels.push_back(
+        {SensorKind::kLight, {dir + "/in_illuminance_raw"}, {scale * 100.0}, {offset}});
+  }
+  if (channels.empty()) {
+    return usb::Error::make(usb::Error::Code::kUnsupported,
+                            "iio " + dir + ": no accel, anglvel, magn or illuminance channels");
+  }
+  return std::unique_ptr<IioSensorSource>(
+      new IioSensorSource(io, dir, std::move(channels), period));
+}
+
+std::vector<std::string> IioSensorSource::find_devices(const std::string& root) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(root, ec)) {
+    const auto d = e.path().string();
+    for (const char* f : {"/in_accel_x_raw", "/in_anglvel_x_raw", "/in_magn_x_raw",
+                          "/in_illuminance_raw", "/in_illuminance_input"}) {
+      if (std::filesystem::exists(d + f)) {
+        out.push_back(d);
+        break;
+      }
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+IioSensorSource::IioSensorSource(asio::io_context& io, std::string dir,
+                                 std::vector<Channel> channels, std::chrono::milliseconds period)
+    : io_(io),
+      timer_(io),
+      dir_(std::move(dir)),
+      channels_(std::move(channels)),
+      period_(period),
+      worker_(std::make_unique<BlockingWorker>("iio-poll")) {
+  for (const auto& c : channels_) sensors_.insert(c.kind);
+}
+
+IioSensorSource::~IioSensorSource() {
+  *alive_ = false;
+  timer_.cancel();
+  worker_->stop();  // a read in progress finishes; its result is dropped (alive_)
+}
+
+void IioSensorSource::start(HidSensorHub& hub) {
+  hub_ = &hub;
+  spdlog::info("iio: {}: feeding {} sensor(s) every {} ms", dir_, sensors_.size(), period_.count());
+  poll();
+}
+
+void IioSensorSource::poll() {
+  // The reads run on the worker; the samples come back to the loop.
+  worker_->post([this, alive = alive_, channels = channels_] {
+    std::vector<std::pair<SensorKind, SensorSample>> samples;
+    bool failed = false;
+    for (const auto& c : channels) {
+      SensorSample s;
+      for (size_t i = 0; i < c.files.size(); ++i) {
+        auto v = read_number(c.files[i]);
+        if (!v) failed = true;
+        s.value[i] = static_cast<int32_t>(std::lround((v.value_or(0) + c.offset[i]) * c.scale[i]));
+      }
+      samples.push_back({c.kind, s});
+    }
+    asio::post(io_, [this, alive, samples = std::move(samples), failed] {
+      if (!*alive) return;
+      if (failed && !warned_) {
+        spdlog::warn("iio: {}: a channel could not be read (device gone?)", dir_);
+        warned_ = true;
+      }
+      for (const auto& [kind, s] : samples) hub_->set_sample(kind, s);
+      ++samples_;
+      timer_.expires_after(period_);
+      timer_.async_wait([this, alive](boost::system::error_code ec) {
+        if (!ec && *alive) poll();
+      });
+    });
+  });
 }
 
 // --- ReplaySensorSource ---

@@ -4,6 +4,11 @@
 //    (resolution: units per degree/s), as Linux's input ABI defines them for motion sensors. Each
 //    SYN_REPORT hands the hub one sample; SYN_DROPPED resynchronises. The descriptor is
 //    non-blocking and watched by the loop's reactor (no worker thread: evdev reads never block).
+//  - IioSensorSource: an IIO device as a phone exposes it in sysfs (/sys/bus/iio/devices/
+//    iio:deviceN): in_accel_{x,y,z}_raw (m/s² after in_accel_scale), in_anglvel_* (rad/s),
+//    in_magn_* (gauss), in_illuminance_raw or _input (lux); scale and offset per channel type or
+//    per axis. Polled every `period` on a worker thread (an IIO raw read may wait for a
+//    conversion), results posted back to the loop.
 //  - ReplaySensorSource: a recorded trace ("TIME_MS KIND X [Y Z]" per line, KIND accel | gyro |
 //    compass | light, values in the hub's raw units: centi-g, centi-deg/s, milligauss,
 //    centi-lux), played on the loop's timer, optionally looped: for machines without sensors
@@ -16,6 +21,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <memory>
 #include <set>
 #include <string>
@@ -60,6 +66,48 @@ class EvdevSensorSource {
   std::array<int32_t, 6> axis_{};  // X Y Z RX RY RZ as last reported
   bool accel_dirty_ = false, gyro_dirty_ = false;
   uint64_t samples_ = 0;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+class BlockingWorker;
+
+class IioSensorSource {
+ public:
+  // Reads `dir` (an iio:deviceN directory) and finds the channels it has.
+  static usb::Result<std::unique_ptr<IioSensorSource>> open(boost::asio::io_context& io,
+                                                            const std::string& dir,
+                                                            std::chrono::milliseconds period);
+  // Every IIO device under /sys/bus/iio/devices with a channel this source knows.
+  static std::vector<std::string> find_devices(const std::string& root = "/sys/bus/iio/devices");
+  ~IioSensorSource();
+
+  const std::set<SensorKind>& sensors() const { return sensors_; }
+  void start(HidSensorHub& hub);
+  uint64_t samples() const { return samples_; }
+
+  // One channel: raw value files, the factor to the hub's raw unit, the offset.
+  struct Channel {
+    SensorKind kind;
+    std::vector<std::string> files;  // 3 axes, or 1 for light
+    std::vector<double> scale;       // per file: (raw + offset) * scale = the hub's unit
+    std::vector<double> offset;
+  };
+
+ private:
+  IioSensorSource(boost::asio::io_context& io, std::string dir, std::vector<Channel> channels,
+                  std::chrono::milliseconds period);
+  void poll();
+
+  boost::asio::io_context& io_;
+  boost::asio::steady_timer timer_;
+  std::string dir_;
+  std::vector<Channel> channels_;
+  std::set<SensorKind> sensors_;
+  std::chrono::milliseconds period_;
+  std::unique_ptr<BlockingWorker> worker_;
+  HidSensorHub* hub_ = nullptr;
+  uint64_t samples_ = 0;
+  bool warned_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
