@@ -67,8 +67,22 @@ void IsoFanOut::lead(DeviceView& view, Transfer& t) {
 }
 
 void IsoFanOut::copy_to_followers(const Transfer& t) {
-  if (followers_.empty()) return;
   const auto buffer = t.buffer();
+  // UVC payload header (2.4.3.3): bHeaderLength, bmHeaderInfo with FID in bit 0. Tracked even
+  // while nobody follows, so a VM that joins is compared with the stream's real last FID.
+  auto fid_of = [&](const usb::IsoPacket& p) -> std::optional<bool> {
+    const size_t n = std::min<size_t>(p.actual_length, p.length);
+    if (p.offset > buffer.size() || n > buffer.size() - p.offset || n < 2) return std::nullopt;
+    const uint8_t* d = buffer.data() + p.offset;
+    if (d[0] < 2 || d[0] > n) return std::nullopt;
+    return (d[1] & 0x01) != 0;
+  };
+  if (followers_.empty()) {
+    if (uvc_)
+      for (const usb::IsoPacket& p : t.iso_packets)
+        if (auto fid = fid_of(p)) last_fid_ = fid;
+    return;
+  }
   std::vector<Packet> packets;
   packets.reserve(t.iso_packets.size());
   for (const usb::IsoPacket& p : t.iso_packets) {
@@ -77,12 +91,11 @@ void IsoFanOut::copy_to_followers(const Transfer& t) {
     const size_t n = std::min<size_t>(p.actual_length, p.length);
     if (p.offset <= buffer.size() && n <= buffer.size() - p.offset)
       copy.data.assign(buffer.begin() + p.offset, buffer.begin() + p.offset + n);
-    // UVC payload header (2.4.3.3): bHeaderLength, bmHeaderInfo with FID in bit 0.
-    const auto& d = copy.data;
-    if (uvc_ && d.size() >= 2 && d[0] >= 2 && d[0] <= d.size()) {
-      const bool fid = d[1] & 0x01;
-      copy.frame_start = last_fid_ && *last_fid_ != fid;
-      last_fid_ = fid;
+    if (uvc_) {
+      if (auto fid = fid_of(p)) {
+        copy.frame_start = last_fid_ && *last_fid_ != *fid;
+        last_fid_ = fid;
+      }
     }
     packets.push_back(std::move(copy));
   }
@@ -228,6 +241,7 @@ void IsoFanOut::drop_view(DeviceView& view, Status status) {
 }
 
 void IsoFanOut::clear(Status status) {
+  last_fid_.reset();  // the next stream is another one
   auto followers = std::move(followers_);
   followers_.clear();
   for (auto& [view, f] : followers)

@@ -66,7 +66,11 @@ void DeviceView::release() {
   if (shared_.book_) shared_.book_->leave(vm_, shared_.name_);
   halts_.clear();
   alts_.clear();
-  if (shared_.uvc_) shared_.uvc_->forget(vm_);
+  if (shared_.uvc_) {
+    // A bulk camera this VM was streaming stops with it.
+    for (uint8_t ep : shared_.uvc_->forget(vm_))
+      if (shared_.backend_) shared_.backend_->clear_halt(ep, [](Status) {});
+  }
   if (shared_.control_owner_ == this) shared_.release_control_lock();
   for (auto& [_, f] : shared_.fanouts_) f->drop_view(*this, Status::kCancelled);
   shared_.flush_fair_queue(*this, Status::kCancelled);
@@ -223,9 +227,14 @@ void DeviceView::run_control(Transfer& t) {
       return set_halt(static_cast<uint8_t>(s.index), done);
     if (s.is_standard(Recipient::kEndpoint, rq::kClearFeature) &&
         s.value == usb::feature::kEndpointHalt && usb::endpoint_number(s.index) != 0) {
-      // A bulk camera's host stops its stream this way (UVC 2.4.3.2.2).
-      if (shared_.uvc_) shared_.uvc_->stop_bulk_endpoint(vm_, static_cast<uint8_t>(s.index));
-      return clear_halt(static_cast<uint8_t>(s.index), done);
+      // A bulk camera's host stops its stream this way (UVC 2.4.3.2.2): the camera must hear it
+      // even while other VMs hold the device (a bulk stream has one user).
+      const auto ep = static_cast<uint8_t>(s.index);
+      if (shared_.uvc_ && shared_.uvc_->stop_bulk_endpoint(vm_, ep)) {
+        halts_.erase(ep);
+        return shared_.backend_->clear_halt(ep, done);
+      }
+      return clear_halt(ep, done);
     }
     if (s.is_standard(Recipient::kDevice, rq::kSetAddress)) {
       ++stats_.cache_hits;
@@ -1043,7 +1052,8 @@ std::string SharedDevice::uvc_streamer(const DeviceView& view, uint8_t interface
   }
   for (const auto& [name, v] : views_)
     if (v.get() != &view && v->held_ && v->alternate_setting(interface) != 0) return name;
-  return {};
+  // A VM that has just committed is about to select its alternate setting.
+  return uvc_->recent_committer(interface, view.vm_, std::chrono::steady_clock::now());
 }
 
 void SharedDevice::uvc_request(DeviceView& view, Transfer& t) {
@@ -1060,11 +1070,14 @@ void SharedDevice::uvc_request(DeviceView& view, Transfer& t) {
     case Kind::kForward:
       t.add_completion_observer(
           [this, vm = view.vm_, setup, data = std::move(data), alive = alive_](Transfer& x) {
-            if (*alive && uvc_) uvc_->on_forwarded(vm, setup, data, x.status());
+            if (*alive && uvc_)
+              uvc_->on_forwarded(vm, setup, data, x.status(), std::chrono::steady_clock::now());
           });
       return submit_control(view, t);
     case Kind::kAnswer: {
       if (!d.log.empty()) spdlog::info("vusbd: {}: {}", name_, d.log);
+      // The IN that would have closed this VM's class transaction was answered here.
+      if (!out && control_owner_ == &view) release_control_lock();
       size_t n = length;
       if (!out) {
         n = std::min(n, d.reply.size());

@@ -82,7 +82,8 @@ UvcSharing::Decision UvcSharing::decide(const std::string& vm, const usb::SetupP
 }
 
 void UvcSharing::on_forwarded(const std::string& vm, const usb::SetupPacket& s,
-                              std::span<const uint8_t> data, usb::Status status) {
+                              std::span<const uint8_t> data, usb::Status status,
+                              std::chrono::steady_clock::time_point now) {
   const uvc::StreamingInterface* vs = target(s);
   if (!vs || status != usb::Status::kOk || s.request != uvc::request::kSetCur ||
       (s.value >> 8) != uvc::kVsCommitControl) {
@@ -92,7 +93,16 @@ void UvcSharing::on_forwarded(const std::string& vm, const usb::SetupPacket& s,
   if (!c) return;
   State& st = state_[vs->interface];
   st.committed = *c;
+  st.committer = vm;
+  st.committed_at = now;
   if (bulk(vs->interface)) st.bulk_streamer = vm;
+}
+
+std::string UvcSharing::recent_committer(uint8_t interface, const std::string& vm,
+                                         std::chrono::steady_clock::time_point now) const {
+  auto it = state_.find(interface);
+  if (it == state_.end() || it->second.committer.empty() || it->second.committer == vm) return {};
+  return now - it->second.committed_at < kCommitGrace ? it->second.committer : std::string();
 }
 
 std::string UvcSharing::bulk_streamer(uint8_t interface) const {
@@ -100,12 +110,17 @@ std::string UvcSharing::bulk_streamer(uint8_t interface) const {
   return it == state_.end() ? std::string() : it->second.bulk_streamer;
 }
 
-void UvcSharing::stop_bulk_endpoint(const std::string& vm, uint8_t endpoint) {
+bool UvcSharing::stop_bulk_endpoint(const std::string& vm, uint8_t endpoint) {
+  bool was = false;
   for (const auto& vs : interfaces_) {
     if (vs.endpoint != endpoint) continue;
     auto it = state_.find(vs.interface);
-    if (it != state_.end() && it->second.bulk_streamer == vm) it->second.bulk_streamer.clear();
+    if (it != state_.end() && it->second.bulk_streamer == vm) {
+      it->second.bulk_streamer.clear();
+      was = true;
+    }
   }
+  return was;
 }
 
 bool UvcSharing::streams_on(uint8_t endpoint) const {
@@ -114,11 +129,17 @@ bool UvcSharing::streams_on(uint8_t endpoint) const {
   return false;
 }
 
-void UvcSharing::forget(const std::string& vm) {
-  for (auto& [_, st] : state_) {
+std::vector<uint8_t> UvcSharing::forget(const std::string& vm) {
+  std::vector<uint8_t> endpoints;
+  for (auto& [interface, st] : state_) {
     st.asked.erase(vm);
-    if (st.bulk_streamer == vm) st.bulk_streamer.clear();
+    if (st.committer == vm) st.committer.clear();
+    if (st.bulk_streamer != vm) continue;
+    st.bulk_streamer.clear();
+    for (const auto& vs : interfaces_)
+      if (vs.interface == interface) endpoints.push_back(vs.endpoint);
   }
+  return endpoints;
 }
 
 std::optional<uvc::StreamingControl> UvcSharing::committed(uint8_t interface) const {

@@ -18,6 +18,7 @@
 // per backend with VideoStreaming interfaces); lives on vusbd's loop.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -56,15 +57,24 @@ class UvcSharing {
   // A forwarded request completed: a commit the camera accepted is the stream in force; for a
   // bulk camera the committing VM streams from now on.
   void on_forwarded(const std::string& vm, const usb::SetupPacket& setup,
-                    std::span<const uint8_t> data, usb::Status status);
+                    std::span<const uint8_t> data, usb::Status status,
+                    std::chrono::steady_clock::time_point now = {});
+  // A VM whose commit the camera accepted less than kCommitGrace ago, other than `vm`: it is
+  // about to select its alternate setting and counts as streaming already (so two VMs starting
+  // at once cannot commit different formats between one's commit and its SET_INTERFACE).
+  std::string recent_committer(uint8_t interface, const std::string& vm,
+                               std::chrono::steady_clock::time_point now) const;
+  static constexpr std::chrono::seconds kCommitGrace{2};
 
   // Bulk cameras: who streams (committed and has not stopped with CLEAR_FEATURE(HALT)).
   std::string bulk_streamer(uint8_t interface) const;
-  // CLEAR_FEATURE(ENDPOINT_HALT) from `vm` on `endpoint`: stops its bulk stream there.
-  void stop_bulk_endpoint(const std::string& vm, uint8_t endpoint);
+  // CLEAR_FEATURE(ENDPOINT_HALT) from `vm` on `endpoint`: stops its bulk stream there. True when
+  // `vm` was streaming it (the camera must be told: that is how a bulk stream stops).
+  bool stop_bulk_endpoint(const std::string& vm, uint8_t endpoint);
   // Whether `endpoint` carries one of the camera's streams.
   bool streams_on(uint8_t endpoint) const;
-  void forget(const std::string& vm);  // the VM released the device
+  // The VM released the device: the bulk stream endpoints it was streaming (to be stopped).
+  std::vector<uint8_t> forget(const std::string& vm);
 
   std::optional<usb::uvc::StreamingControl> committed(uint8_t interface) const;
   uint64_t steered() const { return steered_; }
@@ -75,6 +85,8 @@ class UvcSharing {
     std::optional<usb::uvc::StreamingControl> committed;
     std::map<std::string, usb::uvc::StreamingControl> asked;  // last SET_CUR(PROBE) per VM
     std::string bulk_streamer;
+    std::string committer;  // the last VM whose commit the camera accepted, and when
+    std::chrono::steady_clock::time_point committed_at{};
   };
   std::vector<usb::uvc::StreamingInterface> interfaces_;
   std::set<uint8_t> bulk_;

@@ -249,7 +249,11 @@ EmulatedDevice::ControlReply HidSensorHub::on_control_request(const usb::SetupPa
     if (setup.request != usb::request::kGetDescriptor) return stall();
     const uint8_t type = static_cast<uint8_t>(setup.value >> 8);
     if (type == kDescReport) return answer(report_descriptor_);
-    if (type == kDescHid) return answer(active_config()->interfaces[0].extra);
+    if (type == kDescHid) {
+      const auto* config = active_config();
+      if (!config) return stall();  // unconfigured (SET_CONFIGURATION 0, a reset)
+      return answer(config->interfaces[0].extra);
+    }
     return stall();
   }
   if (setup.type() != usb::RequestType::kClass) return stall();
@@ -301,8 +305,43 @@ EmulatedDevice::ControlReply HidSensorHub::on_control_request(const usb::SetupPa
 }
 
 void HidSensorHub::on_transfer(Transfer& transfer, const usb::EndpointDescriptor& endpoint) {
-  // Interrupt IN transfers wait in the engine's FIFO until a report is due.
-  if (endpoint.direction() != usb::Direction::kIn) finish(transfer, Status::kStall, 0);
+  // Interrupt IN transfers wait in the engine's FIFO until a report is due; one that was due
+  // while no transfer was queued goes out now (a device keeps it until the host polls).
+  if (endpoint.direction() != usb::Direction::kIn) return finish(transfer, Status::kStall, 0);
+  deliver();
+}
+
+void HidSensorHub::deliver() {
+  if (delivering_) return;  // a completion resubmitted: the loop below serves it
+  delivering_ = true;
+  for (;;) {
+    const auto& queue = pending(kInterruptIn);
+    if (queue.empty()) break;
+    // Round robin over the sensors with a report waiting, so one sensor cannot starve another
+    // when the host keeps a single transfer queued (usbhid does).
+    SensorKind chosen{};
+    bool found = false;
+    auto it = sensors_.upper_bound(last_served_);
+    for (size_t n = 0; n < sensors_.size(); ++n, ++it) {
+      if (it == sensors_.end()) it = sensors_.begin();
+      if (it->second.report_pending && streaming(it->second)) {
+        chosen = it->first;
+        found = true;
+        break;
+      }
+    }
+    if (!found) break;
+    SensorState& s = sensors_[chosen];
+    s.report_pending = false;
+    last_served_ = chosen;
+    Transfer& t = *queue.front();
+    const auto report = input_report(chosen, kEventDataUpdated);
+    const size_t n = std::min(report.size(), t.length());
+    std::copy_n(report.begin(), n, t.buffer().begin());
+    ++s.input_reports;
+    finish(t, Status::kOk, n);
+  }
+  delivering_ = false;
 }
 
 size_t HidSensorHub::on_transfer_aborted(Transfer&) {
@@ -313,18 +352,23 @@ void HidSensorHub::on_configuration_changed(uint8_t) {
   for (auto& [_, s] : sensors_) {
     s.power = kPowerD4;
     s.reporting = kReportingNone;
+    s.report_pending = false;
   }
   ++generation_;
   armed_ = false;
 }
 
 void HidSensorHub::arm() {
-  if (armed_ || !timer_ || !clock_) return;
+  if (!timer_ || !clock_) return;
   std::optional<std::chrono::steady_clock::time_point> next;
   for (const auto& [_, s] : sensors_)
     if (streaming(s) && (!next || s.next_due < *next)) next = s.next_due;
   if (!next) return;
+  // A timer already set for this deadline or an earlier one stands; a later one is replaced.
+  if (armed_ && armed_for_ <= *next) return;
+  ++generation_;
   armed_ = true;
+  armed_for_ = *next;
   const auto delay = std::chrono::ceil<std::chrono::microseconds>(
       std::max(*next - clock_(), std::chrono::steady_clock::duration::zero()));
   timer_(delay, [this, alive = alive_, generation = generation_] {
@@ -338,19 +382,12 @@ void HidSensorHub::tick() {
   const auto now = clock_();
   for (auto& [kind, s] : sensors_) {
     if (!streaming(s) || s.next_due > now) continue;
-    const auto& queue = pending(kInterruptIn);
-    if (!queue.empty()) {
-      Transfer& t = *queue.front();
-      const auto report = input_report(kind, kEventDataUpdated);
-      const size_t n = std::min(report.size(), t.length());
-      std::copy_n(report.begin(), n, t.buffer().begin());
-      ++s.input_reports;
-      finish(t, Status::kOk, n);
-    }
+    s.report_pending = true;  // at most one waiting report per sensor: the latest sample
     // Catch up without a burst after a stall of the loop.
     s.next_due += std::chrono::milliseconds(s.interval_ms);
     if (s.next_due <= now) s.next_due = now + std::chrono::milliseconds(s.interval_ms);
   }
+  deliver();
   arm();
 }
 

@@ -91,8 +91,9 @@ class HidSensorHub : public EmulatedDevice {
     uint32_t interval_ms = 100;
     uint16_t sensitivity = 0;
     SensorSample sample;
-    uint64_t input_reports = 0;  // sent on the interrupt endpoint
-    uint64_t polled = 0;         // answered to GET_REPORT(Input)
+    uint64_t input_reports = 0;   // sent on the interrupt endpoint
+    uint64_t polled = 0;          // answered to GET_REPORT(Input)
+    bool report_pending = false;  // due while no interrupt transfer was queued
     std::chrono::steady_clock::time_point next_due{};
   };
   const SensorState* state(SensorKind kind) const;
@@ -111,8 +112,9 @@ class HidSensorHub : public EmulatedDevice {
   bool streaming(const SensorState& s) const {
     return s.power == kPowerD0 && s.reporting == kReportingAll;
   }
-  void arm();   // schedules the next interrupt report, if any sensor streams
-  void tick();  // sends what is due
+  void arm();      // schedules the next interrupt report, if any sensor streams
+  void tick();     // marks what is due, then delivers
+  void deliver();  // pending reports into queued interrupt transfers, round robin
 
   HidSensorHubOptions options_;
   std::vector<uint8_t> report_descriptor_;
@@ -120,6 +122,9 @@ class HidSensorHub : public EmulatedDevice {
   Timer timer_;
   Clock clock_;
   bool armed_ = false;
+  std::chrono::steady_clock::time_point armed_for_{};
+  bool delivering_ = false;
+  SensorKind last_served_ = SensorKind::kLight;  // round robin starts at the first sensor
   uint64_t generation_ = 0;
   uint8_t idle_ = 0;
   uint8_t protocol_ = 1;  // report protocol

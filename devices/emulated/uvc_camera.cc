@@ -574,54 +574,51 @@ size_t UvcCamera::on_transfer_aborted(Transfer& transfer) {
 }
 
 void UvcCamera::serve() {
-  if (!stream_ || stream_->armed) return;
-  const auto& queue = pending(kEndpoint);
-  if (queue.empty()) return;
-  Stream& s = *stream_;
-  Transfer* t = queue.front();
-  const auto now = clock_();
-  std::chrono::steady_clock::time_point due;
-  uint64_t first_slot = 0;
-  if (t->type() == usb::TransferType::kIsochronous) {
-    const uint64_t now_slot =
-        now > s.start ? static_cast<uint64_t>((now - s.start) / s.service_interval) : 0;
-    first_slot = std::max(s.next_slot, now_slot);
-    s.next_slot = first_slot + t->iso_packets.size();
-    due = s.start + s.service_interval * static_cast<int64_t>(s.next_slot);
-  } else {
-    produce(now);
-    if (bulk_ready()) {
-      complete_bulk(*t);
-      return;
-    }
-    // The next frame's moment.
-    due = s.start + s.frame_interval * static_cast<int64_t>(s.frames_due);
-  }
-  s.armed = true;
-  s.armed_for = t;
-  s.armed_first_slot = first_slot;
-  const uint64_t generation = s.generation;
-  const auto delay = std::chrono::ceil<microseconds>(std::max(due - now, nanoseconds(0)));
-  timer_(delay, [this, alive = alive_, generation, t, first_slot] {
-    if (!*alive || !stream_ || stream_->generation != generation) return;
-    stream_->armed = false;
-    stream_->armed_for = nullptr;
-    const auto& q = pending(kEndpoint);
-    if (q.empty() || q.front() != t) {
-      serve();
-      return;
-    }
+  // Iterative: a completion that resubmits re-enters here and returns; this loop serves it. So
+  // the stack stays flat however many transfers a host queues.
+  if (serving_) return;
+  serving_ = true;
+  while (stream_ && !stream_->armed) {
+    const auto& queue = pending(kEndpoint);
+    if (queue.empty()) break;
+    Stream& s = *stream_;
+    Transfer* t = queue.front();
+    const auto now = clock_();
+    std::chrono::steady_clock::time_point due;
+    uint64_t first_slot = 0;
     if (t->type() == usb::TransferType::kIsochronous) {
-      complete_iso(*t, first_slot);
+      const uint64_t now_slot =
+          now > s.start ? static_cast<uint64_t>((now - s.start) / s.service_interval) : 0;
+      first_slot = std::max(s.next_slot, now_slot);
+      s.next_slot = first_slot + t->iso_packets.size();
+      due = s.start + s.service_interval * static_cast<int64_t>(s.next_slot);
     } else {
-      produce(clock_());
+      produce(now);
       if (bulk_ready()) {
         complete_bulk(*t);
-        return;
+        continue;
       }
-      serve();
+      // The next frame's moment.
+      due = s.start + s.frame_interval * static_cast<int64_t>(s.frames_due);
     }
-  });
+    s.armed = true;
+    s.armed_for = t;
+    s.armed_first_slot = first_slot;
+    const uint64_t generation = s.generation;
+    const auto delay = std::chrono::ceil<microseconds>(std::max(due - now, nanoseconds(0)));
+    timer_(delay, [this, alive = alive_, generation, t, first_slot] {
+      if (!*alive || !stream_ || stream_->generation != generation) return;
+      stream_->armed = false;
+      stream_->armed_for = nullptr;
+      const auto& q = pending(kEndpoint);
+      if (!q.empty() && q.front() == t && t->type() == usb::TransferType::kIsochronous) {
+        complete_iso(*t, first_slot);
+      }
+      serve();  // bulk: the frame that is due now goes out from serve()'s loop
+    });
+    break;
+  }
+  serving_ = false;
 }
 
 bool UvcCamera::bulk_ready() const {
@@ -651,7 +648,6 @@ void UvcCamera::complete_iso(Transfer& t, uint64_t first_slot) {
     total += n;
   }
   finish(t, Status::kOk, total);
-  serve();
 }
 
 void UvcCamera::complete_bulk(Transfer& t) {
@@ -663,7 +659,6 @@ void UvcCamera::complete_bulk(Transfer& t) {
   if (s.bulk_zlp) {
     s.bulk_zlp = false;
     finish(t, Status::kOk, 0);
-    serve();
     return;
   }
   if (s.bulk_pos == s.bulk_payload.size()) {
@@ -680,7 +675,6 @@ void UvcCamera::complete_bulk(Transfer& t) {
     s.bulk_zlp = true;
   }
   finish(t, Status::kOk, n);
-  serve();
 }
 
 }  // namespace devices

@@ -172,6 +172,7 @@ class UvcCamera : public EmulatedDevice {
   int contrast_ = 32;
   uint32_t next_counter_ = 0;
   std::optional<Stream> stream_;
+  bool serving_ = false;
   uint64_t generation_ = 0;
   Stats stats_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -122,7 +122,15 @@ void EvdevSensorSource::drain() {
   for (;;) {
     const int rc = libevdev_next_event(dev_, flags, &ev);
     if (rc == -EAGAIN) {
-      if (flags == LIBEVDEV_READ_FLAG_SYNC) {  // resynchronised: back to normal reads
+      if (flags == LIBEVDEV_READ_FLAG_SYNC) {
+        // Resynchronised: libevdev's state is the device's now; take every axis from it (the
+        // sync events themselves are not needed) and hand the hub the result.
+        for (unsigned i = 0; i < 6; ++i) {
+          const unsigned code = i < 3 ? ABS_X + i : ABS_RX + (i - 3);
+          if (libevdev_has_event_code(dev_, EV_ABS, code))
+            axis_[i] = libevdev_get_event_value(dev_, EV_ABS, code);
+        }
+        emit();
         flags = LIBEVDEV_READ_FLAG_NORMAL;
         continue;
       }
@@ -205,7 +213,10 @@ usb::Result<std::unique_ptr<IioSensorSource>> IioSensorSource::open(
     asio::io_context& io, const std::string& dir, std::chrono::milliseconds period) {
   namespace fs = std::filesystem;
   std::vector<Channel> channels;
-  auto exists = [&](const std::string& f) { return fs::exists(dir + "/" + f); };
+  auto exists = [&](const std::string& f) {
+    std::error_code ec;
+    return fs::exists(dir + "/" + f, ec);
+  };
   for (const IioType& t : kTypes) {
     const std::string p = std::string("in_") + t.prefix + "_";
     if (!exists(p + "x_raw") || !exists(p + "y_raw") || !exists(p + "z_raw")) continue;
@@ -246,7 +257,8 @@ std::vector<std::string> IioSensorSource::find_devices(const std::string& root) 
     const auto d = e.path().string();
     for (const char* f : {"/in_accel_x_raw", "/in_anglvel_x_raw", "/in_magn_x_raw",
                           "/in_illuminance_raw", "/in_illuminance_input"}) {
-      if (std::filesystem::exists(d + f)) {
+      std::error_code exists_ec;
+      if (std::filesystem::exists(d + f, exists_ec)) {
         out.push_back(d);
         break;
       }
@@ -286,12 +298,21 @@ void IioSensorSource::poll() {
     bool failed = false;
     for (const auto& c : channels) {
       SensorSample s;
-      for (size_t i = 0; i < c.files.size(); ++i) {
+      bool ok = true;
+      for (size_t i = 0; i < c.files.size() && ok; ++i) {
         auto v = read_number(c.files[i]);
-        if (!v) failed = true;
-        s.value[i] = static_cast<int32_t>(std::lround((v.value_or(0) + c.offset[i]) * c.scale[i]));
+        if (!v) {
+          ok = false;  // the hub keeps the last good sample rather than a made-up one
+          break;
+        }
+        s.value[i] = static_cast<int32_t>(
+            std::clamp(std::lround((*v + c.offset[i]) * c.scale[i]), -0x7fffffffL, 0x7fffffffL));
       }
-      samples.push_back({c.kind, s});
+      if (ok) {
+        samples.push_back({c.kind, s});
+      } else {
+        failed = true;
+      }
     }
     asio::post(io_, [this, alive, samples = std::move(samples), failed] {
       if (!*alive) return;

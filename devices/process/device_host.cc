@@ -48,6 +48,7 @@ int run_device_host(const DeviceHostOptions& o) {
     if (!e) io.stop();
   });
   if (o.seccomp) {
+    prepare_for_seccomp();
     if (auto r = install_device_process_seccomp(); !r) {
       spdlog::error("device process: {}", r.error().message);
       return 2;

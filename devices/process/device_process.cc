@@ -25,11 +25,16 @@ constexpr auto kHealthyAfter = std::chrono::seconds(10);
 }  // namespace
 
 DeviceProcess::DeviceProcess(asio::io_context& io, Options options, OnChange on_change)
-    : io_(io), options_(std::move(options)), on_change_(std::move(on_change)), timer_(io) {}
+    : io_(io),
+      options_(std::move(options)),
+      on_change_(std::move(on_change)),
+      timer_(io),
+      import_deadline_(io) {}
 
 DeviceProcess::~DeviceProcess() {
   *alive_ = false;
   timer_.cancel();
+  import_deadline_.cancel();
   if (device_) device_->close();
   if (status_.pid > 0) {
     ::kill(status_.pid, SIGKILL);
@@ -115,10 +120,17 @@ void DeviceProcess::spawn() {
       if (*alive && device_) on_child_gone(reason);
     });
   };
+  import_deadline_.expires_after(std::chrono::seconds(10));
+  import_deadline_.async_wait([this, alive = alive_, pid](boost::system::error_code e) {
+    if (e || !*alive || status_.pid != pid || device_) return;
+    ::kill(pid, SIGKILL);  // reaped by on_child_gone
+    on_child_gone("no answer to the import within 10 s");
+  });
   UsbipRemoteDevice::import_connected(
       std::move(socket), "device process " + std::to_string(pid), "1-1", std::move(options),
       [this, alive = alive_, pid](usb::Result<std::unique_ptr<UsbipRemoteDevice>> result) {
         if (!*alive || status_.pid != pid) return;
+        import_deadline_.cancel();
         if (!result) return on_child_gone(result.error().message);
         device_ = std::move(*result);
         spdlog::info("vusbd: {}: device process pid {} offers {:04x}:{:04x}", describe(), pid,

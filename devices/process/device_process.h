@@ -66,6 +66,7 @@ class DeviceProcess {
   OnChange on_change_;
   std::unique_ptr<UsbipRemoteDevice> device_;
   boost::asio::steady_timer timer_;
+  boost::asio::steady_timer import_deadline_;  // a child that never answers the import is killed
   std::chrono::milliseconds backoff_{200};
   std::chrono::steady_clock::time_point started_at_{};
   Status status_;

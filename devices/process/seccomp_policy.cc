@@ -3,11 +3,17 @@
 #include <seccomp.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <string>
+#include <vector>
+
+#include "devices/emulated/test_pattern.h"
 
 namespace devices {
 
@@ -28,7 +34,7 @@ constexpr int kAllowed[] = {
     // memory, threads' futexes
     SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mremap), SCMP_SYS(brk), SCMP_SYS(madvise),
     SCMP_SYS(mprotect), SCMP_SYS(futex), SCMP_SYS(sched_yield),
-    // signals and exit (abort() raises SIGABRT at itself)
+    // signals and exit
     SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigaction), SCMP_SYS(getpid),
     SCMP_SYS(gettid), SCMP_SYS(exit), SCMP_SYS(exit_group), SCMP_SYS(restart_syscall),
     SCMP_SYS(newfstatat), SCMP_SYS(fstat), SCMP_SYS(getrandom)};
@@ -44,6 +50,19 @@ usb::Result<void> fail(const char* what, int rc) {
 }
 
 }  // namespace
+
+void prepare_for_seccomp() {
+  ::tzset();  // the first localtime_r would open /etc/localtime
+  time_t t = ::time(nullptr);
+  struct tm tm_buf {};
+  ::localtime_r(&t, &tm_buf);
+  // A buffer of our own: glibc would otherwise probe the descriptor (isatty) at the first write.
+  static char stdout_buffer[BUFSIZ];
+  std::setvbuf(stdout, stdout_buffer, _IOLBF, sizeof stdout_buffer);
+  // libjpeg-turbo probes the CPU (on aarch64 by reading /proc/cpuinfo) at its first encode.
+  std::vector<uint8_t> grey(16 * 16 * 2, 128);
+  (void)encode_jpeg(grey, 16, 16, 75);
+}
 
 usb::Result<void> install_device_process_seccomp() {
   Filter f{seccomp_init(SCMP_ACT_KILL_PROCESS)};
@@ -61,6 +80,15 @@ usb::Result<void> install_device_process_seccomp() {
   fionbio.datum_b = 0;
   if (int rc = seccomp_rule_add(f.ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, fionbio); rc < 0) {
     return fail("ioctl rule", rc);
+  }
+  // abort() raises SIGABRT at its own thread: tgkill, on this process only.
+  scmp_arg_cmp own{};
+  own.arg = 0;
+  own.op = SCMP_CMP_EQ;
+  own.datum_a = static_cast<scmp_datum_t>(::getpid());
+  own.datum_b = 0;
+  if (int rc = seccomp_rule_add(f.ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1, own); rc < 0) {
+    return fail("tgkill rule", rc);
   }
   if (int rc = seccomp_attr_set(f.ctx, SCMP_FLTATR_CTL_NNP, 1); rc < 0) return fail("nnp", rc);
   if (int rc = seccomp_load(f.ctx); rc < 0) return fail("load", rc);

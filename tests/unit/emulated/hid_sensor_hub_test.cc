@@ -203,3 +203,46 @@ TEST_F(SensorHub, PoweredSensorsStreamAtTheirReportInterval) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(SensorHub, WithOneTransferQueuedEverySensorGetsItsReports) {
+  // usbhid keeps one interrupt IN transfer and resubmits it a round trip later: reports that
+  // fall due meanwhile wait, and sensors due together take turns.
+  std::map<uint8_t, int> per_id;
+  auto urb = std::make_unique<usb::Transfer>(HidSensorHub::kInterruptIn,
+                                             usb::TransferType::kInterrupt, 64);
+  bool waiting = false;
+  urb->set_completion([&](usb::Transfer& t) {
+    if (t.status() == Status::kOk) ++per_id[t.data()[0]];
+    waiting = true;  // resubmitted later, not from the completion
+  });
+  hub.submit(*urb);
+  for (uint8_t id = 1; id <= 2; ++id) {
+    ASSERT_EQ(set_feature(hub, id, HidSensorHub::kReportingAll, HidSensorHub::kPowerD0, 50).status,
+              Status::kOk);
+  }
+  for (int i = 0; i < 40; ++i) {
+    time.advance(milliseconds(30));
+    if (waiting && urb->rearm()) {
+      waiting = false;
+      urb->set_completion([&](usb::Transfer& t) {
+        if (t.status() == Status::kOk) ++per_id[t.data()[0]];
+        waiting = true;
+      });
+      hub.submit(*urb);
+    }
+  }
+  EXPECT_GE(per_id[1], 10);
+  EXPECT_GE(per_id[2], 10) << "the gyrometer was starved";
+  hub.cancel(*urb);
+}
+
+TEST_F(SensorHub, UnconfiguredHubStallsTheHidDescriptorRequest) {
+  ASSERT_EQ(set_configuration(hub, 0).status, Status::kOk);
+  auto d = control(hub, setup(Direction::kIn, RequestType::kStandard, Recipient::kInterface,
+                              usb::request::kGetDescriptor, 0x2100, 0, 9));
+  EXPECT_EQ(d.status, Status::kStall);
+}
+
+}  // namespace

@@ -551,3 +551,24 @@ TEST_F(BulkCamera, PayloadsSpanTransfersAsUvcvideoReadsThem) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(BulkCamera, TensOfThousandsOfTinyTransfersDoNotGrowTheStack) {
+  // A hostile host queues 50000 one-byte bulk IN transfers between two frames: each takes one
+  // byte of a payload; serving them must not recurse once per transfer.
+  commit(cam, UvcCamera::kMjpegFormat, 1);
+  std::vector<std::unique_ptr<usb::Transfer>> urbs;
+  size_t done = 0;
+  for (int i = 0; i < 50000; ++i) {
+    urbs.push_back(
+        std::make_unique<usb::Transfer>(UvcCamera::kEndpoint, usb::TransferType::kBulk, 1));
+    urbs.back()->set_completion([&](usb::Transfer&) { ++done; });
+    cam.submit(*urbs.back());
+  }
+  time.advance(milliseconds(1000));  // 30 frames: more bytes than transfers
+  EXPECT_EQ(done, 50000u);
+  for (auto& u : urbs) cam.cancel(*u);
+}
+
+}  // namespace
