@@ -4,6 +4,9 @@
 PRESET ?= default
 BUILD  ?= build
 JOBS   ?= $(shell nproc)
+# Seconds per fuzzer in `make test` (a smoke run over the seed corpora; fuzz longer by hand:
+# make fuzz FUZZ_SECONDS=600).
+FUZZ_SECONDS ?= 10
 
 .PHONY: all deps build test demo asan fuzz bench clean format
 

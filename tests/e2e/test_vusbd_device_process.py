@@ -97,7 +97,7 @@ def vusbctl_stats(vusbctl: Path, port: int) -> dict | None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", help="CMake build dir (default: $VUSB_BUILD or <repo>/build)")
-    ap.add_argument("--frames", type=int, default=240)
+    ap.add_argument("--frames", type=int, default=180)
     ap.add_argument("--timeout", type=float, default=200, help="wall-clock limit per guest")
     ap.add_argument("--kill-after", type=float, default=2.5,
                     help="seconds after both captures started")

@@ -94,7 +94,7 @@ exit 0
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", help="CMake build dir (default: $VUSB_BUILD or <repo>/build)")
-    ap.add_argument("--hold", type=int, default=1200, help="ms per step")
+    ap.add_argument("--hold", type=int, default=900, help="ms per step")
     ap.add_argument("--timeout", type=float, default=180)
     a = ap.parse_args()
     if a.build:
