@@ -9,6 +9,7 @@
 #include <map>
 
 #include "emulated_test_util.h"
+#include "tests/unit/sim_time.h"
 
 namespace {
 
@@ -19,26 +20,7 @@ using devices::SensorKind;
 using std::chrono::milliseconds;
 using Clock = std::chrono::steady_clock;
 
-class SimTime {
- public:
-  Clock::time_point now() const { return now_; }
-  void arm(std::chrono::microseconds delay, std::move_only_function<void()> fn) {
-    timers_.emplace(now_ + delay, std::move(fn));
-  }
-  void advance(std::chrono::nanoseconds by) {
-    const auto until = now_ + by;
-    while (!timers_.empty() && timers_.begin()->first <= until) {
-      auto node = timers_.extract(timers_.begin());
-      now_ = std::max(now_, node.key());
-      node.mapped()();
-    }
-    now_ = until;
-  }
-
- private:
-  Clock::time_point now_{std::chrono::seconds(10)};
-  std::multimap<Clock::time_point, std::move_only_function<void()>> timers_;
-};
+using vusb::testing::SimTime;
 
 bool contains(const std::vector<uint8_t>& hay, std::vector<uint8_t> needle) {
   return std::search(hay.begin(), hay.end(), needle.begin(), needle.end()) != hay.end();

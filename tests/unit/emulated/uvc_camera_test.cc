@@ -10,6 +10,7 @@
 #include <map>
 
 #include "emulated_test_util.h"
+#include "tests/unit/sim_time.h"
 #include "usb/uvc/uvc_streaming.h"
 
 namespace {
@@ -22,28 +23,7 @@ using std::chrono::milliseconds;
 using Clock = std::chrono::steady_clock;
 namespace uvc = usb::uvc;
 
-// Simulated time: timers run in due order as time is advanced.
-class SimTime {
- public:
-  Clock::time_point now() const { return now_; }
-  void arm(std::chrono::microseconds delay, std::move_only_function<void()> fn) {
-    timers_.emplace(now_ + delay, std::move(fn));
-  }
-  void advance(std::chrono::nanoseconds by) {
-    const auto until = now_ + by;
-    while (!timers_.empty() && timers_.begin()->first <= until) {
-      auto node = timers_.extract(timers_.begin());
-      now_ = std::max(now_, node.key());
-      node.mapped()();
-    }
-    now_ = until;
-  }
-  size_t armed() const { return timers_.size(); }
-
- private:
-  Clock::time_point now_{std::chrono::seconds(1000)};
-  std::multimap<Clock::time_point, std::move_only_function<void()>> timers_;
-};
+using vusb::testing::SimTime;
 
 Outcome class_request(usb::Device& dev, Direction d, uint8_t request, uint8_t selector,
                       uint16_t index, uint16_t length, const std::vector<uint8_t>& out = {}) {

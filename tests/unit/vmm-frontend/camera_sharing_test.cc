@@ -7,6 +7,7 @@
 
 #include "devices/emulated/test_pattern.h"
 #include "devices/emulated/uvc_camera.h"
+#include "tests/unit/sim_time.h"
 #include "vmm-frontend/shared_device.h"
 
 namespace vusbd {
@@ -19,26 +20,7 @@ using usb::Status;
 using usb::Transfer;
 using Clock = std::chrono::steady_clock;
 
-class SimTime {
- public:
-  Clock::time_point now() const { return now_; }
-  void arm(std::chrono::microseconds delay, std::move_only_function<void()> fn) {
-    timers_.emplace(now_ + delay, std::move(fn));
-  }
-  void advance(std::chrono::nanoseconds by) {
-    const auto until = now_ + by;
-    while (!timers_.empty() && timers_.begin()->first <= until) {
-      auto node = timers_.extract(timers_.begin());
-      now_ = std::max(now_, node.key());
-      node.mapped()();
-    }
-    now_ = until;
-  }
-
- private:
-  Clock::time_point now_{std::chrono::seconds(50)};
-  std::multimap<Clock::time_point, std::move_only_function<void()>> timers_;
-};
+using vusb::testing::SimTime;
 
 // One VM's side: its control requests complete inline or after time passes.
 struct Request {
