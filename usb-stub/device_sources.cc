@@ -3,10 +3,13 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <set>
 
 #include "devices/emulated/emulated_factory.h"
+#include "devices/emulated/hid_input_device.h"
 #include "devices/emulated/hid_sensor_hub.h"
+#include "devices/evdev/input_source.h"
 #include "devices/evdev/sensor_sources.h"
 #include "devices/libusb/libusb_provider.h"
 #include "usb/net/asio_timer.h"
@@ -132,7 +135,68 @@ usb::Result<void> DeviceSources::add_sensors(const std::vector<std::string>& spe
   return {};
 }
 
+usb::Result<void> DeviceSources::add_inputs(const std::vector<std::string>& specs) {
+  std::vector<std::pair<std::string, devices::EvdevInputSource::Options>> wanted;
+  for (std::string spec : specs) {
+    devices::EvdevInputSource::Options options;
+    if (spec.ends_with(",nograb")) {
+      options.grab = false;
+      spec.resize(spec.size() - 7);
+    }
+    if (spec == "evdev") {
+      const auto paths = devices::EvdevInputSource::find_devices();
+      if (paths.empty())
+        return usb::Error::make(
+            usb::Error::Code::kNotFound,
+            "--input evdev: no keyboard, mouse or touchscreen under /dev/input");
+      for (const auto& p : paths) wanted.emplace_back(p, options);
+    } else if (spec.starts_with("evdev:") && spec.size() > 6) {
+      wanted.emplace_back(spec.substr(6), options);
+    } else {
+      return usb::Error::make(usb::Error::Code::kInvalidArgument,
+                              "--input '" + spec + "': expected evdev or evdev:PATH[,nograb]");
+    }
+  }
+  // Open everything first: a bad spec exports nothing.
+  std::vector<Input> opened;
+  for (const auto& [path, options] : wanted) {
+    auto src = devices::EvdevInputSource::open(io_, path, options);
+    if (!src) return std::unexpected(src.error());
+    Input in;
+    in.device = std::make_unique<devices::HidInputDevice>((*src)->device_options());
+    in.source = std::move(*src);
+    opened.push_back(std::move(in));
+  }
+  for (auto& in : opened) {
+    auto busid = exports_.add(*in.device);
+    if (!busid) return std::unexpected(busid.error());
+    spdlog::info("input device '{}' ({}) exported as {}", in.source->name(), in.source->path(),
+                 *busid);
+    in.source->start(*in.device);
+    in.source->on_gone = [this, device = in.device.get()](const std::string&) {
+      input_gone(device);
+    };
+    inputs_.push_back(std::move(in));
+  }
+  return {};
+}
+
+void DeviceSources::input_gone(devices::HidInputDevice* device) {
+  // Unplug now (the importer sees its URBs end and the device leave); free it once the source's
+  // handler that reported this has returned.
+  device->disconnect();
+  exports_.remove(*device);
+  boost::asio::post(io_, [this, device] {
+    std::erase_if(inputs_, [&](const Input& in) { return in.device.get() == device; });
+  });
+}
+
 void DeviceSources::stop() {
+  for (auto& in : inputs_) {
+    in.source.reset();  // first: it holds the device's on_leds
+    exports_.remove(*in.device);
+  }
+  inputs_.clear();
   evdev_.clear();
   replays_.clear();
   iio_.clear();

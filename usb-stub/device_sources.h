@@ -20,6 +20,8 @@ class LibusbProvider;
 class EvdevSensorSource;
 class ReplaySensorSource;
 class IioSensorSource;
+class EvdevInputSource;
+class HidInputDevice;
 }  // namespace devices
 
 namespace stub {
@@ -36,6 +38,11 @@ class DeviceSources {
   // sensor input device), "evdev:/dev/input/eventN", "iio" (every IIO motion / light sensor),
   // "iio:/sys/bus/iio/devices/iio:deviceN", "replay:FILE" or "replay:FILE,loop".
   usb::Result<void> add_sensors(const std::vector<std::string>& specs);
+  // One USB HID device per input device (keyboard, mouse, touchscreen). Specs: "evdev" (every
+  // such input device) or "evdev:/dev/input/eventN", each optionally ",nograb" (by default the
+  // input device is grabbed: its events go to the importer only). A device that goes away is
+  // unplugged.
+  usb::Result<void> add_inputs(const std::vector<std::string>& specs);
   // Unplugs everything (in-flight transfers complete) before the loop stops.
   void stop();
 
@@ -48,6 +55,12 @@ class DeviceSources {
   std::vector<std::unique_ptr<devices::EvdevSensorSource>> evdev_;
   std::vector<std::unique_ptr<devices::ReplaySensorSource>> replays_;
   std::vector<std::unique_ptr<devices::IioSensorSource>> iio_;
+  struct Input {
+    std::unique_ptr<devices::HidInputDevice> device;
+    std::unique_ptr<devices::EvdevInputSource> source;
+  };
+  std::vector<Input> inputs_;
+  void input_gone(devices::HidInputDevice* device);
 };
 
 }  // namespace stub

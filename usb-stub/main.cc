@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   std::string listen_text, config_path;
   std::vector<std::string> emulate_text;
   std::vector<std::string> sensor_specs;
+  std::vector<std::string> input_specs;
   uint32_t max_urb = config.limits.wire.max_transfer_length;
   uint64_t max_inflight = config.limits.max_inflight_bytes;
 
@@ -47,6 +48,10 @@ int main(int argc, char** argv) {
       "motion sensor input device), evdev:/dev/input/eventN, iio (every IIO motion or light "
       "sensor), iio:DIR, or replay:FILE[,loop] "
       "(a recorded trace) (repeatable; one hub)");
+  app.add_option("--input", input_specs,
+                 "Export an input device as a USB HID keyboard / mouse / touchscreen: "
+                 "evdev (every keyboard, mouse and touchscreen) or evdev:/dev/input/eventN, "
+                 "optionally ,nograb (repeatable; one USB device each)");
   app.add_flag("--libusb-all", config.libusb_all,
                "Export every local USB device except hubs, following hotplug");
   app.add_option("--config", config_path,
@@ -100,6 +105,8 @@ int main(int argc, char** argv) {
     if (auto r = sources.add_libusb(config.libusb, config.libusb_all); !r) return fail(r.error());
   if (!sensor_specs.empty())
     if (auto r = sources.add_sensors(sensor_specs); !r) return fail(r.error());
+  if (!input_specs.empty())
+    if (auto r = sources.add_inputs(input_specs); !r) return fail(r.error());
 
   stub::UsbipServer server(io, exports, config.limits);
   if (auto r = server.listen(config.listen); !r) return fail(r.error());

@@ -2,20 +2,16 @@
 
 #include <algorithm>
 
+#include "devices/emulated/hid_report.h"
 #include "usb/core/byte_order.h"
 
 namespace devices {
 
 using usb::Status;
 using usb::Transfer;
+using namespace hid;
 
 namespace {
-
-// HID class requests (HID 1.11, 7.2) and descriptor types (7.1).
-constexpr uint8_t kGetReport = 0x01, kGetIdle = 0x02, kGetProtocol = 0x03;
-constexpr uint8_t kSetReport = 0x09, kSetIdle = 0x0a, kSetProtocol = 0x0b;
-constexpr uint8_t kDescHid = 0x21, kDescReport = 0x22;
-constexpr uint8_t kReportInput = 1, kReportFeature = 3;
 
 // Sensor state / event selector positions + 1 (HUTRR39 0x200800.. and 0x200810..).
 constexpr uint8_t kStateReady = 2;
@@ -48,46 +44,6 @@ SensorUsages usages(SensorKind k) {
 size_t axes(SensorKind k) {
   return k == SensorKind::kLight ? 1 : 3;
 }
-
-// A tiny HID report descriptor writer (HID 1.11, 6.2.2): short items only.
-class ReportWriter {
- public:
-  std::vector<uint8_t> bytes;
-  void item(uint8_t prefix, uint32_t value, int size) {
-    const uint8_t code = size == 0 ? 0 : size == 1 ? 1 : size == 2 ? 2 : 3;
-    bytes.push_back(static_cast<uint8_t>(prefix | code));
-    for (int i = 0; i < size; ++i) bytes.push_back(static_cast<uint8_t>(value >> (8 * i)));
-  }
-  void usage_page(uint8_t page) { item(0x04, page, 1); }
-  void usage(uint16_t u) { item(0x08, u, u > 0xff ? 2 : 1); }
-  void collection(uint8_t kind) { item(0xa0, kind, 1); }
-  void end() { item(0xc0, 0, 0); }
-  void report_id(uint8_t id) { item(0x84, id, 1); }
-  void logical(int32_t lo, int32_t hi) {
-    item(0x14, static_cast<uint32_t>(lo), lo >= -128 && lo <= 127 ? 1 : 4);
-    item(0x24, static_cast<uint32_t>(hi), hi >= -128 && hi <= 127 ? 1 : 4);
-  }
-  void size_count(uint8_t size, uint8_t count) {
-    item(0x74, size, 1);
-    item(0x94, count, 1);
-  }
-  void exponent(int8_t e) { item(0x54, static_cast<uint32_t>(e) & 0x0f, 1); }
-  void unit_none() { item(0x64, 0, 1); }
-  void input(uint8_t flags) { item(0x80, flags, 1); }
-  void feature(uint8_t flags) { item(0xb0, flags, 1); }
-  // A named array: a Logical collection of selector usages, Logical Minimum 1 (6.2.2.7).
-  void named_array(uint16_t property, uint16_t first, uint8_t n, bool input_report) {
-    usage(property);
-    logical(1, n);
-    size_count(8, 1);
-    collection(0x02);
-    for (uint8_t i = 0; i < n; ++i) usage(static_cast<uint16_t>(first + i));
-    input_report ? input(0x00) : feature(0x00);
-    end();
-  }
-};
-
-constexpr uint8_t kVariable = 0x02;  // Data, Variable, Absolute
 
 }  // namespace
 
@@ -159,15 +115,7 @@ SpeedDescriptors HidSensorHub::make_descriptors(const HidSensorHubOptions& o) {
   intf.interface_class = 0x03;  // HID, no boot subclass
   intf.string_index = 2;
   // HID descriptor (HID 1.11, 6.2.1): bcdHID 1.11, one report descriptor.
-  intf.extra = {9,
-                kDescHid,
-                0x11,
-                0x01,
-                0,
-                1,
-                kDescReport,
-                static_cast<uint8_t>(report.size()),
-                static_cast<uint8_t>(report.size() >> 8)};
+  intf.extra = hid::hid_descriptor(report.size());
   intf.endpoints.push_back({.address = kInterruptIn,
                             .attributes = static_cast<uint8_t>(usb::TransferType::kInterrupt),
                             .max_packet_size = 64,

@@ -1,0 +1,295 @@
+#include "devices/evdev/input_source.h"
+
+#include <fcntl.h>
+#include <libevdev/libevdev.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+
+#include "devices/evdev/hid_keymap.h"
+
+namespace devices {
+
+namespace asio = boost::asio;
+
+namespace {
+
+// Mouse buttons in HID order (buttons 1..5).
+constexpr unsigned kButtons[] = {BTN_LEFT, BTN_RIGHT, BTN_MIDDLE, BTN_SIDE, BTN_EXTRA};
+
+bool has_keyboard_keys(const libevdev* dev) {
+  if (!libevdev_has_event_type(dev, EV_KEY)) return false;
+  for (unsigned code = 1; code < BTN_MISC; ++code)
+    if (libevdev_has_event_code(dev, EV_KEY, code) && hid_usage_for_key(code) != 0) return true;
+  return false;
+}
+
+}  // namespace
+
+std::set<HidInputFunction> EvdevInputSource::classify(const libevdev* dev) {
+  std::set<HidInputFunction> f;
+  if (libevdev_has_property(dev, INPUT_PROP_ACCELEROMETER)) return f;  // a sensor (--sensors)
+  if (has_keyboard_keys(dev)) f.insert(HidInputFunction::kKeyboard);
+  if (libevdev_has_event_code(dev, EV_REL, REL_X) && libevdev_has_event_code(dev, EV_REL, REL_Y))
+    f.insert(HidInputFunction::kMouse);
+  const bool mt = libevdev_has_event_code(dev, EV_ABS, ABS_MT_POSITION_X) &&
+                  libevdev_has_event_code(dev, EV_ABS, ABS_MT_POSITION_Y) &&
+                  libevdev_get_num_slots(dev) > 0;
+  const bool single = libevdev_has_event_code(dev, EV_ABS, ABS_X) &&
+                      libevdev_has_event_code(dev, EV_ABS, ABS_Y) &&
+                      libevdev_has_event_code(dev, EV_KEY, BTN_TOUCH);
+  if ((mt || single) && !libevdev_has_property(dev, INPUT_PROP_POINTER))
+    f.insert(HidInputFunction::kTouch);
+  return f;
+}
+
+usb::Result<std::unique_ptr<EvdevInputSource>> EvdevInputSource::open(asio::io_context& io,
+                                                                      const std::string& path,
+                                                                      Options options) {
+  // Read-write so the host's LED changes can be written back; read-only will do otherwise.
+  int fd = ::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    return usb::Error::make(usb::Error::Code::kIo, "evdev " + path + ": " + std::strerror(errno));
+  }
+  libevdev* dev = nullptr;
+  if (int rc = libevdev_new_from_fd(fd, &dev); rc < 0) {
+    ::close(fd);
+    return usb::Error::make(usb::Error::Code::kIo,
+                            "evdev " + path + ": libevdev: " + std::strerror(-rc));
+  }
+  auto src = std::unique_ptr<EvdevInputSource>(new EvdevInputSource(io, fd, dev, path));
+  if (src->functions_.empty()) {
+    return usb::Error::make(usb::Error::Code::kUnsupported,
+                            "evdev " + path + " ('" + src->name_ +
+                                "') is not a keyboard, relative pointer or touchscreen");
+  }
+  if (options.grab) {
+    if (int rc = libevdev_grab(dev, LIBEVDEV_GRAB); rc < 0) {
+      return usb::Error::make(usb::Error::Code::kBusy,
+                              "evdev " + path + ": cannot grab it (" + std::strerror(-rc) +
+                                  "); another program holds it, or pass ',nograb'");
+    }
+  }
+  return src;
+}
+
+std::vector<std::string> EvdevInputSource::find_devices() {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/dev/input", ec)) {
+    if (e.path().filename().string().rfind("event", 0) != 0) continue;
+    const std::string p = e.path().string();
+    const int fd = ::open(p.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) continue;
+    libevdev* dev = nullptr;
+    if (libevdev_new_from_fd(fd, &dev) == 0) {
+      if (!classify(dev).empty()) out.push_back(p);
+      libevdev_free(dev);
+    }
+    ::close(fd);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+EvdevInputSource::EvdevInputSource(asio::io_context& io, int fd, libevdev* dev, std::string path)
+    : fd_(io, fd), dev_(dev), path_(std::move(path)) {
+  name_ = libevdev_get_name(dev_) ? libevdev_get_name(dev_) : "?";
+  functions_ = classify(dev_);
+  multitouch_ =
+      libevdev_has_event_code(dev_, EV_ABS, ABS_MT_POSITION_X) && libevdev_get_num_slots(dev_) > 0;
+}
+
+EvdevInputSource::~EvdevInputSource() {
+  *alive_ = false;
+  if (device_) device_->on_leds = nullptr;
+  boost::system::error_code ec;
+  fd_.cancel(ec);
+  libevdev_free(dev_);  // closing the descriptor (fd_) releases the grab
+}
+
+HidInputOptions EvdevInputSource::device_options() const {
+  HidInputOptions o;
+  o.functions = functions_;
+  o.product = name_.substr(0, 126);
+  if (functions_.contains(HidInputFunction::kTouch)) {
+    const unsigned ax = multitouch_ ? ABS_MT_POSITION_X : ABS_X;
+    const unsigned ay = multitouch_ ? ABS_MT_POSITION_Y : ABS_Y;
+    const input_absinfo* x = libevdev_get_abs_info(dev_, ax);
+    const input_absinfo* y = libevdev_get_abs_info(dev_, ay);
+    if (x && y) {
+      o.touch = {.min_x = x->minimum,
+                 .max_x = x->maximum,
+                 .min_y = y->minimum,
+                 .max_y = y->maximum,
+                 .width_tenth_mm = 0,
+                 .height_tenth_mm = 0};
+      // Resolution is units per millimetre (linux/input.h).
+      if (x->resolution > 0 && y->resolution > 0) {
+        o.touch.width_tenth_mm =
+            static_cast<int32_t>((int64_t{x->maximum} - x->minimum) * 10 / x->resolution);
+        o.touch.height_tenth_mm =
+            static_cast<int32_t>((int64_t{y->maximum} - y->minimum) * 10 / y->resolution);
+      }
+    }
+    o.max_contacts = static_cast<uint8_t>(
+        multitouch_ ? std::clamp(libevdev_get_num_slots(dev_), 1, int{HidInputDevice::kMaxContacts})
+                    : 1);
+  }
+  return o;
+}
+
+void EvdevInputSource::start(HidInputDevice& device) {
+  device_ = &device;
+  device.on_leds = [this](uint8_t leds) { set_leds(leds); };
+  std::string what;
+  for (HidInputFunction f : functions_) {
+    what += what.empty() ? "" : "+";
+    what += f == HidInputFunction::kKeyboard ? "keyboard"
+            : f == HidInputFunction::kMouse  ? "mouse"
+                                             : "touchscreen";
+  }
+  spdlog::info("evdev: {} ('{}'): feeding a USB HID {}", path_, name_, what);
+  wait();
+}
+
+void EvdevInputSource::wait() {
+  fd_.async_wait(asio::posix::stream_descriptor::wait_read,
+                 [this, alive = alive_](boost::system::error_code ec) {
+                   if (!*alive || ec) return;
+                   drain();
+                 });
+}
+
+void EvdevInputSource::drain() {
+  input_event ev{};
+  unsigned flags = LIBEVDEV_READ_FLAG_NORMAL;
+  for (;;) {
+    const int rc = libevdev_next_event(dev_, flags, &ev);
+    if (rc == -EAGAIN) {
+      if (flags == LIBEVDEV_READ_FLAG_SYNC) {
+        flags = LIBEVDEV_READ_FLAG_NORMAL;  // resynchronised; back to normal events
+        continue;
+      }
+      break;
+    }
+    if (rc == LIBEVDEV_READ_STATUS_SYNC) {
+      // SYN_DROPPED (the kernel's buffer overflowed): the events that follow in sync mode are
+      // the differences to the device's state now; they are handled like any others.
+      if (flags == LIBEVDEV_READ_FLAG_NORMAL) {
+        spdlog::warn("evdev: {} ('{}'): events dropped by the kernel; resynchronising", path_,
+                     name_);
+        flags = LIBEVDEV_READ_FLAG_SYNC;
+        continue;
+      }
+    } else if (rc < 0) {
+      if (!gone_) {
+        gone_ = true;
+        const std::string why = std::strerror(-rc);
+        spdlog::warn("evdev: {} ('{}'): {}; its USB HID device goes away", path_, name_, why);
+        if (on_gone) on_gone(why);  // may destroy this source
+      }
+      return;
+    }
+    ++events_;
+    handle(ev.type, ev.code, ev.value);
+  }
+  wait();
+}
+
+void EvdevInputSource::handle(unsigned type, unsigned code, int value) {
+  if (!device_) return;
+  switch (type) {
+    case EV_KEY: {
+      for (size_t i = 0; i < std::size(kButtons); ++i) {
+        if (code != kButtons[i]) continue;
+        const auto bit = static_cast<uint8_t>(1u << i);
+        buttons_ = value ? buttons_ | bit : buttons_ & ~bit;
+        pointer_dirty_ = true;
+        return;
+      }
+      if (code == BTN_TOUCH) {
+        touch_dirty_ = true;
+        return;
+      }
+      if (value == 2) return;  // autorepeat: the host repeats by itself
+      if (const uint8_t usage = hid_usage_for_key(code); usage != 0)
+        device_->key(usage, value != 0);
+      return;
+    }
+    case EV_REL:
+      switch (code) {
+        case REL_X:
+          dx_ += value;
+          break;
+        case REL_Y:
+          dy_ += value;
+          break;
+        case REL_WHEEL:
+          wheel_ += value;
+          break;
+        case REL_HWHEEL:
+          pan_ += value;
+          break;
+        default:
+          return;
+      }
+      pointer_dirty_ = true;
+      return;
+    case EV_ABS:
+      touch_dirty_ = true;  // libevdev keeps the slot and axis state; frame() reads it
+      return;
+    case EV_SYN:
+      if (code == SYN_REPORT) frame();
+      return;
+    default:
+      return;
+  }
+}
+
+void EvdevInputSource::frame() {
+  if (pointer_dirty_ && functions_.contains(HidInputFunction::kMouse)) {
+    device_->pointer(buttons_, dx_, dy_, wheel_, pan_);
+  }
+  dx_ = dy_ = wheel_ = pan_ = 0;
+  pointer_dirty_ = false;
+  if (touch_dirty_ && functions_.contains(HidInputFunction::kTouch)) {
+    std::vector<HidInputDevice::Contact> contacts;
+    if (multitouch_) {
+      const int slots = libevdev_get_num_slots(dev_);
+      for (int s = 0; s < slots; ++s) {
+        const int id = libevdev_get_slot_value(dev_, static_cast<unsigned>(s), ABS_MT_TRACKING_ID);
+        if (id < 0) continue;
+        contacts.push_back(
+            {.id = static_cast<uint8_t>(id & 0xff),
+             .x = libevdev_get_slot_value(dev_, static_cast<unsigned>(s), ABS_MT_POSITION_X),
+             .y = libevdev_get_slot_value(dev_, static_cast<unsigned>(s), ABS_MT_POSITION_Y)});
+      }
+    } else if (libevdev_get_event_value(dev_, EV_KEY, BTN_TOUCH)) {
+      contacts.push_back({.id = 0,
+                          .x = libevdev_get_event_value(dev_, EV_ABS, ABS_X),
+                          .y = libevdev_get_event_value(dev_, EV_ABS, ABS_Y)});
+    }
+    device_->touch(contacts);
+  }
+  touch_dirty_ = false;
+}
+
+void EvdevInputSource::set_leds(uint8_t leds) {
+  // HID LED bits 0..4 (Num, Caps, Scroll, Compose, Kana) are Linux's LED_NUML..LED_KANA.
+  for (unsigned i = 0; i < 5; ++i) {
+    const unsigned code = LED_NUML + i;
+    if (!libevdev_has_event_code(dev_, EV_LED, code)) continue;
+    const auto v = (leds >> i) & 1 ? LIBEVDEV_LED_ON : LIBEVDEV_LED_OFF;
+    if (int rc = libevdev_kernel_set_led_value(dev_, code, v); rc < 0) {
+      spdlog::warn("evdev: {} ('{}'): cannot set LED {}: {}", path_, name_, i, std::strerror(-rc));
+      return;
+    }
+  }
+}
+
+}  // namespace devices
