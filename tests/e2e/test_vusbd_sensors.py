@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""e2e.vusbd_sensors — a phone's motion sensor appears as an IIO accelerometer in a laptop VM.
+"""e2e.vusbd_sensors — a phone's motion sensor and input devices in a laptop VM.
 
 The "phone" guest makes an accelerometer with libevdev's uinput API (the project's uinput-accel:
 INPUT_PROP_ACCELEROMETER, ABS_X/Y/Z, 256 units per g) and runs vusb-stub inside it with
@@ -13,6 +13,13 @@ the laptop reads in_accel_{x,y,z}_raw continuously. Passes when:
   - for every step, raw × scale equals the phone's position in m/s² (within 0.1), and the laptop
     saw it within one report interval (100 ms) of the phone's SYN_REPORT on the host clock
     (console timestamps; the measured latencies are printed);
+  - the phone's keyboard, mouse and touchscreen (uinput devices made by the project's
+    uinput-input, exported with `--input evdev:NODE`, one USB HID device each) appear in the
+    laptop as input devices (hid-generic; hid-multitouch with INPUT_PROP_DIRECT for the screen)
+    and report what the phone did: the same key codes in the same order (letters, Shift+1, Enter,
+    Volume Up), the mouse's motion in full (300 counts become three HID reports) before and after
+    a click, the wheel, two fingers at their positions with their lifts; and the laptop's Caps
+    Lock LED (written to its evdev node after Enter) reaches the phone's keyboard as EV_LED;
   - vusbd and the phone's stub exit cleanly.
 
 Usage: tests/e2e/test_vusbd_sensors.py [--build DIR] [--hold MS] [--timeout S]
@@ -37,6 +44,14 @@ G = 9.80665
 INTERVAL_MS = 100  # the hub's default report interval
 # Steps in milli-g: flat, tilted 30° about X, upright, tilted about Y, upside down, flat again.
 STEPS = [(0, 0, 1000), (0, 500, 866), (0, 1000, 0), (707, 0, 707), (0, 0, -1000), (0, 0, 1000)]
+# The input script (uinput-input's step language): "vusb", Shift+1, Enter, Volume Up; the mouse;
+# two fingers; then the phone waits for the laptop's Caps Lock LED.
+KEYS = [(47, 1), (47, 0), (22, 1), (22, 0), (31, 1), (31, 0), (48, 1), (48, 0),
+        (42, 1), (2, 1), (2, 0), (42, 0), (28, 1), (28, 0), (115, 1), (115, 0)]
+MOUSE = ["m300,-200", "b1", "b0", "w2", "m-5,7"]
+TOUCH = ["t0:10:100:200", "t1:11:900:2000", "t0:10:150:250", "t1:-1:0:0", "t0:-1:0:0"]
+INPUT_STEPS = [f"k{c}:{v}" for c, v in KEYS] + MOUSE + TOUCH + ["led"]
+EV_SYN, EV_KEY, EV_REL, EV_ABS = 0, 1, 2, 3
 
 
 def phone_script(barrier: int, hold: int) -> str:
@@ -45,17 +60,27 @@ def phone_script(barrier: int, hold: int) -> str:
 echo "LAB-PHASE phone"
 uinput-accel -r {RES} -H {hold} -g /tmp/go -R /tmp/uinput.ready -k 2000 {steps} &
 accel=$!
+uinput-input -g /tmp/go -R /tmp/input.ready -k 2000 {" ".join(INPUT_STEPS)} &
+input=$!
 lab_wait_for /tmp/uinput.ready 10 || {{ echo "LAB-FAIL no uinput accelerometer"; exit 29; }}
-vusb-stub --listen 0.0.0.0:3240 --sensors evdev >/tmp/stub.log 2>&1 &
+lab_wait_for /tmp/input.ready 10 || {{ echo "LAB-FAIL no uinput input devices"; exit 29; }}
+inputs=""
+for n in $(cat /tmp/input.ready); do inputs="$inputs --input evdev:$n"; done
+vusb-stub --listen 0.0.0.0:3240 --sensors evdev $inputs >/tmp/stub.log 2>&1 &
 stub=$!
 sleep 1
 cat /tmp/stub.log
 grep -q "sensor hub" /tmp/stub.log || {{ echo "LAB-FAIL the stub exports no sensor hub"; exit 30; }}
+grep -q "exported as 1-4" /tmp/stub.log || {{ echo "LAB-FAIL the stub exports no input devices"; exit 30; }}
 go=$(timeout 120 nc 10.0.2.2 {barrier} </dev/null 2>&1)
 echo "LAB-INFO barrier: ${{go:-no answer}}"
 touch /tmp/go
 wait $accel
 rc=$?
+wait $input
+irc=$?
+echo "LAB-INFO input exit $irc"
+[ $irc -eq 0 ] || rc=$irc
 kill $stub; wait $stub
 srv=$?
 cat /tmp/stub.log | tail -5
@@ -72,6 +97,14 @@ for i in $(seq 60); do
   sleep 0.5
 done
 cat /tmp/attach.log
+for b in 1-2 1-3 1-4; do  # vusbd offers each once it has imported it from the phone
+  for i in $(seq 40); do
+    usbip --tcp-port {port} attach -r 10.0.2.2 -b $b >/tmp/attach.log 2>&1 && break
+    sleep 0.5
+  done || {{ cat /tmp/attach.log; echo "LAB-FAIL attach $b"; exit 32; }}
+done
+evdev-watch -L -R /tmp/evw.ready -g /tmp/go "vusb test" 3 {seconds + 2:.1f} &
+evw=$!
 d=""
 for i in $(seq 100); do
   for n in /sys/bus/iio/devices/iio:device*; do
@@ -83,12 +116,95 @@ done
 [ -n "$d" ] || {{ echo "LAB-FAIL no accel_3d IIO device"; lab_usb_tree; dmesg | tail -30; exit 31; }}
 echo "LAB-INFO iio $d name=$(cat $d/name) scale=$(cat $d/in_accel_scale)"
 cat $d/in_accel_x_raw >/dev/null  # powers the sensor on (the first read waits 2 intervals)
+lab_wait_for /tmp/evw.ready 60 || {{ echo "LAB-FAIL the input devices did not appear"; lab_usb_tree; exit 33; }}
 go=$(timeout 120 nc 10.0.2.2 {barrier} </dev/null 2>&1)
+touch /tmp/go
 echo "LAB-PHASE read"
 iio-watch $d accel {seconds + 1:.1f}
-usbip detach -p 0 >/dev/null 2>&1
+wait $evw
+for p in 0 1 2 3; do usbip detach -p $p >/dev/null 2>&1; done
 exit 0
 """
+
+
+def check_input(phone, laptop) -> list:
+    """What the laptop's input devices reported against what the phone's did."""
+    problems = []
+    devs = {}
+    for _, line in laptop.events:
+        if line.startswith("LAB-INFO evw-dev "):
+            f = line.split(" ", 3)[3]
+            name = f.split("name=", 1)[1] if "name=" in f else ""
+            props = int(f.split("props=", 1)[1].split()[0]) if "props=" in f else 0
+            devs[line.split()[2]] = (name, props)
+    events = {}
+    for _, line in laptop.events:
+        parts = line.split()
+        if line.startswith("LAB-INFO evw ") and len(parts) == 6:
+            try:
+                events.setdefault(parts[2], []).append(tuple(int(v) for v in parts[3:]))
+            except ValueError:
+                pass
+    by_kind = {}
+    for idx, (name, props) in devs.items():
+        kind = next((k for k in ("keyboard", "mouse", "touch") if k in name), None)
+        if kind:
+            by_kind[kind] = (events.get(idx, []), props, name)
+    print(f"laptop input devices: {sorted((k, v[2]) for k, v in by_kind.items())}")
+    if set(by_kind) != {"keyboard", "mouse", "touch"}:
+        return [f"laptop input devices {devs} (keyboard, mouse and touch expected)"]
+    # Keyboard: the same key codes, same order.
+    keys = [(c, v) for t, c, v in by_kind["keyboard"][0] if t == EV_KEY and v in (0, 1)]
+    print(f"keyboard: {len(keys)} key events (phone: {len(KEYS)})")
+    if keys != KEYS:
+        problems.append(f"keyboard: laptop saw {keys}, phone typed {KEYS}")
+    # Mouse: all motion, split over reports; motion before the click; the wheel.
+    mev = by_kind["mouse"][0]
+    rel = lambda code, evs: sum(v for t, c, v in evs if t == EV_REL and c == code)
+    press = next((i for i, e in enumerate(mev) if e[:2] == (EV_KEY, 0x110) and e[2] == 1), None)
+    release = next((i for i, e in enumerate(mev) if e[:2] == (EV_KEY, 0x110) and e[2] == 0), None)
+    xs = [v for t, c, v in mev if t == EV_REL and c == 0]
+    print(f"mouse: REL_X {xs}, total ({rel(0, mev)}, {rel(1, mev)}), wheel {rel(8, mev)}, "
+          f"left press at {press}, release at {release}")
+    if press is None or release is None or release < press:
+        problems.append("mouse: no left click (press then release)")
+    elif (rel(0, mev[:press]), rel(1, mev[:press])) != (300, -200):
+        problems.append(f"mouse: motion before the click {rel(0, mev[:press])},"
+                        f"{rel(1, mev[:press])} (300,-200 expected)")
+    if (rel(0, mev), rel(1, mev), rel(8, mev)) != (295, -193, 2):
+        problems.append(f"mouse: totals {rel(0, mev)},{rel(1, mev)} wheel {rel(8, mev)} "
+                        "(295,-193 wheel 2 expected)")
+    # Touch: a direct multi-touch device; both fingers at their positions, both lifted.
+    tev, tprops, _ = by_kind["touch"]
+    if not tprops & 2:
+        problems.append(f"touch: INPUT_PROP_DIRECT missing (props {tprops})")
+    slot, ids, pos, most, touch_btn = 0, {}, {}, 0, []
+    for t, c, v in tev:
+        if t == EV_ABS and c == 0x2f:
+            slot = v
+        elif t == EV_ABS and c == 0x39:
+            ids[slot] = v
+            most = max(most, sum(1 for i in ids.values() if i >= 0))
+        elif t == EV_ABS and c in (0x35, 0x36):
+            pos.setdefault(slot, []).append(("x" if c == 0x35 else "y", v))
+        elif t == EV_KEY and c == 0x14a:
+            touch_btn.append(v)
+    print(f"touch: positions by slot {pos}, most fingers at once {most}, BTN_TOUCH {touch_btn}, "
+          f"final tracking ids {ids}")
+    seen = {(a, v) for p in pos.values() for a, v in p}
+    for want in (("x", 100), ("y", 200), ("x", 900), ("y", 2000), ("x", 150), ("y", 250)):
+        if want not in seen:
+            problems.append(f"touch: position {want} never reported")
+    if most != 2:
+        problems.append(f"touch: {most} fingers at once (2 expected)")
+    if touch_btn != [1, 0] or any(i >= 0 for i in ids.values()):
+        problems.append(f"touch: BTN_TOUCH {touch_btn}, tracking ids {ids} (all lifted expected)")
+    # LEDs: the laptop's Caps Lock reached the phone's keyboard.
+    if not laptop.first("LAB-INFO evw-led"):
+        problems.append("the laptop did not set Caps Lock")
+    if not phone.first("LAB-INFO led caps=1"):
+        problems.append("the phone's keyboard never got the Caps Lock LED")
+    return problems
 
 
 def main() -> int:
@@ -109,13 +225,20 @@ def main() -> int:
     problems: list = []
     files = stub_files(bindir / "vusb-stub", logs)
     files["usr/bin/uinput-accel"] = (bindir / "uinput-accel").read_bytes()
-    laptop_files = {"usr/bin/iio-watch": (bindir / "iio-watch").read_bytes()}
+    files["usr/bin/uinput-input"] = (bindir / "uinput-input").read_bytes()
+    laptop_files = {"usr/bin/iio-watch": (bindir / "iio-watch").read_bytes(),
+                    "usr/bin/evdev-watch": (bindir / "evdev-watch").read_bytes()}
     toml = logs / f"{NAME}.vusbd.toml"
     toml.write_text("\n".join([
         "[control]", f'listen = "127.0.0.1:{control}"',
         "[[vm]]", 'name = "laptop"', f'listen = "127.0.0.1:{laptop_port}"',
         "[[device]]", 'name = "phone-sensors"', f'source = "usbip://127.0.0.1:{phone_port}/1-1"',
-        'mode = "exclusive"', 'vms = ["laptop"]', ""]))
+        'mode = "exclusive"', 'vms = ["laptop"]',
+        *[line for i, n in ((2, "keyboard"), (3, "mouse"), (4, "touch")) for line in (
+            "[[device]]", f'name = "phone-{n}"',
+            f'source = "usbip://127.0.0.1:{phone_port}/1-{i}"', 'mode = "exclusive"',
+            'vms = ["laptop"]')],
+        ""]))
     vusbd = lab.start_process([bindir / "vusbd", "--config", toml], vusbd_log)
     t0 = time.monotonic()
     phone = lab.GuestThread(f"{NAME}.phone", phone_script(barrier.port, a.hold), t0,
@@ -124,8 +247,9 @@ def main() -> int:
     laptop = lab.GuestThread(f"{NAME}.laptop",
                              laptop_script(laptop_port, barrier.port,
                                            len(STEPS) * a.hold / 1000 + 1), t0,
-                             modules=["vhci-hcd", "usbhid", "hid-sensor-hub",
-                                      "hid-sensor-accel-3d"], files=laptop_files)
+                             modules=["vhci-hcd", "usbhid", "hid-generic", "hid-multitouch",
+                                      "evdev", "hid-sensor-hub", "hid-sensor-accel-3d"],
+                             files=laptop_files)
     phone.on_finish = barrier.release
     laptop.on_finish = barrier.release
 
@@ -181,6 +305,7 @@ def main() -> int:
     for g in (phone, laptop):
         if g.error or g.run is None or not g.run.ok:
             problems.append(f"{g.name}: {g.error or (g.run and f'rc={g.run.rc}')}")
+    problems += check_input(phone, laptop)
     stub_exit = phone.first("LAB-INFO stub exit")
     if vusbd_rc not in (0, None):
         problems.append(f"vusbd exited with {vusbd_rc}")
@@ -191,7 +316,7 @@ def main() -> int:
                 print(f"--- {g.name} ---\n{g.run.failure_report()}")
         print(f"--- vusbd log ---\n{lab.tail(vusbd_log, 40)}")
         return 1
-    print(f"\nPASS: the phone's accelerometer, read as IIO in the laptop VM ({stub_exit[1] if stub_exit else ''})")
+    print(f"\nPASS: the phone's accelerometer (IIO), keyboard, mouse and touchscreen in the laptop VM ({stub_exit[1] if stub_exit else ''})")
     return 0
 
 

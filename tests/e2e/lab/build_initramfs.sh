@@ -35,7 +35,7 @@ MODULES=(
   e1000 configfs libcomposite dummy_hcd usb_f_ss_lb
   xhci-hcd xhci-pci ehci-hcd ehci-pci usb-storage sd_mod usbhid hid-generic
   uvcvideo hid-sensor-hub hid-sensor-accel-3d hid-sensor-gyro-3d hid-sensor-magn-3d hid-sensor-als
-  uinput evdev
+  uinput evdev hid-multitouch
 )
 # shellcheck disable=SC2206
 MODULES+=(${VUSB_LAB_EXTRA_MODULES:-})
