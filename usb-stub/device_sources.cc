@@ -59,7 +59,8 @@ usb::Result<void> DeviceSources::add_libusb(const std::vector<std::string>& sele
   return {};
 }
 
-usb::Result<void> DeviceSources::add_sensors(const std::vector<std::string>& specs) {
+usb::Result<void> DeviceSources::add_sensors(const std::vector<std::string>& specs,
+                                             const std::string& record) {
   std::set<devices::SensorKind> kinds;
   std::vector<std::unique_ptr<devices::EvdevSensorSource>> evdev;
   std::vector<std::unique_ptr<devices::ReplaySensorSource>> replays;
@@ -122,6 +123,14 @@ usb::Result<void> DeviceSources::add_sensors(const std::vector<std::string>& spe
   auto hub = std::make_unique<devices::HidSensorHub>(options);
   hub->set_clock(usb::net::asio_timer(io_), [] { return std::chrono::steady_clock::now(); });
   hub->set_configuration(1, [](usb::Status) {});
+  if (!record.empty()) {
+    auto recorder =
+        devices::SensorRecorder::create(record, [] { return std::chrono::steady_clock::now(); });
+    if (!recorder) return std::unexpected(recorder.error());
+    (*recorder)->attach(*hub);
+    spdlog::info("recording the hub's samples to {}", record);
+    recorder_ = std::move(*recorder);
+  }
   for (auto& e : evdev) e->start(*hub);
   for (auto& r : replays) r->start(*hub);
   for (auto& i : iio) i->start(*hub);
@@ -192,6 +201,7 @@ void DeviceSources::input_gone(devices::HidInputDevice* device) {
 }
 
 void DeviceSources::stop() {
+  recorder_.reset();
   for (auto& in : inputs_) {
     in.source.reset();  // first: it holds the device's on_leds
     exports_.remove(*in.device);

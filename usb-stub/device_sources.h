@@ -20,6 +20,7 @@ class LibusbProvider;
 class EvdevSensorSource;
 class ReplaySensorSource;
 class IioSensorSource;
+class SensorRecorder;
 class EvdevInputSource;
 class HidInputDevice;
 }  // namespace devices
@@ -37,7 +38,9 @@ class DeviceSources {
   // A HID sensor hub fed by sensor sources, exported as one device. Specs: "evdev" (every motion
   // sensor input device), "evdev:/dev/input/eventN", "iio" (every IIO motion / light sensor),
   // "iio:/sys/bus/iio/devices/iio:deviceN", "replay:FILE" or "replay:FILE,loop".
-  usb::Result<void> add_sensors(const std::vector<std::string>& specs);
+  // With `record` set, every sample the hub takes is also written there as a trace.
+  usb::Result<void> add_sensors(const std::vector<std::string>& specs,
+                                const std::string& record = {});
   // One USB HID device per input device (keyboard, mouse, touchscreen). Specs: "evdev" (every
   // such input device) or "evdev:/dev/input/eventN", each optionally ",nograb" (by default the
   // input device is grabbed: its events go to the importer only). A device that goes away is
@@ -55,6 +58,7 @@ class DeviceSources {
   std::vector<std::unique_ptr<devices::EvdevSensorSource>> evdev_;
   std::vector<std::unique_ptr<devices::ReplaySensorSource>> replays_;
   std::vector<std::unique_ptr<devices::IioSensorSource>> iio_;
+  std::unique_ptr<devices::SensorRecorder> recorder_;
   struct Input {
     std::unique_ptr<devices::HidInputDevice> device;
     std::unique_ptr<devices::EvdevInputSource> source;

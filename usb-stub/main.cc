@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> emulate_text;
   std::vector<std::string> sensor_specs;
   std::vector<std::string> input_specs;
+  std::string record_sensors;
   uint32_t max_urb = config.limits.wire.max_transfer_length;
   uint64_t max_inflight = config.limits.max_inflight_bytes;
 
@@ -48,6 +49,9 @@ int main(int argc, char** argv) {
       "motion sensor input device), evdev:/dev/input/eventN, iio (every IIO motion or light "
       "sensor), iio:DIR, or replay:FILE[,loop] "
       "(a recorded trace) (repeatable; one hub)");
+  app.add_option("--record-sensors", record_sensors,
+                 "Also write every sample the sensor hub takes to FILE as a trace "
+                 "(replay it with --sensors replay:FILE)");
   app.add_option("--input", input_specs,
                  "Export an input device as a USB HID keyboard / mouse / touchscreen: "
                  "evdev (every keyboard, mouse and touchscreen) or evdev:/dev/input/eventN, "
@@ -104,7 +108,11 @@ int main(int argc, char** argv) {
   if (!config.libusb.empty() || config.libusb_all)
     if (auto r = sources.add_libusb(config.libusb, config.libusb_all); !r) return fail(r.error());
   if (!sensor_specs.empty())
-    if (auto r = sources.add_sensors(sensor_specs); !r) return fail(r.error());
+    if (auto r = sources.add_sensors(sensor_specs, record_sensors); !r) return fail(r.error());
+  if (sensor_specs.empty() && !record_sensors.empty())
+    return fail(usb::Error::make(usb::Error::Code::kInvalidArgument,
+                                 "--record-sensors needs --sensors (what to record)")
+                    .error());
   if (!input_specs.empty())
     if (auto r = sources.add_inputs(input_specs); !r) return fail(r.error());
 

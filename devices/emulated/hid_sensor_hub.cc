@@ -160,7 +160,9 @@ HidSensorHub::SensorState* HidSensorHub::find(uint8_t report_id) {
 void HidSensorHub::set_sample(SensorKind kind, SensorSample sample) {
   loop_.check();
   auto it = sensors_.find(kind);
-  if (it != sensors_.end()) it->second.sample = sample;
+  if (it == sensors_.end()) return;
+  it->second.sample = sample;
+  if (on_sample) on_sample(kind, sample);
 }
 
 std::vector<uint8_t> HidSensorHub::input_report(SensorKind kind, uint8_t event) const {

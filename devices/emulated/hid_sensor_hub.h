@@ -84,6 +84,8 @@ class HidSensorHub : public EmulatedDevice {
 
   // The latest sample of a sensor (ignored for sensors the hub does not have).
   void set_sample(SensorKind kind, SensorSample sample);
+  // Told every sample set_sample() takes (a SensorRecorder writing a trace).
+  std::function<void(SensorKind, const SensorSample&)> on_sample;
 
   struct SensorState {
     uint8_t reporting = kReportingNone;

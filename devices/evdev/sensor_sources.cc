@@ -439,4 +439,64 @@ void ReplaySensorSource::next() {
   });
 }
 
+std::string ReplaySensorSource::format(const Step& step) {
+  const char* kind = step.kind == SensorKind::kAccelerometer ? "accel"
+                     : step.kind == SensorKind::kGyrometer   ? "gyro"
+                     : step.kind == SensorKind::kCompass     ? "compass"
+                                                             : "light";
+  std::string line = std::to_string(step.at.count()) + " " + kind;
+  const size_t n = step.kind == SensorKind::kLight ? 1 : 3;
+  for (size_t i = 0; i < n; ++i) line += " " + std::to_string(step.sample.value[i]);
+  return line;
+}
+
+// --- SensorRecorder ---
+
+usb::Result<std::unique_ptr<SensorRecorder>> SensorRecorder::create(const std::string& path,
+                                                                    Clock clock) {
+  std::FILE* f = std::fopen(path.c_str(), "we");
+  if (!f) {
+    return usb::Error::make(usb::Error::Code::kIo,
+                            "sensor trace " + path + ": " + std::strerror(errno));
+  }
+  std::fputs(
+      "# vusb sensor trace: TIME_MS KIND X [Y Z] in the hub's raw units (centi-g, centi-deg/s,\n"
+      "# milligauss, centi-lux); replay with vusb-stub --sensors replay:FILE\n",
+      f);
+  std::fflush(f);
+  return std::unique_ptr<SensorRecorder>(new SensorRecorder(f, path, std::move(clock)));
+}
+
+SensorRecorder::SensorRecorder(std::FILE* file, std::string path, Clock clock)
+    : file_(file), path_(std::move(path)), clock_(std::move(clock)) {}
+
+SensorRecorder::~SensorRecorder() {
+  if (hub_) hub_->on_sample = nullptr;
+  std::fclose(file_);
+  spdlog::info("sensor trace {}: {} sample(s) recorded", path_, recorded_);
+}
+
+void SensorRecorder::attach(HidSensorHub& hub) {
+  hub_ = &hub;
+  hub.on_sample = [this](SensorKind kind, const SensorSample& sample) { record(kind, sample); };
+}
+
+void SensorRecorder::record(SensorKind kind, const SensorSample& sample) {
+  if (failed_) return;
+  const auto now = clock_();
+  if (!start_) start_ = now;
+  // Times never go back in a trace (parse() refuses that), whatever the clock does.
+  last_ = std::max(last_, std::chrono::duration_cast<std::chrono::milliseconds>(now - *start_));
+  const std::string line =
+      ReplaySensorSource::format({.at = last_, .kind = kind, .sample = sample}) + "\n";
+  // Flushed per line: a stub that is killed leaves a trace that replays up to that point.
+  if (std::fputs(line.c_str(), file_) < 0 || std::fflush(file_) != 0) {
+    failed_ = true;
+    spdlog::error("sensor trace {}: write failed ({}); recording stops", path_,
+                  std::strerror(errno));
+    return;
+  }
+  ++recorded_;
+}
+
 }  // namespace devices

@@ -13,6 +13,8 @@
 //    compass | light, values in the hub's raw units: centi-g, centi-deg/s, milligauss,
 //    centi-lux), played on the loop's timer, optionally looped: for machines without sensors
 //    (this host has no uinput).
+//  - SensorRecorder: writes the samples a hub takes (from any source) as such a trace, so a
+//    phone's motion recorded once can be replayed anywhere.
 //
 // Owned by the exporting daemon beside the hub they feed; live on its loop. The hub must outlive
 // them.
@@ -22,7 +24,10 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <cstdio>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -122,6 +127,8 @@ class ReplaySensorSource {
   static usb::Result<std::vector<Step>> parse(std::string_view text);
   static usb::Result<std::vector<Step>> load(const std::string& path);
   static std::set<SensorKind> sensors_of(const std::vector<Step>& steps);
+  // One trace line (no newline), as parse() reads it.
+  static std::string format(const Step& step);
 
   ReplaySensorSource(boost::asio::io_context& io, std::vector<Step> steps, bool loop);
   ~ReplaySensorSource();
@@ -139,6 +146,29 @@ class ReplaySensorSource {
   HidSensorHub* hub_ = nullptr;
   uint64_t played_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+class SensorRecorder {
+ public:
+  using Clock = std::function<std::chrono::steady_clock::time_point()>;
+  // Creates (truncates) `path` and writes a comment header.
+  static usb::Result<std::unique_ptr<SensorRecorder>> create(const std::string& path, Clock clock);
+  ~SensorRecorder();
+  // Records every sample `hub` takes from now on, timed from the first one.
+  void attach(HidSensorHub& hub);
+  void record(SensorKind kind, const SensorSample& sample);
+  uint64_t recorded() const { return recorded_; }
+
+ private:
+  SensorRecorder(std::FILE* file, std::string path, Clock clock);
+  std::FILE* file_;
+  std::string path_;
+  Clock clock_;
+  std::optional<std::chrono::steady_clock::time_point> start_;
+  std::chrono::milliseconds last_{0};
+  HidSensorHub* hub_ = nullptr;
+  uint64_t recorded_ = 0;
+  bool failed_ = false;
 };
 
 }  // namespace devices

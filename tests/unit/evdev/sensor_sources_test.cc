@@ -57,6 +57,36 @@ TEST(ReplayTrace, PlaysIntoTheHubOnTheLoopClock) {
   EXPECT_EQ(hub.state(SensorKind::kAccelerometer)->sample.value, (std::array<int32_t, 3>{7, 8, 9}));
 }
 
+TEST(SensorTrace, ARecordedTraceReplaysTheSamples) {
+  const auto path = std::filesystem::path(::testing::TempDir()) / "vusb-recorded.trace";
+  auto t = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  HidSensorHub hub(
+      HidSensorHubOptions{.sensors = {SensorKind::kAccelerometer, SensorKind::kLight}});
+  {
+    auto recorder = SensorRecorder::create(path.string(), [&] { return t; });
+    ASSERT_TRUE(recorder.has_value()) << recorder.error().message;
+    (*recorder)->attach(hub);
+    hub.set_sample(SensorKind::kAccelerometer, {{0, 0, 100}});
+    t += std::chrono::milliseconds(40);
+    hub.set_sample(SensorKind::kLight, {{12345, 0, 0}});
+    hub.set_sample(SensorKind::kGyrometer, {{1, 2, 3}});  // not in this hub: not recorded
+    t += std::chrono::milliseconds(25);
+    hub.set_sample(SensorKind::kAccelerometer, {{-7, 71, -71}});
+    EXPECT_EQ((*recorder)->recorded(), 3u);
+  }
+  auto steps = ReplaySensorSource::load(path.string());
+  ASSERT_TRUE(steps.has_value()) << steps.error().message;
+  ASSERT_EQ(steps->size(), 3u);
+  EXPECT_EQ((*steps)[0].at, std::chrono::milliseconds(0));
+  EXPECT_EQ((*steps)[1].at, std::chrono::milliseconds(40));
+  EXPECT_EQ((*steps)[1].kind, SensorKind::kLight);
+  EXPECT_EQ((*steps)[1].sample.value[0], 12345);
+  EXPECT_EQ((*steps)[2].at, std::chrono::milliseconds(65));
+  EXPECT_EQ((*steps)[2].sample.value, (std::array<int32_t, 3>{-7, 71, -71}));
+  hub.set_sample(SensorKind::kAccelerometer, {{1, 1, 1}});  // the recorder is gone: no call
+  EXPECT_FALSE(SensorRecorder::create("/nonexistent-dir/x.trace", [&] { return t; }).has_value());
+}
+
 TEST(ReplayTrace, LoopsWhenAsked) {
   boost::asio::io_context io;
   HidSensorHub hub(HidSensorHubOptions{.sensors = {SensorKind::kAccelerometer}});
