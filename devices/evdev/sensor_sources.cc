@@ -1,13 +1,16 @@
 #include "devices/evdev/sensor_sources.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <libevdev/libevdev.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <boost/asio/post.hpp>
+#include <cctype>
 #include <charconv>
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -23,6 +26,47 @@ namespace devices {
 namespace asio = boost::asio;
 
 // --- EvdevSensorSource ---
+
+namespace {
+
+bool has_xyz(const libevdev* dev, unsigned first) {
+  return libevdev_has_event_code(dev, EV_ABS, first) &&
+         libevdev_has_event_code(dev, EV_ABS, first + 1) &&
+         libevdev_has_event_code(dev, EV_ABS, first + 2);
+}
+
+// The name contains one of the words (case-insensitive, words of letters).
+bool name_has(const libevdev* dev, std::initializer_list<std::string_view> words) {
+  const char* n = libevdev_get_name(dev);
+  std::string name = n ? n : "";
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (size_t i = 0; i < name.size();) {
+    while (i < name.size() && !std::isalpha(static_cast<unsigned char>(name[i]))) ++i;
+    size_t j = i;
+    while (j < name.size() && std::isalpha(static_cast<unsigned char>(name[j]))) ++j;
+    const std::string_view word(name.data() + i, j - i);
+    for (auto w : words)
+      // Prefixes for long words ("magnetometer" starts with "magnet"); short ones whole.
+      if (word == w || (w.size() > 3 && word.starts_with(w))) return true;
+    i = j;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::set<SensorKind> EvdevSensorSource::sensors_of(const libevdev* dev) {
+  std::set<SensorKind> out;
+  if (libevdev_has_property(dev, INPUT_PROP_ACCELEROMETER)) {
+    if (has_xyz(dev, ABS_X)) out.insert(SensorKind::kAccelerometer);
+    if (has_xyz(dev, ABS_RX)) out.insert(SensorKind::kGyrometer);
+    return out;
+  }
+  if (name_has(dev, {"compass", "magnet"}) && has_xyz(dev, ABS_X)) out.insert(SensorKind::kCompass);
+  if (name_has(dev, {"light", "ambient", "als"}) && libevdev_has_event_code(dev, EV_ABS, ABS_MISC))
+    out.insert(SensorKind::kLight);
+  return out;
+}
 
 usb::Result<std::unique_ptr<EvdevSensorSource>> EvdevSensorSource::open(asio::io_context& io,
                                                                         const std::string& path) {
@@ -40,8 +84,8 @@ usb::Result<std::unique_ptr<EvdevSensorSource>> EvdevSensorSource::open(asio::io
   if (src->sensors_.empty()) {
     return usb::Error::make(usb::Error::Code::kUnsupported,
                             "evdev " + path + " ('" + src->name_ +
-                                "') is not a motion sensor (INPUT_PROP_ACCELEROMETER with "
-                                "ABS_X/Y/Z or ABS_RX/RY/RZ)");
+                                "') is not a sensor (INPUT_PROP_ACCELEROMETER with ABS_X/Y/Z or "
+                                "ABS_RX/RY/RZ; a compass or light sensor named so)");
   }
   return src;
 }
@@ -56,7 +100,7 @@ std::vector<std::string> EvdevSensorSource::find_devices() {
     if (fd < 0) continue;
     libevdev* dev = nullptr;
     if (libevdev_new_from_fd(fd, &dev) == 0) {
-      if (libevdev_has_property(dev, INPUT_PROP_ACCELEROMETER)) out.push_back(p);
+      if (!sensors_of(dev).empty()) out.push_back(p);
       libevdev_free(dev);
     }
     ::close(fd);
@@ -68,27 +112,24 @@ std::vector<std::string> EvdevSensorSource::find_devices() {
 EvdevSensorSource::EvdevSensorSource(asio::io_context& io, int fd, libevdev* dev, std::string path)
     : fd_(io, fd), dev_(dev), path_(std::move(path)) {
   name_ = libevdev_get_name(dev_) ? libevdev_get_name(dev_) : "?";
-  if (!libevdev_has_property(dev_, INPUT_PROP_ACCELEROMETER)) return;
-  auto has = [&](unsigned a, unsigned b, unsigned c) {
-    return libevdev_has_event_code(dev_, EV_ABS, a) && libevdev_has_event_code(dev_, EV_ABS, b) &&
-           libevdev_has_event_code(dev_, EV_ABS, c);
-  };
+  sensors_ = sensors_of(dev_);
   auto resolution = [&](unsigned code) {
     const int r = libevdev_get_abs_resolution(dev_, code);
     return r > 0 ? r : 1;
   };
-  if (has(ABS_X, ABS_Y, ABS_Z)) {
-    sensors_.insert(SensorKind::kAccelerometer);
-    accel_res_ = resolution(ABS_X);
-  }
-  if (has(ABS_RX, ABS_RY, ABS_RZ)) {
-    sensors_.insert(SensorKind::kGyrometer);
-    gyro_res_ = resolution(ABS_RX);
-  }
-  for (unsigned i = 0; i < 6; ++i) {
-    const unsigned code = i < 3 ? ABS_X + i : ABS_RX + (i - 3);
-    if (libevdev_has_event_code(dev_, EV_ABS, code))
-      axis_[i] = libevdev_get_event_value(dev_, EV_ABS, code);
+  for (SensorKind k : sensors_) {
+    Channel c{
+        .kind = k, .codes = {ABS_X, ABS_Y, ABS_Z}, .axes = 3, .resolution = 1, .hub_units = 100};
+    if (k == SensorKind::kGyrometer) c.codes = {ABS_RX, ABS_RY, ABS_RZ};
+    if (k == SensorKind::kCompass) c.hub_units = 1000;  // milligauss
+    if (k == SensorKind::kLight) {
+      c.codes = {ABS_MISC, 0, 0};
+      c.axes = 1;
+    }
+    c.resolution = resolution(c.codes[0]);
+    for (size_t i = 0; i < c.axes; ++i)
+      c.value[i] = libevdev_get_event_value(dev_, EV_ABS, c.codes[i]);
+    channels_.push_back(c);
   }
 }
 
@@ -101,9 +142,12 @@ EvdevSensorSource::~EvdevSensorSource() {
 
 void EvdevSensorSource::start(HidSensorHub& hub) {
   hub_ = &hub;
-  spdlog::info("evdev: {} ('{}'): feeding {} sensor(s), resolution {} per g", path_, name_,
-               sensors_.size(), accel_res_);
-  accel_dirty_ = gyro_dirty_ = true;
+  std::string what;
+  for (const auto& c : channels_)
+    what += fmt::format("{}{} ({} per unit)", what.empty() ? "" : ", ",
+                        ReplaySensorSource::kind_name(c.kind), c.resolution);
+  spdlog::info("evdev: {} ('{}'): feeding {}", path_, name_, what);
+  for (auto& c : channels_) c.dirty = true;
   emit();  // the current position, before any motion
   wait();
 }
@@ -125,10 +169,10 @@ void EvdevSensorSource::drain() {
       if (flags == LIBEVDEV_READ_FLAG_SYNC) {
         // Resynchronised: libevdev's state is the device's now; take every axis from it (the
         // sync events themselves are not needed) and hand the hub the result.
-        for (unsigned i = 0; i < 6; ++i) {
-          const unsigned code = i < 3 ? ABS_X + i : ABS_RX + (i - 3);
-          if (libevdev_has_event_code(dev_, EV_ABS, code))
-            axis_[i] = libevdev_get_event_value(dev_, EV_ABS, code);
+        for (auto& c : channels_) {
+          for (size_t i = 0; i < c.axes; ++i)
+            c.value[i] = libevdev_get_event_value(dev_, EV_ABS, c.codes[i]);
+          c.dirty = true;
         }
         emit();
         flags = LIBEVDEV_READ_FLAG_NORMAL;
@@ -139,7 +183,6 @@ void EvdevSensorSource::drain() {
     if (rc == LIBEVDEV_READ_STATUS_SYNC) {
       // SYN_DROPPED: the kernel's buffer overflowed; libevdev replays the current state.
       flags = LIBEVDEV_READ_FLAG_SYNC;
-      accel_dirty_ = gyro_dirty_ = true;
       continue;
     }
     if (rc < 0) {
@@ -148,12 +191,12 @@ void EvdevSensorSource::drain() {
       return;
     }
     if (ev.type == EV_ABS) {
-      if (ev.code <= ABS_Z) {  // ABS_X is 0
-        axis_[ev.code - ABS_X] = ev.value;
-        accel_dirty_ = true;
-      } else if (ev.code >= ABS_RX && ev.code <= ABS_RZ) {
-        axis_[3 + ev.code - ABS_RX] = ev.value;
-        gyro_dirty_ = true;
+      for (auto& c : channels_) {
+        for (size_t i = 0; i < c.axes; ++i) {
+          if (c.codes[i] != ev.code) continue;
+          c.value[i] = ev.value;
+          c.dirty = true;
+        }
       }
     } else if (ev.type == EV_SYN && ev.code == SYN_REPORT) {
       emit();
@@ -164,23 +207,17 @@ void EvdevSensorSource::drain() {
 
 void EvdevSensorSource::emit() {
   if (!hub_) return;
-  // The hub's raw units: centi-g and centi-deg/s (its Unit Exponent is -2).
-  auto scaled = [](int32_t v, int res) {
-    return static_cast<int32_t>(static_cast<int64_t>(v) * 100 / res);
-  };
-  if (accel_dirty_ && sensors_.contains(SensorKind::kAccelerometer)) {
-    hub_->set_sample(SensorKind::kAccelerometer,
-                     {{scaled(axis_[0], accel_res_), scaled(axis_[1], accel_res_),
-                       scaled(axis_[2], accel_res_)}});
+  for (auto& c : channels_) {
+    if (!c.dirty) continue;
+    c.dirty = false;
+    SensorSample sample;
+    for (size_t i = 0; i < c.axes; ++i) {
+      sample.value[i] = static_cast<int32_t>(std::clamp<int64_t>(
+          int64_t{c.value[i]} * c.hub_units / c.resolution, INT32_MIN + 1, INT32_MAX));
+    }
+    hub_->set_sample(c.kind, sample);
     ++samples_;
   }
-  if (gyro_dirty_ && sensors_.contains(SensorKind::kGyrometer)) {
-    hub_->set_sample(
-        SensorKind::kGyrometer,
-        {{scaled(axis_[3], gyro_res_), scaled(axis_[4], gyro_res_), scaled(axis_[5], gyro_res_)}});
-    ++samples_;
-  }
-  accel_dirty_ = gyro_dirty_ = false;
 }
 
 // --- IioSensorSource ---
@@ -439,12 +476,22 @@ void ReplaySensorSource::next() {
   });
 }
 
+const char* ReplaySensorSource::kind_name(SensorKind kind) {
+  switch (kind) {
+    case SensorKind::kAccelerometer:
+      return "accel";
+    case SensorKind::kGyrometer:
+      return "gyro";
+    case SensorKind::kCompass:
+      return "compass";
+    case SensorKind::kLight:
+      return "light";
+  }
+  return "?";
+}
+
 std::string ReplaySensorSource::format(const Step& step) {
-  const char* kind = step.kind == SensorKind::kAccelerometer ? "accel"
-                     : step.kind == SensorKind::kGyrometer   ? "gyro"
-                     : step.kind == SensorKind::kCompass     ? "compass"
-                                                             : "light";
-  std::string line = std::to_string(step.at.count()) + " " + kind;
+  std::string line = std::to_string(step.at.count()) + " " + kind_name(step.kind);
   const size_t n = step.kind == SensorKind::kLight ? 1 : 3;
   for (size_t i = 0; i < n; ++i) line += " " + std::to_string(step.sample.value[i]);
   return line;

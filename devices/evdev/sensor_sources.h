@@ -1,9 +1,13 @@
 // Sensor sources: where a HidSensorHub's samples come from (devices/emulated/hid_sensor_hub.h).
-//  - EvdevSensorSource: an input device with INPUT_PROP_ACCELEROMETER, read with libevdev —
-//    ABS_X/Y/Z is an accelerometer (resolution: units per g), ABS_RX/RY/RZ a gyroscope
-//    (resolution: units per degree/s), as Linux's input ABI defines them for motion sensors. Each
-//    SYN_REPORT hands the hub one sample; SYN_DROPPED resynchronises. The descriptor is
-//    non-blocking and watched by the loop's reactor (no worker thread: evdev reads never block).
+//  - EvdevSensorSource: a sensor input device read with libevdev. With INPUT_PROP_ACCELEROMETER,
+//    ABS_X/Y/Z is an accelerometer (resolution: units per g) and ABS_RX/RY/RZ a gyroscope (units
+//    per degree/s), as Linux's input ABI defines motion sensors. The input ABI has no property for
+//    magnetometers or light sensors; the input drivers some phones ship for them are recognised
+//    by name: "compass" / "magnet" with ABS_X/Y/Z is a compass (resolution: units per gauss),
+//    "light" / "ambient" / "als" with ABS_MISC a light sensor (units per lux); resolution 0 means
+//    1. Each SYN_REPORT hands the hub one sample per sensor that changed; SYN_DROPPED
+//    resynchronises from libevdev's state. The descriptor is non-blocking and watched by the
+//    loop's reactor (no worker thread: evdev reads never block).
 //  - IioSensorSource: an IIO device as a phone exposes it in sysfs (/sys/bus/iio/devices/
 //    iio:deviceN): in_accel_{x,y,z}_raw (m/s² after in_accel_scale), in_anglvel_* (rad/s),
 //    in_magn_* (gauss), in_illuminance_raw or _input (lux); scale and offset per channel type or
@@ -41,14 +45,16 @@ namespace devices {
 
 class EvdevSensorSource {
  public:
-  // Opens `path` (a /dev/input/eventN with INPUT_PROP_ACCELEROMETER).
+  // Opens `path` (a /dev/input/eventN that is a sensor, above).
   static usb::Result<std::unique_ptr<EvdevSensorSource>> open(boost::asio::io_context& io,
                                                               const std::string& path);
-  // Every motion-sensor input device under /dev/input.
+  // Every sensor input device under /dev/input.
   static std::vector<std::string> find_devices();
+  // The sensors an input device provides (empty: not a sensor).
+  static std::set<SensorKind> sensors_of(const libevdev* dev);
   ~EvdevSensorSource();
 
-  // The sensors this device provides (accelerometer and/or gyrometer).
+  // The sensors this device provides.
   const std::set<SensorKind>& sensors() const { return sensors_; }
   const std::string& name() const { return name_; }
   // Starts feeding `hub` (which must have these sensors).
@@ -67,9 +73,17 @@ class EvdevSensorSource {
   std::string name_;
   std::set<SensorKind> sensors_;
   HidSensorHub* hub_ = nullptr;
-  int accel_res_ = 1, gyro_res_ = 1;
-  std::array<int32_t, 6> axis_{};  // X Y Z RX RY RZ as last reported
-  bool accel_dirty_ = false, gyro_dirty_ = false;
+  // One per sensor: its axes' codes, their values as last reported, units per source unit.
+  struct Channel {
+    SensorKind kind;
+    std::array<unsigned, 3> codes;
+    size_t axes;
+    int resolution;
+    int32_t hub_units;  // hub raw units per source unit: 100 (centi-), 1000 (milligauss)
+    std::array<int32_t, 3> value{};
+    bool dirty = true;
+  };
+  std::vector<Channel> channels_;
   uint64_t samples_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
@@ -127,6 +141,8 @@ class ReplaySensorSource {
   static usb::Result<std::vector<Step>> parse(std::string_view text);
   static usb::Result<std::vector<Step>> load(const std::string& path);
   static std::set<SensorKind> sensors_of(const std::vector<Step>& steps);
+  // A kind as traces name it: accel, gyro, compass, light.
+  static const char* kind_name(SensorKind kind);
   // One trace line (no newline), as parse() reads it.
   static std::string format(const Step& step);
 

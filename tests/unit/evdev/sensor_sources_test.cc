@@ -4,6 +4,7 @@
 #include "devices/evdev/sensor_sources.h"
 
 #include <gtest/gtest.h>
+#include <libevdev/libevdev.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -85,6 +86,34 @@ TEST(SensorTrace, ARecordedTraceReplaysTheSamples) {
   EXPECT_EQ((*steps)[2].sample.value, (std::array<int32_t, 3>{-7, 71, -71}));
   hub.set_sample(SensorKind::kAccelerometer, {{1, 1, 1}});  // the recorder is gone: no call
   EXPECT_FALSE(SensorRecorder::create("/nonexistent-dir/x.trace", [&] { return t; }).has_value());
+}
+
+TEST(EvdevSensors, WhatAnInputDeviceProvides) {
+  auto make = [](const char* name, bool accel_prop, std::vector<unsigned> abs) {
+    libevdev* d = libevdev_new();
+    libevdev_set_name(d, name);
+    if (accel_prop) libevdev_enable_property(d, INPUT_PROP_ACCELEROMETER);
+    for (unsigned code : abs) {
+      input_absinfo a{
+          .value = 0, .minimum = -100, .maximum = 100, .fuzz = 0, .flat = 0, .resolution = 10};
+      libevdev_enable_event_code(d, EV_ABS, code, &a);
+    }
+    auto kinds = EvdevSensorSource::sensors_of(d);
+    libevdev_free(d);
+    return kinds;
+  };
+  using K = std::set<SensorKind>;
+  EXPECT_EQ(make("st_lsm6dsx accel", true, {ABS_X, ABS_Y, ABS_Z, ABS_RX, ABS_RY, ABS_RZ}),
+            (K{SensorKind::kAccelerometer, SensorKind::kGyrometer}));
+  EXPECT_EQ(make("akm8975 compass", false, {ABS_X, ABS_Y, ABS_Z}), K{SensorKind::kCompass});
+  EXPECT_EQ(make("Magnetometer", false, {ABS_X, ABS_Y, ABS_Z}), K{SensorKind::kCompass});
+  EXPECT_EQ(make("lightsensor-level", false, {ABS_MISC}), K{SensorKind::kLight});
+  EXPECT_EQ(make("cm3602 ALS", false, {ABS_MISC}), K{SensorKind::kLight});
+  // A joystick (ABS_X/Y/Z, no property, no sensor name) and a "falsetto" pad are not sensors.
+  EXPECT_TRUE(make("Logitech Extreme 3D", false, {ABS_X, ABS_Y, ABS_Z}).empty());
+  EXPECT_TRUE(make("falsetto pad", false, {ABS_MISC}).empty());
+  EXPECT_TRUE(make("ALSA volume knob", false, {ABS_MISC}).empty());
+  EXPECT_TRUE(make("accel without axes", true, {ABS_X}).empty());
 }
 
 TEST(ReplayTrace, LoopsWhenAsked) {
