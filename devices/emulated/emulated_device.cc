@@ -9,6 +9,22 @@
 
 namespace devices {
 
+usb::DescriptorSet usb2_descriptor_set(uint16_t vendor_id, uint16_t product_id,
+                                       std::string manufacturer, std::string product,
+                                       std::string serial) {
+  usb::DescriptorSet set;
+  set.device.bcd_usb = 0x0200;
+  set.device.max_packet_size0 = 64;
+  set.device.vendor_id = vendor_id;
+  set.device.product_id = product_id;
+  set.device.bcd_device = 0x0100;
+  set.device.manufacturer_index = 1;
+  set.device.product_index = 2;
+  set.device.serial_index = 3;
+  set.strings = {std::move(manufacturer), std::move(product), std::move(serial)};
+  return set;
+}
+
 using usb::Direction;
 using usb::Recipient;
 using usb::RequestType;

@@ -37,6 +37,7 @@
 #include <map>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "usb/core/descriptors.h"
@@ -57,6 +58,12 @@ struct SpeedDescriptors {
   std::optional<usb::DescriptorSet> high_speed;
   std::optional<usb::DescriptorSet> super_speed;  // also used for SuperSpeedPlus
 };
+
+// The descriptor set most emulated USB 2.0 devices start from: bcdUSB 2.00, a 64-byte EP0,
+// bcdDevice 1.00, one configuration to add, strings 1 manufacturer, 2 product, 3 serial.
+usb::DescriptorSet usb2_descriptor_set(uint16_t vendor_id, uint16_t product_id,
+                                       std::string manufacturer, std::string product,
+                                       std::string serial);
 
 class EmulatedDevice : public usb::Device {
  public:

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <utility>
 
+#include "devices/emulated/device_options.h"
+
 namespace devices {
 
 using usb::Direction;
@@ -484,61 +486,57 @@ bool GadgetZero::loopback_pump_in(uint16_t max_packet) {
 
 usb::Result<GadgetZeroOptions> parse_gadget_zero_options(std::string_view text) {
   GadgetZeroOptions o;
-  auto bad = [](std::string msg) {
+  auto bad = [](std::string msg) -> usb::Result<void> {
     return usb::Error::make(usb::Error::Code::kInvalidArgument, "gadget-zero: " + std::move(msg));
   };
-  while (!text.empty()) {
-    const auto comma = text.find(',');
-    const std::string_view item = text.substr(0, comma);
-    text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
-    const auto eq = item.find('=');
-    if (eq == std::string_view::npos) return bad("option '" + std::string(item) + "' has no value");
-    const std::string key(item.substr(0, eq)), value(item.substr(eq + 1));
-    if (key == "speed") {
-      if (value == "full")
-        o.speed = usb::Speed::kFull;
-      else if (value == "high")
-        o.speed = usb::Speed::kHigh;
-      else if (value == "super")
-        o.speed = usb::Speed::kSuper;
-      else
-        return bad("speed must be full, high or super, not '" + value + "'");
-      continue;
-    }
-    uint64_t n = 0;
-    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
-    if (ec != std::errc{} || end != value.data() + value.size() || value.empty())
-      return bad(key + " must be a number, not '" + value + "'");
-    struct Field {
-      std::string_view name;
-      uint64_t lo, hi;
-      void (*set)(GadgetZeroOptions&, uint64_t);
-    };
-    static constexpr Field kFields[] = {
-        {"pattern", 0, 2, [](auto& o, uint64_t v) { o.pattern = static_cast<uint8_t>(v); }},
-        {"isoc_maxpacket", 0, 1024,
-         [](auto& o, uint64_t v) { o.isoc_maxpacket = static_cast<uint16_t>(v); }},
-        {"isoc_mult", 0, 2, [](auto& o, uint64_t v) { o.isoc_mult = static_cast<uint8_t>(v); }},
-        {"isoc_maxburst", 0, 15,
-         [](auto& o, uint64_t v) { o.isoc_maxburst = static_cast<uint8_t>(v); }},
-        {"isoc_interval", 1, 16,
-         [](auto& o, uint64_t v) { o.isoc_interval = static_cast<uint8_t>(v); }},
-        {"bulk_rate", 1000, 10'000'000'000, [](auto& o, uint64_t v) { o.bulk_rate = v; }},
-        {"bulk_buflen", 1, 1 << 20,
-         [](auto& o, uint64_t v) { o.bulk_buflen = static_cast<uint32_t>(v); }},
-        {"loopback_qlen", 1, 1024,
-         [](auto& o, uint64_t v) { o.loopback_qlen = static_cast<uint32_t>(v); }},
-        {"ctrl_buflen", 0, 0xffff,
-         [](auto& o, uint64_t v) { o.ctrl_buflen = static_cast<uint32_t>(v); }},
-    };
-    const Field* f = nullptr;
-    for (const Field& x : kFields)
-      if (x.name == key) f = &x;
-    if (!f) return bad("unknown option '" + key + "'");
-    if (n < f->lo || n > f->hi)
-      return bad(key + " must be " + std::to_string(f->lo) + ".." + std::to_string(f->hi));
-    f->set(o, n);
-  }
+  auto r =
+      for_each_option(text, "gadget-zero", [&](const std::string& key, const std::string& value) {
+        if (key == "speed") {
+          if (value == "full")
+            o.speed = usb::Speed::kFull;
+          else if (value == "high")
+            o.speed = usb::Speed::kHigh;
+          else if (value == "super")
+            o.speed = usb::Speed::kSuper;
+          else
+            return bad("speed must be full, high or super, not '" + value + "'");
+          return usb::Result<void>{};
+        }
+        const auto number = option_number(value);
+        if (!number) return bad(key + " must be a number, not '" + value + "'");
+        const uint64_t n = *number;
+        struct Field {
+          std::string_view name;
+          uint64_t lo, hi;
+          void (*set)(GadgetZeroOptions&, uint64_t);
+        };
+        static constexpr Field kFields[] = {
+            {"pattern", 0, 2, [](auto& o, uint64_t v) { o.pattern = static_cast<uint8_t>(v); }},
+            {"isoc_maxpacket", 0, 1024,
+             [](auto& o, uint64_t v) { o.isoc_maxpacket = static_cast<uint16_t>(v); }},
+            {"isoc_mult", 0, 2, [](auto& o, uint64_t v) { o.isoc_mult = static_cast<uint8_t>(v); }},
+            {"isoc_maxburst", 0, 15,
+             [](auto& o, uint64_t v) { o.isoc_maxburst = static_cast<uint8_t>(v); }},
+            {"isoc_interval", 1, 16,
+             [](auto& o, uint64_t v) { o.isoc_interval = static_cast<uint8_t>(v); }},
+            {"bulk_rate", 1000, 10'000'000'000, [](auto& o, uint64_t v) { o.bulk_rate = v; }},
+            {"bulk_buflen", 1, 1 << 20,
+             [](auto& o, uint64_t v) { o.bulk_buflen = static_cast<uint32_t>(v); }},
+            {"loopback_qlen", 1, 1024,
+             [](auto& o, uint64_t v) { o.loopback_qlen = static_cast<uint32_t>(v); }},
+            {"ctrl_buflen", 0, 0xffff,
+             [](auto& o, uint64_t v) { o.ctrl_buflen = static_cast<uint32_t>(v); }},
+        };
+        const Field* f = nullptr;
+        for (const Field& x : kFields)
+          if (x.name == key) f = &x;
+        if (!f) return bad("unknown option '" + key + "'");
+        if (n < f->lo || n > f->hi)
+          return bad(key + " must be " + std::to_string(f->lo) + ".." + std::to_string(f->hi));
+        f->set(o, n);
+        return usb::Result<void>{};
+      });
+  if (!r) return std::unexpected(r.error());
   return o;
 }
 

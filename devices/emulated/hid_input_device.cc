@@ -148,16 +148,8 @@ std::vector<uint8_t> HidInputDevice::report_descriptor(HidInputFunction function
 }
 
 SpeedDescriptors HidInputDevice::make_descriptors(const HidInputOptions& o) {
-  usb::DescriptorSet set;
-  set.device.bcd_usb = 0x0200;
-  set.device.max_packet_size0 = 64;
-  set.device.vendor_id = kVendorId;
-  set.device.product_id = o.product_id;
-  set.device.bcd_device = 0x0100;
-  set.device.manufacturer_index = 1;
-  set.device.product_index = 2;
-  set.device.serial_index = 3;
-  set.strings = {o.manufacturer, o.product, o.serial};
+  usb::DescriptorSet set =
+      usb2_descriptor_set(kVendorId, o.product_id, o.manufacturer, o.product, o.serial);
   usb::ConfigurationDescriptor config;
   config.value = 1;
   config.attributes = usb::kConfigAttrOne;

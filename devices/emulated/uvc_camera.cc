@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 
+#include "devices/emulated/device_options.h"
 #include "usb/core/byte_order.h"
 
 namespace devices {
@@ -105,36 +106,32 @@ std::span<const uint8_t> as_bytes16(std::array<uint8_t, 2>& b, int v) {
 
 usb::Result<UvcCameraOptions> parse_uvc_camera_options(std::string_view text) {
   UvcCameraOptions o;
-  auto bad = [](std::string msg) {
+  auto bad = [](std::string msg) -> usb::Result<void> {
     return usb::Error::make(usb::Error::Code::kInvalidArgument, "uvc-camera: " + std::move(msg));
   };
-  while (!text.empty()) {
-    const auto comma = text.find(',');
-    const std::string_view item = text.substr(0, comma);
-    text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
-    const auto eq = item.find('=');
-    if (eq == std::string_view::npos) return bad("option '" + std::string(item) + "' has no value");
-    const std::string key(item.substr(0, eq)), value(item.substr(eq + 1));
-    if (key == "transport") {
-      if (value == "iso")
-        o.transport = UvcCameraOptions::Transport::kIsochronous;
-      else if (value == "bulk")
-        o.transport = UvcCameraOptions::Transport::kBulk;
-      else
-        return bad("transport must be iso or bulk, not '" + value + "'");
-    } else if (key == "serial") {
-      if (value.empty() || value.size() > 64) return bad("serial must be 1..64 characters");
-      o.serial = value;
-    } else if (key == "bulk_payload") {
-      uint32_t n = 0;
-      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
-      if (ec != std::errc{} || end != value.data() + value.size() || n < 512 || n > 1 << 20)
-        return bad("bulk_payload must be 512..1048576, not '" + value + "'");
-      o.bulk_payload = n;
-    } else {
-      return bad("unknown option '" + key + "' (known: transport, serial, bulk_payload)");
-    }
-  }
+  auto r =
+      for_each_option(text, "uvc-camera", [&](const std::string& key, const std::string& value) {
+        if (key == "transport") {
+          if (value == "iso")
+            o.transport = UvcCameraOptions::Transport::kIsochronous;
+          else if (value == "bulk")
+            o.transport = UvcCameraOptions::Transport::kBulk;
+          else
+            return bad("transport must be iso or bulk, not '" + value + "'");
+        } else if (key == "serial") {
+          if (value.empty() || value.size() > 64) return bad("serial must be 1..64 characters");
+          o.serial = value;
+        } else if (key == "bulk_payload") {
+          const auto n = option_number(value);
+          if (!n || *n < 512 || *n > 1 << 20)
+            return bad("bulk_payload must be 512..1048576, not '" + value + "'");
+          o.bulk_payload = static_cast<uint32_t>(*n);
+        } else {
+          return bad("unknown option '" + key + "' (known: transport, serial, bulk_payload)");
+        }
+        return usb::Result<void>{};
+      });
+  if (!r) return std::unexpected(r.error());
   return o;
 }
 
@@ -156,19 +153,11 @@ uvc::StreamingInterface UvcCamera::streaming_interface(const UvcCameraOptions&) 
 }
 
 SpeedDescriptors UvcCamera::make_descriptors(const UvcCameraOptions& options) {
-  usb::DescriptorSet set;
-  set.device.bcd_usb = 0x0200;
+  usb::DescriptorSet set = usb2_descriptor_set(kVendorId, kProductId, options.manufacturer,
+                                               options.product, options.serial);
   set.device.device_class = 0xef;  // miscellaneous: interface association (IAD ECN)
   set.device.device_subclass = 0x02;
   set.device.device_protocol = 0x01;
-  set.device.max_packet_size0 = 64;
-  set.device.vendor_id = kVendorId;
-  set.device.product_id = kProductId;
-  set.device.bcd_device = 0x0100;
-  set.device.manufacturer_index = 1;
-  set.device.product_index = 2;
-  set.device.serial_index = 3;
-  set.strings = {options.manufacturer, options.product, options.serial};
 
   usb::ConfigurationDescriptor config;
   config.value = 1;

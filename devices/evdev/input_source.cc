@@ -1,14 +1,13 @@
 #include "devices/evdev/input_source.h"
 
-#include <fcntl.h>
 #include <libevdev/libevdev.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
-#include <filesystem>
 
+#include "devices/evdev/evdev_device.h"
 #include "devices/evdev/hid_keymap.h"
 
 namespace devices {
@@ -50,18 +49,10 @@ usb::Result<std::unique_ptr<EvdevInputSource>> EvdevInputSource::open(asio::io_c
                                                                       const std::string& path,
                                                                       Options options) {
   // Read-write so the host's LED changes can be written back; read-only will do otherwise.
-  int fd = ::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) {
-    return usb::Error::make(usb::Error::Code::kIo, "evdev " + path + ": " + std::strerror(errno));
-  }
-  libevdev* dev = nullptr;
-  if (int rc = libevdev_new_from_fd(fd, &dev); rc < 0) {
-    ::close(fd);
-    return usb::Error::make(usb::Error::Code::kIo,
-                            "evdev " + path + ": libevdev: " + std::strerror(-rc));
-  }
-  auto src = std::unique_ptr<EvdevInputSource>(new EvdevInputSource(io, fd, dev, path));
+  auto opened = open_evdev(path, /*writable=*/true);
+  if (!opened) return std::unexpected(opened.error());
+  libevdev* dev = opened->dev;
+  auto src = std::unique_ptr<EvdevInputSource>(new EvdevInputSource(io, opened->fd, dev, path));
   if (src->functions_.empty()) {
     return usb::Error::make(usb::Error::Code::kUnsupported,
                             "evdev " + path + " ('" + src->name_ +
@@ -78,22 +69,7 @@ usb::Result<std::unique_ptr<EvdevInputSource>> EvdevInputSource::open(asio::io_c
 }
 
 std::vector<std::string> EvdevInputSource::find_devices() {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator("/dev/input", ec)) {
-    if (e.path().filename().string().rfind("event", 0) != 0) continue;
-    const std::string p = e.path().string();
-    const int fd = ::open(p.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) continue;
-    libevdev* dev = nullptr;
-    if (libevdev_new_from_fd(fd, &dev) == 0) {
-      if (!classify(dev).empty()) out.push_back(p);
-      libevdev_free(dev);
-    }
-    ::close(fd);
-  }
-  std::sort(out.begin(), out.end());
-  return out;
+  return find_evdev([](const libevdev* dev) { return !classify(dev).empty(); });
 }
 
 EvdevInputSource::EvdevInputSource(asio::io_context& io, int fd, libevdev* dev, std::string path)

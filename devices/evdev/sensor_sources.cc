@@ -19,6 +19,7 @@
 #include <optional>
 #include <sstream>
 
+#include "devices/evdev/evdev_device.h"
 #include "devices/libusb/blocking_worker.h"
 
 namespace devices {
@@ -70,17 +71,10 @@ std::set<SensorKind> EvdevSensorSource::sensors_of(const libevdev* dev) {
 
 usb::Result<std::unique_ptr<EvdevSensorSource>> EvdevSensorSource::open(asio::io_context& io,
                                                                         const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) {
-    return usb::Error::make(usb::Error::Code::kIo, "evdev " + path + ": " + std::strerror(errno));
-  }
-  libevdev* dev = nullptr;
-  if (int rc = libevdev_new_from_fd(fd, &dev); rc < 0) {
-    ::close(fd);
-    return usb::Error::make(usb::Error::Code::kIo,
-                            "evdev " + path + ": libevdev: " + std::strerror(-rc));
-  }
-  auto src = std::unique_ptr<EvdevSensorSource>(new EvdevSensorSource(io, fd, dev, path));
+  auto opened = open_evdev(path);
+  if (!opened) return std::unexpected(opened.error());
+  auto src =
+      std::unique_ptr<EvdevSensorSource>(new EvdevSensorSource(io, opened->fd, opened->dev, path));
   if (src->sensors_.empty()) {
     return usb::Error::make(usb::Error::Code::kUnsupported,
                             "evdev " + path + " ('" + src->name_ +
@@ -91,22 +85,7 @@ usb::Result<std::unique_ptr<EvdevSensorSource>> EvdevSensorSource::open(asio::io
 }
 
 std::vector<std::string> EvdevSensorSource::find_devices() {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator("/dev/input", ec)) {
-    const std::string p = e.path().string();
-    if (e.path().filename().string().rfind("event", 0) != 0) continue;
-    const int fd = ::open(p.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) continue;
-    libevdev* dev = nullptr;
-    if (libevdev_new_from_fd(fd, &dev) == 0) {
-      if (!sensors_of(dev).empty()) out.push_back(p);
-      libevdev_free(dev);
-    }
-    ::close(fd);
-  }
-  std::sort(out.begin(), out.end());
-  return out;
+  return find_evdev([](const libevdev* dev) { return !sensors_of(dev).empty(); });
 }
 
 EvdevSensorSource::EvdevSensorSource(asio::io_context& io, int fd, libevdev* dev, std::string path)

@@ -20,10 +20,6 @@ using Report = std::vector<uint8_t>;
 
 constexpr uint8_t kA = 0x04, kB = 0x05, kLeftShift = 0xe1;
 
-Outcome interrupt_in(HidInputDevice& dev, uint8_t ep, size_t length = 64) {
-  return transfer(dev, ep, usb::TransferType::kInterrupt, {}, length);
-}
-
 // Polls until nothing is waiting; a transfer left pending is cancelled.
 std::vector<Report> poll_all(HidInputDevice& dev, uint8_t ep) {
   std::vector<Report> out;
