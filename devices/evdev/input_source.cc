@@ -52,7 +52,7 @@ usb::Result<std::unique_ptr<EvdevInputSource>> EvdevInputSource::open(asio::io_c
   auto opened = open_evdev(path, /*writable=*/true);
   if (!opened) return std::unexpected(opened.error());
   libevdev* dev = opened->dev;
-  auto src = std::unique_ptr<EvdevInputSource>(new EvdevInputSource(io, opened->fd, dev, path));
+  auto src = std::unique_ptr<EvdevInputSource>(new EvdevInputSource(io, *opened, path));
   if (src->functions_.empty()) {
     return usb::Error::make(usb::Error::Code::kUnsupported,
                             "evdev " + path + " ('" + src->name_ +
@@ -72,20 +72,18 @@ std::vector<std::string> EvdevInputSource::find_devices() {
   return find_evdev([](const libevdev* dev) { return !classify(dev).empty(); });
 }
 
-EvdevInputSource::EvdevInputSource(asio::io_context& io, int fd, libevdev* dev, std::string path)
-    : fd_(io, fd), dev_(dev), path_(std::move(path)) {
-  name_ = libevdev_get_name(dev_) ? libevdev_get_name(dev_) : "?";
+EvdevInputSource::EvdevInputSource(asio::io_context& io, OpenedEvdev opened, std::string path)
+    : reader_(std::make_unique<EvdevReader>(io, opened, path)),
+      dev_(opened.dev),
+      path_(std::move(path)) {
+  name_ = reader_->name();
   functions_ = classify(dev_);
   multitouch_ =
       libevdev_has_event_code(dev_, EV_ABS, ABS_MT_POSITION_X) && libevdev_get_num_slots(dev_) > 0;
 }
 
 EvdevInputSource::~EvdevInputSource() {
-  *alive_ = false;
   if (device_) device_->on_leds = nullptr;
-  boost::system::error_code ec;
-  fd_.cancel(ec);
-  libevdev_free(dev_);  // closing the descriptor (fd_) releases the grab
 }
 
 HidInputOptions EvdevInputSource::device_options() const {
@@ -130,51 +128,14 @@ void EvdevInputSource::start(HidInputDevice& device) {
                                              : "touchscreen";
   }
   spdlog::info("evdev: {} ('{}'): feeding a USB HID {}", path_, name_, what);
-  wait();
-}
-
-void EvdevInputSource::wait() {
-  fd_.async_wait(asio::posix::stream_descriptor::wait_read,
-                 [this, alive = alive_](boost::system::error_code ec) {
-                   if (!*alive || ec) return;
-                   drain();
-                 });
-}
-
-void EvdevInputSource::drain() {
-  input_event ev{};
-  unsigned flags = LIBEVDEV_READ_FLAG_NORMAL;
-  for (;;) {
-    const int rc = libevdev_next_event(dev_, flags, &ev);
-    if (rc == -EAGAIN) {
-      if (flags == LIBEVDEV_READ_FLAG_SYNC) {
-        flags = LIBEVDEV_READ_FLAG_NORMAL;  // resynchronised; back to normal events
-        continue;
-      }
-      break;
-    }
-    if (rc == LIBEVDEV_READ_STATUS_SYNC) {
-      // SYN_DROPPED (the kernel's buffer overflowed): the events that follow in sync mode are
-      // the differences to the device's state now; they are handled like any others.
-      if (flags == LIBEVDEV_READ_FLAG_NORMAL) {
-        spdlog::warn("evdev: {} ('{}'): events dropped by the kernel; resynchronising", path_,
-                     name_);
-        flags = LIBEVDEV_READ_FLAG_SYNC;
-        continue;
-      }
-    } else if (rc < 0) {
-      if (!gone_) {
-        gone_ = true;
-        const std::string why = std::strerror(-rc);
-        spdlog::warn("evdev: {} ('{}'): {}; its USB HID device goes away", path_, name_, why);
-        if (on_gone) on_gone(why);  // may destroy this source
-      }
-      return;
-    }
+  reader_->on_event = [this](const input_event& ev) {
     ++events_;
     handle(ev.type, ev.code, ev.value);
-  }
-  wait();
+  };
+  reader_->on_error = [this](int error) {
+    if (on_gone) on_gone(std::strerror(-error));  // may destroy this source
+  };
+  reader_->start();
 }
 
 void EvdevInputSource::handle(unsigned type, unsigned code, int value) {

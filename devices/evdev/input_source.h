@@ -19,7 +19,6 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <functional>
 #include <memory>
 #include <set>
@@ -32,6 +31,9 @@
 struct libevdev;
 
 namespace devices {
+
+class EvdevReader;
+struct OpenedEvdev;
 
 class EvdevInputSource {
  public:
@@ -56,14 +58,12 @@ class EvdevInputSource {
   uint64_t events() const { return events_; }
 
  private:
-  EvdevInputSource(boost::asio::io_context& io, int fd, libevdev* dev, std::string path);
-  void wait();
-  void drain();
+  EvdevInputSource(boost::asio::io_context& io, OpenedEvdev opened, std::string path);
   void handle(unsigned type, unsigned code, int value);
   void frame();  // SYN_REPORT
   void set_leds(uint8_t leds);
 
-  boost::asio::posix::stream_descriptor fd_;
+  std::unique_ptr<EvdevReader> reader_;
   libevdev* dev_;
   std::string path_;
   std::string name_;
@@ -74,8 +74,6 @@ class EvdevInputSource {
   int32_t dx_ = 0, dy_ = 0, wheel_ = 0, pan_ = 0;
   bool pointer_dirty_ = false, touch_dirty_ = false;
   uint64_t events_ = 0;
-  bool gone_ = false;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace devices

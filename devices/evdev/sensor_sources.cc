@@ -73,8 +73,7 @@ usb::Result<std::unique_ptr<EvdevSensorSource>> EvdevSensorSource::open(asio::io
                                                                         const std::string& path) {
   auto opened = open_evdev(path);
   if (!opened) return std::unexpected(opened.error());
-  auto src =
-      std::unique_ptr<EvdevSensorSource>(new EvdevSensorSource(io, opened->fd, opened->dev, path));
+  auto src = std::unique_ptr<EvdevSensorSource>(new EvdevSensorSource(io, *opened, path));
   if (src->sensors_.empty()) {
     return usb::Error::make(usb::Error::Code::kUnsupported,
                             "evdev " + path + " ('" + src->name_ +
@@ -88,9 +87,11 @@ std::vector<std::string> EvdevSensorSource::find_devices() {
   return find_evdev([](const libevdev* dev) { return !sensors_of(dev).empty(); });
 }
 
-EvdevSensorSource::EvdevSensorSource(asio::io_context& io, int fd, libevdev* dev, std::string path)
-    : fd_(io, fd), dev_(dev), path_(std::move(path)) {
-  name_ = libevdev_get_name(dev_) ? libevdev_get_name(dev_) : "?";
+EvdevSensorSource::EvdevSensorSource(asio::io_context& io, OpenedEvdev opened, std::string path)
+    : reader_(std::make_unique<EvdevReader>(io, opened, path)),
+      dev_(opened.dev),
+      path_(std::move(path)) {
+  name_ = reader_->name();
   sensors_ = sensors_of(dev_);
   auto resolution = [&](unsigned code) {
     const int r = libevdev_get_abs_resolution(dev_, code);
@@ -112,12 +113,7 @@ EvdevSensorSource::EvdevSensorSource(asio::io_context& io, int fd, libevdev* dev
   }
 }
 
-EvdevSensorSource::~EvdevSensorSource() {
-  *alive_ = false;
-  boost::system::error_code ec;
-  fd_.cancel(ec);
-  libevdev_free(dev_);
-}
+EvdevSensorSource::~EvdevSensorSource() = default;
 
 void EvdevSensorSource::start(HidSensorHub& hub) {
   hub_ = &hub;
@@ -128,60 +124,24 @@ void EvdevSensorSource::start(HidSensorHub& hub) {
   spdlog::info("evdev: {} ('{}'): feeding {}", path_, name_, what);
   for (auto& c : channels_) c.dirty = true;
   emit();  // the current position, before any motion
-  wait();
+  reader_->on_event = [this](const input_event& ev) { handle(ev); };
+  reader_->start();
 }
 
-void EvdevSensorSource::wait() {
-  fd_.async_wait(asio::posix::stream_descriptor::wait_read,
-                 [this, alive = alive_](boost::system::error_code ec) {
-                   if (!*alive || ec) return;
-                   drain();
-                 });
-}
-
-void EvdevSensorSource::drain() {
-  input_event ev{};
-  unsigned flags = LIBEVDEV_READ_FLAG_NORMAL;
-  for (;;) {
-    const int rc = libevdev_next_event(dev_, flags, &ev);
-    if (rc == -EAGAIN) {
-      if (flags == LIBEVDEV_READ_FLAG_SYNC) {
-        // Resynchronised: libevdev's state is the device's now; take every axis from it (the
-        // sync events themselves are not needed) and hand the hub the result.
-        for (auto& c : channels_) {
-          for (size_t i = 0; i < c.axes; ++i)
-            c.value[i] = libevdev_get_event_value(dev_, EV_ABS, c.codes[i]);
-          c.dirty = true;
-        }
-        emit();
-        flags = LIBEVDEV_READ_FLAG_NORMAL;
-        continue;
+void EvdevSensorSource::handle(const input_event& ev) {
+  // After SYN_DROPPED the reader delivers libevdev's differences the same way, ending in
+  // SYN_REPORT: the channels come back to the device's state.
+  if (ev.type == EV_ABS) {
+    for (auto& c : channels_) {
+      for (size_t i = 0; i < c.axes; ++i) {
+        if (c.codes[i] != ev.code) continue;
+        c.value[i] = ev.value;
+        c.dirty = true;
       }
-      break;
     }
-    if (rc == LIBEVDEV_READ_STATUS_SYNC) {
-      // SYN_DROPPED: the kernel's buffer overflowed; libevdev replays the current state.
-      flags = LIBEVDEV_READ_FLAG_SYNC;
-      continue;
-    }
-    if (rc < 0) {
-      spdlog::warn("evdev: {} ('{}'): {}; no more samples from it", path_, name_,
-                   std::strerror(-rc));
-      return;
-    }
-    if (ev.type == EV_ABS) {
-      for (auto& c : channels_) {
-        for (size_t i = 0; i < c.axes; ++i) {
-          if (c.codes[i] != ev.code) continue;
-          c.value[i] = ev.value;
-          c.dirty = true;
-        }
-      }
-    } else if (ev.type == EV_SYN && ev.code == SYN_REPORT) {
-      emit();
-    }
+  } else if (ev.type == EV_SYN && ev.code == SYN_REPORT) {
+    emit();
   }
-  wait();
 }
 
 void EvdevSensorSource::emit() {

@@ -24,8 +24,9 @@
 // them.
 #pragma once
 
+#include <linux/input.h>
+
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdio>
@@ -42,6 +43,9 @@
 struct libevdev;
 
 namespace devices {
+
+class EvdevReader;
+struct OpenedEvdev;
 
 class EvdevSensorSource {
  public:
@@ -62,12 +66,11 @@ class EvdevSensorSource {
   uint64_t samples() const { return samples_; }
 
  private:
-  EvdevSensorSource(boost::asio::io_context& io, int fd, libevdev* dev, std::string path);
-  void wait();
-  void drain();
+  EvdevSensorSource(boost::asio::io_context& io, OpenedEvdev opened, std::string path);
+  void handle(const input_event& ev);
   void emit();
 
-  boost::asio::posix::stream_descriptor fd_;
+  std::unique_ptr<EvdevReader> reader_;
   libevdev* dev_;
   std::string path_;
   std::string name_;
