@@ -123,7 +123,7 @@ usb::Result<void> DeviceSources::add_sensors(const std::vector<std::string>& spe
   auto hub = std::make_unique<devices::HidSensorHub>(options);
   hub->set_clock(usb::net::asio_timer(io_), [] { return std::chrono::steady_clock::now(); });
   hub->set_configuration(1, [](usb::Status) {});
-  if (!record.empty()) {
+  if (!record.empty()) {  // before the sources start: their first samples are recorded too
     auto recorder =
         devices::SensorRecorder::create(record, [] { return std::chrono::steady_clock::now(); });
     if (!recorder) return std::unexpected(recorder.error());
@@ -135,7 +135,10 @@ usb::Result<void> DeviceSources::add_sensors(const std::vector<std::string>& spe
   for (auto& r : replays) r->start(*hub);
   for (auto& i : iio) i->start(*hub);
   auto busid = exports_.add(*hub);
-  if (!busid) return std::unexpected(busid.error());
+  if (!busid) {
+    recorder_.reset();  // it points at the hub, which goes now
+    return std::unexpected(busid.error());
+  }
   spdlog::info("HID sensor hub with {} sensor(s) exported as {}", kinds.size(), *busid);
   emulated_.push_back(std::move(hub));
   for (auto& e : evdev) evdev_.push_back(std::move(e));

@@ -17,9 +17,6 @@ int main(int argc, char** argv) {
   stub::StubConfig config;
   std::string listen_text, config_path;
   std::vector<std::string> emulate_text;
-  std::vector<std::string> sensor_specs;
-  std::vector<std::string> input_specs;
-  std::string record_sensors;
   uint32_t max_urb = config.limits.wire.max_transfer_length;
   uint64_t max_inflight = config.limits.max_inflight_bytes;
 
@@ -44,15 +41,15 @@ int main(int argc, char** argv) {
                  "Export a local USB device through libusb, by VID:PID (hex) or bus id "
                  "(repeatable)");
   app.add_option(
-      "--sensors", sensor_specs,
+      "--sensors", config.sensors,
       "Export a HID sensor hub (accelerometer, gyroscope, ...) fed by: evdev (every "
       "motion sensor input device), evdev:/dev/input/eventN, iio (every IIO motion or light "
       "sensor), iio:DIR, or replay:FILE[,loop] "
       "(a recorded trace) (repeatable; one hub)");
-  app.add_option("--record-sensors", record_sensors,
+  app.add_option("--record-sensors", config.record_sensors,
                  "Also write every sample the sensor hub takes to FILE as a trace "
                  "(replay it with --sensors replay:FILE)");
-  app.add_option("--input", input_specs,
+  app.add_option("--input", config.inputs,
                  "Export an input device as a USB HID keyboard / mouse / touchscreen: "
                  "evdev (every keyboard, mouse and touchscreen) or evdev:/dev/input/eventN, "
                  "optionally ,nograb (repeatable; one USB device each)");
@@ -74,12 +71,21 @@ int main(int argc, char** argv) {
     return 2;
   };
   if (!config_path.empty()) {
+    // Lists from the command line add to the file's; single values override it.
     std::vector<std::string> cli_libusb = std::move(config.libusb);
+    std::vector<std::string> cli_sensors = std::move(config.sensors);
+    std::vector<std::string> cli_inputs = std::move(config.inputs);
+    const std::string cli_record = config.record_sensors;
     bool cli_all = config.libusb_all;
     std::string cli_level = config.log_level;
     config.libusb.clear();
+    config.sensors.clear();
+    config.inputs.clear();
     if (auto r = stub::load_toml(config_path, config); !r) return fail(r.error());
     config.libusb.insert(config.libusb.end(), cli_libusb.begin(), cli_libusb.end());
+    config.sensors.insert(config.sensors.end(), cli_sensors.begin(), cli_sensors.end());
+    config.inputs.insert(config.inputs.end(), cli_inputs.begin(), cli_inputs.end());
+    if (!cli_record.empty()) config.record_sensors = cli_record;
     config.libusb_all = config.libusb_all || cli_all;
     if (app.count("--log-level")) config.log_level = cli_level;
   }
@@ -107,14 +113,11 @@ int main(int argc, char** argv) {
     if (auto r = sources.add_emulated(spec); !r) return fail(r.error());
   if (!config.libusb.empty() || config.libusb_all)
     if (auto r = sources.add_libusb(config.libusb, config.libusb_all); !r) return fail(r.error());
-  if (!sensor_specs.empty())
-    if (auto r = sources.add_sensors(sensor_specs, record_sensors); !r) return fail(r.error());
-  if (sensor_specs.empty() && !record_sensors.empty())
-    return fail(usb::Error::make(usb::Error::Code::kInvalidArgument,
-                                 "--record-sensors needs --sensors (what to record)")
-                    .error());
-  if (!input_specs.empty())
-    if (auto r = sources.add_inputs(input_specs); !r) return fail(r.error());
+  if (!config.sensors.empty())
+    if (auto r = sources.add_sensors(config.sensors, config.record_sensors); !r)
+      return fail(r.error());
+  if (!config.inputs.empty())
+    if (auto r = sources.add_inputs(config.inputs); !r) return fail(r.error());
 
   stub::UsbipServer server(io, exports, config.limits);
   if (auto r = server.listen(config.listen); !r) return fail(r.error());

@@ -82,6 +82,17 @@ usb::Result<void> load_toml(const std::string& path, StubConfig& c) {
         for (auto& d : toml::find<std::vector<std::string>>(l, "devices")) c.libusb.push_back(d);
       if (l.contains("all")) c.libusb_all = toml::find<bool>(l, "all");
     }
+    if (root.contains("sensors")) {
+      const auto& l = toml::find(root, "sensors");
+      if (l.contains("sources"))
+        for (auto& d : toml::find<std::vector<std::string>>(l, "sources")) c.sensors.push_back(d);
+      if (l.contains("record")) c.record_sensors = toml::find<std::string>(l, "record");
+    }
+    if (root.contains("input")) {
+      const auto& l = toml::find(root, "input");
+      if (l.contains("devices"))
+        for (auto& d : toml::find<std::vector<std::string>>(l, "devices")) c.inputs.push_back(d);
+    }
   } catch (const std::exception& e) {
     // toml11 reports errors by exception; this is start-up, not the data path.
     return usb::Error::make(usb::Error::Code::kInvalidArgument, "config " + path + ": " + e.what());
@@ -94,6 +105,8 @@ usb::Result<void> validate(const StubConfig& c) {
   if (c.limits.max_inflight_bytes < c.limits.wire.max_transfer_length)
     return bad("max_inflight_bytes must be at least max_urb_bytes");
   if (c.limits.wire.max_transfer_length > (1u << 30)) return bad("max_urb_bytes must be <= 1 GiB");
+  if (!c.record_sensors.empty() && c.sensors.empty())
+    return bad("recording sensors (--record-sensors, [sensors] record) needs a sensor source");
   return {};
 }
 

@@ -24,6 +24,9 @@ struct StubConfig {
   std::vector<EmulateSpec> emulate;
   std::vector<std::string> libusb;  // "VID:PID" or a bus id "B-P.P"
   bool libusb_all = false;
+  std::vector<std::string> sensors;  // --sensors specs (one hub)
+  std::string record_sensors;        // a trace file, or empty
+  std::vector<std::string> inputs;   // --input specs
   ConnectionLimits limits;
   std::string log_level = "info";
 };
@@ -39,6 +42,8 @@ usb::Result<EmulateSpec> parse_emulate(std::string_view text);
 //   log_level = "info"
 //   [[emulate]]  type = "gadget-zero"  busid = "1-1"  speed = "high"
 //   [libusb]     devices = ["0525:a4a0", "3-1.2"]  all = false
+//   [sensors]    sources = ["evdev", "iio"]  record = "walk.trace"
+//   [input]      devices = ["evdev:/dev/input/event5", "evdev:/dev/input/event7,nograb"]
 usb::Result<void> load_toml(const std::string& path, StubConfig& config);
 
 // Cross-field checks (a URB larger than the in-flight budget could never be accepted, ...).

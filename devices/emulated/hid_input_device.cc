@@ -1,6 +1,7 @@
 #include "devices/emulated/hid_input_device.h"
 
 #include <algorithm>
+#include <climits>
 
 #include "devices/emulated/hid_report.h"
 
@@ -184,8 +185,16 @@ SpeedDescriptors HidInputDevice::make_descriptors(const HidInputOptions& o) {
 
 HidInputOptions HidInputDevice::checked(HidInputOptions o) {
   o.max_contacts = std::clamp<uint8_t>(o.max_contacts, 1, HidInputDevice::kMaxContacts);
-  if (o.touch.max_x <= o.touch.min_x) o.touch.max_x = o.touch.min_x + 1;
-  if (o.touch.max_y <= o.touch.min_y) o.touch.max_y = o.touch.min_y + 1;
+  auto widen = [](int32_t& lo, int32_t& hi) {
+    if (hi > lo) return;
+    if (lo < INT32_MAX) {
+      hi = lo + 1;
+    } else {
+      lo = hi - 1;
+    }
+  };
+  widen(o.touch.min_x, o.touch.max_x);
+  widen(o.touch.min_y, o.touch.max_y);
   if (o.functions.empty()) o.functions.insert(HidInputFunction::kKeyboard);
   return o;
 }
@@ -337,32 +346,49 @@ void HidInputDevice::pointer(uint8_t buttons, int32_t dx, int32_t dy, int32_t wh
   deliver(HidInputFunction::kMouse);
 }
 
+std::vector<HidInputDevice::TouchFrame> HidInputDevice::touch_frames(
+    const std::map<uint8_t, Contact>& from, const std::map<uint8_t, Contact>& to) const {
+  // A slot the host frees in a report can be taken again only in a later one (Linux's
+  // input_mt), so contacts that continue and contacts that lift go first, new ones after.
+  TouchFrame changes, fresh;
+  bool any_new = false;
+  for (const auto& [id, c] : from) {
+    auto it = to.find(id);
+    changes.contacts.push_back(it == to.end() ? std::pair{c, false} : std::pair{it->second, true});
+  }
+  for (const auto& [id, c] : to) {
+    if (!from.contains(id)) any_new = true;
+    fresh.contacts.push_back({c, true});
+  }
+  std::vector<TouchFrame> frames;
+  const bool lifts = std::any_of(changes.contacts.begin(), changes.contacts.end(),
+                                 [](const auto& e) { return !e.second; });
+  if (!lifts) {
+    if (!fresh.contacts.empty()) frames.push_back(std::move(fresh));  // moves and new contacts
+    return frames;
+  }
+  frames.push_back(std::move(changes));
+  if (any_new) frames.push_back(std::move(fresh));
+  return frames;
+}
+
 void HidInputDevice::touch(const std::vector<Contact>& contacts) {
   loop_.check();
   if (!interface_of(HidInputFunction::kTouch)) return;
-  TouchFrame frame;
   std::map<uint8_t, Contact> now;
   for (const Contact& c : contacts) {
-    if (now.size() == options_.max_contacts) break;
+    if (now.size() == options_.max_contacts && !now.contains(c.id)) continue;
     now[c.id] = c;
   }
-  for (const auto& [id, c] : now) frame.contacts.push_back({c, true});
-  for (const auto& [id, c] : contacts_)
-    if (!now.contains(id)) frame.contacts.push_back({c, false});  // lifted: reported once
-  contacts_ = std::move(now);
-  // More lifts than a report holds: the rest go in further reports (a contact a report does not
-  // mention keeps its state at the host).
-  for (size_t at = 0; at < frame.contacts.size() || at == 0; at += options_.max_contacts) {
-    TouchFrame part;
-    const size_t end = std::min(frame.contacts.size(), at + options_.max_contacts);
-    part.contacts.assign(frame.contacts.begin() + static_cast<ptrdiff_t>(at),
-                         frame.contacts.begin() + static_cast<ptrdiff_t>(end));
-    if (touch_queue_.size() >= kMaxQueued) {
-      touch_queue_.back() = std::move(part);
-    } else {
-      touch_queue_.push_back(std::move(part));
-    }
+  auto frames = touch_frames(contacts_, now);
+  if (touch_queue_.size() + frames.size() > kMaxQueued) {
+    // The host is not keeping up: replace what waits with the way from what it has been sent to
+    // the contacts now (every lift since then included).
+    touch_queue_.clear();
+    frames = touch_frames(touch_delivered_, now);
   }
+  contacts_ = std::move(now);
+  for (auto& f : frames) touch_queue_.push_back(std::move(f));
   deliver(HidInputFunction::kTouch);
 }
 
@@ -370,8 +396,9 @@ void HidInputDevice::touch(const std::vector<Contact>& contacts) {
 
 void HidInputDevice::deliver(HidInputFunction function) {
   const Interface* intf = interface_of(function);
-  if (!intf || delivering_) return;
-  delivering_ = true;
+  bool& delivering = delivering_[static_cast<size_t>(function)];
+  if (!intf || delivering) return;
+  delivering = true;
   for (;;) {
     const auto& pending_in = pending(intf->endpoint);
     if (pending_in.empty()) break;
@@ -380,29 +407,46 @@ void HidInputDevice::deliver(HidInputFunction function) {
       case HidInputFunction::kKeyboard:
         if (keyboard_queue_.empty()) break;
         report = keyboard_report(keyboard_queue_.front());
-        keyboard_queue_.pop_front();
         break;
       case HidInputFunction::kMouse: {
         if (mouse_queue_.empty()) break;
-        MouseReport& m = mouse_queue_.front();
-        report = mouse_report(m, true);
-        if (m.dx == 0 && m.dy == 0 && m.wheel == 0 && m.pan == 0) mouse_queue_.pop_front();
+        report = mouse_report(mouse_queue_.front(), false);
         if (intf->protocol == 0) report.resize(3);  // boot protocol
         break;
       }
       case HidInputFunction::kTouch:
         if (touch_queue_.empty()) break;
         report = touch_report(touch_queue_.front());
-        touch_queue_.pop_front();
         break;
     }
     if (report.empty()) break;
     Transfer& t = *pending_in.front();
-    const size_t n = std::min(report.size(), t.length());
-    std::copy_n(report.begin(), n, t.buffer().begin());
-    finish(t, Status::kOk, n);
+    if (t.length() < report.size()) {
+      // A transfer too short for a report: the device would babble. The report stays queued.
+      finish(t, Status::kBabble, 0);
+      continue;
+    }
+    // Taken now that it goes out.
+    if (function == HidInputFunction::kKeyboard) keyboard_queue_.pop_front();
+    if (function == HidInputFunction::kMouse) {
+      MouseReport& m = mouse_queue_.front();
+      mouse_report(m, true);
+      if (m.dx == 0 && m.dy == 0 && m.wheel == 0 && m.pan == 0) mouse_queue_.pop_front();
+    }
+    if (function == HidInputFunction::kTouch) {
+      for (const auto& [c, down] : touch_queue_.front().contacts) {
+        if (down) {
+          touch_delivered_[c.id] = c;
+        } else {
+          touch_delivered_.erase(c.id);
+        }
+      }
+      touch_queue_.pop_front();
+    }
+    std::copy(report.begin(), report.end(), t.buffer().begin());
+    finish(t, Status::kOk, report.size());
   }
-  delivering_ = false;
+  delivering = false;
 }
 
 void HidInputDevice::on_transfer(Transfer& transfer, const usb::EndpointDescriptor& endpoint) {
@@ -421,6 +465,14 @@ void HidInputDevice::on_configuration_changed(uint8_t) {
     i.idle = 0;
     i.protocol = 1;
   }
+  // A reset or new configuration: the host's driver starts over, so what waited for the old one
+  // goes (no stale clicks replayed). Keys and touches still down are reported with the next
+  // change; the host learns the continuing contacts as new ones.
+  keyboard_queue_.clear();
+  mouse_queue_.clear();
+  touch_queue_.clear();
+  touch_delivered_.clear();
+  contacts_.clear();
 }
 
 EmulatedDevice::ControlReply HidInputDevice::on_control_request(const usb::SetupPacket& setup,
@@ -431,11 +483,12 @@ EmulatedDevice::ControlReply HidInputDevice::on_control_request(const usb::Setup
     return ok(n);
   };
   if (setup.recipient() != usb::Recipient::kInterface) return stall();
-  const uint8_t number = static_cast<uint8_t>(setup.index);
-  if (number >= interfaces_.size()) return stall();
+  if (setup.index >= interfaces_.size()) return stall();
+  const auto number = static_cast<uint8_t>(setup.index);
   Interface& intf = interfaces_[number];
+  const bool in = setup.direction() == usb::Direction::kIn;
   if (setup.type() == usb::RequestType::kStandard) {
-    if (setup.request != usb::request::kGetDescriptor) return stall();
+    if (setup.request != usb::request::kGetDescriptor || !in) return stall();
     const uint8_t type = static_cast<uint8_t>(setup.value >> 8);
     if (type == kDescReport) return answer(intf.report_descriptor);
     if (type == kDescHid) {
@@ -449,6 +502,10 @@ EmulatedDevice::ControlReply HidInputDevice::on_control_request(const usb::Setup
   const uint8_t type = static_cast<uint8_t>(setup.value >> 8);
   const uint8_t id = static_cast<uint8_t>(setup.value);
   const bool touch = intf.function == HidInputFunction::kTouch;
+  // Requests that read want an IN data stage, requests that write an OUT one (HID 1.11, 7.2).
+  const bool reads =
+      setup.request == kGetReport || setup.request == kGetIdle || setup.request == kGetProtocol;
+  if (reads != in) return stall();
   switch (setup.request) {
     case kGetReport:
       if (type == kReportInput && (touch ? id == kTouchInputId : id == 0))

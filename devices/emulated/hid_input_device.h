@@ -25,10 +25,15 @@
 //    A lifted contact is reported once with Tip Switch 0.
 //  - GET_REPORT(Input) answers the current state; SET_IDLE / GET_IDLE / SET_PROTOCOL /
 //    GET_PROTOCOL are kept per interface.
-//  - Reports wait in a per-interface queue (at most kMaxQueued) until the host polls; a full
-//    keyboard or touch queue replaces its newest state with the current one (the final state is
-//    always right; intermediate states go), a full mouse queue folds motion into its newest
-//    report.
+//  - Reports wait in a per-interface queue (at most kMaxQueued) until the host polls. Keyboard
+//    reports are whole states: a full queue replaces its newest with the current state. Touch
+//    reports are changes (a lift is reported once): a full queue is replaced by the way from what
+//    the host was last sent to the contacts now, lifts included. A full mouse queue folds motion
+//    and button changes into its newest report (clicks pile up only while nobody reads the
+//    mouse). A SET_CONFIGURATION or reset empties the queues (nothing stale is replayed).
+//  - Touch: contacts that continue or lift go in one report, new contacts in the next — Linux
+//    frees a lifted contact's slot only after the report that lifts it.
+//  - An interrupt IN transfer shorter than the report completes with kBabble (the report stays).
 #pragma once
 
 #include <array>
@@ -137,6 +142,9 @@ class HidInputDevice : public EmulatedDevice {
   std::vector<uint8_t> mouse_report(MouseReport& report, bool consume) const;
   std::vector<uint8_t> touch_report(const TouchFrame& frame) const;
   void deliver(HidInputFunction function);
+  // The reports that take the host from contacts `from` to contacts `to`.
+  std::vector<TouchFrame> touch_frames(const std::map<uint8_t, Contact>& from,
+                                       const std::map<uint8_t, Contact>& to) const;
 
   HidInputOptions options_;
   std::vector<Interface> interfaces_;
@@ -148,9 +156,10 @@ class HidInputDevice : public EmulatedDevice {
   uint8_t buttons_ = 0;
   std::deque<MouseReport> mouse_queue_;
   // Touch
-  std::map<uint8_t, Contact> contacts_;  // down now, by id
+  std::map<uint8_t, Contact> contacts_;         // down now (as queued), by id
+  std::map<uint8_t, Contact> touch_delivered_;  // down as far as the host was told
   std::deque<TouchFrame> touch_queue_;
-  bool delivering_ = false;
+  std::array<bool, 3> delivering_{};  // per function: a deliver() loop is running
 };
 
 }  // namespace devices

@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
+#include <utility>
 
 #include "devices/evdev/evdev_device.h"
 #include "devices/evdev/hid_keymap.h"
@@ -59,7 +61,13 @@ usb::Result<std::unique_ptr<EvdevInputSource>> EvdevInputSource::open(asio::io_c
                                 "') is not a keyboard, relative pointer or touchscreen");
   }
   if (options.grab) {
-    if (int rc = libevdev_grab(dev, LIBEVDEV_GRAB); rc < 0) {
+    if (src->keys_down()) {
+      // Grabbing now would keep the release of a key held at this moment (the Enter that
+      // started vusb-stub) from its local listeners, which would repeat it forever: the grab
+      // waits until every key is up.
+      src->grab_pending_ = true;
+      spdlog::info("evdev: {}: a key is down; grabbing once it is released", path);
+    } else if (int rc = libevdev_grab(dev, LIBEVDEV_GRAB); rc < 0) {
       return usb::Error::make(usb::Error::Code::kBusy,
                               "evdev " + path + ": cannot grab it (" + std::strerror(-rc) +
                                   "); another program holds it, or pass ',nograb'");
@@ -69,7 +77,22 @@ usb::Result<std::unique_ptr<EvdevInputSource>> EvdevInputSource::open(asio::io_c
 }
 
 std::vector<std::string> EvdevInputSource::find_devices() {
-  return find_evdev([](const libevdev* dev) { return !classify(dev).empty(); });
+  return find_evdev([](const libevdev* dev) {
+    const auto f = classify(dev);
+    // Only keyboards with letters: a power button or a lid switch with a key or two stays with
+    // this machine unless asked for by path.
+    if (f == std::set{HidInputFunction::kKeyboard})
+      return libevdev_has_event_code(dev, EV_KEY, KEY_A) &&
+             libevdev_has_event_code(dev, EV_KEY, KEY_Z);
+    return !f.empty();
+  });
+}
+
+bool EvdevInputSource::keys_down() const {
+  for (unsigned code = 0; code <= KEY_MAX; ++code)
+    if (libevdev_has_event_code(dev_, EV_KEY, code) && libevdev_get_event_value(dev_, EV_KEY, code))
+      return true;
+  return false;
 }
 
 EvdevInputSource::EvdevInputSource(asio::io_context& io, OpenedEvdev opened, std::string path)
@@ -189,23 +212,47 @@ void EvdevInputSource::handle(unsigned type, unsigned code, int value) {
 }
 
 void EvdevInputSource::frame() {
+  if (grab_pending_ && !keys_down()) {
+    grab_pending_ = false;
+    if (int rc = libevdev_grab(dev_, LIBEVDEV_GRAB); rc < 0) {
+      spdlog::warn("evdev: {} ('{}'): cannot grab it ({}); its events also reach this machine",
+                   path_, name_, std::strerror(-rc));
+    }
+  }
+  auto narrow = [](int64_t v) {
+    return static_cast<int32_t>(std::clamp<int64_t>(v, INT32_MIN, INT32_MAX));
+  };
   if (pointer_dirty_ && functions_.contains(HidInputFunction::kMouse)) {
-    device_->pointer(buttons_, dx_, dy_, wheel_, pan_);
+    device_->pointer(buttons_, narrow(dx_), narrow(dy_), narrow(wheel_), narrow(pan_));
   }
   dx_ = dy_ = wheel_ = pan_ = 0;
   pointer_dirty_ = false;
   if (touch_dirty_ && functions_.contains(HidInputFunction::kTouch)) {
     std::vector<HidInputDevice::Contact> contacts;
     if (multitouch_) {
-      const int slots = libevdev_get_num_slots(dev_);
+      // The slot is the contact identifier. A slot whose tracking ID changed within one frame
+      // holds a new finger: the old one is lifted in a report of its own first.
+      const int slots = std::min(libevdev_get_num_slots(dev_), 256);
+      slot_tracking_.resize(static_cast<size_t>(slots), -1);
+      std::vector<HidInputDevice::Contact> kept;
+      bool replaced = false;
       for (int s = 0; s < slots; ++s) {
-        const int id = libevdev_get_slot_value(dev_, static_cast<unsigned>(s), ABS_MT_TRACKING_ID);
+        const auto slot = static_cast<unsigned>(s);
+        const int id = libevdev_get_slot_value(dev_, slot, ABS_MT_TRACKING_ID);
+        const int before = std::exchange(slot_tracking_[slot], id);
         if (id < 0) continue;
-        contacts.push_back(
-            {.id = static_cast<uint8_t>(id & 0xff),
-             .x = libevdev_get_slot_value(dev_, static_cast<unsigned>(s), ABS_MT_POSITION_X),
-             .y = libevdev_get_slot_value(dev_, static_cast<unsigned>(s), ABS_MT_POSITION_Y)});
+        const HidInputDevice::Contact c{
+            .id = static_cast<uint8_t>(s),
+            .x = libevdev_get_slot_value(dev_, slot, ABS_MT_POSITION_X),
+            .y = libevdev_get_slot_value(dev_, slot, ABS_MT_POSITION_Y)};
+        contacts.push_back(c);
+        if (before >= 0 && before != id) {
+          replaced = true;
+        } else {
+          kept.push_back(c);
+        }
       }
+      if (replaced) device_->touch(kept);
     } else if (libevdev_get_event_value(dev_, EV_KEY, BTN_TOUCH)) {
       contacts.push_back({.id = 0,
                           .x = libevdev_get_event_value(dev_, EV_ABS, ABS_X),

@@ -8,10 +8,14 @@
 //    EXTRA, REL_WHEEL and REL_HWHEEL, one pointer() per SYN_REPORT.
 //  - Touchscreens (ABS_MT_POSITION_X/Y with slots, or ABS_X/Y with BTN_TOUCH; not touchpads,
 //    which set INPUT_PROP_POINTER): the touch function, one frame of contacts per SYN_REPORT read
-//    from libevdev's slot state (contact identifier: the tracking ID's low byte); range and
-//    physical size from the axis's absinfo.
+//    from libevdev's slot state (contact identifier: the slot; a slot whose finger changed
+//    within a frame reports the old one lifted first); range and physical size from absinfo.
 //  - SYN_DROPPED: libevdev's resync replays the differences as events; they take the same path.
 //  - By default the device is grabbed (EVIOCGRAB): while exported its events go to the VM only.
+//    A device with a key down when it is opened is grabbed once every key is up (else the
+//    release of the key that started the stub would never reach this machine).
+//  - find_devices() (`--input evdev`) takes keyboards only when they have letters, so a power
+//    button stays with this machine; any device can be given by path.
 //  - A device that goes away (ENODEV) calls on_gone once.
 //
 // Owned by the exporting daemon beside the HidInputDevice it feeds; lives on its loop (the
@@ -62,6 +66,7 @@ class EvdevInputSource {
   void handle(unsigned type, unsigned code, int value);
   void frame();  // SYN_REPORT
   void set_leds(uint8_t leds);
+  bool keys_down() const;
 
   std::unique_ptr<EvdevReader> reader_;
   libevdev* dev_;
@@ -71,7 +76,9 @@ class EvdevInputSource {
   bool multitouch_ = false;
   HidInputDevice* device_ = nullptr;
   uint8_t buttons_ = 0;
-  int32_t dx_ = 0, dy_ = 0, wheel_ = 0, pan_ = 0;
+  int64_t dx_ = 0, dy_ = 0, wheel_ = 0, pan_ = 0;  // this frame's motion (no overflow)
+  std::vector<int> slot_tracking_;                 // tracking ID per slot as last reported
+  bool grab_pending_ = false;                      // grab once no key is down
   bool pointer_dirty_ = false, touch_dirty_ = false;
   uint64_t events_ = 0;
 };

@@ -235,24 +235,60 @@ TEST_F(Touch, FramesCarryEveryContactAndEachLiftOnce) {
       poll_all(dev, 0x81),
       (std::vector<Report>{
           frame({{true, 7, 100, 2000}}), frame({{true, 7, 110, 1990}, {true, 8, 900, 300}}),
-          frame({{true, 8, 905, 310}, {false, 7, 110, 1990}}), frame({{false, 8, 905, 310}})}));
+          frame({{false, 7, 110, 1990}, {true, 8, 905, 310}}), frame({{false, 8, 905, 310}})}));
   // Contact Count Maximum, read by hid-multitouch with GET_REPORT(Feature, id 2).
   EXPECT_EQ(class_request(dev, Direction::kIn, 0x01, 0x0302, 0, 2).data, (Report{2, 2}));
   EXPECT_EQ(class_request(dev, Direction::kOut, 0x0b, 0, 0, 0).status, Status::kStall)
       << "a touchscreen has no boot protocol";
 }
 
-TEST_F(Touch, MoreLiftsThanAReportHoldsGoInTheNextReport) {
+TEST_F(Touch, LiftsGoOutBeforeNewContactsTakeTheirSlots) {
   dev.touch({{.id = 1, .x = 1, .y = 1}, {.id = 2, .x = 2, .y = 2}});
   poll_all(dev, 0x81);
   dev.touch({{.id = 3, .x = 3, .y = 3}, {.id = 4, .x = 4, .y = 4}});  // two lifts, two touches
-  EXPECT_EQ(poll_all(dev, 0x81),
-            (std::vector<Report>{frame({{true, 3, 3, 3}, {true, 4, 4, 4}}),
-                                 frame({{false, 1, 1, 1}, {false, 2, 2, 2}})}));
+  // With both of the host's slots taken, the new contacts can only have them a report later.
+  EXPECT_EQ(poll_all(dev, 0x81), (std::vector<Report>{frame({{false, 1, 1, 1}, {false, 2, 2, 2}}),
+                                                      frame({{true, 3, 3, 3}, {true, 4, 4, 4}})}));
   // Positions outside the range are clamped to it; extra contacts beyond the maximum dropped.
   dev.touch({{.id = 3, .x = 5000, .y = -4}, {.id = 4, .x = 4, .y = 4}, {.id = 9, .x = 9, .y = 9}});
   EXPECT_EQ(poll_all(dev, 0x81),
             (std::vector<Report>{frame({{true, 3, 1079, 0}, {true, 4, 4, 4}})}));
+}
+
+TEST_F(Touch, AHostThatFallsBehindStillSeesEveryLift) {
+  dev.touch({{.id = 1, .x = 10, .y = 10}, {.id = 2, .x = 20, .y = 20}});
+  poll_all(dev, 0x81);                       // the host knows 1 and 2
+  dev.touch({{.id = 2, .x = 21, .y = 21}});  // 1 lifts while the host is not polling...
+  for (int i = 0; i < 200; ++i) dev.touch({{.id = 2, .x = 21 + i, .y = 21}});  // ...and 2 moves
+  EXPECT_LE(dev.queued(HidInputFunction::kTouch), HidInputDevice::kMaxQueued);
+  auto reports = poll_all(dev, 0x81);
+  ASSERT_FALSE(reports.empty());
+  bool lifted = false;
+  for (const auto& r : reports) lifted |= r[1] == 0 && r[2] == 1;  // tip 0, contact 1
+  EXPECT_TRUE(lifted) << "contact 1's lift survived the overflow";
+  EXPECT_EQ(reports.back(), frame({{true, 2, 220, 21}}));
+}
+
+TEST_F(Touch, ResetForgetsWhatWaitedAndHostileRequestsStall) {
+  dev.touch({{.id = 1, .x = 10, .y = 10}});
+  ASSERT_EQ(set_configuration(dev, 1).status, Status::kOk);
+  EXPECT_EQ(dev.queued(HidInputFunction::kTouch), 0u);
+  // A transfer shorter than the report babbles and leaves the report queued.
+  dev.touch({{.id = 1, .x = 11, .y = 10}});
+  auto short_in = transfer(dev, 0x81, usb::TransferType::kInterrupt, {}, 4);
+  EXPECT_EQ(short_in.status, Status::kBabble);
+  EXPECT_EQ(dev.queued(HidInputFunction::kTouch), 1u);
+  // GET_REPORT with an OUT data stage, SET_REPORT with an IN one, interface 0x100.
+  EXPECT_EQ(class_request(dev, Direction::kOut, 0x01, 0x0302, 0, 2, {0, 0}).status, Status::kStall);
+  EXPECT_EQ(class_request(dev, Direction::kIn, 0x09, 0x0302, 0, 2).status, Status::kStall);
+  EXPECT_EQ(class_request(dev, Direction::kIn, 0x01, 0x0302, 0x100, 2).status, Status::kStall);
+}
+
+TEST_F(Keyboard, ASetReportWithAnInDataStageDoesNotTouchTheLeds) {
+  int told = 0;
+  dev.on_leds = [&](uint8_t) { ++told; };
+  EXPECT_EQ(class_request(dev, Direction::kIn, 0x09, 0x0200, 0, 1).status, Status::kStall);
+  EXPECT_EQ(told, 0);
 }
 
 }  // namespace

@@ -46,6 +46,11 @@ speed = "super"
 [libusb]
 devices = ["0525:a4a0", "3-1.2"]
 all = true
+[sensors]
+sources = ["evdev", "replay:walk.trace,loop"]
+record = "out.trace"
+[input]
+devices = ["evdev:/dev/input/event5,nograb"]
 )";
   StubConfig c;
   auto r = load_toml(path, c);
@@ -60,7 +65,12 @@ all = true
   EXPECT_EQ(c.emulate[1].speed, "super");
   EXPECT_EQ(c.libusb, (std::vector<std::string>{"0525:a4a0", "3-1.2"}));
   EXPECT_TRUE(c.libusb_all);
+  EXPECT_EQ(c.sensors, (std::vector<std::string>{"evdev", "replay:walk.trace,loop"}));
+  EXPECT_EQ(c.record_sensors, "out.trace");
+  EXPECT_EQ(c.inputs, (std::vector<std::string>{"evdev:/dev/input/event5,nograb"}));
   EXPECT_TRUE(validate(c));
+  c.sensors.clear();
+  EXPECT_FALSE(validate(c)) << "a recording with nothing to record";
   std::remove(path.c_str());
 }
 
