@@ -11,6 +11,7 @@
 
 #include "emulated_test_util.h"
 #include "tests/unit/sim_time.h"
+#include "tests/unit/uvc_receiver.h"
 #include "usb/uvc/uvc_streaming.h"
 
 namespace {
@@ -74,41 +75,7 @@ void commit(UvcCamera& cam, uint8_t format, uint8_t frame, uint32_t interval = 3
 
 // Reassembles frames from payloads as uvcvideo does (uvc_video_decode_start/end): a FID change
 // starts a new frame, EOF ends one.
-struct Receiver {
-  TestPattern::Encoding encoding = TestPattern::Encoding::kMjpeg;
-  uint16_t width = 640;
-  std::vector<uint8_t> current;
-  std::optional<bool> fid;
-  std::vector<std::vector<uint8_t>> frames;
-  int bad_headers = 0;
-
-  void payload(std::span<const uint8_t> p) {
-    if (p.empty()) return;
-    if (p.size() < 2 || p[0] < 2 || p[0] > p.size() || !(p[1] & uvc::header::kEoh)) {
-      ++bad_headers;
-      return;
-    }
-    const bool f = p[1] & uvc::header::kFid;
-    if (fid && *fid != f && !current.empty()) {
-      frames.push_back(std::move(current));  // a frame without EOF (never expected here)
-      current.clear();
-    }
-    fid = f;
-    current.insert(current.end(), p.begin() + p[0], p.end());
-    if (p[1] & uvc::header::kEof) {
-      frames.push_back(std::move(current));
-      current.clear();
-    }
-  }
-  std::vector<uint32_t> counters() const {
-    std::vector<uint32_t> out;
-    for (const auto& f : frames) {
-      auto c = devices::read_frame_counter(f, encoding, width);
-      out.push_back(c.value_or(0xffffffff));
-    }
-    return out;
-  }
-};
+using Receiver = vusb::testing::UvcReceiver;
 
 // An isochronous IN URB as uvcvideo builds it: `packets` packets of `psize` bytes.
 struct IsoUrb {

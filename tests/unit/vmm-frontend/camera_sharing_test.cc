@@ -8,6 +8,7 @@
 #include "devices/emulated/test_pattern.h"
 #include "devices/emulated/uvc_camera.h"
 #include "tests/unit/sim_time.h"
+#include "tests/unit/uvc_receiver.h"
 #include "vmm-frontend/shared_device.h"
 
 namespace vusbd {
@@ -30,24 +31,8 @@ struct Request {
 };
 
 // uvcvideo's reassembly of one VM's stream (FID toggles start frames, EOF ends them).
-struct Frames {
-  std::vector<uint8_t> current;
-  std::optional<bool> fid;
-  std::vector<std::optional<uint32_t>> counters;
-  void payload(std::span<const uint8_t> p) {
-    if (p.size() < 2) return;
-    const bool f = p[1] & uvc::header::kFid;
-    if (fid && *fid != f && !current.empty()) end();
-    fid = f;
-    current.insert(current.end(), p.begin() + p[0], p.end());
-    if (p[1] & uvc::header::kEof) end();
-  }
-  void end() {
-    counters.push_back(
-        devices::read_frame_counter(current, devices::TestPattern::Encoding::kMjpeg, 640));
-    current.clear();
-  }
-};
+using Frames = vusb::testing::UvcReceiver;
+constexpr uint32_t kNoCounter = Frames::kNoCounter;
 
 class CameraSharing : public ::testing::Test {
  protected:
@@ -197,20 +182,22 @@ TEST_F(CameraSharing, BothVmsReceiveEveryFrameAndTheLateOneStartsAtAFrame) {
   time.advance(milliseconds(2000));
 
   auto check = [](const Frames& f, const char* vm) {
-    ASSERT_GT(f.counters.size(), 50u) << vm;
-    for (size_t i = 0; i < f.counters.size(); ++i) {
-      ASSERT_TRUE(f.counters[i].has_value()) << vm << " frame " << i << " is not a whole frame";
+    const auto counters = f.counters();
+    ASSERT_GT(counters.size(), 50u) << vm;
+    for (size_t i = 0; i < counters.size(); ++i) {
+      ASSERT_NE(counters[i], kNoCounter) << vm << " frame " << i << " is not a whole frame";
       if (i) {
-        EXPECT_EQ(*f.counters[i], *f.counters[i - 1] + 1) << vm << " frame " << i;
+        EXPECT_EQ(counters[i], counters[i - 1] + 1) << vm << " frame " << i;
       }
     }
   };
   check(f1, "vm1");
   check(f2, "vm2");
-  EXPECT_EQ(*f1.counters.front(), 0u);
-  EXPECT_GE(*f2.counters.front(), 29u);
+  const auto c1 = f1.counters(), c2 = f2.counters();
+  EXPECT_EQ(c1.front(), 0u);
+  EXPECT_GE(c2.front(), 29u);
   // Same stream; the follower may be one URB (32 ms, a frame) behind.
-  EXPECT_LE(*f1.counters.back() - *f2.counters.back(), 1u);
+  EXPECT_LE(c1.back() - c2.back(), 1u);
   EXPECT_EQ(shared.fanout_stats(vm2).dropped_packets, 0u);
   EXPECT_EQ(camera.stats().frames_dropped, 0u);
 
@@ -218,13 +205,14 @@ TEST_F(CameraSharing, BothVmsReceiveEveryFrameAndTheLateOneStartsAtAFrame) {
   streaming[&vm1] = false;
   ASSERT_EQ(control(vm1, {0x01, usb::request::kSetInterface, 0, UvcCamera::kStreamingInterface, 0}),
             Status::kOk);
-  const size_t before = f2.counters.size();
+  const size_t before = f2.frames.size();
   time.advance(milliseconds(1000));
   EXPECT_TRUE(camera.streaming());
-  EXPECT_GE(f2.counters.size(), before + 28);
-  for (size_t i = before; i < f2.counters.size(); ++i) {
-    ASSERT_TRUE(f2.counters[i].has_value());
-    EXPECT_EQ(*f2.counters[i], *f2.counters[i - 1] + 1);
+  const auto after = f2.counters();
+  EXPECT_GE(after.size(), before + 28);
+  for (size_t i = before; i < after.size(); ++i) {
+    ASSERT_NE(after[i], kNoCounter);
+    EXPECT_EQ(after[i], after[i - 1] + 1);
   }
   // Once nobody streams, a VM may choose another format again.
   streaming[&vm2] = false;
