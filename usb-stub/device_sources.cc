@@ -170,16 +170,17 @@ usb::Result<void> DeviceSources::add_inputs(const std::vector<std::string>& spec
     }
   }
   // Open everything first: a bad spec exports nothing.
-  std::vector<Input> opened;
+  std::vector<std::unique_ptr<Input>> opened;
   for (const auto& [path, options] : wanted) {
     auto src = devices::EvdevInputSource::open(io_, path, options);
     if (!src) return std::unexpected(src.error());
-    Input in;
-    in.device = std::make_unique<devices::HidInputDevice>((*src)->device_options());
-    in.source = std::move(*src);
+    auto in = std::make_unique<Input>();
+    in->device = std::make_unique<devices::HidInputDevice>((*src)->device_options());
+    in->source = std::move(*src);
     opened.push_back(std::move(in));
   }
-  for (auto& in : opened) {
+  for (auto& in_ptr : opened) {
+    Input& in = *in_ptr;
     auto busid = exports_.add(*in.device);
     if (!busid) return std::unexpected(busid.error());
     spdlog::info("input device '{}' ({}) exported as {}", in.source->name(), in.source->path(),
@@ -188,7 +189,7 @@ usb::Result<void> DeviceSources::add_inputs(const std::vector<std::string>& spec
     in.source->on_gone = [this, device = in.device.get()](const std::string&) {
       input_gone(device);
     };
-    inputs_.push_back(std::move(in));
+    inputs_.push_back(std::move(in_ptr));
   }
   return {};
 }
@@ -199,15 +200,15 @@ void DeviceSources::input_gone(devices::HidInputDevice* device) {
   device->disconnect();
   exports_.remove(*device);
   boost::asio::post(io_, [this, device] {
-    std::erase_if(inputs_, [&](const Input& in) { return in.device.get() == device; });
+    std::erase_if(inputs_, [&](const auto& in) { return in->device.get() == device; });
   });
 }
 
 void DeviceSources::stop() {
   recorder_.reset();
   for (auto& in : inputs_) {
-    in.source.reset();  // first: it holds the device's on_leds
-    exports_.remove(*in.device);
+    in->source.reset();  // first: it holds the device's on_leds
+    exports_.remove(*in->device);
   }
   inputs_.clear();
   evdev_.clear();

@@ -59,11 +59,13 @@ class DeviceSources {
   std::vector<std::unique_ptr<devices::ReplaySensorSource>> replays_;
   std::vector<std::unique_ptr<devices::IioSensorSource>> iio_;
   std::unique_ptr<devices::SensorRecorder> recorder_;
+  // A source and the device it feeds; destroyed as one (the source first: it holds the device's
+  // LED callback). Held by pointer so no member-wise move ever frees one before the other.
   struct Input {
     std::unique_ptr<devices::HidInputDevice> device;
     std::unique_ptr<devices::EvdevInputSource> source;
   };
-  std::vector<Input> inputs_;
+  std::vector<std::unique_ptr<Input>> inputs_;
   void input_gone(devices::HidInputDevice* device);
 };
 

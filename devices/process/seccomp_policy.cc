@@ -39,6 +39,17 @@ constexpr int kAllowed[] = {
     SCMP_SYS(gettid), SCMP_SYS(exit), SCMP_SYS(exit_group), SCMP_SYS(restart_syscall),
     SCMP_SYS(newfstatat), SCMP_SYS(fstat), SCMP_SYS(getrandom)};
 
+#if defined(__SANITIZE_ADDRESS__)
+// Sanitizer builds only (make asan): the AddressSanitizer runtime probes whether memory is
+// readable through a pipe, and when it reports it reads /proc/self/maps and its own path and
+// may switch to an alternate signal stack. Without these a report would die of SIGSYS instead.
+constexpr int kSanitizerRuntime[] = {
+    SCMP_SYS(pipe2),     SCMP_SYS(pipe),        SCMP_SYS(openat),
+    SCMP_SYS(readlink),  SCMP_SYS(sigaltstack), SCMP_SYS(prctl),
+    SCMP_SYS(getrlimit), SCMP_SYS(prlimit64),   SCMP_SYS(sched_getaffinity),
+    SCMP_SYS(lseek),     SCMP_SYS(getppid)};
+#endif
+
 struct Filter {
   scmp_filter_ctx ctx;
   ~Filter() { seccomp_release(ctx); }
@@ -72,6 +83,13 @@ usb::Result<void> install_device_process_seccomp() {
       return fail("rule", rc);
     }
   }
+#if defined(__SANITIZE_ADDRESS__)
+  for (int nr : kSanitizerRuntime) {
+    if (int rc = seccomp_rule_add(f.ctx, SCMP_ACT_ALLOW, nr, 0); rc < 0) {
+      return fail("sanitizer rule", rc);
+    }
+  }
+#endif
   // ioctl only to make a descriptor (non-)blocking, as Asio does.
   scmp_arg_cmp fionbio{};
   fionbio.arg = 1;

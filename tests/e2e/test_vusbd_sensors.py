@@ -68,7 +68,10 @@ inputs=""
 for n in $(cat /tmp/input.ready); do inputs="$inputs --input evdev:$n"; done
 vusb-stub --listen 0.0.0.0:3240 --sensors evdev $inputs >/tmp/stub.log 2>&1 &
 stub=$!
-sleep 1
+for i in $(seq 150); do  # up to 30 s: a sanitizer build starts slowly under TCG
+  grep -q "listening on" /tmp/stub.log && break
+  sleep 0.2
+done
 cat /tmp/stub.log
 grep -q "sensor hub" /tmp/stub.log || {{ echo "LAB-FAIL the stub exports no sensor hub"; exit 30; }}
 grep -q "exported as 1-4" /tmp/stub.log || {{ echo "LAB-FAIL the stub exports no input devices"; exit 30; }}
@@ -83,8 +86,9 @@ echo "LAB-INFO input exit $irc"
 [ $irc -eq 0 ] || rc=$irc
 kill $stub; wait $stub
 srv=$?
-cat /tmp/stub.log | tail -5
+if [ $srv -eq 0 ]; then tail -5 /tmp/stub.log; else cat /tmp/stub.log; fi
 echo "LAB-INFO stub exit $srv"
+[ $srv -eq 0 ] || rc=$srv
 exit $rc
 """
 

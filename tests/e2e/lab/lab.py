@@ -329,7 +329,13 @@ def run_guest(script: str, *, name: str = "lab", modules=(), timeout: float = 30
     overlay_files = {"lab/test.sh": script, "lab/env": env_text}
     for k, v in (files or {}).items():
         overlay_files[k.lstrip("/")] = v
-    overlay = gzip.compress(newc_archive(overlay_files), compresslevel=6, mtime=0)
+    archive = newc_archive(overlay_files)
+    overlay = gzip.compress(archive, compresslevel=6, mtime=0)
+    # The initramfs unpacks into a tmpfs of half the guest's RAM; a file that does not fit stays
+    # half-written and open ("Initramfs unpacking failed: write error", then ETXTBSY at exec).
+    # Sanitizer builds of the programs copied in are large: give such guests room.
+    unpacked_mb = (len(archive) + base.stat().st_size * 3) // (1 << 20)
+    memory = max(memory, 2 * unpacked_mb + 160)
     with open(initrd, "wb") as f, open(base, "rb") as b:
         shutil.copyfileobj(b, f)
         f.write(overlay)
