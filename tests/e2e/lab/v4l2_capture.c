@@ -7,8 +7,10 @@
  * 32-bit counter, most significant bit first (Y > 128 is a one).
  *
  * Usage: v4l2-capture [-d /dev/video0] [-f mjpeg|yuyv] [-s WxH] [-r FPS] [-n FRAMES]
- *                     [-t SECONDS] [-b BUFFERS] [-g START_FILE] [-R]
+ *                     [-t SECONDS] [-b BUFFERS] [-g START_FILE] [-R] [-D N]
  *   -g FILE  wait (up to -t) for FILE to exist before STREAMON (a start barrier)
+ *   -D N     tolerate up to N dropped frames (default 0; sanitizer builds, whose slower daemons
+ *            can make the camera drop a whole frame now and then)
  *   -R       ride out a disconnect: when the device goes away, wait for it to come back (up to
  *            -t), open it again and keep counting (the counter check restarts after a reconnect)
  * Output lines (one each, parsed by tests/e2e):
@@ -17,7 +19,7 @@
  *   V4L2-DISCONNECT after=N errno=E / V4L2-RECONNECT after_ms=T
  *   V4L2-CAPTURE frames=N dropped=D duplicated=U bad=B errors=E reconnects=R first=C0 last=C1
  *                secs=S fps=F first_frame_ms=T
- * Exit status: 0 all frames captured and none dropped, duplicated or bad; 1 they were not;
+ * Exit status: 0 all frames captured and none (beyond -D) dropped, none duplicated or bad; 1 they were not;
  * 2 usage / setup error; 3 timeout; 4 the device went away (without -R).
  */
 #define _GNU_SOURCE
@@ -48,6 +50,7 @@ static unsigned width = 640, height = 480, fps = 30, frames_wanted = 150, nbuffe
 static double timeout_s = 60;
 static const char *gate;
 static int ride_out;
+static unsigned max_dropped;
 
 static double now_s(void) {
   struct timespec ts;
@@ -209,7 +212,7 @@ static int start_stream(struct stream *s) {
 
 static int parse_args(int argc, char **argv) {
   int c;
-  while ((c = getopt(argc, argv, "d:f:s:r:n:t:b:g:R")) != -1) {
+  while ((c = getopt(argc, argv, "d:f:s:r:n:t:b:g:RD:")) != -1) {
     switch (c) {
       case 'd': device = optarg; break;
       case 'f':
@@ -226,6 +229,7 @@ static int parse_args(int argc, char **argv) {
       case 'b': nbuffers = (unsigned)atoi(optarg); break;
       case 'g': gate = optarg; break;
       case 'R': ride_out = 1; break;
+      case 'D': max_dropped = (unsigned)atoi(optarg); break;
       default: return -1;
     }
   }
@@ -286,6 +290,12 @@ int main(int argc, char **argv) {
     if (gone) {
       printf("V4L2-DISCONNECT after=%u errno=%d\n", frames, errno);
       if (!ride_out) return 4;
+      /* Close only once the driver has finished tearing the device down: Debian 6.1's uvcvideo
+       * can dereference NULL (ida_free from media_device_unregister_entity, a kernel panic) when
+       * the last close of the node runs while the disconnect is still unregistering the media
+       * device. The node's removal comes first; the rest follows within moments. */
+      for (int i = 0; i < 40 && access(device, F_OK) == 0; i++) usleep(50000);
+      usleep(300000);
       close_stream(&s);
       const double t_gone = now_s();
       /* Wait for the node to come back and answer again. */
@@ -333,7 +343,7 @@ int main(int argc, char **argv) {
          "first=%lld last=%lld secs=%.3f fps=%.2f first_frame_ms=%.0f result=%s\n",
          frames, dropped, duplicated, bad, errors, reconnects, (long long)first, (long long)last,
          t_end - t_start, fps_seen, (t_first - t_start) * 1e3,
-         dropped || duplicated || bad ? "fail" : "ok");
+         dropped > max_dropped || duplicated || bad ? "fail" : "ok");
   close_stream(&s);
-  return dropped || duplicated || bad ? 1 : 0;
+  return dropped > max_dropped || duplicated || bad ? 1 : 0;
 }
