@@ -340,6 +340,9 @@ def run_guest(script: str, *, name: str = "lab", modules=(), timeout: float = 30
         shutil.copyfileobj(b, f)
         f.write(overlay)
 
+    # VUSB_LAB_APPEND: extra kernel parameters for every guest, when debugging (e.g.
+    # "loglevel=7 softlockup_panic=1" to see a stuck guest's stack at once).
+    append = (append + " " + os.environ.get("VUSB_LAB_APPEND", "")).strip()
     cmdline = ("console=ttyS0,115200 panic=-1 oops=panic loglevel=4 mitigations=off "
                "rdinit=/init " + append).strip()
     cmd = qemu_command(kernel, initrd, accel=accel, memory=memory, devices=devices,
