@@ -28,6 +28,11 @@ int32_t clamp_step(int32_t& remaining) {
   return step;
 }
 
+// The touch input report: [id] then per contact [tip][contact id][x][y], then the count.
+size_t touch_report_size(const HidInputOptions& o) {
+  return 2 + o.max_contacts * (2 + 2 * coordinate_bits(o.touch) / 8);
+}
+
 void put_le(std::vector<uint8_t>& out, int32_t v, int bits) {
   for (int b = 0; b < bits / 8; ++b)
     out.push_back(static_cast<uint8_t>(static_cast<uint32_t>(v) >> (8 * b)));
@@ -165,9 +170,7 @@ SpeedDescriptors HidInputDevice::make_descriptors(const HidInputOptions& o) {
       intf.interface_protocol = f == HidInputFunction::kKeyboard ? 1 : 2;
     }
     intf.extra = hid_descriptor(report_descriptor(f, o).size());
-    const size_t report_size = f == HidInputFunction::kTouch
-                                   ? 2 + o.max_contacts * (2 + 2 * coordinate_bits(o.touch) / 8)
-                                   : 8;
+    const size_t report_size = f == HidInputFunction::kTouch ? touch_report_size(o) : 8;
     intf.endpoints.push_back(
         {.address = static_cast<uint8_t>(0x81 + number),
          .attributes = static_cast<uint8_t>(usb::TransferType::kInterrupt),
@@ -200,8 +203,11 @@ HidInputOptions HidInputDevice::checked(HidInputOptions o) {
 }
 
 HidInputDevice::HidInputDevice(HidInputOptions options, usb::DeviceLocation location)
-    : EmulatedDevice(make_descriptors(checked(options)), usb::Speed::kFull, std::move(location)),
-      options_(checked(std::move(options))) {
+    : HidInputDevice(checked(std::move(options)), std::move(location), Checked{}) {}
+
+HidInputDevice::HidInputDevice(HidInputOptions options, usb::DeviceLocation location, Checked)
+    : EmulatedDevice(make_descriptors(options), usb::Speed::kFull, std::move(location)),
+      options_(std::move(options)) {
   uint8_t number = 0;
   for (HidInputFunction f : options_.functions) {
     interfaces_.push_back({.function = f,
@@ -274,9 +280,9 @@ std::vector<uint8_t> HidInputDevice::touch_report(const TouchFrame& f) const {
     put_le(r, std::clamp(c.y, options_.touch.min_y, options_.touch.max_y), bits);
     ++n;
   }
-  // Unused collections stay zero; Contact Count says how many count.
-  r.resize(1 + options_.max_contacts * (2 + 2 * bits / 8), 0);
-  r.push_back(static_cast<uint8_t>(n));
+  // Unused collections stay zero; Contact Count (the last byte) says how many count.
+  r.resize(touch_report_size(options_), 0);
+  r.back() = static_cast<uint8_t>(n);
   return r;
 }
 
@@ -502,10 +508,7 @@ EmulatedDevice::ControlReply HidInputDevice::on_control_request(const usb::Setup
   const uint8_t type = static_cast<uint8_t>(setup.value >> 8);
   const uint8_t id = static_cast<uint8_t>(setup.value);
   const bool touch = intf.function == HidInputFunction::kTouch;
-  // Requests that read want an IN data stage, requests that write an OUT one (HID 1.11, 7.2).
-  const bool reads =
-      setup.request == kGetReport || setup.request == kGetIdle || setup.request == kGetProtocol;
-  if (reads != in) return stall();
+  if (!direction_matches(setup.request, in)) return stall();
   switch (setup.request) {
     case kGetReport:
       if (type == kReportInput && (touch ? id == kTouchInputId : id == 0))

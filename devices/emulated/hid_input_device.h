@@ -116,6 +116,9 @@ class HidInputDevice : public EmulatedDevice {
   void on_configuration_changed(uint8_t value) override;
 
  private:
+  struct Checked {};  // options already through checked()
+  HidInputDevice(HidInputOptions options, usb::DeviceLocation location, Checked);
+
   struct KeyboardState {
     uint8_t modifiers = 0;
     std::vector<uint8_t> keys;  // pressed, oldest first

@@ -13,6 +13,13 @@ constexpr uint8_t kSetReport = 0x09, kSetIdle = 0x0a, kSetProtocol = 0x0b;
 constexpr uint8_t kDescHid = 0x21, kDescReport = 0x22;
 constexpr uint8_t kReportInput = 1, kReportOutput = 2, kReportFeature = 3;
 
+// Whether a class request's data direction is the one HID 1.11 (7.2) gives it: the GET requests
+// read (an IN data stage), the SET requests write (OUT).
+inline bool direction_matches(uint8_t request, bool in) {
+  const bool reads = request == kGetReport || request == kGetIdle || request == kGetProtocol;
+  return reads == in;
+}
+
 // Main item flags (6.2.2.5).
 constexpr uint8_t kConstant = 0x01;
 constexpr uint8_t kVariable = 0x02;  // Data, Variable, Absolute

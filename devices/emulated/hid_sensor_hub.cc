@@ -201,10 +201,7 @@ EmulatedDevice::ControlReply HidSensorHub::on_control_request(const usb::SetupPa
   if (setup.type() != usb::RequestType::kClass) return stall();
   const uint8_t type = static_cast<uint8_t>(setup.value >> 8);
   const uint8_t id = static_cast<uint8_t>(setup.value);
-  // Requests that read want an IN data stage, requests that write an OUT one (HID 1.11, 7.2).
-  const bool reads =
-      setup.request == kGetReport || setup.request == kGetIdle || setup.request == kGetProtocol;
-  if (reads != (setup.direction() == usb::Direction::kIn)) return stall();
+  if (!direction_matches(setup.request, setup.direction() == usb::Direction::kIn)) return stall();
   switch (setup.request) {
     case kGetReport: {
       SensorState* s = find(id);
