@@ -16,7 +16,7 @@
 
 namespace stub {
 
-DeviceSources::DeviceSources(boost::asio::io_context& io, usb::Executor& loop, ExportTable& exports)
+DeviceSources::DeviceSources(boost::asio::io_context& io, usb::Executor& loop, usb::usbip::ExportTable& exports)
     : io_(io), loop_(loop), exports_(exports) {}
 
 DeviceSources::~DeviceSources() {

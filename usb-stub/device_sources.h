@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "usb-stub/export_table.h"
 #include "usb-stub/stub_config.h"
 #include "usb/core/executor.h"
+#include "usb/usbip/export_table.h"
 
 namespace boost::asio {
 class io_context;
@@ -29,7 +29,7 @@ namespace stub {
 
 class DeviceSources {
  public:
-  DeviceSources(boost::asio::io_context& io, usb::Executor& loop, ExportTable& exports);
+  DeviceSources(boost::asio::io_context& io, usb::Executor& loop, usb::usbip::ExportTable& exports);
   ~DeviceSources();
 
   usb::Result<void> add_emulated(const EmulateSpec& spec);
@@ -52,7 +52,7 @@ class DeviceSources {
  private:
   boost::asio::io_context& io_;
   usb::Executor& loop_;
-  ExportTable& exports_;
+  usb::usbip::ExportTable& exports_;
   std::vector<std::unique_ptr<usb::Device>> emulated_;
   std::vector<std::unique_ptr<devices::LibusbProvider>> providers_;
   std::vector<std::unique_ptr<devices::EvdevSensorSource>> evdev_;

@@ -8,10 +8,10 @@
 #include <cstdio>
 
 #include "usb-stub/device_sources.h"
-#include "usb-stub/export_table.h"
 #include "usb-stub/stub_config.h"
-#include "usb-stub/usbip_server.h"
 #include "usb/net/asio_executor.h"
+#include "usb/usbip/export_table.h"
+#include "usb/usbip/server.h"
 
 int main(int argc, char** argv) {
   stub::StubConfig config;
@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
       "  usbip --tcp-port 3240 list -r HOST              # on a client: see the exports\n"
       "  usbip attach -r HOST -b 1-1                     # on a client: use one\n",
       "vusb-stub"};
-  app.add_option("--listen", listen_text, "Address and port to listen on, ADDR:PORT")
+  app.add_option("--listen", listen_text, "Address and port to listen on, ADDR:PORT, or a UNIX socket, unix:PATH")
       ->default_str("0.0.0.0:3240");
   app.add_option("--emulate", emulate_text,
                  "Export an emulated device: gadget-zero[=BUSID][,speed=high|super]"
@@ -92,9 +92,9 @@ int main(int argc, char** argv) {
   if (app.count("--max-urb-bytes")) config.limits.wire.max_transfer_length = max_urb;
   if (app.count("--max-inflight-bytes")) config.limits.max_inflight_bytes = max_inflight;
   if (!listen_text.empty()) {
-    auto hp = usb::net::parse_host_port(listen_text);
-    if (!hp) return fail(hp.error());
-    config.listen = *hp;
+    auto at = usb::net::parse_endpoint(listen_text);
+    if (!at) return fail(at.error());
+    config.listen = *at;
   }
   for (const auto& text : emulate_text) {
     auto spec = stub::parse_emulate(text);
@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
 
   boost::asio::io_context io;
   usb::net::AsioExecutor executor(io);
-  stub::ExportTable exports;
+  usb::usbip::ExportTable exports;
   stub::DeviceSources sources(io, executor, exports);
   for (const auto& spec : config.emulate)
     if (auto r = sources.add_emulated(spec); !r) return fail(r.error());
@@ -119,12 +119,12 @@ int main(int argc, char** argv) {
   if (!config.inputs.empty())
     if (auto r = sources.add_inputs(config.inputs); !r) return fail(r.error());
 
-  stub::UsbipServer server(io, exports, config.limits);
+  usb::usbip::Server server(io, exports, config.limits);
   if (auto r = server.listen(config.listen); !r) return fail(r.error());
   std::string ids;
   for (const auto& id : exports.busids()) ids += (ids.empty() ? "" : " ") + id;
-  spdlog::info("listening on {}:{}, exporting {} device(s): {}", config.listen.host,
-               server.local_port(), exports.size(), ids.empty() ? "(none yet)" : ids);
+  spdlog::info("listening on {}, exporting {} device(s): {}", server.local_endpoint().to_string(),
+               exports.size(), ids.empty() ? "(none yet)" : ids);
 
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code, int sig) {

@@ -50,9 +50,9 @@ usb::Result<void> load_toml(const std::string& path, StubConfig& c) {
   try {
     const toml::value root = toml::parse(path);
     if (root.contains("listen")) {
-      auto hp = usb::net::parse_host_port(toml::find<std::string>(root, "listen"));
-      if (!hp) return std::unexpected(hp.error());
-      c.listen = *hp;
+      auto at = usb::net::parse_endpoint(toml::find<std::string>(root, "listen"));
+      if (!at) return std::unexpected(at.error());
+      c.listen = *at;
     }
     if (root.contains("max_urb_bytes"))
       c.limits.wire.max_transfer_length = toml::find<uint32_t>(root, "max_urb_bytes");

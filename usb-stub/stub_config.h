@@ -5,9 +5,9 @@
 #include <string_view>
 #include <vector>
 
-#include "usb-stub/usbip_connection.h"
 #include "usb/core/error.h"
-#include "usb/net/address.h"
+#include "usb/net/endpoint.h"
+#include "usb/usbip/server_connection.h"
 
 namespace stub {
 
@@ -20,14 +20,14 @@ struct EmulateSpec {
 };
 
 struct StubConfig {
-  usb::net::HostPort listen{"0.0.0.0", 3240};
+  usb::net::Endpoint listen{"0.0.0.0", 3240};  // or a UNIX socket, "unix:/run/vusb-stub.sock"
   std::vector<EmulateSpec> emulate;
   std::vector<std::string> libusb;  // "VID:PID" or a bus id "B-P.P"
   bool libusb_all = false;
   std::vector<std::string> sensors;  // --sensors specs (one hub)
   std::string record_sensors;        // a trace file, or empty
   std::vector<std::string> inputs;   // --input specs
-  ConnectionLimits limits;
+  usb::usbip::ConnectionLimits limits;
   std::string log_level = "info";
 };
 
@@ -36,7 +36,7 @@ struct StubConfig {
 usb::Result<EmulateSpec> parse_emulate(std::string_view text);
 
 // Reads a TOML file into `config` (keys absent from the file keep their values):
-//   listen = "0.0.0.0:3240"
+//   listen = "0.0.0.0:3240"          # or "unix:/run/vusb-stub.sock"
 //   max_urb_bytes = 16777216          # per-URB buffer bound
 //   max_inflight_bytes = 67108864     # per connection
 //   log_level = "info"

@@ -1,8 +1,8 @@
 #include "vmm-frontend/control_api.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -11,6 +11,8 @@
 #include <optional>
 
 #include "usb/core/loop_checker.h"
+#include "usb/net/beast_stream.h"
+#include "usb/net/listener.h"
 #include "vmm-frontend/control_routes.h"
 #include "vmm-frontend/vusbd.h"
 
@@ -20,7 +22,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace websocket = beast::websocket;
-using tcp = asio::ip::tcp;
+using usb::net::BeastStream;
 using error_code = boost::system::error_code;
 
 namespace {
@@ -46,10 +48,16 @@ std::string host_part(std::string_view authority) {
   return std::string(authority.substr(0, authority.find(':')));
 }
 
-std::string endpoint_string(const beast::tcp_stream& s) {
-  error_code ec;
-  auto ep = s.socket().remote_endpoint(ec);
-  return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+// A refused peer (listener.h's PeerCheck) is told why in HTTP before the hang-up, so `vusbctl`
+// and curl print a reason rather than "connection reset".
+void answer_forbidden(std::unique_ptr<usb::net::Stream> stream, const usb::Error& why) {
+  const std::string body = to_text(nlohmann::json{{"error", why.message}}) + "\n";
+  auto text = std::make_shared<std::string>(
+      "HTTP/1.1 403 Forbidden\r\nServer: vusbd\r\nContent-Type: application/json\r\n"
+      "Content-Length: " +
+      std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+  std::shared_ptr<usb::net::Stream> held(std::move(stream));
+  held->async_write(asio::buffer(*text), [held, text](error_code, size_t) { held->close(); });
 }
 }  // namespace
 
@@ -62,10 +70,9 @@ class Connection {
 class WsSession;
 
 struct ControlApi::Impl {
-  Impl(asio::io_context& io, Vusbd& daemon) : io(io), daemon(daemon), acceptor(io), stats(io) {}
+  Impl(asio::io_context& io, Vusbd& daemon) : io(io), daemon(daemon), stats(io) {}
 
-  void accept();
-  void on_accept(error_code ec, tcp::socket socket);
+  void on_accept(std::unique_ptr<usb::net::Stream> stream);
   void tick_stats();
   void on_stats_tick();
   void broadcast(const std::string& text);
@@ -76,7 +83,7 @@ struct ControlApi::Impl {
 
   asio::io_context& io;
   Vusbd& daemon;
-  tcp::acceptor acceptor;
+  std::unique_ptr<usb::net::Listener> listener;
   asio::steady_timer stats;
   std::vector<std::weak_ptr<Connection>> connections;
   std::vector<std::weak_ptr<WsSession>> subscribers;
@@ -89,11 +96,10 @@ struct ControlApi::Impl {
 // One WebSocket subscriber: events out, nothing but pings and close in.
 class WsSession : public Connection, public std::enable_shared_from_this<WsSession> {
  public:
-  WsSession(beast::tcp_stream stream, std::weak_ptr<ControlApi::Impl> api)
-      : peer_(endpoint_string(stream)), ws_(std::move(stream)), api_(std::move(api)) {}
+  WsSession(BeastStream stream, std::string peer, std::weak_ptr<ControlApi::Impl> api)
+      : peer_(std::move(peer)), ws_(std::move(stream)), api_(std::move(api)) {}
 
   void run(http::request<http::string_body> req) {
-    beast::get_lowest_layer(ws_).expires_never();
     ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
     ws_.read_message_max(4096);  // subscribers have nothing to say
     ws_.async_accept(req, [self = shared_from_this()](error_code ec) {
@@ -124,9 +130,7 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
   void close() override {
     if (closed_) return;
     closed_ = true;
-    error_code ec;
-    beast::get_lowest_layer(ws_).socket().shutdown(tcp::socket::shutdown_both, ec);
-    beast::get_lowest_layer(ws_).socket().close(ec);
+    ws_.next_layer().close();
   }
 
  private:
@@ -156,7 +160,7 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
   }
 
   std::string peer_;
-  websocket::stream<beast::tcp_stream> ws_;
+  websocket::stream<BeastStream> ws_;
   std::weak_ptr<ControlApi::Impl> api_;
   beast::flat_buffer buffer_;
   std::deque<std::string> queue_;
@@ -167,34 +171,48 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
 // One HTTP connection: requests in order, keep-alive, or an upgrade to the event stream.
 class HttpSession : public Connection, public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(tcp::socket socket, std::weak_ptr<ControlApi::Impl> api)
-      : stream_(std::move(socket)), peer_(endpoint_string(stream_)), api_(std::move(api)) {}
+  HttpSession(std::unique_ptr<usb::net::Stream> stream, std::weak_ptr<ControlApi::Impl> api)
+      : peer_(stream->peer().name), stream_(std::move(stream)), timer_(stream_.get_executor()),
+        api_(std::move(api)) {}
 
   void read() {
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(kBodyLimit);
-    stream_.expires_after(kRequestTimeout);
+    arm_timeout();
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](error_code ec, size_t) { self->on_read(ec); });
   }
 
   void close() override {
-    error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.socket().close(ec);
+    timer_.cancel();
+    stream_.close();
   }
 
  private:
+  // The request (or the response's delivery) must finish within kRequestTimeout; past it the
+  // stream is closed, which ends the outstanding read or write with operation_aborted.
+  void arm_timeout() {
+    timed_out_ = false;
+    timer_.expires_after(kRequestTimeout);
+    timer_.async_wait([weak = weak_from_this()](error_code ec) {
+      auto self = weak.lock();
+      if (ec || !self) return;
+      self->timed_out_ = true;
+      self->stream_.close();
+    });
+  }
+
   void on_read(error_code ec) {
-    if (ec == http::error::end_of_stream || ec == asio::error::operation_aborted ||
-        ec == asio::error::connection_reset || ec == asio::error::eof)
-      return close();
-    if (ec == beast::error::timeout) {
+    timer_.cancel();
+    if (timed_out_) {
       spdlog::info("control {}: no complete request in {} s; closing", peer_,
                    kRequestTimeout.count());
       return close();
     }
+    if (ec == http::error::end_of_stream || ec == asio::error::operation_aborted ||
+        ec == asio::error::connection_reset || ec == asio::error::eof)
+      return close();
     if (ec) {
       // A malformed or oversized request: answer once, then hang up.
       spdlog::warn("control {}: bad request: {}", peer_, ec.message());
@@ -215,7 +233,8 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       if (req.target() != "/api/v1/events")
         return respond(404, R"({"error":"websockets live at /api/v1/events"})", "application/json",
                        req.version(), false);
-      auto ws = std::make_shared<WsSession>(std::move(stream_), api_);
+      timer_.cancel();
+      auto ws = std::make_shared<WsSession>(std::move(stream_), peer_, api_);
       api->connections.push_back(ws);
       return ws->run(std::move(req));
     }
@@ -271,42 +290,33 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
     res->keep_alive(keep_alive);
     res->body() = std::move(body);
     res->prepare_payload();
-    stream_.expires_after(kRequestTimeout);
+    arm_timeout();
     http::async_write(stream_, *res,
                       [self = shared_from_this(), res, keep_alive](error_code ec, size_t) {
+                        self->timer_.cancel();
                         if (ec || !keep_alive) return self->close();
                         self->read();
                       });
   }
 
-  beast::tcp_stream stream_;
   std::string peer_;
+  BeastStream stream_;
+  asio::steady_timer timer_;
+  bool timed_out_ = false;
   std::weak_ptr<ControlApi::Impl> api_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
 };
 
-void ControlApi::Impl::accept() {
-  acceptor.async_accept([weak = self_weak](error_code ec, tcp::socket socket) {
-    auto self = weak.lock();
-    if (!self || ec == asio::error::operation_aborted || self->stopped) return;
-    self->on_accept(ec, std::move(socket));
-  });
-}
-
-void ControlApi::Impl::on_accept(error_code ec, tcp::socket socket) {
-  if (ec) {
-    spdlog::warn("control: accept failed: {}", ec.message());
-  } else if (live_connections() >= kMaxConnections) {
+void ControlApi::Impl::on_accept(std::unique_ptr<usb::net::Stream> stream) {
+  if (stopped) return stream->close();
+  if (live_connections() >= kMaxConnections) {
     spdlog::warn("control: {} connections open; refusing another", kMaxConnections);
-    error_code ignored;
-    socket.close(ignored);
-  } else {
-    auto session = std::make_shared<HttpSession>(std::move(socket), self_weak);
-    connections.push_back(session);
-    session->read();
+    return stream->close();
   }
-  accept();
+  auto session = std::make_shared<HttpSession>(std::move(stream), self_weak);
+  connections.push_back(session);
+  session->read();
 }
 
 void ControlApi::Impl::tick_stats() {
@@ -341,40 +351,42 @@ ControlApi::~ControlApi() {
   stop();
 }
 
-usb::Result<void> ControlApi::listen(const usb::net::HostPort& at) {
-  error_code ec;
-  tcp::resolver resolver(impl_->io);
-  auto results = resolver.resolve(at.host, std::to_string(at.port), ec);
-  if (ec || results.empty())
-    return usb::Error::make(usb::Error::Code::kInvalidArgument,
-                            "control API address " + at.to_string() + ": " + ec.message());
-  const tcp::endpoint ep = results.begin()->endpoint();
-  impl_->listen_host = at.host.find(':') != std::string::npos ? "[" + at.host + "]" : at.host;
-  auto& a = impl_->acceptor;
-  a.open(ep.protocol(), ec);
-  if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) a.bind(ep, ec);
-  if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec)
-    return usb::Error::make(usb::Error::Code::kIo,
-                            "control API on " + at.to_string() + ": " + ec.message());
-  impl_->accept();
+usb::Result<void> ControlApi::listen(const usb::net::Endpoint& at) {
+  usb::net::Listener::Options options;
+  options.label = "control";
+  if (at.is_unix()) {
+    // The socket file is open to every local user so that a refused one is told why (403);
+    // only the daemon's own uid and root get past the peer check.
+    options.unix_mode = 0666;
+    options.check = usb::net::Listener::same_user_or_root(::getuid());
+    options.refuse = answer_forbidden;
+  }
+  auto listener = std::make_unique<usb::net::Listener>(impl_->io, std::move(options));
+  if (auto r = listener->listen(at); !r)
+    return usb::Error::make(r.error().code, "control API: " + r.error().message);
+  impl_->listen_host = at.is_unix() ? std::string("localhost")
+                       : at.tcp.host.find(':') != std::string::npos ? "[" + at.tcp.host + "]"
+                                                                      : at.tcp.host;
+  listener->start([weak = impl_->self_weak](std::unique_ptr<usb::net::Stream> stream) {
+    if (auto self = weak.lock()) self->on_accept(std::move(stream));
+  });
+  impl_->listener = std::move(listener);
   impl_->tick_stats();
-  spdlog::info("vusbd: control API and dashboard on http://{}:{}/", at.host, local_port());
+  if (at.is_unix())
+    spdlog::info("vusbd: control API on {} (vusbctl --socket {})", at.to_string(), at.path);
+  else
+    spdlog::info("vusbd: control API and dashboard on http://{}:{}/", at.tcp.host, local_port());
   return {};
 }
 
 uint16_t ControlApi::local_port() const {
-  error_code ec;
-  auto ep = impl_->acceptor.local_endpoint(ec);
-  return ec ? 0 : ep.port();
+  return impl_->listener ? impl_->listener->local_port() : 0;
 }
 
 void ControlApi::stop() {
   if (impl_->stopped) return;
   impl_->stopped = true;
-  error_code ec;
-  impl_->acceptor.close(ec);
+  if (impl_->listener) impl_->listener->stop();
   impl_->stats.cancel();
   for (auto& w : impl_->connections)
     if (auto c = w.lock()) c->close();

@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "usb/core/error.h"
-#include "usb/net/address.h"
+#include "usb/net/endpoint.h"
 
 namespace vusbd {
 
@@ -24,7 +24,8 @@ class ControlApi {
   ControlApi(boost::asio::io_context& io, Vusbd& daemon);
   ~ControlApi();
 
-  usb::Result<void> listen(const usb::net::HostPort& at);
+  // TCP HOST:PORT, or unix:PATH (admits the daemon's own uid and root; others get 403).
+  usb::Result<void> listen(const usb::net::Endpoint& at);
   uint16_t local_port() const;
   // Closes the listener and every connection.
   void stop();

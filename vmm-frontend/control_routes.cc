@@ -24,6 +24,8 @@ RouteResult from_error(const usb::Error& e) {
       return error(409, e.message);
     case usb::Error::Code::kIo:
       return error(500, e.message);
+    case usb::Error::Code::kDenied:
+      return error(403, e.message);
     default:
       return error(400, e.message);
   }

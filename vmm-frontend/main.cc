@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!control.empty()) {
-    auto hp = usb::net::parse_host_port(control, "127.0.0.1");
+    auto hp = usb::net::parse_endpoint(control, "127.0.0.1");
     if (!hp) {
       spdlog::error("--control: {}", hp.error().message);
       return 2;

@@ -2,7 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "devices/remote/usbip_remote_device.h"
+#include "usb/usbip/client_channel.h"
 
 namespace vusbd {
 
@@ -24,7 +24,7 @@ void RemoteDiscovery::start() {
 }
 
 void RemoteDiscovery::poll() {
-  devices::UsbipRemoteDevice::list(
+  usb::usbip::list_devices(
       io_, server_, std::chrono::seconds(5), [this, alive = alive_](auto result) {
         if (!*alive) return;
         if (!result) {

@@ -61,7 +61,7 @@
 #include "schedulers/bus_reservations.h"
 #include "schedulers/fair_queue.h"
 #include "schedulers/timeslice.h"
-#include "usb-stub/export_table.h"
+#include "usb/core/claim.h"
 #include "usb/core/device.h"
 #include "usb/core/loop_checker.h"
 #include "vmm-frontend/iso_fanout.h"
@@ -86,7 +86,7 @@ struct ViewStats {
 
 class SharedDevice;
 
-class DeviceView : public usb::Device, public stub::ExportTable::ClaimGuard {
+class DeviceView : public usb::Device, public usb::Claim {
  public:
   DeviceView(SharedDevice& shared, std::string vm, usb::DeviceLocation location);
   ~DeviceView() override;
@@ -113,7 +113,7 @@ class DeviceView : public usb::Device, public stub::ExportTable::ClaimGuard {
   void set_halt(uint8_t endpoint, usb::StatusCallback done) override;
   bool performs_standard_requests() const override { return true; }
 
-  // ExportTable::ClaimGuard: the VM imported / released this view.
+  // usb::Claim: the VM imported / released this view.
   bool try_acquire() override;
   void release() override;
 

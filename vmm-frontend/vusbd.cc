@@ -33,10 +33,10 @@ Vusbd::Vusbd(boost::asio::io_context& io, VusbdConfig config, std::string config
   for (const auto& vc : config_.vms) {
     auto vm = std::make_unique<Vm>();
     vm->config = vc;
-    vm->table = std::make_unique<stub::ExportTable>();
-    stub::ConnectionLimits limits;
+    vm->table = std::make_unique<usb::usbip::ExportTable>();
+    usb::usbip::ConnectionLimits limits;
     limits.label = "vm " + vc.name;
-    vm->server = std::make_unique<stub::UsbipServer>(io_, *vm->table, limits);
+    vm->server = std::make_unique<usb::usbip::Server>(io_, *vm->table, limits);
     vms_.push_back(std::move(vm));
   }
   bandwidth_.on_change([this] {
@@ -62,8 +62,8 @@ usb::Result<void> Vusbd::start(std::function<void()> on_ready) {
   for (auto& vm : vms_) {
     if (auto r = vm->server->listen(vm->config.listen); !r)
       return usb::Error::make(r.error().code, "vm '" + vm->config.name + "': " + r.error().message);
-    spdlog::info("vusbd: vm {} served on {}:{}", vm->config.name, vm->config.listen.host,
-                 vm->server->local_port());
+    spdlog::info("vusbd: vm {} served on {}", vm->config.name,
+                 vm->server->local_endpoint().to_string());
   }
   started_ = true;
   for (auto& vm : vms_)

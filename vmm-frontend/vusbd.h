@@ -26,8 +26,8 @@
 #include "devices/process/device_process.h"
 #include "host-controller/controller.h"
 #include "schedulers/bus_reservations.h"
-#include "usb-stub/export_table.h"
-#include "usb-stub/usbip_server.h"
+#include "usb/usbip/export_table.h"
+#include "usb/usbip/server.h"
 #include "vmm-frontend/address_map.h"
 #include "vmm-frontend/libusb_backend.h"
 #include "vmm-frontend/remote_backend.h"
@@ -104,8 +104,8 @@ class Vusbd {
  private:
   struct Vm {
     VmConfig config;
-    std::unique_ptr<stub::ExportTable> table;
-    std::unique_ptr<stub::UsbipServer> server;
+    std::unique_ptr<usb::usbip::ExportTable> table;
+    std::unique_ptr<usb::usbip::Server> server;
     std::unique_ptr<devices::ReservationDevice> reservations;  // config.bandwidth_device
     std::optional<hc::Controller::VmId> hc;                    // attach_controller()
     hc::Controller::Model hc_model = hc::Controller::Model::kXhci;

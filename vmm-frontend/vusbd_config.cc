@@ -156,7 +156,7 @@ usb::Result<VusbdConfig> load_config(const std::string& path) {
       const auto& control = toml::find(root, "control");
       if (control.contains("listen")) {
         auto hp =
-            usb::net::parse_host_port(toml::find<std::string>(control, "listen"), "127.0.0.1");
+            usb::net::parse_endpoint(toml::find<std::string>(control, "listen"), "127.0.0.1");
         if (!hp) return bad("control: " + hp.error().message);
         c.control = *hp;
       }
@@ -165,7 +165,7 @@ usb::Result<VusbdConfig> load_config(const std::string& path) {
       for (const auto& v : toml::find<toml::array>(root, "vm")) {
         VmConfig vm;
         vm.name = toml::find<std::string>(v, "name");
-        auto hp = usb::net::parse_host_port(toml::find<std::string>(v, "listen"), "127.0.0.1");
+        auto hp = usb::net::parse_endpoint(toml::find<std::string>(v, "listen"), "127.0.0.1");
         if (!hp) return bad("vm '" + vm.name + "': " + hp.error().message);
         vm.listen = *hp;
         if (v.contains("weight")) {

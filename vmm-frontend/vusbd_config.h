@@ -36,12 +36,13 @@
 #include "devices/libusb/device_filter.h"
 #include "usb/core/error.h"
 #include "usb/net/address.h"
+#include "usb/net/endpoint.h"
 
 namespace vusbd {
 
 struct VmConfig {
   std::string name;
-  usb::net::HostPort listen;
+  usb::net::Endpoint listen;  // HOST:PORT, or unix:PATH for a local VMM
   uint32_t weight = 1;            // its share of a busy shared device (fair queue weight, 1..1000)
   bool bandwidth_device = false;  // a ReservationDevice on its bus (bus id 1-126)
   std::string camera{};           // "emulated" or a device name (see above); "" = none
@@ -64,7 +65,7 @@ struct DeviceConfig {
 };
 
 struct VusbdConfig {
-  usb::net::HostPort control{"127.0.0.1", 3250};
+  usb::net::Endpoint control{"127.0.0.1", 3250};  // or unix:PATH (owner and root only)
   std::vector<VmConfig> vms;
   std::vector<DeviceConfig> devices;
 

@@ -9,9 +9,10 @@
 #include <boost/asio/signal_set.hpp>
 
 #include "devices/process/seccomp_policy.h"
-#include "usb-stub/export_table.h"
-#include "usb-stub/usbip_connection.h"
 #include "usb/net/asio_timer.h"
+#include "usb/net/socket_stream.h"
+#include "usb/usbip/export_table.h"
+#include "usb/usbip/server_connection.h"
 
 namespace devices {
 
@@ -25,7 +26,7 @@ int run_device_host(const DeviceHostOptions& o) {
     spdlog::error("device process: {}", device.error().message);
     return 2;
   }
-  stub::ExportTable exports;  // the first device is bus id 1-1
+  usb::usbip::ExportTable exports;  // the first device is bus id 1-1
   if (auto busid = exports.add(**device); !busid) {
     spdlog::error("device process: {}", busid.error().message);
     return 2;
@@ -37,11 +38,10 @@ int run_device_host(const DeviceHostOptions& o) {
     spdlog::error("device process: fd {} is not a stream to the parent: {}", o.fd, ec.message());
     return 2;
   }
-  stub::ConnectionLimits limits;
+  usb::usbip::ConnectionLimits limits;
   limits.label = "device process " + o.device.type;
-  limits.keepalive_idle = std::chrono::seconds(0);
-  auto connection =
-      std::make_shared<stub::UsbipConnection>(std::move(socket), "parent", exports, limits);
+  auto connection = std::make_shared<usb::usbip::ServerConnection>(
+      std::make_unique<usb::net::UnixStream>(std::move(socket), "parent"), exports, limits);
   connection->start();
   asio::signal_set stop(io, SIGTERM, SIGINT);
   stop.async_wait([&](boost::system::error_code e, int) {

@@ -1,4 +1,5 @@
 #include "devices/process/device_process.h"
+#include "usb/net/socket_stream.h"
 
 #include <fcntl.h>
 #include <spawn.h>
@@ -113,6 +114,8 @@ void DeviceProcess::spawn() {
     ::close(fds[0]);
     return on_child_gone("socket: " + ec.message());
   }
+  auto stream =
+      std::make_unique<usb::net::UnixStream>(std::move(socket), "device process " + std::to_string(pid));
   UsbipRemoteDevice::Options options;
   options.on_disconnect = [this, alive = alive_](const std::string& reason) {
     // Runs inside the client's failure path: act on the next loop turn.
@@ -126,8 +129,8 @@ void DeviceProcess::spawn() {
     ::kill(pid, SIGKILL);  // reaped by on_child_gone
     on_child_gone("no answer to the import within 10 s");
   });
-  UsbipRemoteDevice::import_connected(
-      std::move(socket), "device process " + std::to_string(pid), "1-1", std::move(options),
+  UsbipRemoteDevice::import(
+      std::move(stream), "1-1", std::move(options),
       [this, alive = alive_, pid](usb::Result<std::unique_ptr<UsbipRemoteDevice>> result) {
         if (!*alive || status_.pid != pid) return;
         import_deadline_.cancel();

@@ -1,18 +1,16 @@
-// UsbipRemoteDevice: a usb::Device that lives on a USB/IP server (vusb-stub or the kernel's
-// usbipd) and is reached over TCP — or a device process reached over a socketpair — as the client
-// side of the protocol. Transfers become
-// CMD_SUBMIT; RET_SUBMIT completes them. Submits made in one loop turn leave in one gathered
-// write (a write cache flushed at the end of the turn). cancel() sends CMD_UNLINK; a RET_SUBMIT
-// that arrives for a transfer already given back is read and dropped (STYLE 2).
+// UsbipRemoteDevice: a usb::Device that lives on a USB/IP server (vusb-stub, the kernel's usbipd,
+// a device process) and is reached through a usb::usbip::ClientChannel over any stream — TCP, a
+// UNIX socket, a socketpair. Importing reads the device's descriptors over the URB channel;
+// transfers go out as CMD_SUBMIT (batched per loop turn), cancel() unlinks; standard requests
+// that change device state are sent as the control requests a USB/IP server acts on, and the
+// state they set is remembered here.
 //
-// Owned by whoever imported it (unique_ptr). The socket and its pending handlers live in a
-// shared Channel so the device can be destroyed with I/O still outstanding. Lives on the loop
-// of the io_context it was imported on.
+// Owned by whoever imported it (unique_ptr). The channel and its pending handlers are shared, so
+// the device can be destroyed with I/O still outstanding. Lives on the loop of the io_context it
+// was imported on.
 #pragma once
 
-#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/io_context.hpp>
-#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -20,44 +18,25 @@
 #include <vector>
 
 #include "usb/core/device.h"
-#include "usb/net/address.h"
-#include "usb/wire/usbip_codec.h"
+#include "usb/net/endpoint.h"
+#include "usb/usbip/client_channel.h"
 
 namespace devices {
 
 class UsbipRemoteDevice : public usb::Device {
  public:
-  struct Options {
-    usb::wire::usbip::Limits limits;
-    // Submits made in one loop turn leave in one gathered write. false: one write per PDU
-    // (for measuring what the batching gains).
-    bool batch = true;
-    // Called once when the connection ends (peer gone, protocol error, close()).
-    std::function<void(const std::string& reason)> on_disconnect;
-  };
+  using Options = usb::usbip::ClientChannel::Options;
   using ImportCallback =
       std::move_only_function<void(usb::Result<std::unique_ptr<UsbipRemoteDevice>>)>;
 
-  // Connects, imports `busid`, reads the device's descriptors over the URB channel, then calls
-  // done on the loop.
-  static void import(boost::asio::io_context& io, const usb::net::HostPort& server,
+  // Connects to `server` (TCP or a UNIX socket), imports `busid`, reads the device's
+  // descriptors over the URB channel, then calls done on the loop.
+  static void import(boost::asio::io_context& io, const usb::net::Endpoint& server,
                      const std::string& busid, Options options, ImportCallback done);
   // The same over a stream that is already connected (one end of a socketpair to a device
-  // process); `peer` names it in logs. The socket's executor must be an io_context's.
-  static void import_connected(boost::asio::generic::stream_protocol::socket socket,
-                               std::string peer, const std::string& busid, Options options,
-                               ImportCallback done);
-
-  // OP_REQ_DEVLIST on the loop: connects, asks, reads the list (at most 4096 devices), hangs up,
-  // then calls done on the loop; fails (kIo, kMalformed, kTooLarge) if that takes over `timeout`.
-  using ListCallback =
-      std::move_only_function<void(usb::Result<std::vector<usb::wire::usbip::DevlistEntry>>)>;
-  static void list(boost::asio::io_context& io, const usb::net::HostPort& server,
-                   std::chrono::milliseconds timeout, ListCallback done);
-
-  // OP_REQ_DEVLIST, blocking: for tools and tests, not for daemons' loops.
-  static usb::Result<std::vector<usb::wire::usbip::DevlistEntry>> list_blocking(
-      const usb::net::HostPort& server);
+  // process).
+  static void import(std::unique_ptr<usb::net::Stream> stream, const std::string& busid,
+                     Options options, ImportCallback done);
 
   ~UsbipRemoteDevice() override;
 
@@ -80,16 +59,21 @@ class UsbipRemoteDevice : public usb::Device {
   void close();
   const usb::wire::usbip::DeviceRecord& record() const;
 
-  struct Channel;  // implementation detail, shared with pending I/O handlers
-
  private:
-  explicit UsbipRemoteDevice(std::shared_ptr<Channel> channel);
-  // OP_REQ_IMPORT on the channel's connected socket, then the descriptors; calls done once.
-  static void start_import(std::shared_ptr<Channel> channel, const std::string& busid,
-                           std::shared_ptr<ImportCallback> done);
+  // What the device's own requests set; shared with their completions, which may outlive it.
+  struct State {
+    usb::DescriptorSet descriptors;
+    usb::DeviceLocation location;
+    uint8_t active_config = 0;
+    std::vector<uint8_t> alt;
+  };
+  using ChannelResult = usb::Result<std::shared_ptr<usb::usbip::ClientChannel>>;
+  static void on_channel(ChannelResult channel, std::shared_ptr<ImportCallback> done);
+  explicit UsbipRemoteDevice(std::shared_ptr<usb::usbip::ClientChannel> channel);
   void standard_request(const usb::SetupPacket& setup, usb::StatusCallback done);
 
-  std::shared_ptr<Channel> channel_;
+  std::shared_ptr<usb::usbip::ClientChannel> channel_;
+  std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
 }  // namespace devices

@@ -23,8 +23,8 @@
 #include "devices/emulated/gadget_zero.h"
 #include "devices/remote/usbip_remote_device.h"
 #include "tools/vusb-bench/raw_tcp_baseline.h"
-#include "usb-stub/export_table.h"
-#include "usb-stub/usbip_server.h"
+#include "usb/usbip/export_table.h"
+#include "usb/usbip/server.h"
 #include "vmm-frontend/vusbd.h"
 
 namespace {
@@ -65,12 +65,12 @@ class ServerSide {
   uint16_t raw_port() const { return raw_.port(); }
 
  private:
-  static stub::ConnectionLimits limits() { return {}; }
+  static usb::usbip::ConnectionLimits limits() { return {}; }
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
-  stub::ExportTable exports_;
+  usb::usbip::ExportTable exports_;
   std::unique_ptr<devices::GadgetZero> device_;
-  stub::UsbipServer server_;
+  usb::usbip::Server server_;
   bench::RawTcpServer raw_;
   std::thread thread_;
 };

@@ -32,7 +32,7 @@ bool run_until(asio::io_context& io, const bool& done,
 }
 
 std::unique_ptr<devices::UsbipRemoteDevice> import(asio::io_context& io,
-                                                   const usb::net::HostPort& hp,
+                                                   const usb::net::Endpoint& hp,
                                                    const std::string& busid) {
   std::unique_ptr<devices::UsbipRemoteDevice> dev;
   bool done = false;
@@ -167,7 +167,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string server, busid;
   auto* list = app.add_subcommand("list", "List exported devices");
-  list->add_option("server", server, "HOST[:PORT], port 3240 by default")->required();
+  list->add_option("server", server, "HOST[:PORT] (port 3240 by default) or unix:PATH")
+      ->required();
   auto* desc = app.add_subcommand("descriptors", "Import a device and print its descriptors");
   desc->add_option("server", server)->required();
   desc->add_option("busid", busid)->required();
@@ -177,14 +178,14 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   spdlog::set_pattern("vusb-probe: %^%l%$: %v");
 
-  auto hp = usb::net::parse_host_port(
+  auto hp = usb::net::parse_endpoint(
       server.find(':') == std::string::npos ? server + ":3240" : server, "127.0.0.1");
   if (!hp) {
     spdlog::error("{}", hp.error().message);
     return 2;
   }
   if (list->parsed()) {
-    auto devs = devices::UsbipRemoteDevice::list_blocking(*hp);
+    auto devs = usb::usbip::list_devices_blocking(*hp);
     if (!devs) {
       spdlog::error("{}", devs.error().message);
       return 1;

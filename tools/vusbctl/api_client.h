@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "usb/core/error.h"
-#include "usb/net/address.h"
+#include "usb/net/endpoint.h"
 
 namespace vusbctl {
 
@@ -18,14 +18,15 @@ struct Reply {
   std::string body;
 };
 
+// `api` is vusbd's control address: HOST:PORT or a UNIX socket (unix:PATH).
 // kIo when vusbd cannot be reached or does not answer within `timeout`.
-usb::Result<Reply> request(const usb::net::HostPort& api, std::string_view method,
+usb::Result<Reply> request(const usb::net::Endpoint& api, std::string_view method,
                            std::string_view target, std::string_view body = {},
                            std::chrono::seconds timeout = std::chrono::seconds(10));
 
 // Follows GET /api/v1/events, calling `on_message` with every text message until it returns
 // false, the stream ends, or `timeout` (zero: never) passes.
-usb::Result<void> follow_events(const usb::net::HostPort& api,
+usb::Result<void> follow_events(const usb::net::Endpoint& api,
                                 const std::function<bool(const std::string&)>& on_message,
                                 std::chrono::seconds timeout = std::chrono::seconds(0));
 

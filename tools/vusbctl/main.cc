@@ -12,6 +12,7 @@
 // printed), 2 usage, 3 vusbd unreachable.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -23,8 +24,9 @@ using json = nlohmann::json;
 
 struct Globals {
   std::string api = "127.0.0.1:3250";
+  std::string socket;  // --socket PATH: shorthand for --api unix:PATH
   bool json_out = false;
-  usb::net::HostPort at;
+  usb::net::Endpoint at;
 };
 
 int fail(const std::string& message, int code) {
@@ -36,7 +38,7 @@ int fail(const std::string& message, int code) {
 int call(const Globals& g, std::string_view method, const std::string& target, const json* body,
          json& out) {
   auto reply = vusbctl::request(g.at, method, target, body ? body->dump() : std::string{});
-  if (!reply) return fail(reply.error().message + " (is vusbd running? --api HOST:PORT)", 3);
+  if (!reply) return fail(reply.error().message + " (is vusbd running? --api HOST:PORT or --socket PATH)", 3);
   out = json::parse(reply->body, nullptr, false);
   if (out.is_discarded())
     return fail(
@@ -122,7 +124,14 @@ int main(int argc, char** argv) {
       "Verbs follow usbip's: where usbip attaches a remote device to this machine, vusbctl\n"
       "attaches it to a VM; the VM then runs `usbip attach` against its own vusbd port.",
       "vusbctl"};
-  app.add_option("--api", g.api, "vusbd's control address")->default_val(g.api);
+  if (const char* env = std::getenv("VUSBD_API")) g.api = env;
+  app.add_option("--api", g.api,
+                 "vusbd's control address: HOST:PORT or unix:PATH (default: $VUSBD_API, else "
+                 "127.0.0.1:3250)")
+      ->default_val(g.api);
+  app.add_option("--socket", g.socket,
+                 "vusbd's control UNIX socket (same as --api unix:PATH; vusbd admits its own "
+                 "user and root there)");
   app.add_flag("--json", g.json_out, "Print vusbd's JSON answer");
   app.require_subcommand(1);
 
@@ -184,8 +193,9 @@ int main(int argc, char** argv) {
   remove->add_option("-d,--device", device, "The device")->required();
 
   CLI11_PARSE(app, argc, argv);
-  auto at = usb::net::parse_host_port(g.api, "127.0.0.1");
-  if (!at) return fail("--api: " + at.error().message, 2);
+  auto at = g.socket.empty() ? usb::net::parse_endpoint(g.api, "127.0.0.1")
+                             : usb::net::parse_endpoint(std::string(usb::net::kUnixPrefix) + g.socket);
+  if (!at) return fail((g.socket.empty() ? "--api: " : "--socket: ") + at.error().message, 2);
   g.at = *at;
 
   json out;

@@ -19,6 +19,7 @@ struct Error {
     kIo,  // OS or library call failed
     kUnsupported,
     kClosed,  // connection or device is gone
+    kDenied,  // the peer is not allowed to (a listener's peer check)
   };
   Code code;
   std::string message;

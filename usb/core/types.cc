@@ -56,6 +56,8 @@ std::string_view to_string(Error::Code code) {
       return "unsupported";
     case Error::Code::kClosed:
       return "closed";
+    case Error::Code::kDenied:
+      return "denied";
   }
   return "?";
 }

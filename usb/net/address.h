@@ -13,6 +13,7 @@ struct HostPort {
   std::string host;
   uint16_t port = 0;
   std::string to_string() const;
+  bool operator==(const HostPort&) const = default;
 };
 
 // Parses HOST:PORT; HOST may be a name, an IPv4 address or a bracketed IPv6 address.

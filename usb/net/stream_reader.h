@@ -1,20 +1,21 @@
-// StreamReader: buffered exact-length reads from an Asio stream socket. Small reads (PDU headers,
-// small payloads) are served from one staging buffer filled by a single recv, so a burst of
+// StreamReader: buffered exact-length reads from a usb::net::Stream. Small reads (PDU headers,
+// small payloads) are served from one staging buffer filled by a single read, so a burst of
 // small PDUs costs one system call instead of one per PDU; the part of a large read that is not
 // buffered yet goes straight into the caller's destination (no copy through the staging buffer).
-// Owned by the connection that owns the socket; lives on that connection's loop. One read at a
+// Owned by the connection that owns the stream; lives on that connection's loop. One read at a
 // time.
 #pragma once
 
 #include <algorithm>
 #include <boost/asio/buffer.hpp>
-#include <boost/asio/error.hpp>
-#include <boost/asio/read.hpp>
+#include <boost/system/error_code.hpp>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <span>
 #include <vector>
+
+#include "usb/net/stream.h"
 
 namespace usb::net {
 
@@ -29,8 +30,7 @@ class StreamReader {
 
   // Fills dst completely, then calls done (possibly before read() returns when the bytes are
   // already buffered — callers must tolerate that, or use a loop turn boundary of their own).
-  template <typename Socket>
-  void read(Socket& socket, std::span<uint8_t> dst, Handler done) {
+  void read(Stream& stream, std::span<uint8_t> dst, Handler done) {
     const size_t take = std::min(dst.size(), buffered());
     std::memcpy(dst.data(), buffer_.data() + begin_, take);
     begin_ += take;
@@ -39,22 +39,22 @@ class StreamReader {
     if (rest.empty()) return done({});
     if (rest.size() >= buffer_.size() / 2) {
       // Large remainder: read it directly into the destination.
-      boost::asio::async_read(
-          socket, boost::asio::buffer(rest.data(), rest.size()),
-          [done = std::move(done)](boost::system::error_code ec, size_t) mutable { done(ec); });
+      stream.async_read(boost::asio::buffer(rest.data(), rest.size()),
+                        [done = std::move(done)](boost::system::error_code ec, size_t) mutable {
+                          done(ec);
+                        });
       return;
     }
-    // Small remainder: one recv into the staging buffer, as much as the kernel has.
-    if (begin_ != 0) {  // (buffer is empty here: begin_ == end_ == 0 after the copy above)
-      begin_ = end_ = 0;
-    }
-    socket.async_read_some(boost::asio::buffer(buffer_.data() + end_, buffer_.size() - end_),
-                           [this, &socket, rest, done = std::move(done)](
-                               boost::system::error_code ec, size_t n) mutable {
-                             if (ec) return done(ec);
-                             end_ += n;
-                             read(socket, rest, std::move(done));
-                           });
+    // Small remainder: one read into the staging buffer, as much as the stream has. (The buffer
+    // is empty here: begin_ == end_ == 0 after the copy above.)
+    stream.async_read_some(
+        boost::asio::buffer(buffer_.data() + end_, buffer_.size() - end_),
+        [this, &stream, rest, done = std::move(done)](boost::system::error_code ec,
+                                                       size_t n) mutable {
+          if (ec) return done(ec);
+          end_ += n;
+          read(stream, rest, std::move(done));
+        });
   }
 
  private:

@@ -55,8 +55,8 @@ devices = ["evdev:/dev/input/event5,nograb"]
   StubConfig c;
   auto r = load_toml(path, c);
   ASSERT_TRUE(r) << r.error().message;
-  EXPECT_EQ(c.listen.host, "127.0.0.1");
-  EXPECT_EQ(c.listen.port, 4000);
+  EXPECT_EQ(c.listen.tcp.host, "127.0.0.1");
+  EXPECT_EQ(c.listen.tcp.port, 4000);
   EXPECT_EQ(c.limits.wire.max_transfer_length, 1048576u);
   EXPECT_EQ(c.limits.max_inflight_bytes, 8388608u);
   EXPECT_EQ(c.log_level, "debug");

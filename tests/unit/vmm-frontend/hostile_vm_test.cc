@@ -16,8 +16,8 @@
 
 #include "devices/emulated/gadget_zero.h"
 #include "devices/remote/usbip_remote_device.h"
-#include "usb-stub/export_table.h"
-#include "usb-stub/usbip_server.h"
+#include "usb/usbip/export_table.h"
+#include "usb/usbip/server.h"
 #include "vmm-frontend/vusbd.h"
 
 namespace vusbd {
@@ -36,7 +36,7 @@ class HostileVmTest : public ::testing::Test {
                                                   usb::DeviceLocation{.busid = "1-1", .path = {}});
       gz_->set_configuration(3, [](usb::Status) {});
       ASSERT_TRUE(exports_.add(*gz_));
-      stub_ = std::make_unique<stub::UsbipServer>(server_io_, exports_, stub::ConnectionLimits{});
+      stub_ = std::make_unique<usb::usbip::Server>(server_io_, exports_, usb::usbip::ConnectionLimits{});
       ASSERT_TRUE(stub_->listen({"127.0.0.1", 0}));
       VusbdConfig config;
       config.vms = {{"good", {"127.0.0.1", 0}}, {"evil", {"127.0.0.1", 0}}};
@@ -154,9 +154,9 @@ class HostileVmTest : public ::testing::Test {
   asio::io_context server_io_, client_io_, raw_io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_{server_io_.get_executor()};
   std::thread thread_;
-  stub::ExportTable exports_;
+  usb::usbip::ExportTable exports_;
   std::unique_ptr<devices::GadgetZero> gz_;
-  std::unique_ptr<stub::UsbipServer> stub_;
+  std::unique_ptr<usb::usbip::Server> stub_;
   std::unique_ptr<Vusbd> daemon_;
   std::promise<void> ready_;
   uint16_t good_port_ = 0, evil_port_ = 0;

@@ -86,7 +86,7 @@ vms = ["vm1", "vm2"]
   auto c = load_config(path);
   ASSERT_TRUE(c) << c.error().message;
   ASSERT_EQ(c->vms.size(), 2u);
-  EXPECT_EQ(c->vms[1].listen.host, "127.0.0.1");
+  EXPECT_EQ(c->vms[1].listen.tcp.host, "127.0.0.1");
   ASSERT_EQ(c->devices.size(), 1u);
   EXPECT_EQ(c->devices[0].vms, (std::vector<std::string>{"vm1", "vm2"}));
 
@@ -110,7 +110,9 @@ namespace {
 TEST(VusbdConfigTest, WrittenBackConfigReadsBackTheSame) {
   VusbdConfig c;
   c.control = {"127.0.0.1", 3999};
-  c.vms = {{"vm1", {"127.0.0.1", 41001}}, {"vm-2", {"::1", 41002}}};
+  c.vms = {{"vm1", {"127.0.0.1", 41001}},
+           {"vm-2", {"::1", 41002}},
+           {"vm3", usb::net::Endpoint::unix_socket("/run/vusb/vm3.sock")}};
   DeviceConfig d;
   d.name = "gz";
   ASSERT_TRUE(parse_source("usbip://10.0.0.5:3240/1-1.2", d));
@@ -129,9 +131,10 @@ TEST(VusbdConfigTest, WrittenBackConfigReadsBackTheSame) {
   ASSERT_TRUE(save_config(c, path));
   auto back = load_config(path);
   ASSERT_TRUE(back) << back.error().message << "\n" << to_toml(c);
-  EXPECT_EQ(back->control.port, 3999);
-  ASSERT_EQ(back->vms.size(), 2u);
-  EXPECT_EQ(back->vms[1].listen.host, "::1");
+  EXPECT_EQ(back->control.tcp.port, 3999);
+  ASSERT_EQ(back->vms.size(), 3u);
+  EXPECT_EQ(back->vms[1].listen.tcp.host, "::1");
+  EXPECT_EQ(back->vms[2].listen, usb::net::Endpoint::unix_socket("/run/vusb/vm3.sock"));
   ASSERT_EQ(back->devices.size(), 2u);
   EXPECT_EQ(back->devices[0].mode, "timeslice");
   EXPECT_EQ(back->devices[0].slice_ms, 250u);

@@ -5,8 +5,8 @@
 #include <boost/asio/io_context.hpp>
 
 #include "devices/remote/usbip_remote_device.h"
-#include "usb-stub/export_table.h"
-#include "usb-stub/usbip_server.h"
+#include "usb/usbip/export_table.h"
+#include "usb/usbip/server.h"
 #include "usb/core/fake_device.h"
 #include "vmm-frontend/vusbd.h"
 
@@ -19,13 +19,13 @@ namespace asio = boost::asio;
 struct Stub {
   explicit Stub(asio::io_context& io) : io(io) {}
   void start(uint16_t port) {
-    server = std::make_unique<stub::UsbipServer>(io, exports, stub::ConnectionLimits{});
+    server = std::make_unique<usb::usbip::Server>(io, exports, usb::usbip::ConnectionLimits{});
     ASSERT_TRUE(server->listen({"127.0.0.1", port}));
   }
   void kill() { server->stop(); }
   asio::io_context& io;
-  stub::ExportTable exports;
-  std::unique_ptr<stub::UsbipServer> server;
+  usb::usbip::ExportTable exports;
+  std::unique_ptr<usb::usbip::Server> server;
 };
 
 template <typename Pred>

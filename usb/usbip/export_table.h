@@ -1,6 +1,7 @@
-// ExportTable: the devices vusb-stub exports, by USB/IP bus id, and who has imported each one.
-// Owned by the stub's main; observes every DeviceProvider so hotplugged devices appear and
-// vanished ones leave the list. Lives on the stub's loop.
+// ExportTable: the devices a USB/IP server exports, by bus id, and who has imported each one —
+// vusb-stub's devices, one VM's devices in vusbd, a device process's one device. Observes
+// DeviceProviders so hotplugged devices appear and vanished ones leave the list. Owned by the
+// program that serves it; lives on that program's loop.
 #pragma once
 
 #include <cstdint>
@@ -9,11 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "usb/core/claim.h"
 #include "usb/core/device_provider.h"
 #include "usb/core/loop_checker.h"
 #include "usb/wire/usbip_codec.h"
 
-namespace stub {
+namespace usb::usbip {
 
 class ExportTable : public usb::DeviceProvider::Observer {
  public:
@@ -25,20 +27,11 @@ class ExportTable : public usb::DeviceProvider::Observer {
     virtual void on_device_gone() = 0;
   };
 
-  // Lets the owner of a device refuse or track imports beyond this table (vusbd: a device in
-  // exclusive mode is exported to several VMs' tables but held by one VM at a time).
-  class ClaimGuard {
-   public:
-    virtual ~ClaimGuard() = default;
-    virtual bool try_acquire() = 0;
-    virtual void release() = 0;
-  };
-
   struct Entry {
     std::string busid;
     usb::Device* device = nullptr;  // owned by its provider
     Importer* importer = nullptr;   // non-owning; null when free
-    ClaimGuard* guard = nullptr;    // optional, non-owning
+    usb::Claim* claim = nullptr;    // the device owner's say (optional, non-owning)
     uint32_t busnum = 0;
     uint32_t devnum = 0;
   };
@@ -48,7 +41,7 @@ class ExportTable : public usb::DeviceProvider::Observer {
   explicit ExportTable(uint32_t virtual_bus = 1) : virtual_bus_(virtual_bus) {}
 
   // Adds a device; returns its bus id. A busid already taken gets a suffix-free error.
-  usb::Result<std::string> add(usb::Device& device, ClaimGuard* guard = nullptr);
+  usb::Result<std::string> add(usb::Device& device, usb::Claim* claim = nullptr);
   // Removes a device (unplug). Its importer, if any, is told.
   void remove(usb::Device& device);
 
@@ -84,4 +77,4 @@ class ExportTable : public usb::DeviceProvider::Observer {
   usb::LoopChecker loop_;
 };
 
-}  // namespace stub
+}  // namespace usb::usbip

@@ -1,10 +1,10 @@
-#include "usb-stub/export_table.h"
+#include "usb/usbip/export_table.h"
 
 #include <spdlog/spdlog.h>
 
 #include <charconv>
 
-namespace stub {
+namespace usb::usbip {
 
 namespace wire = usb::wire::usbip;
 
@@ -26,7 +26,7 @@ std::string ExportTable::next_virtual_busid() {
   }
 }
 
-usb::Result<std::string> ExportTable::add(usb::Device& device, ClaimGuard* guard) {
+usb::Result<std::string> ExportTable::add(usb::Device& device, usb::Claim* claim) {
   loop_.check();
   const usb::DeviceLocation& loc = device.location();
   std::string busid = loc.busid.empty() ? next_virtual_busid() : loc.busid;
@@ -38,7 +38,7 @@ usb::Result<std::string> ExportTable::add(usb::Device& device, ClaimGuard* guard
   Entry e;
   e.busid = busid;
   e.device = &device;
-  e.guard = guard;
+  e.claim = claim;
   e.busnum = loc.busnum ? loc.busnum : busnum_of(busid);
   if (loc.devnum) {
     e.devnum = loc.devnum;
@@ -60,7 +60,7 @@ void ExportTable::remove(usb::Device& device) {
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
     if (it->second.device != &device) continue;
     Importer* importer = it->second.importer;
-    if (importer && it->second.guard) it->second.guard->release();
+    if (importer && it->second.claim) it->second.claim->release();
     spdlog::info("export: {} removed{}", it->first, importer ? " while imported" : "");
     entries_.erase(it);
     if (importer) importer->on_device_gone();
@@ -124,7 +124,7 @@ ExportTable::ClaimResult ExportTable::claim(const std::string& busid, Importer& 
   if (it == entries_.end()) return {wire::kStNoDev, nullptr};
   if (it->second.importer) return {wire::kStDevBusy, nullptr};
   if (!it->second.device->connected()) return {wire::kStDevErr, nullptr};
-  if (it->second.guard && !it->second.guard->try_acquire()) return {wire::kStDevBusy, nullptr};
+  if (it->second.claim && !it->second.claim->try_acquire()) return {wire::kStDevBusy, nullptr};
   it->second.importer = &importer;
   return {wire::kStOk, &it->second};
 }
@@ -134,7 +134,7 @@ void ExportTable::release(const std::string& busid, Importer& importer) {
   auto it = entries_.find(busid);
   if (it != entries_.end() && it->second.importer == &importer) {
     it->second.importer = nullptr;
-    if (it->second.guard) it->second.guard->release();
+    if (it->second.claim) it->second.claim->release();
   }
 }
 
@@ -149,4 +149,4 @@ std::vector<std::string> ExportTable::busids() const {
   return out;
 }
 
-}  // namespace stub
+}  // namespace usb::usbip

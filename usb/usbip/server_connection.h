@@ -1,11 +1,12 @@
-// UsbipConnection: one connection to vusb-stub (TCP, or a device process's socketpair), speaking
-// the USB/IP protocol as the server (PROTOCOLS.md). Op phase: OP_REQ_DEVLIST or OP_REQ_IMPORT.
+// ServerConnection: one connection to a USB/IP server — vusb-stub's, a VM's in vusbd, a device
+// process's — over any usb::net::Stream (TCP, a UNIX socket, a socketpair; TLS and RFCOMM are
+// more streams), speaking the USB/IP protocol as the server (PROTOCOLS.md). Op phase: OP_REQ_DEVLIST or OP_REQ_IMPORT.
 // After a successful import, the URB phase: CMD_SUBMIT becomes a usb::Transfer on the imported
 // device, its completion becomes a RET_SUBMIT; CMD_UNLINK cancels. Payloads are read straight into
 // the transfer buffer and each batch of replies leaves in one gathered write.
 //
 // Owned by itself through shared_ptr (Asio handlers and in-flight transfer completions hold a
-// reference), created by UsbipServer. Lives on the stub's loop.
+// reference), created by Server (or a device process's host). Lives on the loop of its stream.
 //
 // Unlink races (Linux drivers/usb/usbip/stub_rx.c semantics, improved to keep data):
 //  - UNLINK for a seqnum still in flight: the transfer is cancelled; if it then completes as
@@ -21,8 +22,6 @@
 #pragma once
 
 #include <array>
-#include <boost/asio/generic/stream_protocol.hpp>
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
@@ -33,25 +32,21 @@
 #include <unordered_map>
 #include <vector>
 
-#include "usb-stub/export_table.h"
 #include "usb/core/buffer_pool.h"
 #include "usb/core/loop_checker.h"
 #include "usb/core/transfer.h"
+#include "usb/net/stream.h"
 #include "usb/net/stream_reader.h"
+#include "usb/usbip/export_table.h"
 #include "usb/wire/usbip_codec.h"
 
-namespace stub {
+namespace usb::usbip {
 
 struct ConnectionLimits {
   usb::wire::usbip::Limits wire;            // per-URB bounds (max URB size, iso packets)
   uint64_t max_inflight_bytes = 64u << 20;  // buffers held per connection (in flight + unsent)
   // A client must send its op request (DEVLIST / IMPORT) within this time.
   std::chrono::milliseconds op_timeout{30000};
-  // TCP keepalive: an importer that vanished without closing (power loss, cable) is detected
-  // after idle + interval * count and its device is freed for others. 0 disables.
-  std::chrono::seconds keepalive_idle{30};
-  std::chrono::seconds keepalive_interval{5};
-  int keepalive_count = 3;
   // After the imported device vanished: keep answering the client's late URBs (-ESHUTDOWN) and
   // close once it has been quiet this long (and at the latest after drain_max).
   std::chrono::milliseconds drain_quiet{200};
@@ -60,16 +55,13 @@ struct ConnectionLimits {
   std::string label;
 };
 
-class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
-                        public ExportTable::Importer {
+class ServerConnection : public std::enable_shared_from_this<ServerConnection>,
+                         public ExportTable::Importer {
  public:
-  UsbipConnection(boost::asio::ip::tcp::socket socket, ExportTable& exports,
-                  ConnectionLimits limits);
-  // Over any connected stream (a socketpair to the parent, in a device process); `peer` names
-  // it in logs. TCP options are not set.
-  UsbipConnection(boost::asio::generic::stream_protocol::socket socket, std::string peer,
-                  ExportTable& exports, ConnectionLimits limits);
-  ~UsbipConnection() override;
+  // `stream`: connected, its peer already admitted by the listener; it names the peer in logs.
+  ServerConnection(std::unique_ptr<usb::net::Stream> stream, ExportTable& exports,
+                   ConnectionLimits limits);
+  ~ServerConnection() override;
 
   void start();
   // Closes the socket, cancels every in-flight transfer and releases the import. Idempotent.
@@ -123,14 +115,7 @@ class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
   // A transfer this connection is done with: its bytes leave the budget, its buffer the pool.
   void recycle(std::unique_ptr<usb::Transfer> transfer);
 
-  // A TCP socket with no-delay and keepalive set, as a generic stream, and its peer's name.
-  struct Tuned {
-    boost::asio::generic::stream_protocol::socket socket;
-    std::string peer;
-  };
-  static Tuned tcp_tuned(boost::asio::ip::tcp::socket socket, const ConnectionLimits& limits);
-  UsbipConnection(Tuned tuned, ExportTable& exports, ConnectionLimits limits);
-  boost::asio::generic::stream_protocol::socket socket_;
+  std::unique_ptr<usb::net::Stream> stream_;
   boost::asio::steady_timer op_deadline_;  // the op-phase deadline, later the drain timer
   ExportTable& exports_;
   ConnectionLimits limits_;
@@ -161,4 +146,4 @@ class UsbipConnection : public std::enable_shared_from_this<UsbipConnection>,
   uint64_t rejected_for_memory_ = 0;
 };
 
-}  // namespace stub
+}  // namespace usb::usbip

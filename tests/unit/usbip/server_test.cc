@@ -1,30 +1,35 @@
-// UsbipConnection/UsbipServer over real loopback sockets, against a FakeDevice the test drives.
-// The server's loop runs on a background thread; the test talks raw USB/IP bytes with blocking
-// sockets and touches the FakeDevice only through on_loop().
+// usb::usbip::Server and ServerConnection over real sockets — every test runs twice, once over
+// loopback TCP and once over a UNIX-domain socket (the same protocol code over either stream) —
+// against a FakeDevice the test drives. The server's loop runs on a background thread; the test
+// talks raw USB/IP bytes with blocking sockets and touches the FakeDevice only through on_loop().
 #include <gtest/gtest.h>
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <filesystem>
 #include <future>
 #include <thread>
 
-#include "usb-stub/export_table.h"
-#include "usb-stub/usbip_server.h"
 #include "usb/core/byte_order.h"
 #include "usb/core/fake_device.h"
+#include "usb/net/connector.h"
+#include "usb/usbip/export_table.h"
+#include "usb/usbip/server.h"
 #include "usb/wire/usbip_codec.h"
 
-namespace stub {
+namespace usb::usbip {
 namespace {
 
 namespace asio = boost::asio;
 namespace wire = usb::wire::usbip;
-using asio::ip::tcp;
+using Socket = asio::generic::stream_protocol::socket;
 
-class StubServerTest : public ::testing::Test {
+enum class Transport { kTcp, kUnix };
+
+class UsbipServerTest : public ::testing::TestWithParam<Transport> {
  protected:
   void SetUp() override {
     device_ = std::make_unique<usb::testing::FakeDevice>(
@@ -34,15 +39,22 @@ class StubServerTest : public ::testing::Test {
     limits.wire.max_transfer_length = 1 << 20;
     limits.max_inflight_bytes = 4 << 20;
     limits.op_timeout = std::chrono::milliseconds(300);
-    server_ = std::make_unique<UsbipServer>(io_, exports_, limits);
+    server_ = std::make_unique<Server>(io_, exports_, limits);
     work_ = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
         io_.get_executor());
     thread_ = std::thread([this] { io_.run(); });
     // Everything the server owns lives on its loop thread (LoopChecker asserts it in debug).
     on_loop([&] {
       ASSERT_TRUE(exports_.add(*device_).has_value());
-      ASSERT_TRUE(server_->listen({"127.0.0.1", 0}).has_value());
-      port_ = server_->local_port();
+      usb::net::Endpoint where{"127.0.0.1", 0};
+      if (GetParam() == Transport::kUnix) {
+        where = usb::net::Endpoint::unix_socket(
+            (std::filesystem::temp_directory_path() /
+             ("vusb-usbip-test-" + std::to_string(::getpid()) + ".sock"))
+                .string());
+      }
+      ASSERT_TRUE(server_->listen(where).has_value());
+      endpoint_ = server_->local_endpoint();
     });
   }
   void TearDown() override {
@@ -64,28 +76,28 @@ class StubServerTest : public ::testing::Test {
     done.get_future().wait();
   }
 
-  tcp::socket connect() {
-    tcp::socket s(client_io_);
-    s.connect({asio::ip::make_address("127.0.0.1"), port_});
-    return s;
+  Socket connect() {
+    auto s = usb::net::connect_blocking(client_io_, endpoint_);
+    EXPECT_TRUE(s.has_value()) << s.error().message;
+    return std::move(*s);
   }
-  static void send(tcp::socket& s, std::span<const uint8_t> bytes) {
+  static void send(Socket& s, std::span<const uint8_t> bytes) {
     asio::write(s, asio::buffer(bytes.data(), bytes.size()));
   }
-  static std::vector<uint8_t> recv(tcp::socket& s, size_t n) {
+  static std::vector<uint8_t> recv(Socket& s, size_t n) {
     std::vector<uint8_t> b(n);
     asio::read(s, asio::buffer(b));
     return b;
   }
   // True if the peer closed the connection (read hits EOF).
-  static bool closed_by_peer(tcp::socket& s) {
+  static bool closed_by_peer(Socket& s) {
     uint8_t byte;
     boost::system::error_code ec;
     asio::read(s, asio::buffer(&byte, 1), ec);
     return ec == asio::error::eof || ec == asio::error::connection_reset;
   }
 
-  tcp::socket import(const std::string& busid, uint32_t* status_out = nullptr) {
+  Socket import(const std::string& busid, uint32_t* status_out = nullptr) {
     auto s = connect();
     send(s, wire::encode_op_header({wire::kVersion, wire::kOpReqImport, 0}));
     send(s, *wire::encode_import_request(busid));
@@ -109,7 +121,7 @@ class StubServerTest : public ::testing::Test {
     c.number_of_packets = 0;
     return c;
   }
-  static wire::UrbPdu read_pdu(tcp::socket& s) {
+  static wire::UrbPdu read_pdu(Socket& s) {
     auto h = recv(s, wire::kUrbHeaderSize);
     auto pdu = wire::decode_urb_header(h);
     EXPECT_TRUE(pdu.has_value());
@@ -120,10 +132,10 @@ class StubServerTest : public ::testing::Test {
   asio::io_context client_io_;
   ExportTable exports_;
   std::unique_ptr<usb::testing::FakeDevice> device_;
-  std::unique_ptr<UsbipServer> server_;
+  std::unique_ptr<Server> server_;
   std::unique_ptr<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::thread thread_;
-  uint16_t port_ = 0;
+  usb::net::Endpoint endpoint_;
 };
 
 // Waits until the FakeDevice holds n pending transfers.
@@ -135,7 +147,7 @@ class StubServerTest : public ::testing::Test {
     std::this_thread::sleep_for(std::chrono::milliseconds(5)); \
   }
 
-TEST_F(StubServerTest, DevlistListsDeviceWithInterfaces) {
+TEST_P(UsbipServerTest, DevlistListsDeviceWithInterfaces) {
   auto s = connect();
   send(s, wire::encode_op_header({wire::kVersion, wire::kOpReqDevlist, 0}));
   auto h = *wire::decode_op_header(recv(s, 8));
@@ -157,7 +169,7 @@ TEST_F(StubServerTest, DevlistListsDeviceWithInterfaces) {
   EXPECT_TRUE(closed_by_peer(s));
 }
 
-TEST_F(StubServerTest, SilentClientIsDroppedAfterTheOpTimeout) {
+TEST_P(UsbipServerTest, SilentClientIsDroppedAfterTheOpTimeout) {
   auto s = connect();
   EXPECT_TRUE(closed_by_peer(s)) << "a client that never sends its op request is closed";
   // An imported connection is not subject to the op timeout.
@@ -168,7 +180,7 @@ TEST_F(StubServerTest, SilentClientIsDroppedAfterTheOpTimeout) {
   EXPECT_EQ(std::get<wire::RetSubmit>(read_pdu(imported)).seqnum, 1u);
 }
 
-TEST_F(StubServerTest, SecondImporterGetsBusyAndUnknownBusidNoDev) {
+TEST_P(UsbipServerTest, SecondImporterGetsBusyAndUnknownBusidNoDev) {
   uint32_t st = 99;
   auto a = import("1-1", &st);
   EXPECT_EQ(st, wire::kStOk);
@@ -187,7 +199,7 @@ TEST_F(StubServerTest, SecondImporterGetsBusyAndUnknownBusidNoDev) {
   EXPECT_EQ(st, wire::kStOk);
 }
 
-TEST_F(StubServerTest, BulkInAndOutRoundTrip) {
+TEST_P(UsbipServerTest, BulkInAndOutRoundTrip) {
   auto s = import("1-1");
   // OUT with payload.
   std::vector<uint8_t> payload(1000);
@@ -226,7 +238,7 @@ TEST_F(StubServerTest, BulkInAndOutRoundTrip) {
   EXPECT_EQ(r.actual_length, 0);
 }
 
-TEST_F(StubServerTest, InterruptInUrb) {
+TEST_P(UsbipServerTest, InterruptInUrb) {
   auto s = import("1-1");
   auto c = submit(5, 3, wire::kDirIn, 64);
   c.number_of_packets = -1;  // what vhci sends for interrupt URBs
@@ -247,7 +259,7 @@ TEST_F(StubServerTest, InterruptInUrb) {
   EXPECT_EQ(recv(s, 8)[7], 0x42);
 }
 
-TEST_F(StubServerTest, StallAndShortNotOkStatusesReachTheClient) {
+TEST_P(UsbipServerTest, StallAndShortNotOkStatusesReachTheClient) {
   auto s = import("1-1");
   on_loop([&] {
     device_->auto_complete = true;
@@ -258,7 +270,7 @@ TEST_F(StubServerTest, StallAndShortNotOkStatusesReachTheClient) {
   EXPECT_EQ(r.status, -32);
 }
 
-TEST_F(StubServerTest, UnlinkOfPendingUrbSendsOnlyRetUnlink) {
+TEST_P(UsbipServerTest, UnlinkOfPendingUrbSendsOnlyRetUnlink) {
   auto s = import("1-1");
   send(s, wire::encode(submit(10, 1, wire::kDirIn, 512)));
   WAIT_PENDING(1u);
@@ -274,7 +286,7 @@ TEST_F(StubServerTest, UnlinkOfPendingUrbSendsOnlyRetUnlink) {
   EXPECT_EQ(r2.seqnum, 12u);
 }
 
-TEST_F(StubServerTest, UnlinkAfterCompletionSendsRetUnlinkZero) {
+TEST_P(UsbipServerTest, UnlinkAfterCompletionSendsRetUnlinkZero) {
   auto s = import("1-1");
   on_loop([&] { device_->auto_complete = true; });
   send(s, wire::encode(submit(20, 1, wire::kDirIn, 16)));
@@ -288,7 +300,7 @@ TEST_F(StubServerTest, UnlinkAfterCompletionSendsRetUnlinkZero) {
   EXPECT_EQ(ru.status, 0);
 }
 
-TEST_F(StubServerTest, UrbCompletingDuringUnlinkKeepsItsData) {
+TEST_P(UsbipServerTest, UrbCompletingDuringUnlinkKeepsItsData) {
   auto s = import("1-1");
   on_loop([&] { device_->complete_on_cancel = false; });
   send(s, wire::encode(submit(30, 1, wire::kDirIn, 32)));
@@ -311,7 +323,7 @@ TEST_F(StubServerTest, UrbCompletingDuringUnlinkKeepsItsData) {
   EXPECT_EQ(ru.status, 0);
 }
 
-TEST_F(StubServerTest, StandardRequestsArePerformedOnTheDevice) {
+TEST_P(UsbipServerTest, StandardRequestsArePerformedOnTheDevice) {
   auto s = import("1-1");
   auto c = submit(40, 0, wire::kDirOut, 0);
   c.setup = usb::SetupPacket{0x01, usb::request::kSetInterface, 1, 0, 0}.to_bytes();
@@ -362,7 +374,7 @@ TEST_F(StubServerTest, StandardRequestsArePerformedOnTheDevice) {
   EXPECT_EQ(back[1].actual_length, 20u);
 }
 
-TEST_F(StubServerTest, MalformedPduClosesOnlyThatConnection) {
+TEST_P(UsbipServerTest, MalformedPduClosesOnlyThatConnection) {
   auto good = import("1-1");
   auto bad = connect();
   std::array<uint8_t, 8> junk{0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0};
@@ -373,7 +385,7 @@ TEST_F(StubServerTest, MalformedPduClosesOnlyThatConnection) {
   EXPECT_EQ(std::get<wire::RetSubmit>(read_pdu(good)).seqnum, 1u);
 }
 
-TEST_F(StubServerTest, AbsurdLengthIsRefusedBeforeAllocation) {
+TEST_P(UsbipServerTest, AbsurdLengthIsRefusedBeforeAllocation) {
   auto s = import("1-1");
   send(s, wire::encode(submit(1, 1, wire::kDirOut, 0x7fffffff)));
   EXPECT_TRUE(closed_by_peer(s));
@@ -385,7 +397,7 @@ TEST_F(StubServerTest, AbsurdLengthIsRefusedBeforeAllocation) {
   EXPECT_EQ(st, wire::kStOk) << "the device is free again after the bad client was dropped";
 }
 
-TEST_F(StubServerTest, WrongDevidClosesConnection) {
+TEST_P(UsbipServerTest, WrongDevidClosesConnection) {
   auto s = import("1-1");
   auto c = submit(1, 1, wire::kDirIn, 4);
   c.devid = 0x00050005;
@@ -393,7 +405,7 @@ TEST_F(StubServerTest, WrongDevidClosesConnection) {
   EXPECT_TRUE(closed_by_peer(s));
 }
 
-TEST_F(StubServerTest, InflightByteLimitRefusesWithEnomemAndKeepsStreamInStep) {
+TEST_P(UsbipServerTest, InflightByteLimitRefusesWithEnomemAndKeepsStreamInStep) {
   auto s = import("1-1");
   // 4 pending 1 MiB IN URBs fill the 4 MiB budget; the fifth is refused, the stream stays usable.
   for (uint32_t i = 0; i < 4; ++i) send(s, wire::encode(submit(100 + i, 1, wire::kDirIn, 1 << 20)));
@@ -410,7 +422,7 @@ TEST_F(StubServerTest, InflightByteLimitRefusesWithEnomemAndKeepsStreamInStep) {
   for (int i = 0; i < 4; ++i) EXPECT_EQ(std::get<wire::RetSubmit>(read_pdu(s)).status, 0);
 }
 
-TEST_F(StubServerTest, VanishedDeviceCompletesInflightWithEshutdownAndLeavesList) {
+TEST_P(UsbipServerTest, VanishedDeviceCompletesInflightWithEshutdownAndLeavesList) {
   auto s = import("1-1");
   send(s, wire::encode(submit(50, 1, wire::kDirIn, 512)));
   send(s, wire::encode(submit(51, 1, wire::kDirIn, 512)));
@@ -437,7 +449,7 @@ TEST_F(StubServerTest, VanishedDeviceCompletesInflightWithEshutdownAndLeavesList
   on_loop([&] { EXPECT_EQ(exports_.size(), 0u); });
 }
 
-TEST_F(StubServerTest, DeviceVanishingWhilePayloadIsReadAnswersEshutdown) {
+TEST_P(UsbipServerTest, DeviceVanishingWhilePayloadIsReadAnswersEshutdown) {
   auto s = import("1-1");
   // Half an OUT payload arrives, then the device vanishes, then the rest of the payload.
   std::vector<uint8_t> payload(4096, 0);
@@ -455,7 +467,7 @@ TEST_F(StubServerTest, DeviceVanishingWhilePayloadIsReadAnswersEshutdown) {
   EXPECT_TRUE(closed_by_peer(s));
 }
 
-TEST_F(StubServerTest, ClientHangupCancelsInflight) {
+TEST_P(UsbipServerTest, ClientHangupCancelsInflight) {
   {
     auto s = import("1-1");
     send(s, wire::encode(submit(60, 1, wire::kDirIn, 512)));
@@ -473,10 +485,10 @@ TEST_F(StubServerTest, ClientHangupCancelsInflight) {
 }  // namespace
 }  // namespace stub
 
-namespace stub {
+namespace usb::usbip {
 namespace {
 
-TEST_F(StubServerTest, UnlinkArrivingBeforeItsSubmitCancelsIt) {
+TEST_P(UsbipServerTest, UnlinkArrivingBeforeItsSubmitCancelsIt) {
   // Linux vhci_tx can send CMD_UNLINK(n) before CMD_SUBMIT(n). The SUBMIT must not run and only
   // RET_UNLINK(-ECONNRESET) may answer; a RET_SUBMIT would kill the kernel client's connection.
   auto s = import("1-1");
@@ -502,7 +514,7 @@ TEST_F(StubServerTest, UnlinkArrivingBeforeItsSubmitCancelsIt) {
   on_loop([&] { EXPECT_EQ(device_->cancel_requests.size(), 0u); });
 }
 
-TEST_F(StubServerTest, UnlinkOfOldSeqnumIsAnsweredAtOnce) {
+TEST_P(UsbipServerTest, UnlinkOfOldSeqnumIsAnsweredAtOnce) {
   auto s = import("1-1");
   on_loop([&] { device_->auto_complete = true; });
   send(s, wire::encode(submit(90, 1, wire::kDirOut, 0)));
@@ -514,5 +526,11 @@ TEST_F(StubServerTest, UnlinkOfOldSeqnumIsAnsweredAtOnce) {
   EXPECT_EQ(ru.status, 0);
 }
 
+INSTANTIATE_TEST_SUITE_P(Transports, UsbipServerTest,
+                         ::testing::Values(Transport::kTcp, Transport::kUnix),
+                         [](const auto& info) {
+                           return info.param == Transport::kTcp ? "Tcp" : "Unix";
+                         });
+
 }  // namespace
-}  // namespace stub
+}  // namespace usb::usbip

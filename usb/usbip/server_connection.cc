@@ -1,17 +1,12 @@
-#include "usb-stub/usbip_connection.h"
+#include "usb/usbip/server_connection.h"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
 
-#include <boost/asio/read.hpp>
-#include <boost/asio/write.hpp>
 #include <cstring>
 
 #include "usb/core/device_operations.h"
 
-namespace stub {
+namespace usb::usbip {
 
 namespace asio = boost::asio;
 namespace wire = usb::wire::usbip;
@@ -19,55 +14,24 @@ using boost::system::error_code;
 
 namespace {
 
-std::string peer_name(const asio::ip::tcp::socket& s) {
-  error_code ec;
-  auto ep = s.remote_endpoint(ec);
-  if (ec) return "unknown-peer";
-  return ep.address().to_string() + ":" + std::to_string(ep.port());
-}
-
 bool is_cancel_status(usb::Status s) {
   return s == usb::Status::kCancelled || s == usb::Status::kUnlinked;
 }
 
 }  // namespace
 
-UsbipConnection::UsbipConnection(asio::ip::tcp::socket socket, ExportTable& exports,
-                                 ConnectionLimits limits)
-    : UsbipConnection(tcp_tuned(std::move(socket), limits), exports, limits) {}
-
-UsbipConnection::UsbipConnection(Tuned tuned, ExportTable& exports, ConnectionLimits limits)
-    : UsbipConnection(std::move(tuned.socket), std::move(tuned.peer), exports, limits) {}
-
-UsbipConnection::Tuned UsbipConnection::tcp_tuned(asio::ip::tcp::socket socket,
-                                                  const ConnectionLimits& limits) {
-  std::string peer = peer_name(socket);
-  error_code ec;
-  socket.set_option(asio::ip::tcp::no_delay(true), ec);
-  if (limits.keepalive_idle.count() > 0) {
-    socket.set_option(asio::socket_base::keep_alive(true), ec);
-    const int fd = socket.native_handle();
-    const int idle = static_cast<int>(limits.keepalive_idle.count());
-    const int interval = static_cast<int>(limits.keepalive_interval.count());
-    const int count = limits.keepalive_count;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
-  }
-  return {asio::generic::stream_protocol::socket(std::move(socket)), std::move(peer)};
-}
-
-UsbipConnection::UsbipConnection(asio::generic::stream_protocol::socket socket, std::string peer,
-                                 ExportTable& exports, ConnectionLimits limits)
-    : socket_(std::move(socket)),
-      op_deadline_(socket_.get_executor()),
+ServerConnection::ServerConnection(std::unique_ptr<usb::net::Stream> stream, ExportTable& exports,
+                                   ConnectionLimits limits)
+    : stream_(std::move(stream)),
+      op_deadline_(stream_->get_executor()),
       exports_(exports),
       limits_(limits),
-      peer_(limits.label.empty() ? peer : limits.label + " " + peer) {}
+      peer_(limits.label.empty() ? stream_->peer().name
+                                 : limits.label + " " + stream_->peer().name) {}
 
-UsbipConnection::~UsbipConnection() = default;
+ServerConnection::~ServerConnection() = default;
 
-void UsbipConnection::start() {
+void ServerConnection::start() {
   loop_.check();
   spdlog::debug("usbip {}: connected", peer_);
   // A client that connects and never asks for anything is dropped (the op phase is one request).
@@ -81,20 +45,18 @@ void UsbipConnection::start() {
   read_op_header();
 }
 
-void UsbipConnection::protocol_error(std::string_view why) {
+void ServerConnection::protocol_error(std::string_view why) {
   spdlog::warn("usbip {}: closing connection: {}", peer_, why);
   close(why);
 }
 
-void UsbipConnection::close(std::string_view reason) {
+void ServerConnection::close(std::string_view reason) {
   loop_.check();
   if (closed_) return;
   closed_ = true;
   op_deadline_.cancel();
   spdlog::debug("usbip {}: closed ({})", peer_, reason);
-  error_code ec;
-  socket_.shutdown(asio::socket_base::shutdown_both, ec);
-  socket_.close(ec);
+  stream_->close();
   queued_.clear();
   // Cancel what the device still holds; completions arrive (maybe inline) and only free memory.
   std::vector<uint32_t> seqnums;
@@ -104,7 +66,7 @@ void UsbipConnection::close(std::string_view reason) {
   if (!busid_.empty()) exports_.release(busid_, *this);
 }
 
-void UsbipConnection::on_device_gone() {
+void ServerConnection::on_device_gone() {
   loop_.check();
   // The device completed its in-flight URBs with kNoDevice (-ESHUTDOWN) already; those replies
   // are queued. The client may still have URBs on the wire that we have not read: keep reading
@@ -120,7 +82,7 @@ void UsbipConnection::on_device_gone() {
   arm_drain_timer();
 }
 
-void UsbipConnection::arm_drain_timer() {
+void ServerConnection::arm_drain_timer() {
   if (closed_ || !draining_since_) return;
   op_deadline_.expires_after(limits_.drain_quiet);
   op_deadline_.async_wait([self = shared_from_this()](error_code ec) {
@@ -132,8 +94,8 @@ void UsbipConnection::arm_drain_timer() {
 
 // ---------------------------------------------------------------- op phase
 
-void UsbipConnection::read_op_header() {
-  reader_.read(socket_, std::span(header_.data(), wire::kOpHeaderSize),
+void ServerConnection::read_op_header() {
+  reader_.read(*stream_, std::span(header_.data(), wire::kOpHeaderSize),
                [self = shared_from_this()](error_code ec) {
                  if (self->closed_) return;
                  if (ec) return self->close(ec.message());
@@ -141,14 +103,14 @@ void UsbipConnection::read_op_header() {
                });
 }
 
-void UsbipConnection::on_op_header() {
+void ServerConnection::on_op_header() {
   auto h = wire::decode_op_header(std::span(header_.data(), wire::kOpHeaderSize));
   if (!h) return protocol_error(h.error().message);
   if (h->code == wire::kOpReqDevlist) {
     auto reply = wire::encode_devlist_reply(exports_.devlist());
     spdlog::info("usbip {}: device list ({} devices)", peer_, exports_.size());
     auto buf = std::make_shared<std::vector<uint8_t>>(std::move(reply));
-    asio::async_write(socket_, asio::buffer(*buf),
+    stream_->async_write(asio::buffer(*buf),
                       [self = shared_from_this(), buf](error_code ec, size_t) {
                         self->close(ec ? ec.message() : "device list sent");
                       });
@@ -156,7 +118,7 @@ void UsbipConnection::on_op_header() {
   }
   if (h->code == wire::kOpReqImport) {
     scratch_.resize(wire::kImportRequestSize);
-    reader_.read(socket_, scratch_, [self = shared_from_this()](error_code ec) {
+    reader_.read(*stream_, scratch_, [self = shared_from_this()](error_code ec) {
       if (self->closed_) return;
       if (ec) return self->close(ec.message());
       self->on_import_request();
@@ -166,7 +128,7 @@ void UsbipConnection::on_op_header() {
   protocol_error(fmt::format("unknown op code {:#06x}", h->code));
 }
 
-void UsbipConnection::on_import_request() {
+void ServerConnection::on_import_request() {
   auto busid = wire::decode_import_request(scratch_);
   if (!busid) return protocol_error(busid.error().message);
   auto claim = exports_.claim(*busid, *this);
@@ -188,7 +150,7 @@ void UsbipConnection::on_import_request() {
   }
   auto buf = std::make_shared<std::vector<uint8_t>>(std::move(reply));
   bool ok = claim.status == wire::kStOk;
-  asio::async_write(socket_, asio::buffer(*buf),
+  stream_->async_write(asio::buffer(*buf),
                     [self = shared_from_this(), buf, ok](error_code ec, size_t) {
                       if (self->closed_) return;
                       if (ec) return self->close(ec.message());
@@ -199,8 +161,8 @@ void UsbipConnection::on_import_request() {
 
 // ---------------------------------------------------------------- URB phase
 
-void UsbipConnection::read_urb_header() {
-  reader_.read(socket_, header_, [self = shared_from_this()](error_code ec) {
+void ServerConnection::read_urb_header() {
+  reader_.read(*stream_, header_, [self = shared_from_this()](error_code ec) {
     if (self->closed_) return;
     if (ec) {
       if (ec == asio::error::eof) return self->close("client hung up");
@@ -210,7 +172,7 @@ void UsbipConnection::read_urb_header() {
   });
 }
 
-void UsbipConnection::on_urb_header() {
+void ServerConnection::on_urb_header() {
   if (draining_since_ && std::chrono::steady_clock::now() - *draining_since_ < limits_.drain_max)
     arm_drain_timer();
   auto pdu = wire::decode_urb_header(header_, limits_.wire);
@@ -231,7 +193,7 @@ void UsbipConnection::on_urb_header() {
   protocol_error("a client sent a server reply (RET_SUBMIT / RET_UNLINK)");
 }
 
-std::optional<usb::TransferType> UsbipConnection::endpoint_type(uint8_t address) const {
+std::optional<usb::TransferType> ServerConnection::endpoint_type(uint8_t address) const {
   if (usb::endpoint_number(address) == 0) return usb::TransferType::kControl;
   const usb::ConfigurationDescriptor* cfg = device_ ? device_->active_config_descriptor() : nullptr;
   if (!cfg) return std::nullopt;
@@ -243,12 +205,12 @@ std::optional<usb::TransferType> UsbipConnection::endpoint_type(uint8_t address)
   return std::nullopt;
 }
 
-void UsbipConnection::drain_then(uint64_t bytes, std::function<void()> next) {
+void ServerConnection::drain_then(uint64_t bytes, std::function<void()> next) {
   if (bytes == 0) return next();
   scratch_.resize(std::min<uint64_t>(bytes, 64 * 1024));
   const size_t n = scratch_.size();
   reader_.read(
-      socket_, scratch_,
+      *stream_, scratch_,
       [self = shared_from_this(), bytes, n, next = std::move(next)](error_code ec) mutable {
         if (self->closed_) return;
         if (ec) return self->close(ec.message());
@@ -256,7 +218,7 @@ void UsbipConnection::drain_then(uint64_t bytes, std::function<void()> next) {
       });
 }
 
-void UsbipConnection::reject_submit(const wire::CmdSubmit& cmd, usb::Status status,
+void ServerConnection::reject_submit(const wire::CmdSubmit& cmd, usb::Status status,
                                     std::string_view why) {
   spdlog::warn("usbip {}: seqnum {} ep {:#x}: {} -> {}", peer_, cmd.seqnum, cmd.ep, why,
                usb::to_string(status));
@@ -275,7 +237,7 @@ void UsbipConnection::reject_submit(const wire::CmdSubmit& cmd, usb::Status stat
   });
 }
 
-void UsbipConnection::on_submit(const wire::CmdSubmit& cmd) {
+void ServerConnection::on_submit(const wire::CmdSubmit& cmd) {
   if (!any_submit_ || newer(cmd.seqnum, last_submit_seqnum_)) last_submit_seqnum_ = cmd.seqnum;
   any_submit_ = true;
   if (auto early = early_unlinks_.find(cmd.seqnum); early != early_unlinks_.end()) {
@@ -337,7 +299,7 @@ void UsbipConnection::on_submit(const wire::CmdSubmit& cmd) {
   if (payload == 0) return after_payload();
   // OUT data goes straight into the transfer buffer.
   reader_.read(
-      socket_, std::span(t.buffer().data(), payload),
+      *stream_, std::span(t.buffer().data(), payload),
       [self = shared_from_this(), after = std::move(after_payload), length](error_code ec) mutable {
         if (self->closed_) {
           self->held_bytes_ -= length;
@@ -351,9 +313,9 @@ void UsbipConnection::on_submit(const wire::CmdSubmit& cmd) {
       });
 }
 
-void UsbipConnection::read_submit_iso(std::shared_ptr<InFlight> pending, uint32_t packets) {
+void ServerConnection::read_submit_iso(std::shared_ptr<InFlight> pending, uint32_t packets) {
   scratch_.resize(size_t{packets} * wire::kIsoDescriptorSize);
-  reader_.read(socket_, scratch_, [self = shared_from_this(), pending](error_code ec) {
+  reader_.read(*stream_, scratch_, [self = shared_from_this(), pending](error_code ec) {
     usb::Transfer& t = *pending->transfer;
     if (self->closed_ || ec) {
       self->held_bytes_ -= t.length();
@@ -382,7 +344,7 @@ void UsbipConnection::read_submit_iso(std::shared_ptr<InFlight> pending, uint32_
   });
 }
 
-void UsbipConnection::dispatch(std::unique_ptr<InFlight> in) {
+void ServerConnection::dispatch(std::unique_ptr<InFlight> in) {
   const uint32_t seqnum = in->seqnum;
   usb::Transfer& t = *in->transfer;
   t.set_completion(
@@ -403,7 +365,7 @@ void UsbipConnection::dispatch(std::unique_ptr<InFlight> in) {
   usb::submit_or_perform(*device_, t);  // may complete inline
 }
 
-void UsbipConnection::on_complete(uint32_t seqnum) {
+void ServerConnection::on_complete(uint32_t seqnum) {
   loop_.check();
   auto it = inflight_.find(seqnum);
   if (it == inflight_.end()) return;
@@ -426,7 +388,7 @@ void UsbipConnection::on_complete(uint32_t seqnum) {
   send_ret_submit(*in);
 }
 
-void UsbipConnection::on_unlink(const wire::CmdUnlink& cmd) {
+void ServerConnection::on_unlink(const wire::CmdUnlink& cmd) {
   auto it = inflight_.find(cmd.unlink_seqnum);
   if (it == inflight_.end() && (!any_submit_ || newer(cmd.unlink_seqnum, last_submit_seqnum_))) {
     if (early_unlinks_.size() < kMaxEarlyUnlinks) {
@@ -454,12 +416,12 @@ void UsbipConnection::on_unlink(const wire::CmdUnlink& cmd) {
 
 // ---------------------------------------------------------------- replies
 
-void UsbipConnection::recycle(std::unique_ptr<usb::Transfer> transfer) {
+void ServerConnection::recycle(std::unique_ptr<usb::Transfer> transfer) {
   held_bytes_ -= transfer->length();
   pool_.put(transfer->take_buffer());
 }
 
-void UsbipConnection::send_ret_submit(InFlight& in) {
+void ServerConnection::send_ret_submit(InFlight& in) {
   usb::Transfer& t = *in.transfer;
   wire::RetSubmit ret;
   ret.seqnum = in.seqnum;
@@ -497,7 +459,7 @@ void UsbipConnection::send_ret_submit(InFlight& in) {
   queue(std::move(r));
 }
 
-void UsbipConnection::send_ret_unlink(uint32_t seqnum, int32_t status) {
+void ServerConnection::send_ret_unlink(uint32_t seqnum, int32_t status) {
   wire::RetUnlink ret;
   ret.seqnum = seqnum;
   ret.status = status;
@@ -506,7 +468,7 @@ void UsbipConnection::send_ret_unlink(uint32_t seqnum, int32_t status) {
   queue(std::move(r));
 }
 
-void UsbipConnection::queue(Reply reply) {
+void ServerConnection::queue(Reply reply) {
   if (closed_) {
     if (reply.transfer) held_bytes_ -= reply.transfer->length();
     return;
@@ -515,7 +477,7 @@ void UsbipConnection::queue(Reply reply) {
   if (!write_in_progress_) start_write();
 }
 
-void UsbipConnection::start_write() {
+void ServerConnection::start_write() {
   // Everything queued so far leaves in one gathered write: header, data, iso descriptors of each.
   writing_.clear();
   write_buffers_.clear();
@@ -529,7 +491,7 @@ void UsbipConnection::start_write() {
     if (!r.iso.empty()) write_buffers_.emplace_back(r.iso.data(), r.iso.size());
   }
   write_in_progress_ = true;
-  asio::async_write(socket_, write_buffers_, [self = shared_from_this()](error_code ec, size_t) {
+  stream_->async_write(write_buffers_, [self = shared_from_this()](error_code ec, size_t) {
     self->write_in_progress_ = false;
     for (Reply& r : self->writing_)
       if (r.transfer) self->recycle(std::move(r.transfer));
@@ -540,4 +502,4 @@ void UsbipConnection::start_write() {
   });
 }
 
-}  // namespace stub
+}  // namespace usb::usbip

@@ -1,0 +1,239 @@
+// Listener, the socket streams and the connector, on one loop run by the test thread: what a peer
+// sees (credentials, refusals, stale socket files) and what a protocol sees (bytes, closes).
+#include "usb/net/listener.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/local/stream_protocol.hpp>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+#include "usb/net/connector.h"
+
+namespace usb::net {
+namespace {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+class ListenerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("vusb-net-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string sock(const std::string& name) const { return (dir_ / name).string(); }
+
+  // Runs the loop until `done` holds (or 5 s pass).
+  template <typename Pred>
+  bool run_until(Pred done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      io_.restart();
+      io_.run_for(std::chrono::milliseconds(10));
+    }
+    return done();
+  }
+
+  std::unique_ptr<Stream> connect(const Endpoint& to) {
+    std::optional<Result<std::unique_ptr<Stream>>> got;
+    async_connect(io_, to, TcpOptions{}, std::chrono::seconds(2),
+                  [&](Result<std::unique_ptr<Stream>> r) { got = std::move(r); });
+    EXPECT_TRUE(run_until([&] { return got.has_value(); }));
+    if (!got || !*got) {
+      ADD_FAILURE() << "connect " << to.to_string() << ": " << (got ? got->error().message : "");
+      return nullptr;
+    }
+    return std::move(**got);
+  }
+
+  asio::io_context io_;
+  std::filesystem::path dir_;
+};
+
+TEST_F(ListenerTest, UnixPeerIsNamedByItsCredentialsAndBytesFlowBothWays) {
+  Listener listener(io_, {});
+  const auto at = Endpoint::unix_socket(sock("a.sock"));
+  ASSERT_TRUE(listener.listen(at));
+  EXPECT_EQ(listener.local_endpoint(), at);
+  EXPECT_EQ(listener.local_port(), 0);
+  std::unique_ptr<Stream> server;
+  listener.start([&](std::unique_ptr<Stream> s) { server = std::move(s); });
+
+  auto client = connect(at);
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(run_until([&] { return server != nullptr; }));
+  ASSERT_TRUE(server->peer().uid.has_value());
+  EXPECT_EQ(*server->peer().uid, ::getuid());
+  EXPECT_EQ(*server->peer().pid, ::getpid());
+  EXPECT_FALSE(server->peer().address.has_value());
+
+  const std::string hello = "hello over a UNIX socket";
+  std::string got(hello.size(), '\0');
+  bool wrote = false, read = false;
+  client->async_write(asio::buffer(hello), [&](error_code ec, size_t n) {
+    EXPECT_FALSE(ec);
+    EXPECT_EQ(n, hello.size());
+    wrote = true;
+  });
+  server->async_read(asio::buffer(got), [&](error_code ec, size_t) {
+    EXPECT_FALSE(ec);
+    read = true;
+  });
+  ASSERT_TRUE(run_until([&] { return wrote && read; }));
+  EXPECT_EQ(got, hello);
+
+  // The peer hangs up: the reader sees the end of the stream.
+  client->close();
+  error_code end;
+  bool ended = false;
+  server->async_read_some(asio::buffer(got), [&](error_code ec, size_t) {
+    end = ec;
+    ended = true;
+  });
+  ASSERT_TRUE(run_until([&] { return ended; }));
+  EXPECT_EQ(end, asio::error::eof);
+}
+
+TEST_F(ListenerTest, TcpPeerIsNamedByItsAddressAndPortZeroPicksAFreePort) {
+  Listener listener(io_, {});
+  ASSERT_TRUE(listener.listen(Endpoint("127.0.0.1", 0)));
+  ASSERT_NE(listener.local_port(), 0);
+  EXPECT_EQ(listener.local_endpoint().tcp.port, listener.local_port());
+  std::unique_ptr<Stream> server;
+  listener.start([&](std::unique_ptr<Stream> s) { server = std::move(s); });
+  auto client = connect(listener.local_endpoint());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(run_until([&] { return server != nullptr; }));
+  ASSERT_TRUE(server->peer().address.has_value());
+  EXPECT_EQ(server->peer().address->to_string(), "127.0.0.1");
+  EXPECT_FALSE(server->peer().uid.has_value());
+  EXPECT_TRUE(server->peer().name.starts_with("127.0.0.1:"));
+}
+
+TEST_F(ListenerTest, RefusedPeerNeverReachesTheProtocolButIsToldWhy) {
+  Listener::Options options;
+  options.check = [](const PeerInfo&) -> Result<void> {
+    return Error::make(Error::Code::kDenied, "not on the list");
+  };
+  std::string told;
+  options.refuse = [&](std::unique_ptr<Stream> s, const Error& why) {
+    told = why.message;
+    s->close();
+  };
+  Listener listener(io_, options);
+  const auto at = Endpoint::unix_socket(sock("r.sock"));
+  ASSERT_TRUE(listener.listen(at));
+  bool accepted = false;
+  listener.start([&](std::unique_ptr<Stream>) { accepted = true; });
+  auto client = connect(at);
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(run_until([&] { return !told.empty(); }));
+  EXPECT_EQ(told, "not on the list");
+  EXPECT_FALSE(accepted);
+}
+
+TEST_F(ListenerTest, SameUserOrRootAdmitsOnlyThoseUnixPeers) {
+  const auto check = Listener::same_user_or_root(1000);
+  auto unix_peer = [](uid_t uid) {
+    PeerInfo p;
+    p.name = "unix uid " + std::to_string(uid);
+    p.uid = uid;
+    return p;
+  };
+  const PeerInfo owner = unix_peer(1000), root = unix_peer(0), other = unix_peer(65534);
+  PeerInfo tcp;
+  tcp.name = "10.0.2.15:4000";
+  tcp.address = asio::ip::make_address("10.0.2.15");
+  EXPECT_TRUE(check(owner));
+  EXPECT_TRUE(check(root));
+  auto no = check(other);
+  ASSERT_FALSE(no);
+  EXPECT_EQ(no.error().code, Error::Code::kDenied);
+  EXPECT_NE(no.error().message.find("uid 65534"), std::string::npos);
+  EXPECT_FALSE(check(tcp));
+}
+
+TEST_F(ListenerTest, StaleSocketFileIsReplacedLiveOneAndOtherFilesAreNot) {
+  const auto stale = sock("stale.sock");
+  {
+    // A daemon that died without removing its socket leaves the file behind.
+    asio::local::stream_protocol::acceptor dead(io_);
+    dead.open();
+    dead.bind(asio::local::stream_protocol::endpoint(stale));
+  }
+  ASSERT_TRUE(std::filesystem::exists(stale));
+  Listener first(io_, {});
+  ASSERT_TRUE(first.listen(Endpoint::unix_socket(stale)));
+
+  // A second daemon on the same path gets a clear error and leaves the first one's file alone.
+  Listener second(io_, {});
+  auto busy = second.listen(Endpoint::unix_socket(stale));
+  ASSERT_FALSE(busy);
+  EXPECT_EQ(busy.error().code, Error::Code::kBusy);
+  EXPECT_TRUE(std::filesystem::exists(stale));
+
+  const auto file = sock("notes.txt");
+  std::ofstream(file) << "mine";
+  Listener third(io_, {});
+  auto not_socket = third.listen(Endpoint::unix_socket(file));
+  ASSERT_FALSE(not_socket);
+  EXPECT_NE(not_socket.error().message.find("not a socket"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(file));
+
+  // stop() removes the file it made.
+  first.stop();
+  EXPECT_FALSE(std::filesystem::exists(stale));
+}
+
+TEST_F(ListenerTest, SocketFileGetsTheModeAsked) {
+  Listener::Options options;
+  options.unix_mode = 0600;
+  Listener listener(io_, options);
+  const auto at = sock("m.sock");
+  ASSERT_TRUE(listener.listen(Endpoint::unix_socket(at)));
+  struct stat st {};
+  ASSERT_EQ(::stat(at.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST_F(ListenerTest, ConnectingToNobodyFailsWithTheAddress) {
+  std::optional<Result<std::unique_ptr<Stream>>> got;
+  const auto at = Endpoint::unix_socket(sock("nobody.sock"));
+  async_connect(io_, at, TcpOptions{}, std::chrono::seconds(2),
+                [&](Result<std::unique_ptr<Stream>> r) { got = std::move(r); });
+  ASSERT_TRUE(run_until([&] { return got.has_value(); }));
+  ASSERT_FALSE(*got);
+  EXPECT_EQ(got->error().code, Error::Code::kIo);
+  EXPECT_NE(got->error().message.find(at.path), std::string::npos) << got->error().message;
+}
+
+TEST_F(ListenerTest, ClosingAStreamEndsItsOutstandingReadAsAborted) {
+  auto pair = stream_pair(io_);
+  ASSERT_TRUE(pair);
+  auto& [a, b] = *pair;
+  EXPECT_TRUE(a->peer().uid.has_value());
+  uint8_t byte = 0;
+  error_code result;
+  bool done = false;
+  a->async_read_some(asio::buffer(&byte, 1), [&](error_code ec, size_t) {
+    result = ec;
+    done = true;
+  });
+  a->close();
+  a->close();  // idempotent
+  ASSERT_TRUE(run_until([&] { return done; }));
+  EXPECT_EQ(result, asio::error::operation_aborted);
+  EXPECT_FALSE(a->is_open());
+}
+
+}  // namespace
+}  // namespace usb::net

@@ -1,0 +1,29 @@
+// Connecting to an Endpoint: a TCP HOST:PORT (resolved, TcpOptions set) or a UNIX socket path.
+// The asynchronous form runs on the loop and hands over a Stream; the blocking form is for tools
+// and tests that talk to a daemon synchronously (vusbctl, vusb-probe) and returns the socket.
+#pragma once
+
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+
+#include "usb/core/error.h"
+#include "usb/net/endpoint.h"
+#include "usb/net/socket_stream.h"
+
+namespace usb::net {
+
+using ConnectHandler = std::move_only_function<void(Result<std::unique_ptr<Stream>>)>;
+
+// Calls `done` once on the loop: the connected stream, or kIo ("connect HOST:PORT: …"), also
+// when `timeout` passes first.
+void async_connect(boost::asio::io_context& io, const Endpoint& to, const TcpOptions& options,
+                   std::chrono::milliseconds timeout, ConnectHandler done);
+
+// Blocking connect (no-delay set on TCP).
+Result<boost::asio::generic::stream_protocol::socket> connect_blocking(
+    boost::asio::io_context& io, const Endpoint& to);
+
+}  // namespace usb::net

@@ -1,0 +1,157 @@
+#include "usb/net/listener.h"
+
+#include <netinet/in.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <cerrno>
+#include <cstring>
+
+namespace usb::net {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using generic = asio::generic::stream_protocol;
+
+namespace {
+
+// A socket file at `path` that nobody answers on is a dead daemon's: remove it. One that answers
+// is another daemon's: refuse. Anything else at the path is not ours to touch.
+Result<void> clear_stale_socket(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return {};  // nothing there
+  if (!S_ISSOCK(st.st_mode))
+    return Error::make(Error::Code::kBusy, path + " exists and is not a socket");
+  asio::io_context io;
+  asio::local::stream_protocol::socket probe(io);
+  error_code ec;
+  probe.connect(asio::local::stream_protocol::endpoint(path), ec);
+  if (!ec) return Error::make(Error::Code::kBusy, "another process listens on " + path);
+  if (ec != asio::error::connection_refused)
+    return Error::make(Error::Code::kIo, "cannot check " + path + ": " + ec.message());
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    return Error::make(Error::Code::kIo,
+                       "cannot remove stale socket " + path + ": " + std::strerror(errno));
+  spdlog::info("removed stale socket {}", path);
+  return {};
+}
+
+}  // namespace
+
+Listener::Listener(asio::io_context& io, Options options)
+    : io_(io), options_(std::move(options)), acceptor_(io) {}
+
+Listener::~Listener() {
+  stop();
+}
+
+Result<void> Listener::listen(const Endpoint& where) {
+  loop_.check();
+  error_code ec;
+  generic::endpoint ep;
+  if (where.is_unix()) {
+    if (auto r = clear_stale_socket(where.path); !r) return r;
+    ep = generic::endpoint(asio::local::stream_protocol::endpoint(where.path));
+  } else {
+    asio::ip::tcp::resolver resolver(io_);
+    auto results = resolver.resolve(where.tcp.host, std::to_string(where.tcp.port),
+                                    asio::ip::tcp::resolver::passive |
+                                        asio::ip::tcp::resolver::numeric_service,
+                                    ec);
+    if (ec || results.empty())
+      return Error::make(Error::Code::kInvalidArgument, "cannot resolve listen address " +
+                                                            where.to_string() + ": " +
+                                                            ec.message());
+    ep = generic::endpoint(results.begin()->endpoint());
+  }
+  acceptor_.open(ep.protocol(), ec);
+  if (!ec && !where.is_unix()) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(ep, ec);
+  if (!ec && where.is_unix() && ::chmod(where.path.c_str(), options_.unix_mode) != 0)
+    ec = error_code(errno, boost::system::system_category());
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    error_code ignored;
+    acceptor_.close(ignored);
+    return Error::make(Error::Code::kIo,
+                       "cannot listen on " + where.to_string() + ": " + ec.message());
+  }
+  where_ = where;
+  return {};
+}
+
+void Listener::start(AcceptHandler on_accept) {
+  on_accept_ = std::move(on_accept);
+  accept();
+}
+
+void Listener::accept() {
+  acceptor_.async_accept(
+      [this, alive = std::weak_ptr<bool>(alive_)](error_code ec, generic::socket socket) {
+        if (alive.expired() || ec == asio::error::operation_aborted || !acceptor_.is_open())
+          return;
+        if (ec) {
+          spdlog::warn("{}: accept failed: {}", options_.label, ec.message());
+        } else if (where_.is_unix()) {
+          on_accept(std::make_unique<UnixStream>(std::move(socket)));
+        } else {
+          on_accept(std::make_unique<TcpStream>(std::move(socket), options_.tcp));
+        }
+        accept();
+      });
+}
+
+void Listener::on_accept(std::unique_ptr<Stream> stream) {
+  if (options_.check) {
+    if (auto ok = options_.check(stream->peer()); !ok) {
+      spdlog::warn("{}: refused {}: {}", options_.label, stream->peer().name, ok.error().message);
+      if (options_.refuse) return options_.refuse(std::move(stream), ok.error());
+      stream->close();
+      return;
+    }
+  }
+  if (on_accept_) on_accept_(std::move(stream));
+}
+
+void Listener::stop() {
+  if (!acceptor_.is_open()) return;
+  error_code ec;
+  acceptor_.close(ec);
+  if (where_.is_unix()) ::unlink(where_.path.c_str());
+}
+
+uint16_t Listener::local_port() const {
+  if (where_.is_unix() || !acceptor_.is_open()) return 0;
+  error_code ec;
+  const generic::endpoint ep = acceptor_.local_endpoint(ec);
+  if (ec) return 0;
+  if (ep.data()->sa_family == AF_INET)
+    return ntohs(reinterpret_cast<const sockaddr_in*>(ep.data())->sin_port);
+  if (ep.data()->sa_family == AF_INET6)
+    return ntohs(reinterpret_cast<const sockaddr_in6*>(ep.data())->sin6_port);
+  return 0;
+}
+
+Endpoint Listener::local_endpoint() const {
+  Endpoint e = where_;
+  if (!e.is_unix()) e.tcp.port = local_port();
+  return e;
+}
+
+Listener::PeerCheck Listener::same_user_or_root(uid_t uid) {
+  return [uid](const PeerInfo& peer) -> Result<void> {
+    if (!peer.uid)
+      return Error::make(Error::Code::kDenied, "only local users on the UNIX socket may connect");
+    if (*peer.uid == 0 || *peer.uid == uid) return {};
+    return Error::make(Error::Code::kDenied,
+                       "uid " + std::to_string(*peer.uid) + " is neither the socket's owner (uid " +
+                           std::to_string(uid) + ") nor root");
+  };
+}
+
+}  // namespace usb::net
