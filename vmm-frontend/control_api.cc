@@ -7,6 +7,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
+#include <array>
 #include <deque>
 #include <optional>
 
@@ -49,15 +50,37 @@ std::string host_part(std::string_view authority) {
 }
 
 // A refused peer (listener.h's PeerCheck) is told why in HTTP before the hang-up, so `vusbctl`
-// and curl print a reason rather than "connection reset".
+// and curl print a reason rather than "connection reset". The request is read first (one read,
+// at most 2 s): answering and closing before it arrives would break the client's send instead.
+struct Refusal : std::enable_shared_from_this<Refusal> {
+  Refusal(std::unique_ptr<usb::net::Stream> s, const usb::Error& why)
+      : stream(std::move(s)), timer(stream->get_executor()) {
+    const std::string body = to_text(nlohmann::json{{"error", why.message}}) + "\n";
+    answer = "HTTP/1.1 403 Forbidden\r\nServer: vusbd\r\nContent-Type: application/json\r\n"
+             "Content-Length: " +
+             std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  }
+  void run() {
+    timer.expires_after(std::chrono::seconds(2));
+    timer.async_wait([self = shared_from_this()](error_code ec) {
+      if (!ec) self->stream->close();
+    });
+    stream->async_read_some(asio::buffer(request), [self = shared_from_this()](error_code ec,
+                                                                               size_t) {
+      self->timer.cancel();
+      if (ec) return self->stream->close();
+      self->stream->async_write(asio::buffer(self->answer),
+                                [self](error_code, size_t) { self->stream->close(); });
+    });
+  }
+  std::unique_ptr<usb::net::Stream> stream;
+  asio::steady_timer timer;
+  std::array<char, 8192> request{};
+  std::string answer;
+};
+
 void answer_forbidden(std::unique_ptr<usb::net::Stream> stream, const usb::Error& why) {
-  const std::string body = to_text(nlohmann::json{{"error", why.message}}) + "\n";
-  auto text = std::make_shared<std::string>(
-      "HTTP/1.1 403 Forbidden\r\nServer: vusbd\r\nContent-Type: application/json\r\n"
-      "Content-Length: " +
-      std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
-  std::shared_ptr<usb::net::Stream> held(std::move(stream));
-  held->async_write(asio::buffer(*text), [held, text](error_code, size_t) { held->close(); });
+  std::make_shared<Refusal>(std::move(stream), why)->run();
 }
 }  // namespace
 

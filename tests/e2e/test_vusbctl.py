@@ -19,6 +19,10 @@ Host only (no guest): vusb-stub exports a Gadget Zero; vusbd starts with two VMs
   6. The config file was written back; vusbd is stopped and started again from it: vm2 lists gz as
      1-3, vm1 still has nothing, the mode is still exclusive.
   7. GET / serves the dashboard.
+  8. The control API on a UNIX socket (`vusbd --control unix:PATH`): `vusbctl --socket PATH list`
+     and `VUSBD_API=unix:PATH vusbctl list` work for root; the same command as uid 65534 (setpriv)
+     exits 1 with vusbd's reason (its uid is neither the daemon's nor root), and vusbd logs the
+     refusal.
 
 Usage: tests/e2e/test_vusbctl.py [--build DIR] [--stub PATH] [--vusbd PATH] [--vusbctl PATH]
 Logs: <build>/e2e-logs/vusbctl.{stub,vusbd,vusbd2,monitor}.log, vusbctl.toml
@@ -26,6 +30,7 @@ Logs: <build>/e2e-logs/vusbctl.{stub,vusbd,vusbd2,monitor}.log, vusbctl.toml
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -274,6 +279,41 @@ def main() -> int:
             check(len(devs) == 1 and devs[0].get("mode") == "exclusive",
                   "after restart gz is still exclusive")
             vusbd_rcs.append(lab.stop_process(vd))
+        # 8. the control API on a UNIX socket, with the peer's uid checked
+        sock_dir = Path(f"/tmp/vusb-e2e-vusbctl-{os.getpid()}")
+        sock_dir.mkdir(mode=0o755, exist_ok=True)
+        sock_dir.chmod(0o755)
+        sock = sock_dir / "control.sock"
+        log3 = logs / "vusbctl.vusbd3.log"
+        vd = lab.start_process([vusbd, "--config", toml, "--control", f"unix:{sock}"], log3)
+        procs.append(vd)
+        if check(wait_for(lambda: sock.is_socket() or vd.poll() is not None, 15) and sock.is_socket(),
+                 "vusbd serves its control API on a UNIX socket"):
+            r = subprocess.run([str(vusbctl), "--socket", str(sock), "--json", "list"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+            devs = json.loads(r.stdout or "[]") if r.returncode == 0 else []
+            check(r.returncode == 0 and len(devs) == 1 and devs[0].get("name") == "gz",
+                  f"vusbctl --socket lists gz as root (rc {r.returncode}: {r.stderr.strip()})")
+            env = dict(os.environ, VUSBD_API=f"unix:{sock}")
+            r = subprocess.run([str(vusbctl), "list"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, timeout=30)
+            check(r.returncode == 0 and "gz" in r.stdout,
+                  f"VUSBD_API=unix:PATH vusbctl list works (rc {r.returncode})")
+            # Another user: a copy of vusbctl it may run, under uid/gid 65534 (nobody).
+            ctl_copy = sock_dir / "vusbctl"
+            ctl_copy.write_bytes(vusbctl.read_bytes())
+            ctl_copy.chmod(0o755)
+            r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                str(ctl_copy), "--socket", str(sock), "list"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+            lab.log(f"vusbctl as uid 65534 -> {r.returncode} {r.stderr.strip()}")
+            check(r.returncode == 1 and "uid 65534" in r.stderr and "gz" not in r.stdout,
+                  "uid 65534 is refused on the control socket with vusbd's reason")
+            check(wait_for(lambda: "refused unix uid 65534" in log3.read_text(errors="replace"), 5),
+                  "vusbd logged the refused uid")
+        vusbd_rcs.append(lab.stop_process(vd))
+        check(not sock.exists(), "vusbd removed its control socket on exit")
+        shutil.rmtree(sock_dir, ignore_errors=True)
     except RuntimeError:
         pass
     finally:
@@ -281,7 +321,7 @@ def main() -> int:
             lab.stop_process(p)
     for i, rc in enumerate(vusbd_rcs):
         check(rc == 0, f"vusbd run {i + 1} exited {rc} on SIGTERM (expected 0)")
-    for name in ("vusbctl.vusbd.log", "vusbctl.vusbd2.log"):
+    for name in ("vusbctl.vusbd.log", "vusbctl.vusbd2.log", "vusbctl.vusbd3.log"):
         p = logs / name
         if p.exists() and ("AddressSanitizer" in p.read_text(errors="replace")
                            or "runtime error:" in p.read_text(errors="replace")):
@@ -291,7 +331,8 @@ def main() -> int:
         print("FAIL: " + "; ".join(problems))
         print(f"--- vusbd log tail ---\n{lab.tail(logs / 'vusbctl.vusbd.log', 60)}")
         return 1
-    print("PASS: vusbctl attach/detach/share/list/stats/monitor, hostile HTTP, restart restore")
+    print("PASS: vusbctl attach/detach/share/list/stats/monitor, hostile HTTP, restart restore, "
+          "UNIX control socket with peer uid check")
     return 0
 
 
