@@ -1,11 +1,14 @@
 // libFuzzer: vusbd's device source strings (usbip://HOST:PORT/BUSID, libusb:..., and
 // emulated:gadget-zero?key=value,... with its option decoder). Every input either parses into a
-// config that validate() and the TOML round trip accept, or is refused with a message.
+// config that validate() and the TOML round trip accept, or is refused with a message. The same
+// text goes to parse_endpoint() (every listen/connect address: HOST:PORT or unix:PATH): a UNIX
+// endpoint prints back to itself, a refusal says why.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
 #include "devices/emulated/gadget_zero.h"
+#include "usb/net/endpoint.h"
 #include "vmm-frontend/vusbd_config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -24,5 +27,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     __builtin_trap();  // a refusal says why
   }
   (void)devices::parse_gadget_zero_options(text);
+  if (auto e = usb::net::parse_endpoint(text); e) {
+    if (e->is_unix()) {
+      auto back = usb::net::parse_endpoint(e->to_string());
+      if (!back || *back != *e) __builtin_trap();  // a UNIX endpoint prints back to itself
+    }
+  } else if (e.error().message.empty()) {
+    __builtin_trap();
+  }
   return 0;
 }
