@@ -7,7 +7,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
-#include <array>
 #include <deque>
 #include <optional>
 
@@ -49,39 +48,6 @@ std::string host_part(std::string_view authority) {
   return std::string(authority.substr(0, authority.find(':')));
 }
 
-// A refused peer (listener.h's PeerCheck) is told why in HTTP before the hang-up, so `vusbctl`
-// and curl print a reason rather than "connection reset". The request is read first (one read,
-// at most 2 s): answering and closing before it arrives would break the client's send instead.
-struct Refusal : std::enable_shared_from_this<Refusal> {
-  Refusal(std::unique_ptr<usb::net::Stream> s, const usb::Error& why)
-      : stream(std::move(s)), timer(stream->get_executor()) {
-    const std::string body = to_text(nlohmann::json{{"error", why.message}}) + "\n";
-    answer = "HTTP/1.1 403 Forbidden\r\nServer: vusbd\r\nContent-Type: application/json\r\n"
-             "Content-Length: " +
-             std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
-  }
-  void run() {
-    timer.expires_after(std::chrono::seconds(2));
-    timer.async_wait([self = shared_from_this()](error_code ec) {
-      if (!ec) self->stream->close();
-    });
-    stream->async_read_some(asio::buffer(request), [self = shared_from_this()](error_code ec,
-                                                                               size_t) {
-      self->timer.cancel();
-      if (ec) return self->stream->close();
-      self->stream->async_write(asio::buffer(self->answer),
-                                [self](error_code, size_t) { self->stream->close(); });
-    });
-  }
-  std::unique_ptr<usb::net::Stream> stream;
-  asio::steady_timer timer;
-  std::array<char, 8192> request{};
-  std::string answer;
-};
-
-void answer_forbidden(std::unique_ptr<usb::net::Stream> stream, const usb::Error& why) {
-  std::make_shared<Refusal>(std::move(stream), why)->run();
-}
 }  // namespace
 
 class Connection {
@@ -95,7 +61,8 @@ class WsSession;
 struct ControlApi::Impl {
   Impl(asio::io_context& io, Vusbd& daemon) : io(io), daemon(daemon), stats(io) {}
 
-  void on_accept(std::unique_ptr<usb::net::Stream> stream);
+  // `refused`: the listener's reason to refuse this peer (answered 403 after its request).
+  void on_accept(std::unique_ptr<usb::net::Stream> stream, std::string refused = {});
   void tick_stats();
   void on_stats_tick();
   void broadcast(const std::string& text);
@@ -194,9 +161,13 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
 // One HTTP connection: requests in order, keep-alive, or an upgrade to the event stream.
 class HttpSession : public Connection, public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(std::unique_ptr<usb::net::Stream> stream, std::weak_ptr<ControlApi::Impl> api)
+  // A session with a `refused` reason answers its request 403 with it, then hangs up (a peer
+  // the listener's check refused: told why rather than cut off, and the request read first,
+  // as closing before it arrives would break the client's send).
+  HttpSession(std::unique_ptr<usb::net::Stream> stream, std::weak_ptr<ControlApi::Impl> api,
+              std::string refused = {})
       : peer_(stream->peer().name), stream_(std::move(stream)), timer_(stream_.get_executor()),
-        api_(std::move(api)) {}
+        api_(std::move(api)), refused_(std::move(refused)) {}
 
   void read() {
     parser_.emplace();
@@ -247,6 +218,9 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
     auto req = parser_->release();
     auto api = api_.lock();
     if (!api || api->stopped) return close();
+    if (!refused_.empty())
+      return respond(403, to_text(nlohmann::json{{"error", refused_}}), "application/json",
+                     req.version(), false);
     if (auto why = refuse_cross_site(*api, req); !why.empty()) {
       spdlog::warn("control {}: refused: {}", peer_, why);
       return respond(403, to_text(nlohmann::json{{"error", why}}), "application/json",
@@ -327,17 +301,18 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   asio::steady_timer timer_;
   bool timed_out_ = false;
   std::weak_ptr<ControlApi::Impl> api_;
+  std::string refused_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
 };
 
-void ControlApi::Impl::on_accept(std::unique_ptr<usb::net::Stream> stream) {
+void ControlApi::Impl::on_accept(std::unique_ptr<usb::net::Stream> stream, std::string refused) {
   if (stopped) return stream->close();
   if (live_connections() >= kMaxConnections) {
     spdlog::warn("control: {} connections open; refusing another", kMaxConnections);
     return stream->close();
   }
-  auto session = std::make_shared<HttpSession>(std::move(stream), self_weak);
+  auto session = std::make_shared<HttpSession>(std::move(stream), self_weak, std::move(refused));
   connections.push_back(session);
   session->read();
 }
@@ -382,7 +357,10 @@ usb::Result<void> ControlApi::listen(const usb::net::Endpoint& at) {
     // only the daemon's own uid and root get past the peer check.
     options.unix_mode = 0666;
     options.check = usb::net::Listener::same_user_or_root(::getuid());
-    options.refuse = answer_forbidden;
+    options.refuse = [weak = impl_->self_weak](std::unique_ptr<usb::net::Stream> stream,
+                                               const usb::Error& why) {
+      if (auto self = weak.lock()) self->on_accept(std::move(stream), why.message);
+    };
   }
   auto listener = std::make_unique<usb::net::Listener>(impl_->io, std::move(options));
   if (auto r = listener->listen(at); !r)

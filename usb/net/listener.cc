@@ -128,13 +128,8 @@ void Listener::stop() {
 uint16_t Listener::local_port() const {
   if (where_.is_unix() || !acceptor_.is_open()) return 0;
   error_code ec;
-  const generic::endpoint ep = acceptor_.local_endpoint(ec);
-  if (ec) return 0;
-  if (ep.data()->sa_family == AF_INET)
-    return ntohs(reinterpret_cast<const sockaddr_in*>(ep.data())->sin_port);
-  if (ep.data()->sa_family == AF_INET6)
-    return ntohs(reinterpret_cast<const sockaddr_in6*>(ep.data())->sin6_port);
-  return 0;
+  const auto ep = ip_endpoint(acceptor_.local_endpoint(ec));
+  return !ec && ep ? ep->port() : 0;
 }
 
 Endpoint Listener::local_endpoint() const {

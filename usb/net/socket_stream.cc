@@ -19,28 +19,15 @@ namespace {
 
 PeerInfo tcp_peer(SocketStream::Socket& s) {
   PeerInfo p;
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (::getpeername(s.native_handle(),
-                    reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+  error_code ec;
+  const auto ep = ip_endpoint(s.remote_endpoint(ec));
+  if (ec || !ep) {
     p.name = "unknown-peer";
     return p;
   }
-  if (ss.ss_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(&ss);
-    asio::ip::address_v4::bytes_type b;
-    std::memcpy(b.data(), &in->sin_addr, b.size());
-    p.address = asio::ip::address_v4(b);
-    p.name = p.address->to_string() + ":" + std::to_string(ntohs(in->sin_port));
-  } else if (ss.ss_family == AF_INET6) {
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&ss);
-    asio::ip::address_v6::bytes_type b;
-    std::memcpy(b.data(), &in6->sin6_addr, b.size());
-    p.address = asio::ip::address_v6(b, in6->sin6_scope_id);
-    p.name = "[" + p.address->to_string() + "]:" + std::to_string(ntohs(in6->sin6_port));
-  } else {
-    p.name = "unknown-peer";
-  }
+  p.address = ep->address();
+  p.name = (p.address->is_v6() ? "[" + p.address->to_string() + "]" : p.address->to_string()) +
+           ":" + std::to_string(ep->port());
   return p;
 }
 
@@ -65,6 +52,16 @@ PeerInfo unix_peer(SocketStream::Socket& s, std::string name) {
 }
 
 }  // namespace
+
+std::optional<asio::ip::tcp::endpoint> ip_endpoint(const asio::generic::stream_protocol::endpoint& e) {
+  const int family = e.data()->sa_family;
+  if ((family != AF_INET && family != AF_INET6) || e.size() > sizeof(sockaddr_in6))
+    return std::nullopt;
+  asio::ip::tcp::endpoint out;
+  std::memcpy(out.data(), e.data(), e.size());
+  out.resize(e.size());
+  return out;
+}
 
 SocketStream::SocketStream(Socket socket, PeerInfo peer)
     : socket_(std::move(socket)), peer_(std::move(peer)) {}

@@ -8,8 +8,10 @@
 
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "usb/core/error.h"
@@ -66,6 +68,10 @@ class UnixStream final : public SocketStream {
   // ("unix uid U pid P" otherwise).
   explicit UnixStream(Socket socket, std::string name = {});
 };
+
+// The IP address and port of a generic socket address; nullopt for any other family (AF_UNIX).
+std::optional<boost::asio::ip::tcp::endpoint> ip_endpoint(
+    const boost::asio::generic::stream_protocol::endpoint& e);
 
 // A connected pair of UNIX streams on `io` (tests, and a parent and the child it forks).
 Result<std::pair<std::unique_ptr<UnixStream>, std::unique_ptr<UnixStream>>> stream_pair(
