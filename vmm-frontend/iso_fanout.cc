@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "usb/uvc/uvc_abi.h"
 #include "vmm-frontend/shared_device.h"
 
 namespace vusbd {
@@ -37,6 +38,7 @@ void IsoFanOut::submit(DeviceView& view, Transfer& t) {
         spdlog::info("vusbd: iso IN {:#04x}: {} leads the stream (was {})", endpoint_, view.vm(),
                      leader_->vm());
       leader_ = &view;
+      leader_synced_ = continues_stream(view);
       // A view that leads is no follower: its parked URBs go to the device first.
       hand_over(view, /*then_promote=*/false);
     }
@@ -56,7 +58,11 @@ void IsoFanOut::submit(DeviceView& view, Transfer& t) {
 void IsoFanOut::lead(DeviceView& view, Transfer& t) {
   ++leader_inflight_;
   t.add_completion_observer([this, alive = alive_](Transfer& x) {
-    if (*alive && x.status() == Status::kOk) copy_to_followers(x);
+    if (!*alive) return;
+    if (x.status() == Status::kOk)
+      on_leader_packets(x);
+    else
+      payloads_lost();
   });
   t.add_completion_epilogue([this, alive = alive_] {
     if (!*alive) return;
@@ -66,39 +72,68 @@ void IsoFanOut::lead(DeviceView& view, Transfer& t) {
   forward_(view, t);
 }
 
-void IsoFanOut::copy_to_followers(const Transfer& t) {
+void IsoFanOut::stream_restarted() {
+  last_fid_.reset();
+  boundary_ = true;
+}
+
+void IsoFanOut::payloads_lost() {
+  if (!uvc_) return;
+  last_fid_.reset();
+  boundary_ = false;
+  leader_synced_ = false;
+}
+
+bool IsoFanOut::continues_stream(const DeviceView& view) const {
+  // A follower that received every copy so far continues the stream where its copies end.
+  auto it = followers_.find(const_cast<DeviceView*>(&view));
+  return it != followers_.end() && it->second.active && it->second.synced &&
+         stats(view).dropped_packets == 0;
+}
+
+void IsoFanOut::on_leader_packets(Transfer& t) {
   const auto buffer = t.buffer();
-  // UVC payload header (2.4.3.3): bHeaderLength, bmHeaderInfo with FID in bit 0. Tracked even
-  // while nobody follows, so a VM that joins is compared with the stream's real last FID.
-  auto fid_of = [&](const usb::IsoPacket& p) -> std::optional<bool> {
+  auto bytes_of = [&](const usb::IsoPacket& p) -> std::span<const uint8_t> {
     const size_t n = std::min<size_t>(p.actual_length, p.length);
-    if (p.offset > buffer.size() || n > buffer.size() - p.offset || n < 2) return std::nullopt;
-    const uint8_t* d = buffer.data() + p.offset;
-    if (d[0] < 2 || d[0] > n) return std::nullopt;
-    return (d[1] & 0x01) != 0;
+    if (p.offset > buffer.size() || n > buffer.size() - p.offset) return {};
+    return buffer.subspan(p.offset, n);
   };
-  if (followers_.empty()) {
-    if (uvc_)
-      for (const usb::IsoPacket& p : t.iso_packets)
-        if (auto fid = fid_of(p)) last_fid_ = fid;
-    return;
-  }
-  std::vector<Packet> packets;
-  packets.reserve(t.iso_packets.size());
-  for (const usb::IsoPacket& p : t.iso_packets) {
-    Packet copy;
-    copy.status = p.status;
-    const size_t n = std::min<size_t>(p.actual_length, p.length);
-    if (p.offset <= buffer.size() && n <= buffer.size() - p.offset)
-      copy.data.assign(buffer.begin() + p.offset, buffer.begin() + p.offset + n);
-    if (uvc_) {
-      if (auto fid = fid_of(p)) {
-        copy.frame_start = last_fid_ && *last_fid_ != *fid;
-        last_fid_ = fid;
-      }
+  // Camera streams: which packets start a frame. UVC payload header (2.4.3.3): bHeaderLength,
+  // then bmHeaderInfo with FID (bit 0) and EOF (bit 1). Tracked even while nobody follows, so a
+  // VM that joins is compared with the stream's real state.
+  std::vector<bool> starts;
+  std::optional<size_t> first_start;
+  if (uvc_) {
+    starts.assign(t.iso_packets.size(), false);
+    for (size_t i = 0; i < t.iso_packets.size(); ++i) {
+      const auto d = bytes_of(t.iso_packets[i]);
+      if (d.size() < 2 || d[0] < 2 || d[0] > d.size()) continue;
+      const bool fid = (d[1] & usb::uvc::header::kFid) != 0;
+      starts[i] = boundary_ || (last_fid_ && *last_fid_ != fid);
+      last_fid_ = fid;
+      boundary_ = (d[1] & usb::uvc::header::kEof) != 0;
+      if (starts[i] && !first_start) first_start = i;
     }
-    packets.push_back(std::move(copy));
   }
+  // The followers get every packet (each finds its own frame start); copied before the leader's
+  // own packets are withheld.
+  std::vector<Packet> packets;
+  if (!followers_.empty()) {
+    packets.reserve(t.iso_packets.size());
+    for (size_t i = 0; i < t.iso_packets.size(); ++i) {
+      const auto d = bytes_of(t.iso_packets[i]);
+      packets.push_back({.data = {d.begin(), d.end()},
+                         .status = t.iso_packets[i].status,
+                         .frame_start = uvc_ && starts[i]});
+    }
+  }
+  if (uvc_ && !leader_synced_) {
+    const size_t skip = first_start.value_or(t.iso_packets.size());
+    t.withhold_iso_packets(skip);
+    if (leader_) stats_[leader_].skipped_packets += skip;
+    leader_synced_ = first_start.has_value();
+  }
+  if (followers_.empty()) return;
   // Completing a follower's URB runs its VM adapter's code: look each follower up again.
   std::vector<DeviceView*> views;
   for (auto& [view, _] : followers_) views.push_back(view);
@@ -182,6 +217,7 @@ void IsoFanOut::promote() {
   spdlog::info("vusbd: iso IN {:#04x}: {} stopped streaming; {} leads now", endpoint_,
                leader_ ? leader_->vm() : std::string("nobody"), view->vm());
   leader_ = view;
+  leader_synced_ = continues_stream(*view);
   hand_over(*view, /*then_promote=*/true);
 }
 
@@ -241,7 +277,7 @@ void IsoFanOut::drop_view(DeviceView& view, Status status) {
 }
 
 void IsoFanOut::clear(Status status) {
-  last_fid_.reset();  // the next stream is another one
+  stream_restarted();  // the next stream is another one
   auto followers = std::move(followers_);
   followers_.clear();
   for (auto& [view, f] : followers)

@@ -14,7 +14,13 @@
 // A camera's stream (set_uvc_payloads): every packet is a UVC payload, and a follower that joins
 // (or comes back after it stopped receiving copies) starts at the first payload of a frame — one
 // whose frame id (FID) differs from the stream's previous one — so its first buffer holds a whole
-// frame, as it would had it started the camera itself. The packets skipped meanwhile are counted.
+// frame, as it would had it started the camera itself. A frame starts where the FID toggles, after
+// a payload with EOF, and at the first payload after the device (re)started the stream. The leader
+// is held to the same rule whenever its stream may have lost payloads — it took over a running
+// stream it had not followed, or one of its URBs ended without data (unlinked) — so it too starts
+// at a frame: the packets before it reach the VM empty (Transfer::withhold_iso_packets). A
+// follower promoted to leader after following every packet continues its frame. The packets
+// skipped meanwhile are counted.
 //
 // Owned by SharedDevice, one per isochronous IN endpoint; lives on vusbd's loop.
 #pragma once
@@ -57,6 +63,9 @@ class IsoFanOut {
   void clear(usb::Status status);
 
   void set_uvc_payloads(bool on) { uvc_ = on; }
+  // The device (re)started the stream (a SET_INTERFACE reached it): its next payload starts a
+  // frame.
+  void stream_restarted();
   const DeviceView* leader() const { return leader_; }
   size_t leader_in_flight() const { return leader_inflight_; }
   FollowerStats stats(const DeviceView& view) const;
@@ -78,11 +87,16 @@ class IsoFanOut {
   };
 
   void lead(DeviceView& view, usb::Transfer& t);
-  void copy_to_followers(const usb::Transfer& t);
+  // A leader URB completed: its packets update the stream's frame state, are copied to the
+  // followers and, while the leader is not in sync, withheld up to the first frame start.
+  void on_leader_packets(usb::Transfer& t);
+  // A leader URB ended without its data: where the stream stands is unknown.
+  void payloads_lost();
   void fill(DeviceView& view);
   // Completes `t` with packets from the front of `fifo`, one per iso packet (packets beyond what
   // the fifo holds stay empty).
   static void deliver(usb::Transfer& t, std::deque<Packet>& fifo, FollowerStats& st);
+  bool continues_stream(const DeviceView& view) const;
   void promote();
   void hand_over(DeviceView& view, bool then_promote);
   static void complete_parked(usb::Transfer& t, usb::Status status);
@@ -95,7 +109,12 @@ class IsoFanOut {
   uint64_t order_ = 0;
   std::map<DeviceView*, Follower> followers_;
   bool uvc_ = false;
-  std::optional<bool> last_fid_;  // camera streams: the FID of the last payload seen
+  // Camera streams: the FID of the last payload seen (unknown after payloads were lost), whether
+  // the next payload starts a frame (after EOF or a restart), and whether the leader's URBs are
+  // in step with frame starts.
+  std::optional<bool> last_fid_;
+  bool boundary_ = true;
+  bool leader_synced_ = false;
   std::map<const DeviceView*, FollowerStats> stats_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

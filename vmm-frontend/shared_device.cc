@@ -377,10 +377,12 @@ void DeviceView::do_set_interface(uint8_t interface, uint8_t alternate, usb::Sta
     shared_.backend_->set_interface(
         interface, alternate,
         [this, interface, alternate, previous, done = std::move(done)](Status st) mutable {
-          if (st == Status::kOk)
+          if (st == Status::kOk) {
             alts_.erase(interface);
-          else  // the bandwidth goes back to what the VM had
+            shared_.stream_restarted(interface, alternate);
+          } else {  // the bandwidth goes back to what the VM had
             (void)shared_.admit_interface(*this, interface, previous);
+          }
           // Views whose choice now equals the device's follow it again.
           for (DeviceView* v : shared_.views())
             if (auto it = v->alts_.find(interface); it != v->alts_.end() && it->second == alternate)
@@ -878,6 +880,11 @@ void SharedDevice::release_all_held(Status status) {
     v->waiting_turn_.clear();
     for (auto& w : held) v->complete_here(*w.transfer, status, 0);
   }
+}
+
+void SharedDevice::stream_restarted(uint8_t interface, uint8_t alternate) {
+  for (const usb::EndpointDescriptor& e : endpoints(interface, alternate))
+    if (auto it = fanouts_.find(e.address); it != fanouts_.end()) it->second->stream_restarted();
 }
 
 IsoFanOut& SharedDevice::fanout(uint8_t endpoint) {

@@ -265,6 +265,8 @@ class SharedDevice {
   bool op_busy_ = false;
   std::function<void(DeviceView&, bool)> on_hold_change_;
   IsoFanOut& fanout(uint8_t endpoint);
+  // The device switched `interface` to `alternate`: its iso IN streams start afresh.
+  void stream_restarted(uint8_t interface, uint8_t alternate);
   // Fair scheduling of data URBs (see the class comment).
   struct Queued {
     DeviceView* view;

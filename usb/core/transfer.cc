@@ -89,4 +89,13 @@ bool Transfer::complete(Status status, size_t actual_length) {
   return true;
 }
 
+void Transfer::withhold_iso_packets(size_t count) {
+  count = std::min(count, iso_packets.size());
+  for (size_t i = 0; i < count; ++i) {
+    IsoPacket& p = iso_packets[i];
+    actual_length_ -= std::min<size_t>(p.actual_length, actual_length_);
+    p.actual_length = 0;
+  }
+}
+
 }  // namespace usb

@@ -103,6 +103,12 @@ class Transfer {
   // The bytes that came back (IN) or went out (OUT).
   std::span<const uint8_t> data() const { return buffer_.span().first(actual_length_); }
 
+  // A layer observing the completion (see add_completion_observer) withholds the data of the
+  // first `count` iso packets: the owner sees them empty, as if the device had sent nothing in
+  // those intervals, and actual_length shrinks by what they held. (vusbd's camera fan-out: a VM
+  // that joins a running stream mid-frame starts at the next frame.)
+  void withhold_iso_packets(size_t count);
+
   // --- Lifecycle ---
   State state() const { return state_; }
   bool in_flight() const { return state_ == State::kInFlight || state_ == State::kCancelling; }

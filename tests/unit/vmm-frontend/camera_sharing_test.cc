@@ -113,6 +113,7 @@ class CameraSharing : public ::testing::Test {
       for (uint32_t p = 0; p < 32; ++p)
         t->iso_packets.push_back({.offset = p * 2048, .length = 2048});
       submit_iso(vm, *t, frames);
+      by_vm[&vm].push_back(t.get());
       urbs.push_back(std::move(t));
     }
   }
@@ -126,8 +127,18 @@ class CameraSharing : public ::testing::Test {
     vm.submit(t);
   }
 
+  // What uvcvideo's STREAMOFF does first: kill the VM's URBs, wherever the camera is in a frame
+  // (the payloads in them are lost).
+  void kill_urbs(DeviceView& vm) {
+    streaming[&vm] = false;
+    for (Transfer* t : by_vm[&vm])
+      if (t->in_flight()) t->cancel();
+    by_vm[&vm].clear();
+  }
+
   SimTime time;
   std::vector<std::unique_ptr<Transfer>> urbs;  // outlive the camera that may hold them
+  std::map<DeviceView*, std::vector<Transfer*>> by_vm;
   std::map<DeviceView*, bool> streaming;
   UvcCamera camera;
   SharedDevice shared;
@@ -252,6 +263,68 @@ TEST(UvcSharingRules, BulkCamerasStreamToOneVmAtATime) {
   // A malformed block from a guest is refused, not parsed past its end.
   const std::vector<uint8_t> shorty(10, 0);
   EXPECT_EQ(rules.decide("vm2", commit, shorty, "vm1").kind, UvcSharing::Decision::Kind::kRefuse);
+}
+
+// The CI failure this pins down: vm2 led and killed its URBs in the middle of a frame (those
+// payloads are gone), then vm1 — which had stopped earlier — streamed again while vm2 still held
+// the alternate setting, so the camera was not restarted and went on with the rest of that frame.
+// vm1 leads now, and must start at the next frame, not with a torn one.
+TEST_F(CameraSharing, ALeaderThatTakesOverARunningStreamStartsAtAFrame) {
+  ASSERT_EQ(start(vm1, UvcCamera::kMjpegFormat, 1), Status::kOk);
+  streaming[&vm1] = true;
+  Frames f1, f2, again;
+  stream(vm1, f1);
+  time.advance(milliseconds(500));
+  ASSERT_EQ(start(vm2, UvcCamera::kMjpegFormat, 1), Status::kOk);
+  streaming[&vm2] = true;
+  stream(vm2, f2);
+  time.advance(milliseconds(500));
+
+  kill_urbs(vm1);
+  ASSERT_EQ(control(vm1, {0x01, usb::request::kSetInterface, 0, UvcCamera::kStreamingInterface, 0}),
+            Status::kOk);
+  time.advance(milliseconds(1000) + milliseconds(35));  // vm2 leads; now inside a frame
+  kill_urbs(vm2);
+  ASSERT_EQ(control(vm1, {0x01, usb::request::kSetInterface, 3, UvcCamera::kStreamingInterface, 0}),
+            Status::kOk);
+  EXPECT_EQ(camera.stats().streams, 1u) << "the camera was not restarted";
+  streaming[&vm1] = true;
+  stream(vm1, again);
+  time.advance(milliseconds(1000));
+
+  const auto counters = again.counters();
+  ASSERT_GT(counters.size(), 25u);
+  for (size_t i = 0; i < counters.size(); ++i) {
+    ASSERT_NE(counters[i], kNoCounter) << "frame " << i << " is not a whole frame";
+    if (i) {
+      EXPECT_EQ(counters[i], counters[i - 1] + 1) << "frame " << i;
+    }
+  }
+  EXPECT_GT(shared.fanout_stats(vm1).skipped_packets, 0u);
+}
+
+// A leader whose own SET_INTERFACE restarted the camera loses nothing: the stream's first payload
+// starts a frame even when its FID equals the last one seen before the restart.
+TEST_F(CameraSharing, ARestartedStreamLosesNoFrame) {
+  ASSERT_EQ(start(vm1, UvcCamera::kMjpegFormat, 1), Status::kOk);
+  streaming[&vm1] = true;
+  Frames f1, again;
+  stream(vm1, f1);
+  time.advance(milliseconds(1000) + milliseconds(35));
+  kill_urbs(vm1);
+  ASSERT_EQ(control(vm1, {0x01, usb::request::kSetInterface, 0, UvcCamera::kStreamingInterface, 0}),
+            Status::kOk);
+  ASSERT_EQ(control(vm1, {0x01, usb::request::kSetInterface, 3, UvcCamera::kStreamingInterface, 0}),
+            Status::kOk);
+  EXPECT_EQ(camera.stats().streams, 2u);
+  const uint64_t skipped = shared.fanout_stats(vm1).skipped_packets;
+  streaming[&vm1] = true;
+  stream(vm1, again);
+  time.advance(milliseconds(500));
+  const auto counters = again.counters();
+  ASSERT_GT(counters.size(), 10u);
+  for (uint32_t c : counters) ASSERT_NE(c, kNoCounter);
+  EXPECT_EQ(shared.fanout_stats(vm1).skipped_packets, skipped) << "no packet was withheld";
 }
 
 }  // namespace
