@@ -966,6 +966,10 @@ Status SharedDevice::admit_configuration(DeviceView& view, uint8_t value) {
   return Status::kOk;
 }
 
+Status DeviceView::admit_endpoints(std::span<const usb::EndpointDescriptor> eps) {
+  return shared_.admit_endpoints(*this, eps);
+}
+
 Status SharedDevice::admit_endpoints(DeviceView& view,
                                      std::span<const usb::EndpointDescriptor> eps) {
   if (!book_ || !backend_) return Status::kOk;

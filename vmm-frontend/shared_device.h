@@ -117,6 +117,10 @@ class DeviceView : public usb::Device, public usb::Claim {
   bool try_acquire() override;
   void release() override;
 
+  // Periodic bandwidth for `eps` on the device's bus, asked by a register-level VM adapter before
+  // the guest configures them (xHCI Configure Endpoint): kOk or kNoBandwidth.
+  usb::Status admit_endpoints(std::span<const usb::EndpointDescriptor> eps);
+
  private:
   friend class SharedDevice;
   enum class Halt : uint8_t { kNone, kVirtual, kDevice };

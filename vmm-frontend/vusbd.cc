@@ -33,10 +33,9 @@ Vusbd::Vusbd(boost::asio::io_context& io, VusbdConfig config, std::string config
   for (const auto& vc : config_.vms) {
     auto vm = std::make_unique<Vm>();
     vm->config = vc;
-    vm->table = std::make_unique<usb::usbip::ExportTable>();
-    usb::usbip::ConnectionLimits limits;
-    limits.label = "vm " + vc.name;
-    vm->server = std::make_unique<usb::usbip::Server>(io_, *vm->table, limits);
+    auto usbip = std::make_unique<UsbipVmAdapter>(io_, vc.name, vc.listen);
+    vm->usbip = usbip.get();
+    vm->adapters.push_back(std::move(usbip));
     vms_.push_back(std::move(vm));
   }
   bandwidth_.on_change([this] {
@@ -53,18 +52,21 @@ Vusbd::Vusbd(boost::asio::io_context& io, VusbdConfig config, std::string config
 
 Vusbd::~Vusbd() {
   stop();
+  // Register sets leave the controller while it and the devices' views still exist.
+  for (auto& vm : vms_)
+    if (vm->hc) detach_controller(vm->config.name);
   *alive_ = false;
 }
 
 usb::Result<void> Vusbd::start(std::function<void()> on_ready) {
   on_ready_ = std::move(on_ready);
   if (auto r = validate(config_); !r) return r;
-  for (auto& vm : vms_) {
-    if (auto r = vm->server->listen(vm->config.listen); !r)
-      return usb::Error::make(r.error().code, "vm '" + vm->config.name + "': " + r.error().message);
-    spdlog::info("vusbd: vm {} served on {}", vm->config.name,
-                 vm->server->local_endpoint().to_string());
-  }
+  for (auto& vm : vms_)
+    for (auto& adapter : vm->adapters)
+      if (auto r = adapter->start(); !r)
+        return usb::Error::make(r.error().code, "vm '" + vm->config.name + "' (" +
+                                                    std::string(adapter->kind()) +
+                                                    "): " + r.error().message);
   started_ = true;
   for (auto& vm : vms_)
     if (vm->config.bandwidth_device) {
@@ -482,91 +484,49 @@ void Vusbd::on_discovered(Dev& parent, const std::vector<usb::wire::usbip::Devli
   check_ready();
 }
 
+VmAdapter& Vusbd::Vm::adapter_for(const std::string& device) {
+  for (auto it = adapters.rbegin(); it != adapters.rend(); ++it)
+    if ((*it)->carries(device)) return **it;
+  return *adapters.front();  // its USB/IP server carries every device
+}
+
 void Vusbd::offer(Dev& d, Vm& vm) {
   DeviceView& view = *d.shared->find_view(vm.config.name);  // give() made it
-  if (vm.hc) return plug(d, vm, view);
-  if (auto r = vm.table->add(view, &view); !r)
-    spdlog::warn("vusbd: cannot offer {} to {}: {}", d.name, vm.config.name, r.error().message);
+  VmAdapter& adapter = vm.adapter_for(d.name);
+  if (auto r = adapter.offer(d.name, view); !r)
+    spdlog::warn("vusbd: cannot offer {} to {} ({}): {}", d.name, vm.config.name, adapter.kind(),
+                 r.error().message);
   else
-    spdlog::info("vusbd: {} offered to vm {} as {} ({} mode)", d.name, vm.config.name, *r,
-                 device_config(d.name).mode);
+    spdlog::info("vusbd: {} offered to vm {} as {} ({} mode, {})", d.name, vm.config.name, *r,
+                 device_config(d.name).mode, adapter.kind());
 }
 
 void Vusbd::withdraw(Dev& d, Vm& vm) {
-  DeviceView* view = d.shared->find_view(vm.config.name);
-  if (!view) return;
-  for (auto it = vm.hc_ports.begin(); it != vm.hc_ports.end(); ++it)
-    if (it->second == view) {
-      controller_->detach(*vm.hc, it->first);  // the guest sees the port disconnect
-      view->release();
-      spdlog::info("vusbd: {} unplugged from vm {}'s port {}", d.name, vm.config.name, it->first);
-      vm.hc_ports.erase(it);
-      return;
-    }
-  vm.table->remove(*view);
-}
-
-uint32_t Vusbd::free_port(const Vm& vm, usb::Speed speed) const {
-  using hc::xhci::XhciFunction;
-  uint32_t first = 1, last = hc::ehci::EhciFunction::kPorts;
-  if (vm.hc_model == hc::Controller::Model::kXhci) {
-    const bool super = speed == usb::Speed::kSuper || speed == usb::Speed::kSuperPlus;
-    first = super ? XhciFunction::kUsb2Ports + 1 : 1;
-    last = super ? XhciFunction::kPorts : XhciFunction::kUsb2Ports;
-  }
-  for (uint32_t port = first; port <= last; ++port)
-    if (!vm.hc_ports.contains(port) && port != vm.hc_reservation_port) return port;
-  return 0;
+  if (DeviceView* view = d.shared->find_view(vm.config.name))
+    for (auto& adapter : vm.adapters) adapter->withdraw(*view);
 }
 
 void Vusbd::place_reservations(Vm& vm) {
-  if (!vm.reservations) return;
-  if (!vm.hc) {
-    if (auto r = vm.table->add(*vm.reservations); !r)
-      spdlog::warn("vusbd: vm {}: bandwidth device not offered: {}", vm.config.name,
-                   r.error().message);
-    return;
-  }
-  const uint32_t port = free_port(vm, vm.reservations->speed());
-  if (port && controller_->attach(*vm.hc, port, *vm.reservations)) {
-    vm.hc_reservation_port = port;
-    spdlog::info("vusbd: vm {}: bandwidth device on its controller's port {}", vm.config.name,
-                 port);
-  } else {
-    spdlog::warn("vusbd: vm {}: no free port for the bandwidth device", vm.config.name);
-  }
+  if (vm.reservations) vm.adapters.back()->place_reservations(*vm.reservations);
 }
 
 void Vusbd::unplace_reservations(Vm& vm) {
   if (!vm.reservations) return;
-  if (vm.hc && vm.hc_reservation_port) {
-    controller_->detach(*vm.hc, vm.hc_reservation_port);  // the guest sees it unplugged
-    vm.hc_reservation_port = 0;
-    return;
-  }
-  vm.table->remove(*vm.reservations);
+  for (auto& adapter : vm.adapters) adapter->unplace_reservations(*vm.reservations);
 }
 
-void Vusbd::plug(Dev& d, Vm& vm, DeviceView& view) {
-  const uint32_t port = free_port(vm, view.speed());
-  if (!port) {
-    spdlog::warn("vusbd: {}: vm {}'s host controller function has no free port for it", d.name,
-                 vm.config.name);
-    return;
-  }
-  if (!view.try_acquire()) {  // exclusive mode, held by another VM
-    spdlog::warn("vusbd: {} is held by another VM; not plugged into vm {}'s xHCI", d.name,
-                 vm.config.name);
-    return;
-  }
-  if (!controller_->attach(*vm.hc, port, view)) {
-    view.release();
-    spdlog::warn("vusbd: {}: vm {}'s port {} refused it", d.name, vm.config.name, port);
-    return;
-  }
-  vm.hc_ports[port] = &view;
-  spdlog::info("vusbd: {} plugged into vm {}'s port {} ({} mode)", d.name, vm.config.name, port,
-               device_config(d.name).mode);
+void Vusbd::rearrange(Vm& vm, const std::function<void()>& change) {
+  auto given = [&](const Dev& d) {
+    return std::ranges::find(d.vms, vm.config.name) != d.vms.end();
+  };
+  for (auto& d : devices_)
+    if (given(*d)) withdraw(*d, vm);
+  unplace_reservations(vm);
+  change();
+  if (started_)
+    for (auto& d : devices_)
+      if (given(*d) && d->shared->backend()) offer(*d, vm);
+  place_reservations(vm);
 }
 
 hc::Controller& Vusbd::controller() {
@@ -591,58 +551,31 @@ usb::Result<hc::Controller::VmId> Vusbd::attach_controller(const std::string& vm
   if (!vm) return not_found("no vm '" + vm_name + "'");
   if (vm->hc) return usb::Error::make(usb::Error::Code::kBusy, "vm '" + vm_name + "' has one");
   // Its devices leave its USB/IP export and come to its controller function's ports.
-  for (auto& d : devices_)
-    if (std::ranges::find(d->vms, vm_name) != d->vms.end()) withdraw(*d, *vm);
-  unplace_reservations(*vm);
-  const auto id = controller().add_vm(vm_name, memory, irq, vm->config.weight, model);
-  vm->hc = id;
-  vm->hc_model = model;
-  if (model == hc::Controller::Model::kXhci)
-    controller_->xhci(id).set_admission(
-        [this, vm_name](uint32_t port, std::span<const usb::EndpointDescriptor> eps) {
-          Vm* v = find_vm(vm_name);
-          if (!v) return true;
-          auto it = v->hc_ports.find(port);
-          if (it == v->hc_ports.end()) return true;
-          for (auto& d : devices_)
-            if (d->shared->find_view(vm_name) == it->second)
-              return d->shared->admit_endpoints(*it->second, eps) == usb::Status::kOk;
-          return true;
-        });
-  for (auto& d : devices_)
-    if (std::ranges::find(d->vms, vm_name) != d->vms.end() && d->shared->backend()) offer(*d, *vm);
-  place_reservations(*vm);
-  spdlog::info("vusbd: vm {} has an {} function on vusbd's controller", vm_name,
-               model == hc::Controller::Model::kXhci ? "xHCI" : "EHCI");
-  return id;
+  rearrange(*vm, [&] {
+    auto adapter = std::make_unique<ControllerPortAdapter>(controller(), vm_name, memory, irq,
+                                                           vm->config.weight, model);
+    vm->hc = adapter.get();
+    vm->adapters.push_back(std::move(adapter));
+  });
+  return vm->hc->id();
 }
 
 void Vusbd::detach_controller(const std::string& vm_name) {
   Vm* vm = find_vm(vm_name);
   if (!vm || !vm->hc) return;
-  for (auto& d : devices_)
-    if (std::ranges::find(d->vms, vm_name) != d->vms.end()) withdraw(*d, *vm);
-  unplace_reservations(*vm);
-  controller_->remove_vm(*vm->hc);
-  vm->hc.reset();
-  vm->hc_ports.clear();
-  place_reservations(*vm);
   // Back to USB/IP.
-  if (started_)
-    for (auto& d : devices_)
-      if (std::ranges::find(d->vms, vm_name) != d->vms.end() && d->shared->backend())
-        offer(*d, *vm);
+  rearrange(*vm, [&] {
+    std::erase_if(vm->adapters, [&](const auto& a) { return a.get() == vm->hc; });
+    vm->hc = nullptr;
+  });
 }
 
 uint32_t Vusbd::controller_port(const std::string& vm_name, const std::string& device) const {
   for (const auto& vm : vms_) {
-    if (vm->config.name != vm_name) continue;
-    if (device == "bandwidth") return vm->hc_reservation_port;
+    if (vm->config.name != vm_name || !vm->hc) continue;
+    if (device == "bandwidth") return vm->hc->reservation_port();
     const Dev* d = find_device(device);
-    if (!d) return 0;
-    const DeviceView* view = d->shared->find_view(vm_name);
-    for (auto& [port, v] : vm->hc_ports)
-      if (v == view) return port;
+    return d ? vm->hc->port_of(d->shared->find_view(vm_name)) : 0;
   }
   return 0;
 }
@@ -660,7 +593,7 @@ void Vusbd::stop() {
   if (!started_) return;
   started_ = false;
   for (auto& vm : vms_) {
-    vm->server->stop();
+    for (auto& adapter : vm->adapters) adapter->stop();
     unplace_reservations(*vm);
     vm->reservations.reset();
   }
@@ -719,7 +652,7 @@ void Vusbd::save() {
 
 uint16_t Vusbd::vm_port(const std::string& vm) const {
   for (auto& v : vms_)
-    if (v->config.name == vm) return v->server->local_port();
+    if (v->config.name == vm) return v->usbip->local_port();
   return 0;
 }
 
@@ -762,9 +695,12 @@ nlohmann::json Vusbd::vms_json() const {
   for (const auto& vm : vms_) {
     nlohmann::json j = {{"name", vm->config.name},
                         {"weight", vm->config.weight},
-                        {"listen", vm->config.listen.to_string()},
-                        {"port", vm->server->local_port()},
+                        {"adapters", nlohmann::json::array()},
                         {"devices", nlohmann::json::array()}};
+    for (const auto& adapter : vm->adapters) {
+      j["adapters"].push_back(adapter->kind());
+      adapter->describe(j);
+    }
     for (const auto& d : devices_) {
       if (std::ranges::find(d->vms, vm->config.name) == d->vms.end()) continue;
       auto addr = addresses_.address(vm->config.name, d->id);

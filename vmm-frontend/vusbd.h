@@ -1,7 +1,8 @@
-// Vusbd: the daemon's registry. Owns every VM's USB/IP server (its own address, its own export
-// table), every device (its backend and the SharedDevice that hands each VM a view) and the
-// AddressMap that gives each VM its own bus ids and devids. When a backend appears, its views
-// are exported to the VMs it was given at their VM-local addresses; when it goes away they are
+// Vusbd: the daemon's registry. Owns every VM's adapters (how the VM reaches its devices: its
+// USB/IP server, its register set on vusbd's controller — vmm-frontend/adapters/), every device
+// (its backend and the SharedDevice that hands each VM a view) and the AddressMap that gives each
+// VM its own bus ids and devids. When a backend appears, its views are offered to the VMs it was
+// given, each through the VM's newest adapter that carries it; when it goes away they are
 // withdrawn (importing VMs see the disconnect) and offered again when it comes back.
 //
 // The control operations (add/remove a device, attach/detach it to a VM, change its mode) change
@@ -26,8 +27,9 @@
 #include "devices/process/device_process.h"
 #include "host-controller/controller.h"
 #include "schedulers/bus_reservations.h"
-#include "usb/usbip/export_table.h"
-#include "usb/usbip/server.h"
+#include "vmm-frontend/adapters/controller_port_adapter.h"
+#include "vmm-frontend/adapters/usbip_vm_adapter.h"
+#include "vmm-frontend/adapters/vm_adapter.h"
 #include "vmm-frontend/address_map.h"
 #include "vmm-frontend/libusb_backend.h"
 #include "vmm-frontend/remote_backend.h"
@@ -104,13 +106,13 @@ class Vusbd {
  private:
   struct Vm {
     VmConfig config;
-    std::unique_ptr<usb::usbip::ExportTable> table;
-    std::unique_ptr<usb::usbip::Server> server;
+    // How the VM reaches its devices; each device goes to the newest adapter that carries it.
+    std::vector<std::unique_ptr<VmAdapter>> adapters;
+    UsbipVmAdapter* usbip = nullptr;                           // adapters[0]
+    ControllerPortAdapter* hc = nullptr;                       // attach_controller()
     std::unique_ptr<devices::ReservationDevice> reservations;  // config.bandwidth_device
-    std::optional<hc::Controller::VmId> hc;                    // attach_controller()
-    hc::Controller::Model hc_model = hc::Controller::Model::kXhci;
-    std::map<uint32_t, DeviceView*> hc_ports;  // its root-hub ports in use
-    uint32_t hc_reservation_port = 0;          // where `reservations` is plugged
+
+    VmAdapter& adapter_for(const std::string& device);
   };
   struct Dev {
     std::string name;
@@ -134,14 +136,14 @@ class Vusbd {
   void on_backend(Dev& dev, usb::Device* backend);
   void on_discovered(Dev& parent, const std::vector<usb::wire::usbip::DevlistEntry>& list);
   usb::Result<VmAddress> give(Dev& dev, Vm& vm, uint32_t port);
+  // The VM's view of the device to the VM's adapter for it / off every adapter.
   void offer(Dev& dev, Vm& vm);
-  // The view goes to a free port of the VM's function (USB 2 or USB 3 by its speed).
-  void plug(Dev& dev, Vm& vm, DeviceView& view);
-  uint32_t free_port(const Vm& vm, usb::Speed speed) const;
-  // The VM's reservation device onto its bus: its USB/IP export, or a port of its function.
+  void withdraw(Dev& dev, Vm& vm);
+  // The VM's reservation device onto its bus (through its newest adapter) / off it.
   void place_reservations(Vm& vm);
   void unplace_reservations(Vm& vm);
-  void withdraw(Dev& dev, Vm& vm);
+  // Changes the VM's adapters (`change`), moving its devices and its reservation device over.
+  void rearrange(Vm& vm, const std::function<void()>& change);
   Dev* find_device(const std::string& name);
   const Dev* find_device(const std::string& name) const;
   Vm* find_vm(const std::string& name);

@@ -55,7 +55,7 @@ usb::Result<std::string> ExportTable::add(usb::Device& device, usb::Claim* claim
   return busid;
 }
 
-void ExportTable::remove(usb::Device& device) {
+bool ExportTable::remove(usb::Device& device) {
   loop_.check();
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
     if (it->second.device != &device) continue;
@@ -64,8 +64,9 @@ void ExportTable::remove(usb::Device& device) {
     spdlog::info("export: {} removed{}", it->first, importer ? " while imported" : "");
     entries_.erase(it);
     if (importer) importer->on_device_gone();
-    return;
+    return true;
   }
+  return false;
 }
 
 void ExportTable::on_device_added(usb::Device& device) {

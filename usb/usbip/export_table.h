@@ -42,8 +42,8 @@ class ExportTable : public usb::DeviceProvider::Observer {
 
   // Adds a device; returns its bus id. A busid already taken gets a suffix-free error.
   usb::Result<std::string> add(usb::Device& device, usb::Claim* claim = nullptr);
-  // Removes a device (unplug). Its importer, if any, is told.
-  void remove(usb::Device& device);
+  // Removes a device (unplug). Its importer, if any, is told. False if it was not exported.
+  bool remove(usb::Device& device);
 
   // DeviceProvider::Observer
   void on_device_added(usb::Device& device) override;
