@@ -8,9 +8,11 @@
 #include <set>
 
 #include "devices/emulated/emulated_factory.h"
-#include "devices/emulated/gadget_zero.h"
-#include "devices/process/device_process.h"
 #include "usb/net/asio_timer.h"
+#include "vmm-frontend/backends/emulated_source.h"
+#include "vmm-frontend/backends/libusb_backend.h"
+#include "vmm-frontend/backends/process_source.h"
+#include "vmm-frontend/backends/remote_backend.h"
 
 namespace vusbd {
 
@@ -174,9 +176,7 @@ usb::Result<void> Vusbd::remove(const std::string name, bool by_discovery) {
   // Withdrawn everywhere: now the backend goes (in-flight URBs complete with kNoDevice while the
   // views still exist), then the views.
   d->shared->set_backend(nullptr);
-  d->remote.reset();
-  d->libusb.reset();
-  d->local.reset();
+  d->source.reset();
   addresses_.remove_device(d->id);
   std::erase_if(config_.devices, [&](const DeviceConfig& c) { return c.name == name; });
   std::erase_if(discovered_, [&](const DeviceConfig& c) { return c.name == name; });
@@ -361,44 +361,42 @@ void Vusbd::refresh_reservation_devices() {
 
 // ------------------------------------------------------------------ backends and exports
 
-usb::Result<void> Vusbd::start_device(Dev& d) {
+std::unique_ptr<DeviceSource> Vusbd::make_source(Dev& d) {
   const DeviceConfig& dc = device_config(d.name);
+  auto on_change = [this, &d](usb::Device* backend) { on_backend(d, backend); };
   switch (dc.kind) {
     case DeviceConfig::Kind::kUsbip:
-      d.remote = std::make_unique<RemoteBackend>(
-          io_, dc.server, dc.busid, [this, &d](usb::Device* backend) { on_backend(d, backend); });
-      d.remote->start();
-      return {};
-    case DeviceConfig::Kind::kUsbipAll:
-      d.discovery = std::make_unique<RemoteDiscovery>(
-          io_, dc.server, std::chrono::seconds(2),
-          [this, &d](const auto& list) { on_discovered(d, list); });
-      d.discovery->start();
-      return {};
+      return std::make_unique<RemoteBackend>(io_, dc.server, dc.busid, on_change);
     case DeviceConfig::Kind::kLibusb:
-      d.libusb = std::make_unique<LibusbBackend>(
-          io_, dc.libusb, [this, &d](usb::Device* backend) { on_backend(d, backend); });
-      return d.libusb->start();
-    case DeviceConfig::Kind::kEmulated: {
-      auto device = devices::make_emulated(
-          {.type = dc.emulated, .options = dc.emulated_options, .location = {}},
-          usb::net::asio_timer(io_), [] { return std::chrono::steady_clock::now(); });
-      if (!device) return std::unexpected(device.error());
-      d.local = std::move(*device);
-      on_backend(d, d.local.get());
-      return {};
-    }
+      return std::make_unique<LibusbBackend>(io_, dc.libusb, on_change);
+    case DeviceConfig::Kind::kEmulated:
+      return std::make_unique<EmulatedSource>(
+          io_,
+          devices::EmulatedSpec{.type = dc.emulated, .options = dc.emulated_options, .location = {}},
+          on_change);
     case DeviceConfig::Kind::kProcess: {
       devices::DeviceProcess::Options options;
       options.device = {.type = dc.emulated, .options = dc.emulated_options, .location = {}};
       options.program = devices::DeviceProcess::default_devhost_path();
-      d.process = std::make_unique<devices::DeviceProcess>(
-          io_, std::move(options), [this, &d](usb::Device* backend) { on_backend(d, backend); });
-      d.process->start();
-      return {};
+      return std::make_unique<ProcessSource>(io_, std::move(options), on_change);
     }
+    case DeviceConfig::Kind::kUsbipAll:
+      break;
   }
-  return {};
+  return nullptr;
+}
+
+usb::Result<void> Vusbd::start_device(Dev& d) {
+  const DeviceConfig& dc = device_config(d.name);
+  if (dc.kind == DeviceConfig::Kind::kUsbipAll) {
+    d.discovery = std::make_unique<RemoteDiscovery>(
+        io_, dc.server, std::chrono::seconds(2),
+        [this, &d](const auto& list) { on_discovered(d, list); });
+    d.discovery->start();
+    return {};
+  }
+  d.source = make_source(d);
+  return d.source->start();
 }
 
 void Vusbd::on_backend(Dev& d, usb::Device* backend) {
@@ -601,9 +599,7 @@ void Vusbd::stop() {
     for (const auto& vm : dev->vms) withdraw(*dev, *find_vm(vm));
     dev->shared->set_backend(nullptr);
     dev->discovery.reset();
-    dev->remote.reset();
-    dev->libusb.reset();
-    dev->local.reset();
+    dev->source.reset();
   }
 }
 
@@ -753,11 +749,7 @@ nlohmann::json Vusbd::stats() const {
     out["devices"][dev->name] = {
         {"source", dc.source}, {"mode", dc.mode}, {"connected", dev->shared->backend() != nullptr}};
     out["devices"][dev->name]["bus"] = dev->shared->bus();
-    if (dev->process) {
-      const auto& st = dev->process->status();
-      out["devices"][dev->name]["process"] = {
-          {"pid", st.pid}, {"starts", st.starts}, {"last_exit", st.last_exit}};
-    }
+    if (dev->source) dev->source->add_stats(out["devices"][dev->name]);
     if (const UvcSharing* uvc = dev->shared->uvc()) {
       out["devices"][dev->name]["camera"] = {{"steered", uvc->steered()},
                                              {"refused", uvc->refused()}};

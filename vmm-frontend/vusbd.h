@@ -24,17 +24,15 @@
 #include <vector>
 
 #include "devices/emulated/reservation_device.h"
-#include "devices/process/device_process.h"
 #include "host-controller/controller.h"
 #include "schedulers/bus_reservations.h"
 #include "vmm-frontend/adapters/controller_port_adapter.h"
 #include "vmm-frontend/adapters/usbip_vm_adapter.h"
 #include "vmm-frontend/adapters/vm_adapter.h"
 #include "vmm-frontend/address_map.h"
-#include "vmm-frontend/libusb_backend.h"
-#include "vmm-frontend/remote_backend.h"
-#include "vmm-frontend/remote_discovery.h"
-#include "vmm-frontend/shared_device.h"
+#include "vmm-frontend/backends/device_source.h"
+#include "vmm-frontend/backends/remote_discovery.h"
+#include "vmm-frontend/sharing/shared_device.h"
 #include "vmm-frontend/vusbd_config.h"
 
 namespace vusbd {
@@ -118,11 +116,8 @@ class Vusbd {
     std::string name;
     AddressMap::GlobalId id = 0;
     std::unique_ptr<SharedDevice> shared;
-    std::unique_ptr<RemoteBackend> remote;
-    std::unique_ptr<LibusbBackend> libusb;
-    std::unique_ptr<usb::Device> local;
-    std::unique_ptr<devices::DeviceProcess> process;  // kProcess: the device's own process
-    std::unique_ptr<RemoteDiscovery> discovery;       // kUsbipAll: the devices are children
+    std::unique_ptr<DeviceSource> source;        // where the backend comes from
+    std::unique_ptr<RemoteDiscovery> discovery;  // kUsbipAll instead: the devices are children
     std::vector<std::string> vms;                     // given to, in config order
     std::string parent;                               // a discovered device: its discovery's name
     std::map<std::string, std::string> children;      // discovery: server bus id -> device name
@@ -131,6 +126,8 @@ class Vusbd {
   // Not yet given to VMs, not started. `parent`: a discovered device (not written back).
   usb::Result<void> create_device(DeviceConfig device, const std::string& parent = {});
   usb::Result<void> start_device(Dev& dev);
+  // The source `dev`'s config names (not kUsbipAll).
+  std::unique_ptr<DeviceSource> make_source(Dev& dev);
   // Removes a device (and a discovery's devices). `by_discovery`: its server stopped listing it.
   usb::Result<void> remove(const std::string name, bool by_discovery);
   void on_backend(Dev& dev, usb::Device* backend);

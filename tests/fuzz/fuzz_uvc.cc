@@ -9,7 +9,7 @@
 #include "devices/emulated/uvc_camera.h"
 #include "usb/core/transfer.h"
 #include "usb/uvc/uvc_streaming.h"
-#include "vmm-frontend/uvc_sharing.h"
+#include "vmm-frontend/sharing/uvc_sharing.h"
 
 namespace {
 

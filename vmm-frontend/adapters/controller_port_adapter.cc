@@ -2,7 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "vmm-frontend/shared_device.h"
+#include "vmm-frontend/sharing/shared_device.h"
 
 namespace vusbd {
 

@@ -9,7 +9,7 @@
 #include "devices/emulated/uvc_camera.h"
 #include "tests/unit/sim_time.h"
 #include "tests/unit/uvc_receiver.h"
-#include "vmm-frontend/shared_device.h"
+#include "vmm-frontend/sharing/shared_device.h"
 
 namespace vusbd {
 namespace {

@@ -8,7 +8,7 @@
 #include <map>
 
 #include "devices/emulated/gadget_zero.h"
-#include "vmm-frontend/shared_device.h"
+#include "vmm-frontend/sharing/shared_device.h"
 
 namespace vusbd {
 namespace {

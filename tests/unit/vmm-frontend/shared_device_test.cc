@@ -1,5 +1,5 @@
 // SharedDevice / DeviceView against a FakeDevice backend, on simulated time (a manual timer).
-#include "vmm-frontend/shared_device.h"
+#include "vmm-frontend/sharing/shared_device.h"
 
 #include <gtest/gtest.h>
 

@@ -7,7 +7,7 @@
 #include <thread>
 
 #include "devices/emulated/gadget_zero.h"
-#include "vmm-frontend/shared_device.h"
+#include "vmm-frontend/sharing/shared_device.h"
 
 namespace vusbd {
 namespace {

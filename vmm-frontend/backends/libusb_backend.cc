@@ -1,4 +1,4 @@
-#include "vmm-frontend/libusb_backend.h"
+#include "vmm-frontend/backends/libusb_backend.h"
 
 #include <spdlog/spdlog.h>
 

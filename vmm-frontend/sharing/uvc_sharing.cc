@@ -1,4 +1,4 @@
-#include "vmm-frontend/uvc_sharing.h"
+#include "vmm-frontend/sharing/uvc_sharing.h"
 
 #include <fmt/format.h>
 

@@ -1,4 +1,4 @@
-#include "vmm-frontend/shared_device.h"
+#include "vmm-frontend/sharing/shared_device.h"
 
 #include <spdlog/spdlog.h>
 

@@ -64,8 +64,8 @@
 #include "usb/core/claim.h"
 #include "usb/core/device.h"
 #include "usb/core/loop_checker.h"
-#include "vmm-frontend/iso_fanout.h"
-#include "vmm-frontend/uvc_sharing.h"
+#include "vmm-frontend/sharing/iso_fanout.h"
+#include "vmm-frontend/sharing/uvc_sharing.h"
 
 namespace vusbd {
 

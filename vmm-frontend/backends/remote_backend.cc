@@ -1,4 +1,4 @@
-#include "vmm-frontend/remote_backend.h"
+#include "vmm-frontend/backends/remote_backend.h"
 
 #include <spdlog/spdlog.h>
 
@@ -20,8 +20,9 @@ RemoteBackend::~RemoteBackend() {
   if (device_) device_->close();
 }
 
-void RemoteBackend::start() {
+usb::Result<void> RemoteBackend::start() {
   import();
+  return {};
 }
 
 void RemoteBackend::import() {

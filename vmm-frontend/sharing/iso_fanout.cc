@@ -1,4 +1,4 @@
-#include "vmm-frontend/iso_fanout.h"
+#include "vmm-frontend/sharing/iso_fanout.h"
 
 #include <spdlog/spdlog.h>
 
@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "usb/uvc/uvc_abi.h"
-#include "vmm-frontend/shared_device.h"
+#include "vmm-frontend/sharing/shared_device.h"
 
 namespace vusbd {
 

@@ -12,21 +12,19 @@
 #include "devices/libusb/device_filter.h"
 #include "devices/libusb/libusb_provider.h"
 #include "usb/net/asio_executor.h"
+#include "vmm-frontend/backends/device_source.h"
 
 namespace vusbd {
 
-class LibusbBackend : private usb::DeviceProvider::Observer {
+class LibusbBackend final : public DeviceSource, private usb::DeviceProvider::Observer {
  public:
-  // Called on the loop with the device once opened, and with nullptr when it goes away.
-  using OnChange = std::function<void(usb::Device*)>;
-
   LibusbBackend(boost::asio::io_context& io, devices::DeviceFilter filter, OnChange on_change);
   ~LibusbBackend() override;
 
   // Fails when libusb cannot initialise; a device that is not there yet is not an error.
-  usb::Result<void> start();
-  usb::Device* device() const { return device_; }
-  std::string describe() const { return "libusb:" + filter_.to_string(); }
+  usb::Result<void> start() override;
+  usb::Device* device() const override { return device_; }
+  std::string describe() const override { return "libusb:" + filter_.to_string(); }
 
  private:
   void on_device_added(usb::Device& device) override;

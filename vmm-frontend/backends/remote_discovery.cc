@@ -1,4 +1,4 @@
-#include "vmm-frontend/remote_discovery.h"
+#include "vmm-frontend/backends/remote_discovery.h"
 
 #include <spdlog/spdlog.h>
 

@@ -14,21 +14,19 @@
 
 #include "devices/remote/usbip_remote_device.h"
 #include "usb/net/address.h"
+#include "vmm-frontend/backends/device_source.h"
 
 namespace vusbd {
 
-class RemoteBackend {
+class RemoteBackend final : public DeviceSource {
  public:
-  // Called on the loop with the device once imported, and with nullptr when it goes away.
-  using OnChange = std::function<void(usb::Device*)>;
-
   RemoteBackend(boost::asio::io_context& io, usb::net::HostPort server, std::string busid,
                 OnChange on_change);
-  ~RemoteBackend();
+  ~RemoteBackend() override;
 
-  void start();
-  usb::Device* device() const { return device_.get(); }
-  std::string describe() const { return "usbip://" + server_.to_string() + "/" + busid_; }
+  usb::Result<void> start() override;
+  usb::Device* device() const override { return device_.get(); }
+  std::string describe() const override { return "usbip://" + server_.to_string() + "/" + busid_; }
 
  private:
   void import();
