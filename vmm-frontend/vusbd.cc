@@ -9,6 +9,7 @@
 
 #include "devices/emulated/emulated_factory.h"
 #include "usb/net/asio_timer.h"
+#include "usb/usbip/url.h"
 #include "vmm-frontend/backends/emulated_source.h"
 #include "vmm-frontend/backends/libusb_backend.h"
 #include "vmm-frontend/backends/process_source.h"
@@ -437,7 +438,7 @@ void Vusbd::on_discovered(Dev& parent, const std::vector<usb::wire::usbip::Devli
     child.name = parent.name + "-" + busid;
     for (char& c : child.name)
       if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '_';
-    child.source = "usbip://" + template_config.server.to_string() + "/" + busid;
+    child.source = usb::usbip::url(template_config.server, busid);
     child.mode = template_config.mode;
     child.slice_ms = template_config.slice_ms;
     child.bus = template_config.bus;

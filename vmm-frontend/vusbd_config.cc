@@ -14,6 +14,7 @@
 
 #include "devices/emulated/emulated_factory.h"
 #include "devices/emulated/gadget_zero.h"
+#include "usb/usbip/url.h"
 #include "vmm-frontend/address_map.h"
 
 namespace vusbd {
@@ -67,7 +68,7 @@ std::string bus_of(const DeviceConfig& d) {
   switch (d.kind) {
     case DeviceConfig::Kind::kUsbip:
     case DeviceConfig::Kind::kUsbipAll:
-      return "usbip://" + d.server.to_string() + "/" + d.busid.substr(0, d.busid.find('-'));
+      return usb::usbip::url(d.server, d.busid.substr(0, d.busid.find('-')));
     case DeviceConfig::Kind::kLibusb:
       return "libusb";
     case DeviceConfig::Kind::kEmulated:
@@ -78,21 +79,14 @@ std::string bus_of(const DeviceConfig& d) {
 }
 
 usb::Result<void> parse_source(const std::string& source, DeviceConfig& d) {
-  constexpr std::string_view kUsbip = "usbip://",
-                             kLibusb = "libusb:", kEmulated = "emulated:", kProcess = "process:";
+  constexpr std::string_view kLibusb = "libusb:", kEmulated = "emulated:", kProcess = "process:";
   if (&source != &d.source) d.source = source;
-  if (source.starts_with(kUsbip)) {
-    const std::string rest = source.substr(kUsbip.size());
-    const auto slash = rest.find('/');
-    if (slash == std::string::npos || slash + 1 >= rest.size())
-      return bad("source '" + source + "': expected usbip://HOST:PORT/BUSID");
-    auto hp = usb::net::parse_host_port(rest.substr(0, slash), "127.0.0.1");
-    if (!hp) return bad("source '" + source + "': " + hp.error().message);
-    d.kind = DeviceConfig::Kind::kUsbip;
-    d.server = *hp;
-    d.busid = rest.substr(slash + 1);
-    if (d.busid == "*") d.kind = DeviceConfig::Kind::kUsbipAll;
-    if (d.busid.size() >= 32) return bad("source '" + source + "': bus id longer than 31 bytes");
+  if (usb::usbip::is_url(source)) {
+    auto u = usb::usbip::parse_url(source);
+    if (!u) return bad("source " + u.error().message);
+    d.kind = u->busid == "*" ? DeviceConfig::Kind::kUsbipAll : DeviceConfig::Kind::kUsbip;
+    d.server = std::move(u->server);
+    d.busid = std::move(u->busid);
     return {};
   }
   if (source.starts_with(kLibusb)) {
@@ -118,7 +112,8 @@ usb::Result<void> parse_source(const std::string& source, DeviceConfig& d) {
     return {};
   }
   return bad("source '" + source +
-             "': expected usbip://HOST:PORT/BUSID, usbip://HOST:PORT/*, libusb:VID:PID, "
+             "': expected usbip://HOST:PORT/BUSID, usbip://HOST:PORT/*, usbip+unix://PATH/BUSID, "
+             "libusb:VID:PID, "
              "libusb:BUSID, emulated:TYPE or process:TYPE (TYPE: " +
              std::string(devices::known_emulated_types()) + ")");
 }

@@ -12,6 +12,7 @@
 //                                     or the name of a configured device)
 //   [[device]]  name = "gz"
 //               source = "usbip://HOST:PORT/BUSID" | "usbip://HOST:PORT/*" | "libusb:VID:PID"
+//                      | "usbip+unix:///PATH/BUSID" | "usbip+unix:///PATH/*" (a UNIX socket)
 //                      | "libusb:BUSID" | "emulated:TYPE[?key=value,...]"
 //                      | "process:TYPE[?key=value,...]"
 //               (TYPE: gadget-zero or uvc-camera; emulated: inside vusbd; process: in a
@@ -52,7 +53,7 @@ struct DeviceConfig {
   std::string name;
   std::string source;  // as written
   enum class Kind { kUsbip, kUsbipAll, kLibusb, kEmulated, kProcess } kind = Kind::kUsbip;
-  usb::net::HostPort server;       // kUsbip
+  usb::net::Endpoint server;       // kUsbip, kUsbipAll: TCP or a UNIX socket
   std::string busid;               // kUsbip ("*" for kUsbipAll)
   devices::DeviceFilter libusb{};  // kLibusb
   std::string emulated;            // kEmulated, kProcess: "gadget-zero" or "uvc-camera"

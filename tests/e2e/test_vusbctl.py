@@ -311,6 +311,34 @@ def main() -> int:
                   "uid 65534 is refused on the control socket with vusbd's reason")
             check(wait_for(lambda: "refused unix uid 65534" in log3.read_text(errors="replace"), 5),
                   "vusbd logged the refused uid")
+            # 9. a stub on a UNIX socket: vusbd imports from it (usbip+unix://) and vm1 uses it
+            stub_sock = sock_dir / "stub.sock"
+            stub2 = lab.start_process([stub, "--listen", f"unix:{stub_sock}",
+                                       "--emulate", "gadget-zero=1-1"], logs / "vusbctl.stub2.log")
+            procs.append(stub2)
+            if check(wait_for(lambda: stub_sock.is_socket() or stub2.poll() is not None, 15)
+                     and stub_sock.is_socket(), "vusb-stub serves on a UNIX socket"):
+                r = subprocess.run([str(vusbctl), "--socket", str(sock), "--json", "attach",
+                                    "--vm", "vm1", "-r", f"unix:{stub_sock}", "-b", "1-1"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   timeout=30)
+                busid = json.loads(r.stdout or "{}").get("busid", "") if r.returncode == 0 else ""
+                check(r.returncode == 0 and busid != "",
+                      f"attach -r unix:PATH gives vm1 the stub's 1-1 as {busid} "
+                      f"(rc {r.returncode}: {r.stderr.strip()})")
+                r = subprocess.run([str(vusbctl), "--socket", str(sock), "--json", "list"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   timeout=30)
+                devs = {d["name"]: d for d in json.loads(r.stdout or "[]")} if r.returncode == 0 else {}
+                dev = devs.get("stub-1-1", {})
+                check(dev.get("source") == f"usbip+unix://{stub_sock}/1-1" and
+                      wait_for(lambda: listed(p1, busid), 10),
+                      f"the device is usbip+unix://{stub_sock}/1-1 and vm1's port lists it")
+                r = subprocess.run([str(probe), "descriptors", f"127.0.0.1:{p1}", busid],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   timeout=30)
+                check(r.returncode == 0 and "a4a0" in r.stdout.lower(),
+                      "vm1 imports it (vusb-probe): descriptors read through the UNIX-socket import")
         vusbd_rcs.append(lab.stop_process(vd))
         check(not sock.exists(), "vusbd removed its control socket on exit")
         shutil.rmtree(sock_dir, ignore_errors=True)
@@ -332,7 +360,7 @@ def main() -> int:
         print(f"--- vusbd log tail ---\n{lab.tail(logs / 'vusbctl.vusbd.log', 60)}")
         return 1
     print("PASS: vusbctl attach/detach/share/list/stats/monitor, hostile HTTP, restart restore, "
-          "UNIX control socket with peer uid check")
+          "UNIX control socket with peer uid check, import from a stub on a UNIX socket")
     return 0
 
 

@@ -1,14 +1,16 @@
-// libFuzzer: vusbd's device source strings (usbip://HOST:PORT/BUSID, libusb:..., and
-// emulated:gadget-zero?key=value,... with its option decoder). Every input either parses into a
-// config that validate() and the TOML round trip accept, or is refused with a message. The same
-// text goes to parse_endpoint() (every listen/connect address: HOST:PORT or unix:PATH): a UNIX
-// endpoint prints back to itself, a refusal says why.
+// libFuzzer: vusbd's device source strings (usbip://HOST:PORT/BUSID, usbip+unix://PATH/BUSID,
+// libusb:..., and emulated:gadget-zero?key=value,... with its option decoder). Every input either
+// parses into a config that validate() and the TOML round trip accept, or is refused with a
+// message. The same text goes to parse_endpoint() (every listen/connect address: HOST:PORT or
+// unix:PATH) and parse_url(): a UNIX endpoint and a USB/IP location print back to themselves, a
+// refusal says why.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
 #include "devices/emulated/gadget_zero.h"
 #include "usb/net/endpoint.h"
+#include "usb/usbip/url.h"
 #include "vmm-frontend/vusbd_config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -33,6 +35,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!back || *back != *e) __builtin_trap();  // a UNIX endpoint prints back to itself
     }
   } else if (e.error().message.empty()) {
+    __builtin_trap();
+  }
+  // usbip:// and usbip+unix:// locations print back to themselves.
+  if (auto u = usb::usbip::parse_url(text); u) {
+    auto back = usb::usbip::parse_url(usb::usbip::url(u->server, u->busid));
+    if (!back || *back != *u) __builtin_trap();
+  } else if (u.error().message.empty()) {
     __builtin_trap();
   }
   return 0;

@@ -17,6 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "tools/vusbctl/api_client.h"
+#include "usb/net/endpoint.h"
+#include "usb/usbip/url.h"
 
 namespace {
 
@@ -147,7 +149,9 @@ int main(int argc, char** argv) {
   attach->add_option("--vm", vm, "The VM that gets the device")->required();
   attach->add_option("-d,--device", device,
                      "vusbd's name for the device (default with -r/-b: HOST-BUSID)");
-  attach->add_option("-r,--remote", remote, "Import from this USB/IP server (vusb-stub, usbipd)");
+  attach->add_option("-r,--remote", remote,
+                     "Import from this USB/IP server (vusb-stub, usbipd): HOST, or unix:PATH for "
+                     "a server on a UNIX socket");
   attach->add_option("-b,--busid", busid,
                      "Bus id on the server (see usbip list -r HOST); '*': every device it "
                      "exports, devices behind hubs included, as they come and go");
@@ -224,10 +228,20 @@ int main(int argc, char** argv) {
     if (import || !libusb.empty()) {
       std::string source;
       if (import) {
-        const bool v6 = remote.find(':') != std::string::npos;
-        source = "usbip://" + (v6 ? "[" + remote + "]" : remote) + ":" + std::to_string(tcp_port) +
-                 "/" + busid;
-        if (device.empty()) device = busid == "*" ? remote : remote + "-" + busid;
+        std::string server_name = remote;
+        if (remote.starts_with(usb::net::kUnixPrefix)) {
+          auto e = usb::net::parse_endpoint(remote);
+          if (!e) return fail("-r " + remote + ": " + e.error().message, 2);
+          source = usb::usbip::url(*e, busid);
+          // The socket's file name, without its extension, names the device.
+          server_name = e->path.substr(e->path.rfind('/') + 1);
+          server_name = server_name.substr(0, server_name.find('.'));
+        } else {
+          const bool v6 = remote.find(':') != std::string::npos;
+          source = "usbip://" + (v6 ? "[" + remote + "]" : remote) + ":" +
+                   std::to_string(tcp_port) + "/" + busid;
+        }
+        if (device.empty()) device = busid == "*" ? server_name : server_name + "-" + busid;
       } else {
         source = "libusb:" + libusb;
         if (device.empty()) return fail("--libusb needs a name for the device (-d NAME)", 2);

@@ -6,7 +6,7 @@
 
 namespace vusbd {
 
-RemoteBackend::RemoteBackend(boost::asio::io_context& io, usb::net::HostPort server,
+RemoteBackend::RemoteBackend(boost::asio::io_context& io, usb::net::Endpoint server,
                              std::string busid, OnChange on_change)
     : io_(io),
       server_(std::move(server)),

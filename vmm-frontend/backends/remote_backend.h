@@ -13,27 +13,28 @@
 #include <string>
 
 #include "devices/remote/usbip_remote_device.h"
-#include "usb/net/address.h"
+#include "usb/net/endpoint.h"
+#include "usb/usbip/url.h"
 #include "vmm-frontend/backends/device_source.h"
 
 namespace vusbd {
 
 class RemoteBackend final : public DeviceSource {
  public:
-  RemoteBackend(boost::asio::io_context& io, usb::net::HostPort server, std::string busid,
+  RemoteBackend(boost::asio::io_context& io, usb::net::Endpoint server, std::string busid,
                 OnChange on_change);
   ~RemoteBackend() override;
 
   usb::Result<void> start() override;
   usb::Device* device() const override { return device_.get(); }
-  std::string describe() const override { return "usbip://" + server_.to_string() + "/" + busid_; }
+  std::string describe() const override { return usb::usbip::url(server_, busid_); }
 
  private:
   void import();
   void retry_later();
 
   boost::asio::io_context& io_;
-  usb::net::HostPort server_;
+  usb::net::Endpoint server_;
   std::string busid_;
   OnChange on_change_;
   std::unique_ptr<devices::UsbipRemoteDevice> device_;

@@ -3,10 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include "usb/usbip/client_channel.h"
+#include "usb/usbip/url.h"
 
 namespace vusbd {
 
-RemoteDiscovery::RemoteDiscovery(boost::asio::io_context& io, usb::net::HostPort server,
+RemoteDiscovery::RemoteDiscovery(boost::asio::io_context& io, usb::net::Endpoint server,
                                  std::chrono::milliseconds interval, OnList on_list)
     : io_(io),
       server_(std::move(server)),
@@ -29,11 +30,12 @@ void RemoteDiscovery::poll() {
         if (!*alive) return;
         if (!result) {
           if (!failing_)
-            spdlog::warn("vusbd: cannot list usbip://{}: {} (retrying every {} ms)",
-                         server_.to_string(), result.error().message, interval_.count());
+            spdlog::warn("vusbd: cannot list {}: {} (retrying every {} ms)",
+                         usb::usbip::url(server_, "*"), result.error().message,
+                         interval_.count());
           failing_ = true;
         } else {
-          if (failing_) spdlog::info("vusbd: usbip://{} answers again", server_.to_string());
+          if (failing_) spdlog::info("vusbd: {} answers again", usb::usbip::url(server_, "*"));
           failing_ = false;
           listed_ = true;
           on_list_(*result);

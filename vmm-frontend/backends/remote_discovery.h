@@ -13,7 +13,7 @@
 #include <memory>
 #include <vector>
 
-#include "usb/net/address.h"
+#include "usb/net/endpoint.h"
 #include "usb/wire/usbip_codec.h"
 
 namespace vusbd {
@@ -22,7 +22,7 @@ class RemoteDiscovery {
  public:
   using OnList = std::function<void(const std::vector<usb::wire::usbip::DevlistEntry>&)>;
 
-  RemoteDiscovery(boost::asio::io_context& io, usb::net::HostPort server,
+  RemoteDiscovery(boost::asio::io_context& io, usb::net::Endpoint server,
                   std::chrono::milliseconds interval, OnList on_list);
   ~RemoteDiscovery();
 
@@ -34,7 +34,7 @@ class RemoteDiscovery {
   void poll();
 
   boost::asio::io_context& io_;
-  usb::net::HostPort server_;
+  usb::net::Endpoint server_;
   std::chrono::milliseconds interval_;
   OnList on_list_;
   boost::asio::steady_timer timer_;

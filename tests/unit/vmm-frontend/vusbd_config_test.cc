@@ -11,8 +11,8 @@ TEST(VusbdConfigTest, Sources) {
   DeviceConfig d;
   ASSERT_TRUE(parse_source("usbip://10.0.0.5:3240/1-1.2", d));
   EXPECT_EQ(d.kind, DeviceConfig::Kind::kUsbip);
-  EXPECT_EQ(d.server.host, "10.0.0.5");
-  EXPECT_EQ(d.server.port, 3240);
+  EXPECT_EQ(d.server.tcp.host, "10.0.0.5");
+  EXPECT_EQ(d.server.tcp.port, 3240);
   EXPECT_EQ(d.busid, "1-1.2");
   ASSERT_TRUE(parse_source("emulated:gadget-zero", d));
   EXPECT_EQ(d.kind, DeviceConfig::Kind::kEmulated);

@@ -2,7 +2,10 @@
 // device, vusbd importing it and serving two VMs, and vusb's own client in the VMs' place.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <boost/asio/io_context.hpp>
+#include <filesystem>
 
 #include "devices/remote/usbip_remote_device.h"
 #include "usb/usbip/export_table.h"
@@ -18,9 +21,10 @@ namespace asio = boost::asio;
 // The stub side: a server on a fixed port that can die and come back.
 struct Stub {
   explicit Stub(asio::io_context& io) : io(io) {}
-  void start(uint16_t port) {
+  void start(uint16_t port) { start(usb::net::Endpoint("127.0.0.1", port)); }
+  void start(const usb::net::Endpoint& where) {
     server = std::make_unique<usb::usbip::Server>(io, exports, usb::usbip::ConnectionLimits{});
-    ASSERT_TRUE(server->listen({"127.0.0.1", port}));
+    ASSERT_TRUE(server->listen(where));
   }
   void kill() { server->stop(); }
   asio::io_context& io;
@@ -38,12 +42,13 @@ bool run_until(asio::io_context& io, Pred pred, int ms = 5000) {
   return pred();
 }
 
-std::unique_ptr<devices::UsbipRemoteDevice> import(asio::io_context& io, uint16_t port,
+std::unique_ptr<devices::UsbipRemoteDevice> import(asio::io_context& io,
+                                                   const usb::net::Endpoint& server,
                                                    const std::string& busid,
                                                    std::string* error = nullptr) {
   std::unique_ptr<devices::UsbipRemoteDevice> dev;
   bool done = false;
-  devices::UsbipRemoteDevice::import(io, {"127.0.0.1", port}, busid, {}, [&](auto r) {
+  devices::UsbipRemoteDevice::import(io, server, busid, {}, [&](auto r) {
     if (r)
       dev = std::move(*r);
     else if (error)
@@ -52,6 +57,11 @@ std::unique_ptr<devices::UsbipRemoteDevice> import(asio::io_context& io, uint16_
   });
   run_until(io, [&] { return done; });
   return dev;
+}
+std::unique_ptr<devices::UsbipRemoteDevice> import(asio::io_context& io, uint16_t port,
+                                                   const std::string& busid,
+                                                   std::string* error = nullptr) {
+  return import(io, usb::net::Endpoint("127.0.0.1", port), busid, error);
 }
 
 TEST(VusbdIntegrationTest, TwoVmsShareAndTheStubDiesAndComesBack) {
@@ -125,6 +135,68 @@ TEST(VusbdIntegrationTest, TwoVmsShareAndTheStubDiesAndComesBack) {
   vm2->close();
   daemon.stop();
   stub.kill();
+}
+
+// The same daemon with no TCP at all: the stub serves on a UNIX socket, vusbd imports from it
+// ("usbip+unix://PATH/BUSID") and serves the VM on a UNIX socket of its own; the stub dies and
+// comes back on the same path, and vusbd imports again.
+TEST(VusbdIntegrationTest, AStubOnAUnixSocketIsImportedAndServedOnOne) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("vusbd-unix-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string stub_path = (dir / "stub.sock").string();
+  const std::string vm_path = (dir / "vm1.sock").string();
+  asio::io_context io;
+  usb::testing::FakeDevice device(usb::testing::gadget_zero_like_descriptors(), usb::Speed::kHigh,
+                                  usb::DeviceLocation{.busid = "1-1", .path = {}});
+  Stub stub(io);
+  ASSERT_TRUE(stub.exports.add(device));
+  stub.start(usb::net::Endpoint::unix_socket(stub_path));
+
+  VusbdConfig config;
+  config.vms = {{"vm1", usb::net::Endpoint::unix_socket(vm_path)}};
+  DeviceConfig d;
+  d.name = "gz";
+  ASSERT_TRUE(parse_source("usbip+unix://" + stub_path + "/1-1", d));
+  EXPECT_EQ(d.source, "usbip+unix://" + stub_path + "/1-1");
+  d.vms = {"vm1"};
+  config.devices = {d};
+  Vusbd daemon(io, config);
+  bool ready = false;
+  auto started = daemon.start([&] { ready = true; });
+  ASSERT_TRUE(started) << started.error().message;
+  ASSERT_TRUE(run_until(io, [&] { return ready; }));
+  EXPECT_EQ(daemon.devices_json()[0]["connected"], true);
+
+  auto vm1 = import(io, usb::net::Endpoint::unix_socket(vm_path), "1-1");
+  ASSERT_TRUE(vm1);
+  usb::Transfer t(0x81, usb::TransferType::kBulk, 64);
+  bool done = false;
+  usb::Status status = usb::Status::kIoError;
+  t.set_completion([&](usb::Transfer& x) { status = x.status(), done = true; });
+  vm1->submit(t);
+  ASSERT_TRUE(run_until(io, [&] { return device.pending.size() == 1; }));
+  device.finish(*device.pending.back(), usb::Status::kOk, 64);
+  ASSERT_TRUE(run_until(io, [&] { return done; }));
+  EXPECT_EQ(status, usb::Status::kOk);
+
+  stub.kill();
+  ASSERT_TRUE(run_until(io, [&] { return !vm1->connected(); }));
+  device.pending.clear();
+  stub.start(usb::net::Endpoint::unix_socket(stub_path));
+  std::unique_ptr<devices::UsbipRemoteDevice> again;
+  ASSERT_TRUE(run_until(
+      io,
+      [&] {
+        if (!again) again = import(io, usb::net::Endpoint::unix_socket(vm_path), "1-1");
+        return again != nullptr;
+      },
+      10000));
+  again->close();
+  vm1->close();
+  daemon.stop();
+  stub.kill();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
