@@ -598,7 +598,7 @@ usb::Result<hc::Controller::VmId> Vusbd::attach_controller(const std::string& vm
   vm->hc = id;
   vm->hc_model = model;
   if (model == hc::Controller::Model::kXhci)
-    controller_->xhci(id).set_admission(
+    controller_->xhci(id)->set_admission(
         [this, vm_name](uint32_t port, std::span<const usb::EndpointDescriptor> eps) {
           Vm* v = find_vm(vm_name);
           if (!v) return true;
