@@ -230,7 +230,43 @@ TEST_F(ControllerTest, OneVmsRingsNeverReachAnotherVmsDevice) {
   EXPECT_EQ(controller.stats(b.id())->tds, 0u);
 }
 
+// A VM id the caller got wrong (never added, or removed) is an error with a neutral answer, not
+// an exception; asking an EHCI VM for its xHCI function (or the reverse) answers nullptr.
+TEST_F(ControllerTest, UnknownVmAndWrongModelAreErrorsNotExceptions) {
+  InMemoryGuestMemory ram(1u << 20, 0);
+  FakeIrq irq;
+  const auto x = controller.add_vm("x", ram, irq);
+  const auto e = controller.add_vm("e", ram, irq, 1, Controller::Model::kEhci);
+  EXPECT_NE(controller.xhci(x), nullptr);
+  EXPECT_EQ(controller.ehci(x), nullptr);
+  EXPECT_NE(controller.ehci(e), nullptr);
+  EXPECT_EQ(controller.xhci(e), nullptr);
+  EXPECT_EQ(controller.pci(e)->layout().bar_size, ehci::EhciFunction::kBarSize);
+  EXPECT_EQ(controller.name(e), "e");
 
+  const Controller::VmId gone = x;
+  controller.remove_vm(gone);
+  for (const Controller::VmId unknown : {gone, Controller::VmId{0}, Controller::VmId{999}}) {
+    devices::GadgetZero gz{devices::GadgetZeroOptions{}};
+    EXPECT_EQ(controller.xhci(unknown), nullptr);
+    EXPECT_EQ(controller.ehci(unknown), nullptr);
+    EXPECT_EQ(controller.pci(unknown), nullptr);
+    EXPECT_EQ(controller.stats(unknown), nullptr);
+    EXPECT_EQ(controller.name(unknown), "");
+    EXPECT_FALSE(controller.attach(unknown, 1, gz));
+    EXPECT_EQ(controller.mmio_read(unknown, 0, 4), ~uint64_t{0});
+    EXPECT_EQ(controller.config_read(unknown, 0, 4), 0xffffffffu);
+    controller.detach(unknown, 1);  // ignored
+    controller.mmio_write(unknown, 0, 1, 4);
+    controller.config_write(unknown, 4, 6, 2);
+    controller.set_weight(unknown, 2);
+    controller.remove_vm(unknown);
+  }
+  // The VM that is still there is untouched.
+  EXPECT_EQ(controller.config_read(e, 8, 4) >> 8, 0x0c0320u);
+  EXPECT_EQ(controller.stats(e)->tds, 0u);
+  loop.run();
+}
 
 }  // namespace
 }  // namespace hc
