@@ -2,7 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
-#include <stdexcept>
+#include <algorithm>
+#include <utility>
+
+#include "host-controller/ehci/ehci_vm_function.h"
+#include "host-controller/xhci/xhci_vm_function.h"
 
 namespace hc {
 
@@ -26,146 +30,116 @@ Controller::VmId Controller::add_vm(std::string name, GuestMemory& memory, IrqLi
   Vm& vm = vms_[id];
   vm.name = std::move(name);
   vm.flow = queue_.add_flow(weight);
-  if (model == Model::kEhci) {
-    PciFunction::Identity identity;
-    identity.vendor = 0x8086;  // as QEMU's usb-ehci
-    identity.device = 0x24cd;
-    identity.class_code = PciFunction::kEhciClass;
-    PciFunction::Layout layout;
-    layout.bar_size = ehci::EhciFunction::kBarSize;
-    layout.msix_vectors = 0;
-    vm.pci = std::make_unique<PciFunction>(identity, layout, irq);
-    vm.ehci = std::make_unique<ehci::EhciFunction>(memory, vm.pci->device_irq(), clock_, timer_);
-    vm.ehci->set_scheduler([this, id](uint32_t qh, uint32_t bytes) { wake_ehci(id, qh, bytes); });
-    spdlog::info("controller: {} has its own EHCI function", vm.name);
-    return id;
-  }
-  vm.pci = std::make_unique<PciFunction>(PciFunction::Identity{}, PciFunction::Layout{}, irq);
-  vm.xhci = std::make_unique<xhci::XhciFunction>(memory, vm.pci->device_irq(), clock_);
-  if (timer_) vm.xhci->set_timer(timer_);
-  vm.xhci->set_scheduler([this, id](uint8_t slot, uint8_t dci) { wake(id, slot, dci); });
-  spdlog::info("controller: {} has its own xHCI function (weight {})", vm.name, weight);
+  vm.function = make_vm_function(model, memory, irq, clock_, timer_);
+  vm.function->set_scheduler(
+      [this, id](VmFunction::WorkKey key, uint32_t bytes) { return wake(id, key, bytes); });
+  spdlog::info("controller: {} has its own {} function (weight {})", vm.name,
+               vm.function->model_name(), weight);
   return id;
 }
 
 void Controller::remove_vm(VmId id) {
   auto it = vms_.find(id);
-  if (it == vms_.end()) return;
+  if (it == vms_.end()) {
+    spdlog::warn("controller: remove_vm: no VM {}", id);
+    return;
+  }
   queue_.remove_flow(it->second.flow);
   spdlog::info("controller: {} removed", it->second.name);
-  // Destroyed after the map entry, so wakes find no VM; the model before its PCI function.
-  auto pci = std::move(it->second.pci);
-  auto gone = std::move(it->second.xhci);
-  auto gone_ehci = std::move(it->second.ehci);
+  // Destroyed after the map entry, so wakes find no VM.
+  auto gone = std::move(it->second.function);
   vms_.erase(it);
   gone.reset();
-  gone_ehci.reset();
 }
 
 void Controller::set_weight(VmId id, uint32_t weight) {
-  auto it = vms_.find(id);
-  if (it != vms_.end()) queue_.set_weight(it->second.flow, weight);
+  if (Vm* vm = find(id, "set_weight")) queue_.set_weight(vm->flow, weight);
 }
 
-xhci::XhciFunction& Controller::xhci(VmId id) {
-  auto it = vms_.find(id);
-  if (it == vms_.end() || !it->second.xhci) throw std::out_of_range("no such xHCI function");
-  return *it->second.xhci;
+Controller::Vm* Controller::find(VmId id, std::string_view what) {
+  return const_cast<Vm*>(std::as_const(*this).find(id, what));
 }
 
-ehci::EhciFunction& Controller::ehci(VmId id) {
+const Controller::Vm* Controller::find(VmId id, std::string_view what) const {
   auto it = vms_.find(id);
-  if (it == vms_.end() || !it->second.ehci) throw std::out_of_range("no such EHCI function");
-  return *it->second.ehci;
+  if (it != vms_.end()) return &it->second;
+  spdlog::warn("controller: {}: no VM {}", what, id);
+  return nullptr;
+}
+
+xhci::XhciFunction* Controller::xhci(VmId id) {
+  Vm* vm = find(id, "xhci");
+  if (!vm || vm->function->model() != Model::kXhci) return nullptr;
+  return &static_cast<xhci::XhciVmFunction&>(*vm->function).function();
+}
+
+ehci::EhciFunction* Controller::ehci(VmId id) {
+  Vm* vm = find(id, "ehci");
+  if (!vm || vm->function->model() != Model::kEhci) return nullptr;
+  return &static_cast<ehci::EhciVmFunction&>(*vm->function).function();
 }
 
 bool Controller::attach(VmId id, uint32_t port, usb::Device& device) {
-  auto it = vms_.find(id);
-  if (it == vms_.end()) return false;
-  return it->second.xhci ? it->second.xhci->attach(port, device)
-                         : it->second.ehci->attach(port, device);
+  Vm* vm = find(id, "attach");
+  return vm && vm->function->attach(port, device);
 }
 
 void Controller::detach(VmId id, uint32_t port) {
-  auto it = vms_.find(id);
-  if (it == vms_.end()) return;
-  if (it->second.xhci)
-    it->second.xhci->detach(port);
-  else
-    it->second.ehci->detach(port);
+  if (Vm* vm = find(id, "detach")) vm->function->detach(port);
 }
 
-PciFunction& Controller::pci(VmId id) {
-  auto it = vms_.find(id);
-  if (it == vms_.end()) throw std::out_of_range("no such VM function");
-  return *it->second.pci;
+PciFunction* Controller::pci(VmId id) {
+  Vm* vm = find(id, "pci");
+  return vm ? &vm->function->pci() : nullptr;
 }
 
 uint64_t Controller::mmio_read(VmId id, uint32_t offset, unsigned size) {
-  auto it = vms_.find(id);
-  if (it == vms_.end()) return ~uint64_t{0};
-  Vm& vm = it->second;
-  if (vm.pci->msix_contains(offset)) return vm.pci->msix_read(offset, size);
-  return vm.xhci ? vm.xhci->mmio_read(offset, size) : vm.ehci->mmio_read(offset, size);
+  Vm* vm = find(id, "mmio_read");
+  if (!vm) return ~uint64_t{0};
+  PciFunction& pci = vm->function->pci();
+  if (pci.msix_contains(offset)) return pci.msix_read(offset, size);
+  return vm->function->mmio_read(offset, size);
 }
 
 void Controller::mmio_write(VmId id, uint32_t offset, uint64_t value, unsigned size) {
-  auto it = vms_.find(id);
-  if (it == vms_.end()) return;
-  Vm& vm = it->second;
-  if (vm.pci->msix_contains(offset)) return vm.pci->msix_write(offset, value, size);
-  if (vm.xhci)
-    vm.xhci->mmio_write(offset, value, size);
-  else
-    vm.ehci->mmio_write(offset, value, size);
+  Vm* vm = find(id, "mmio_write");
+  if (!vm) return;
+  PciFunction& pci = vm->function->pci();
+  if (pci.msix_contains(offset)) return pci.msix_write(offset, value, size);
+  vm->function->mmio_write(offset, value, size);
 }
 
 uint32_t Controller::config_read(VmId id, uint32_t offset, unsigned size) {
-  auto it = vms_.find(id);
-  return it == vms_.end() ? 0xffffffff : it->second.pci->config_read(offset, size);
+  Vm* vm = find(id, "config_read");
+  return vm ? vm->function->pci().config_read(offset, size) : 0xffffffff;
 }
 
 void Controller::config_write(VmId id, uint32_t offset, uint32_t value, unsigned size) {
-  auto it = vms_.find(id);
-  if (it != vms_.end()) it->second.pci->config_write(offset, value, size);
+  if (Vm* vm = find(id, "config_write")) vm->function->pci().config_write(offset, value, size);
 }
 
-const std::string& Controller::name(VmId id) const {
-  return vms_.at(id).name;
-}
-const Controller::VmStats& Controller::stats(VmId id) const {
-  return vms_.at(id).stats;
+std::string_view Controller::name(VmId id) const {
+  const Vm* vm = find(id, "name");
+  return vm ? std::string_view(vm->name) : std::string_view();
 }
 
-void Controller::wake(VmId id, uint8_t slot, uint8_t dci) {
-  auto it = vms_.find(id);
-  if (it == vms_.end() || !it->second.xhci) return;
-  Vm& vm = it->second;
-  if (vm.queued[slot] & (1u << dci)) return;  // already waiting for its turn
-  auto bytes = vm.xhci->next_td_bytes(slot, dci);
-  if (!bytes) return;  // nothing complete on the ring yet: the next doorbell wakes it again
-  const uint32_t cost = std::max(*bytes, options_.min_td_cost);
-  // A TD made ready by the one the pump just started (its device completed inline) keeps the
-  // VM's place in the round: the VM was backlogged all along.
-  const bool continuing =
-      serving_ && serving_->vm == id && serving_->slot == slot && serving_->dci == dci;
-  const Work w{id, slot, dci, 0};
-  const bool ok =
-      continuing ? queue_.push_continuing(vm.flow, w, cost) : queue_.push(vm.flow, w, cost);
-  if (!ok) return;  // cannot happen: one entry per endpoint at most
-  vm.queued[slot] |= 1u << dci;
-  schedule_pump();
+const Controller::VmStats* Controller::stats(VmId id) const {
+  const Vm* vm = find(id, "stats");
+  return vm ? &vm->stats : nullptr;
 }
 
-void Controller::wake_ehci(VmId id, uint32_t qh, uint32_t bytes) {
+bool Controller::wake(VmId id, VmFunction::WorkKey key, uint32_t bytes) {
   auto it = vms_.find(id);
-  if (it == vms_.end()) return;
-  Vm& vm = it->second;
+  if (it == vms_.end()) return false;  // being removed: its work goes with it
   const uint32_t cost = std::max(bytes, options_.min_td_cost);
-  const bool continuing = serving_ && serving_->vm == id && serving_->qh == qh;
-  const Work w{id, 0, 0, qh};
-  if (continuing ? queue_.push_continuing(vm.flow, w, cost) : queue_.push(vm.flow, w, cost))
-    schedule_pump();
+  // Work made ready by the one the pump just started (its device completed inline) keeps the
+  // VM's place in the round: the VM was backlogged all along.
+  const bool continuing = serving_ && serving_->vm == id && serving_->key == key;
+  const Work w{id, key};
+  const bool ok = continuing ? queue_.push_continuing(it->second.flow, w, cost)
+                             : queue_.push(it->second.flow, w, cost);
+  if (ok) schedule_pump();
+  return ok;
 }
 
 void Controller::schedule_pump() {
@@ -191,13 +165,7 @@ void Controller::pump() {
     if (it == vms_.end()) continue;
     Vm& vm = it->second;
     serving_ = w;
-    std::optional<uint32_t> started;
-    if (vm.ehci) {
-      started = vm.ehci->serve(w.qh);  // may wake this queue head again
-    } else {
-      vm.queued[w.slot] &= ~(1u << w.dci);
-      started = vm.xhci->serve(w.slot, w.dci);  // may wake this endpoint again
-    }
+    const std::optional<uint32_t> started = vm.function->serve(w.key);  // may wake w.key again
     serving_.reset();
     if (started) {
       ++vm.stats.tds;

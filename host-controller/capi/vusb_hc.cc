@@ -1,5 +1,6 @@
 // The C API (vusb_hc.h) over hc::Controller: a poll-driven loop of its own (posted tasks and
-// timers run in vusb_hc_poll), VM functions with callback or shared-file RAM, emulated devices.
+// timers run in vusb_hc_poll), VM functions with callback or shared-file RAM, and the devices on
+// their ports (vusb_hc_attach_device; which devices exist by name is vusb_hc_emulated.cc's).
 #include "host-controller/capi/vusb_hc.h"
 
 #include <spdlog/spdlog.h>
@@ -12,7 +13,7 @@
 #include <memory>
 #include <string>
 
-#include "devices/emulated/gadget_zero.h"
+#include "host-controller/capi/vusb_hc_device.h"
 #include "host-controller/common/shared_file_memory.h"
 #include "host-controller/controller.h"
 
@@ -162,10 +163,9 @@ int vusb_hc_set_weight(vusb_hc* h, int vm, uint32_t weight) {
 }
 
 uint32_t vusb_hc_bar_size(vusb_hc* h, int vm) {
-  VmEntry* e = find(h, vm);
-  if (!e) return 0;
-  return e->ops.model == VUSB_HC_EHCI ? hc::ehci::EhciFunction::kBarSize
-                                      : hc::xhci::XhciFunction::kBarSize;
+  if (!find(h, vm)) return 0;
+  const hc::PciFunction* pci = h->controller->pci(static_cast<hc::Controller::VmId>(vm));
+  return pci ? pci->layout().bar_size : 0;
 }
 
 uint64_t vusb_hc_mmio_read(vusb_hc* h, int vm, uint32_t offset, unsigned size) {
@@ -188,27 +188,18 @@ void vusb_hc_config_write(vusb_hc* h, int vm, uint32_t offset, uint32_t value, u
     h->controller->config_write(static_cast<hc::Controller::VmId>(vm), offset, value, size);
 }
 
-int vusb_hc_attach_emulated(vusb_hc* h, int vm, uint32_t port, const char* spec) {
+}  // extern "C"
+
+int vusb_hc_attach_device(vusb_hc* h, int vm, uint32_t port, std::unique_ptr<usb::Device> device) {
   VmEntry* e = find(h, vm);
-  if (!e || !spec) return -EINVAL;
-  std::string_view s(spec);
-  std::string_view options;
-  if (auto q = s.find('?'); q != std::string_view::npos) {
-    options = s.substr(q + 1);
-    s = s.substr(0, q);
-  }
-  if (s != "gadget-zero") return -EINVAL;
-  auto o = devices::parse_gadget_zero_options(options);
-  if (!o) {
-    spdlog::error("vusb_hc: {}: {}", spec, o.error().message);
-    return -EINVAL;
-  }
+  if (!e || !device) return -EINVAL;
   if (e->devices.contains(port)) return -EBUSY;
-  auto dev = std::make_unique<devices::GadgetZero>(*o);
-  if (!h->controller->attach(static_cast<hc::Controller::VmId>(vm), port, *dev)) return -EBUSY;
-  e->devices[port] = std::move(dev);
+  if (!h->controller->attach(static_cast<hc::Controller::VmId>(vm), port, *device)) return -EBUSY;
+  e->devices[port] = std::move(device);
   return 0;
 }
+
+extern "C" {
 
 int vusb_hc_detach(vusb_hc* h, int vm, uint32_t port) {
   VmEntry* e = find(h, vm);

@@ -72,7 +72,8 @@ void vusb_hc_config_write(vusb_hc* hc, int vm, uint32_t offset, uint32_t value, 
 /* Devices. An emulated device on root-hub port `port` (1-based; xHCI: USB 2 ports 1-2, USB 3
  * ports 3-4; EHCI: ports 1-6, high speed): "gadget-zero" or "gadget-zero?speed=full,pattern=1,..."
  * (the options vusb-stub and vusbd take). Returns 0, -EINVAL for an unknown spec, -EBUSY for a
- * taken or unsuitable port. */
+ * taken or unsuitable port. Part of libvusb_hc_capi; libvusb_hc_capi_core, the controller alone,
+ * has no emulated devices (C++ code hands it devices through vusb_hc_device.h). */
 int vusb_hc_attach_emulated(vusb_hc* hc, int vm, uint32_t port, const char* spec);
 int vusb_hc_detach(vusb_hc* hc, int vm, uint32_t port);
 

@@ -60,7 +60,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                        timers.emplace(now + d, std::move(f));
                      });
     const auto vm = c.add_vm("fuzz", mem, irq);
-    (void)c.xhci(vm).attach(1, gz);
+    (void)c.xhci(vm)->attach(1, gz);
     // The rest: operations of 7 bytes — kind, 16-bit offset, 32-bit value.
     for (size_t i = 1 + mem_bytes; i + 7 <= size; i += 7) {
       const uint8_t kind = data[i];
@@ -77,9 +77,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           break;
         case 3:
           if (value & 1)
-            c.xhci(vm).detach(1);
+            c.xhci(vm)->detach(1);
           else
-            (void)c.xhci(vm).attach(1, gz);
+            (void)c.xhci(vm)->attach(1, gz);
           now += std::chrono::microseconds(value % 1000);
           break;
         case 4: {
@@ -94,7 +94,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
     run();
-    c.xhci(vm).detach(1);
+    c.xhci(vm)->detach(1);
     c.remove_vm(vm);
   }
   return 0;

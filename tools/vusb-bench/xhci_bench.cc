@@ -37,7 +37,7 @@ class Bench : public hc::xhci::testing::XhciTarget {
         controller_([this](std::function<void()> f) { tasks_.push_back(std::move(f)); },
                     [] { return std::chrono::steady_clock::now(); }) {
     vm_ = controller_.add_vm("bench", ram_, irq_);
-    controller_.xhci(vm_).attach(1, gz_);
+    controller_.xhci(vm_)->attach(1, gz_);
     XhciRefDriver::Options o;
     o.ram_base = kRamBase;
     o.ram_size = kRamSize;

@@ -13,8 +13,8 @@ ControllerPortAdapter::ControllerPortAdapter(hc::Controller& controller, std::st
       vm_(std::move(vm)),
       model_(model),
       id_(controller.add_vm(vm_, memory, irq, weight, model)) {
-  if (model == hc::Controller::Model::kXhci)
-    controller_.xhci(id_).set_admission(
+  if (auto* xhci = controller_.xhci(id_))  // an EHCI function admits nothing itself
+    xhci->set_admission(
         [this](uint32_t port, std::span<const usb::EndpointDescriptor> eps) {
           auto it = ports_.find(port);
           if (it == ports_.end()) return true;  // the reservation device: it claims nothing

@@ -83,9 +83,9 @@ class Vm : public xhci::testing::XhciTarget {
     id_ = c_.add_vm(name, ram_, irq_, weight);
   }
   uint32_t read32(uint32_t off) override {
-    return static_cast<uint32_t>(c_.xhci(id_).mmio_read(off, 4));
+    return static_cast<uint32_t>(c_.xhci(id_)->mmio_read(off, 4));
   }
-  void write32(uint32_t off, uint32_t v) override { c_.xhci(id_).mmio_write(off, v, 4); }
+  void write32(uint32_t off, uint32_t v) override { c_.xhci(id_)->mmio_write(off, v, 4); }
   GuestMemory& memory() override { return ram_; }
   void idle() override { loop_.run(); }
   Controller::VmId id() const { return id_; }
@@ -136,8 +136,8 @@ TEST_F(ControllerTest, ADeepRingDoesNotStarveAnotherVm) {
   devices::GadgetZero gza{devices::GadgetZeroOptions{}}, gzb{devices::GadgetZeroOptions{}};
   Recording ra(gza, log, "a"), rb(gzb, log, "b");
   Vm a(loop, controller, "a"), b(loop, controller, "b");
-  controller.xhci(a.id()).attach(1, ra);
-  controller.xhci(b.id()).attach(1, rb);
+  controller.xhci(a.id())->attach(1, ra);
+  controller.xhci(b.id())->attach(1, rb);
   XhciRefDriver da(a, options()), db(b, options());
   const uint8_t sa = bring_up(da), sb = bring_up(db);
   ASSERT_TRUE(sa && sb);
@@ -156,7 +156,7 @@ TEST_F(ControllerTest, ADeepRingDoesNotStarveAnotherVm) {
   for (size_t i = 0; i < log.size(); ++i)
     if (log[i] == "b") last_b = i;
   EXPECT_LT(last_b, 16u) << "b's 8 TDs were served alternately with a's";
-  EXPECT_EQ(controller.stats(a.id()).bytes - controller.stats(b.id()).bytes, 56u * 16384);
+  EXPECT_EQ(controller.stats(a.id())->bytes - controller.stats(b.id())->bytes, 56u * 16384);
 }
 
 // Weights 3:1 with both rings deep: a gets three TDs for each of b's while both are backlogged.
@@ -164,8 +164,8 @@ TEST_F(ControllerTest, WeightsDivideTheTurns) {
   devices::GadgetZero gza{devices::GadgetZeroOptions{}}, gzb{devices::GadgetZeroOptions{}};
   Recording ra(gza, log, "a"), rb(gzb, log, "b");
   Vm a(loop, controller, "a", 3), b(loop, controller, "b", 1);
-  controller.xhci(a.id()).attach(1, ra);
-  controller.xhci(b.id()).attach(1, rb);
+  controller.xhci(a.id())->attach(1, ra);
+  controller.xhci(b.id())->attach(1, rb);
   XhciRefDriver da(a, options()), db(b, options());
   const uint8_t sa = bring_up(da), sb = bring_up(db);
   ASSERT_TRUE(sa && sb);
@@ -192,7 +192,7 @@ TEST_F(ControllerTest, ThePumpYieldsAfterItsBudget) {
   devices::GadgetZero gz{devices::GadgetZeroOptions{}};
   Recording r(gz, log, "a");
   Vm a(loop, small, "a");
-  small.xhci(a.id()).attach(1, r);
+  small.xhci(a.id())->attach(1, r);
   XhciRefDriver d(a, options());
   const uint8_t s = bring_up(d);
   std::vector<Td> tds;
@@ -214,7 +214,7 @@ TEST_F(ControllerTest, OneVmsRingsNeverReachAnotherVmsDevice) {
   devices::GadgetZero gz{devices::GadgetZeroOptions{}};
   Recording r(gz, log, "a");
   Vm a(loop, controller, "a"), b(loop, controller, "b");
-  controller.xhci(a.id()).attach(1, r);  // only a has a device
+  controller.xhci(a.id())->attach(1, r);  // only a has a device
   XhciRefDriver da(a, options()), db(b, options());
   const uint8_t sa = bring_up(da);
   ASSERT_EQ(sa, 1);
@@ -227,7 +227,45 @@ TEST_F(ControllerTest, OneVmsRingsNeverReachAnotherVmsDevice) {
   EXPECT_EQ(db.address_device(*slot, 1, xhci::reg::kSpeedHigh, 64), Completion::kParameterError);
   loop.run();
   EXPECT_TRUE(log.empty());
-  EXPECT_EQ(controller.stats(b.id()).tds, 0u);
+  EXPECT_EQ(controller.stats(b.id())->tds, 0u);
+}
+
+// A VM id the caller got wrong (never added, or removed) is an error with a neutral answer, not
+// an exception; asking an EHCI VM for its xHCI function (or the reverse) answers nullptr.
+TEST_F(ControllerTest, UnknownVmAndWrongModelAreErrorsNotExceptions) {
+  InMemoryGuestMemory ram(1u << 20, 0);
+  FakeIrq irq;
+  const auto x = controller.add_vm("x", ram, irq);
+  const auto e = controller.add_vm("e", ram, irq, 1, Controller::Model::kEhci);
+  EXPECT_NE(controller.xhci(x), nullptr);
+  EXPECT_EQ(controller.ehci(x), nullptr);
+  EXPECT_NE(controller.ehci(e), nullptr);
+  EXPECT_EQ(controller.xhci(e), nullptr);
+  EXPECT_EQ(controller.pci(e)->layout().bar_size, ehci::EhciFunction::kBarSize);
+  EXPECT_EQ(controller.name(e), "e");
+
+  const Controller::VmId gone = x;
+  controller.remove_vm(gone);
+  for (const Controller::VmId unknown : {gone, Controller::VmId{0}, Controller::VmId{999}}) {
+    devices::GadgetZero gz{devices::GadgetZeroOptions{}};
+    EXPECT_EQ(controller.xhci(unknown), nullptr);
+    EXPECT_EQ(controller.ehci(unknown), nullptr);
+    EXPECT_EQ(controller.pci(unknown), nullptr);
+    EXPECT_EQ(controller.stats(unknown), nullptr);
+    EXPECT_EQ(controller.name(unknown), "");
+    EXPECT_FALSE(controller.attach(unknown, 1, gz));
+    EXPECT_EQ(controller.mmio_read(unknown, 0, 4), ~uint64_t{0});
+    EXPECT_EQ(controller.config_read(unknown, 0, 4), 0xffffffffu);
+    controller.detach(unknown, 1);  // ignored
+    controller.mmio_write(unknown, 0, 1, 4);
+    controller.config_write(unknown, 4, 6, 2);
+    controller.set_weight(unknown, 2);
+    controller.remove_vm(unknown);
+  }
+  // The VM that is still there is untouched.
+  EXPECT_EQ(controller.config_read(e, 8, 4) >> 8, 0x0c0320u);
+  EXPECT_EQ(controller.stats(e)->tds, 0u);
+  loop.run();
 }
 
 }  // namespace

@@ -83,10 +83,10 @@ TEST_F(PciTest, BarSizingAndPlacement) {
   EXPECT_EQ(cfg(0x14), 0xffffffffu);
   set_cfg(0x10, 0xfe004000);
   set_cfg(0x14, 0x1);
-  EXPECT_EQ(controller.pci(vm).bar_address(), 0x1fe004000u);
+  EXPECT_EQ(controller.pci(vm)->bar_address(), 0x1fe004000u);
   set_cfg(0x04, 0x6, 2);
-  EXPECT_TRUE(controller.pci(vm).memory_enabled());
-  EXPECT_TRUE(controller.pci(vm).bus_master());
+  EXPECT_TRUE(controller.pci(vm)->memory_enabled());
+  EXPECT_TRUE(controller.pci(vm)->bus_master());
 }
 
 TEST_F(PciTest, MsixCapabilityPointsIntoTheBar) {
@@ -103,7 +103,7 @@ TEST_F(PciTest, IntxFollowsTheInterrupterUnlessDisabled) {
   set_cfg(0x04, 0x6, 2);
   XhciRefDriver d(*this, options());
   ASSERT_TRUE(d.start());
-  controller.xhci(vm).attach(1, gz);  // a Port Status Change event: IP
+  controller.xhci(vm)->attach(1, gz);  // a Port Status Change event: IP
   EXPECT_TRUE(irq.level);
   EXPECT_EQ(cfg(0x06, 2) & 0x8, 0x8u) << "status: interrupt";
   set_cfg(0x04, 0x6 | 0x400, 2);
@@ -122,10 +122,10 @@ TEST_F(PciTest, MsixSendsTheProgrammedMessage) {
   write32(0x3008, 0x4021);
   write32(0x300c, 0);                                    // unmask
   set_cfg(PciFunction::kMsixCapability + 2, 0x8000, 2);  // enable
-  EXPECT_TRUE(controller.pci(vm).msix_enabled());
+  EXPECT_TRUE(controller.pci(vm)->msix_enabled());
   XhciRefDriver d(*this, options());
   ASSERT_TRUE(d.start());
-  controller.xhci(vm).attach(1, gz);
+  controller.xhci(vm)->attach(1, gz);
   ASSERT_EQ(irq.msis.size(), 1u);
   EXPECT_EQ(irq.msis[0], (std::pair<uint64_t, uint32_t>{0xfee00000, 0x4021}));
   EXPECT_FALSE(irq.level) << "no INTx under MSI-X";
@@ -134,7 +134,7 @@ TEST_F(PciTest, MsixSendsTheProgrammedMessage) {
   d.poll_events();
   // Masked: held in the PBA, sent on unmask.
   write32(0x300c, 1);
-  controller.xhci(vm).detach(1);
+  controller.xhci(vm)->detach(1);
   EXPECT_EQ(irq.msis.size(), 1u);
   EXPECT_EQ(read32(0x3800) & 1, 1u) << "pending bit";
   write32(0x300c, 0);
@@ -143,7 +143,7 @@ TEST_F(PciTest, MsixSendsTheProgrammedMessage) {
   // The function mask holds every vector the same way.
   d.poll_events();
   set_cfg(PciFunction::kMsixCapability + 2, 0xc000, 2);
-  controller.xhci(vm).attach(1, gz);
+  controller.xhci(vm)->attach(1, gz);
   EXPECT_EQ(irq.msis.size(), 2u);
   set_cfg(PciFunction::kMsixCapability + 2, 0x8000, 2);
   EXPECT_EQ(irq.msis.size(), 3u);

@@ -289,8 +289,8 @@ TEST(XhciUsbtest, TwoVmsRunTheMatrixAtOnceOnTheirOwnRegisterSets) {
   {
     VmTarget vm1(loop, controller, "vm1"), vm2(loop, controller, "vm2");
     loop.call([&] {
-      controller.xhci(vm1.id()).attach(1, *gz1);
-      controller.xhci(vm2.id()).attach(1, *gz2);
+      controller.xhci(vm1.id())->attach(1, *gz1);
+      controller.xhci(vm2.id())->attach(1, *gz2);
     });
     std::latch ready(2);
     Matrix m1(vm1, "vm1", ready), m2(vm2, "vm2", ready);
@@ -305,13 +305,13 @@ TEST(XhciUsbtest, TwoVmsRunTheMatrixAtOnceOnTheirOwnRegisterSets) {
                          std::max(m1.times().front().begin, m2.times().front().begin);
     EXPECT_GT(overlap.count(), 0) << "the two VMs' matrices did not overlap";
     auto [s1, s2] = loop.call([&] {
-      return std::pair{controller.stats(vm1.id()), controller.stats(vm2.id())};
+      return std::pair{*controller.stats(vm1.id()), *controller.stats(vm2.id())};
     });
     EXPECT_GT(s1.tds, 300u);
     EXPECT_GT(s2.tds, 300u);
     loop.call([&] {
-      controller.xhci(vm1.id()).detach(1);
-      controller.xhci(vm2.id()).detach(1);
+      controller.xhci(vm1.id())->detach(1);
+      controller.xhci(vm2.id())->detach(1);
     });
   }
   loop.call([&] {
