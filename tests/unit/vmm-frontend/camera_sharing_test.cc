@@ -38,10 +38,12 @@ class CameraSharing : public ::testing::Test {
  protected:
   CameraSharing()
       : camera({}, usb::DeviceLocation{1, 2, "1-1", ""}),
-        shared("cam", SharedDevice::Mode::kShared,
-               [this](milliseconds d, std::move_only_function<void()> fn) {
-                 time.arm(d, std::move(fn));
-               }),
+        shared(
+            "cam", SharedDevice::Mode::kShared,
+            [this](milliseconds d, std::move_only_function<void()> fn) {
+              time.arm(d, std::move(fn));
+            },
+            milliseconds(200), milliseconds(100), [this] { return time.now(); }),
         vm1(shared.view("vm1", {.busid = "1-1", .path = {}})),
         vm2(shared.view("vm2", {.busid = "1-1", .path = {}})) {
     camera.set_clock([this](auto d, auto fn) { time.arm(d, std::move(fn)); },

@@ -96,7 +96,8 @@ TEST(BandwidthAdmission, ASecondHeavyIsoSettingOnTheBusIsRefusedWithENOSPC) {
 class PacedShares : public ::testing::Test {
  protected:
   static constexpr size_t kUrb = 16384;
-  PacedShares() : shared("gz", SharedDevice::Mode::kShared, time.timer()) {
+  PacedShares()
+      : shared("gz", SharedDevice::Mode::kShared, time.timer(), 200ms, 100ms, time.clock()) {
     devices::GadgetZeroOptions o;
     o.bulk_rate = 1'000'000;  // 1 MB/s: the device is the bottleneck
     gz = gadget_zero(o, time);
