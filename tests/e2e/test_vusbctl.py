@@ -299,6 +299,12 @@ def main() -> int:
                                stderr=subprocess.PIPE, text=True, timeout=30)
             check(r.returncode == 0 and "gz" in r.stdout,
                   f"VUSBD_API=unix:PATH vusbctl list works (rc {r.returncode})")
+            env = dict(os.environ, VUSB_SOCKET=str(sock))
+            env.pop("VUSBD_API", None)
+            r = subprocess.run([str(vusbctl), "list"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, timeout=30)
+            check(r.returncode == 0 and "gz" in r.stdout,
+                  f"VUSB_SOCKET=PATH vusbctl list works (rc {r.returncode})")
             # Another user: a copy of vusbctl it may run, under uid/gid 65534 (nobody).
             ctl_copy = sock_dir / "vusbctl"
             ctl_copy.write_bytes(vusbctl.read_bytes())

@@ -126,14 +126,17 @@ int main(int argc, char** argv) {
       "Verbs follow usbip's: where usbip attaches a remote device to this machine, vusbctl\n"
       "attaches it to a VM; the VM then runs `usbip attach` against its own vusbd port.",
       "vusbctl"};
-  if (const char* env = std::getenv("VUSBD_API")) g.api = env;
+  // $VUSB_SOCKET (a UNIX socket's path) or $VUSBD_API (any address); the flags win.
+  if (const char* env = std::getenv("VUSB_SOCKET"); env && *env)
+    g.api = std::string(usb::net::kUnixPrefix) + env;
+  if (const char* env = std::getenv("VUSBD_API"); env && *env) g.api = env;
   app.add_option("--api", g.api,
                  "vusbd's control address: HOST:PORT or unix:PATH (default: $VUSBD_API, else "
-                 "127.0.0.1:3250)")
+                 "unix:$VUSB_SOCKET, else 127.0.0.1:3250)")
       ->default_val(g.api);
   app.add_option("--socket", g.socket,
-                 "vusbd's control UNIX socket (same as --api unix:PATH; vusbd admits its own "
-                 "user and root there)");
+                 "vusbd's control UNIX socket (same as --api unix:PATH; default $VUSB_SOCKET; "
+                 "vusbd admits its own user and root there)");
   app.add_flag("--json", g.json_out, "Print vusbd's JSON answer");
   app.require_subcommand(1);
 
