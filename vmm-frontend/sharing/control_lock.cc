@@ -27,7 +27,7 @@ void ControlLock::submit(DeviceView& view, Transfer& t) {
     const uint64_t gen = ++generation_;
     shared_.timer_(timeout_, [this, gen, alive = shared_.alive_] {
       if (!*alive || owner_ == nullptr || generation_ != gen) return;
-      spdlog::debug("vusbd: {}: {}'s control transaction timed out; releasing", shared_.name_,
+      spdlog::debug("vusbd: {}: {}'s control transaction timed out; releasing", shared_.name(),
                     owner_->vm());
       release();
     });

@@ -25,30 +25,30 @@ DeviceView::DeviceView(SharedDevice& shared, std::string vm, usb::DeviceLocation
 DeviceView::~DeviceView() = default;
 
 const usb::DescriptorSet& DeviceView::descriptors() const {
-  return shared_.backend_ ? shared_.backend_->descriptors() : kNoDescriptors;
+  return shared_.backend() ? shared_.backend()->descriptors() : kNoDescriptors;
 }
 usb::Speed DeviceView::speed() const {
-  return shared_.backend_ ? shared_.backend_->speed() : usb::Speed::kUnknown;
+  return shared_.backend() ? shared_.backend()->speed() : usb::Speed::kUnknown;
 }
 uint8_t DeviceView::active_configuration() const {
-  if (shared_.mode_ == SharedDevice::Mode::kTimeslice && turn_.config) return *turn_.config;
-  return shared_.backend_ ? shared_.backend_->active_configuration() : 0;
+  if (shared_.mode() == SharedDevice::Mode::kTimeslice && turn_.config) return *turn_.config;
+  return shared_.backend() ? shared_.backend()->active_configuration() : 0;
 }
 uint8_t DeviceView::alternate_setting(uint8_t interface) const {
-  if (shared_.mode_ == SharedDevice::Mode::kTimeslice && turn_.config) {
+  if (shared_.mode() == SharedDevice::Mode::kTimeslice && turn_.config) {
     auto it = turn_.alts.find(interface);
     return it == turn_.alts.end() ? 0 : it->second;
   }
   if (auto alt = state_.alternate(interface)) return *alt;
-  return shared_.backend_ ? shared_.backend_->alternate_setting(interface) : 0;
+  return shared_.backend() ? shared_.backend()->alternate_setting(interface) : 0;
 }
 bool DeviceView::connected() const {
-  return shared_.backend_ && shared_.backend_->connected();
+  return shared_.backend() && shared_.backend()->connected();
 }
 
 bool DeviceView::try_acquire() {
-  if (shared_.mode_ == SharedDevice::Mode::kExclusive && shared_.others_hold(*this)) {
-    spdlog::warn("vusbd: {}: {} asked for it in exclusive mode while {} holds it", shared_.name_,
+  if (shared_.mode() == SharedDevice::Mode::kExclusive && shared_.others_hold(*this)) {
+    spdlog::warn("vusbd: {}: {} asked for it in exclusive mode while {} holds it", shared_.name(),
                  vm_, shared_.holders_except(*this));
     return false;
   }
@@ -66,7 +66,7 @@ void DeviceView::release() {
   if (shared_.uvc_) {
     // A bulk camera this VM was streaming stops with it.
     for (uint8_t ep : shared_.uvc_->forget(vm_))
-      if (shared_.backend_) shared_.backend_->clear_halt(ep, [](Status) {});
+      if (shared_.backend()) shared_.backend()->clear_halt(ep, [](Status) {});
   }
   if (shared_.control_.owner() == this) shared_.control_.release();
   for (auto& [_, f] : shared_.fanouts_) f->drop_view(*this, Status::kCancelled);
@@ -92,7 +92,7 @@ void DeviceView::reply(Transfer& t, std::span<const uint8_t> bytes) {
 bool DeviceView::answer_from_cache(Transfer& t) {
   const usb::SetupPacket& s = t.setup;
   if (s.type() != RequestType::kStandard || s.direction() != usb::Direction::kIn) return false;
-  usb::Device* be = shared_.backend_;
+  usb::Device* be = shared_.backend();
   const usb::DescriptorSet& d = be->descriptors();
   if (s.is_standard(Recipient::kDevice, rq::kGetDescriptor)) {
     const uint8_t type = s.value >> 8, index = s.value & 0xff;
@@ -149,7 +149,7 @@ bool DeviceView::answer_from_cache(Transfer& t) {
 
 void DeviceView::forward(Transfer& t) {
   t.unpark();
-  shared_.backend_->submit(t);
+  shared_.backend()->submit(t);
 }
 
 void DeviceView::submit(Transfer& t) {
@@ -173,10 +173,10 @@ void DeviceView::submit(Transfer& t) {
 
   if (usb::endpoint_number(t.endpoint()) != 0) {
     if (state_.halted(t.endpoint())) return complete_here(t, Status::kStall, 0);
-    if (shared_.mode_ == SharedDevice::Mode::kTimeslice) return shared_.timeslice_.submit(*this, t);
+    if (shared_.mode() == SharedDevice::Mode::kTimeslice) return shared_.timeslice_.submit(*this, t);
     if (t.type() == usb::TransferType::kIsochronous &&
         usb::endpoint_direction(t.endpoint()) == usb::Direction::kIn &&
-        shared_.mode_ == SharedDevice::Mode::kShared)
+        shared_.mode() == SharedDevice::Mode::kShared)
       return shared_.fanout(t.endpoint()).submit(*this, t);
     return shared_.fair_.submit(*this, t);
   }
@@ -218,7 +218,7 @@ void DeviceView::run_control(Transfer& t) {
       const auto ep = static_cast<uint8_t>(s.index);
       if (shared_.uvc_ && shared_.uvc_->stop_bulk_endpoint(vm_, ep)) {
         state_.clear_halt(ep);
-        return shared_.backend_->clear_halt(ep, done);
+        return shared_.backend()->clear_halt(ep, done);
       }
       return clear_halt(ep, done);
     }
@@ -237,8 +237,8 @@ void DeviceView::run_control(Transfer& t) {
     return reset([&t](Status st) { t.unpark(), t.complete(st, 0); });
   // Timeslice: a class/vendor request is part of the VM's turn (it may depend on state the
   // VM set up, which the device has only then).
-  if (shared_.mode_ == SharedDevice::Mode::kTimeslice) return shared_.timeslice_.submit(*this, t);
-  if (shared_.uvc_ && shared_.mode_ == SharedDevice::Mode::kShared && shared_.uvc_->target(s))
+  if (shared_.mode() == SharedDevice::Mode::kTimeslice) return shared_.timeslice_.submit(*this, t);
+  if (shared_.uvc_ && shared_.mode() == SharedDevice::Mode::kShared && shared_.uvc_->target(s))
     return shared_.uvc_request(*this, t);
   shared_.control_.submit(*this, t);
 }
@@ -262,12 +262,12 @@ void DeviceView::reset(usb::StatusCallback done) {
   if (!connected()) return done(Status::kNoDevice);
   if (shared_.others_hold(*this)) {
     // Resetting the real device would pull it from under the other VMs: this VM's view is reset.
-    spdlog::info("vusbd: {}: {} reset its view (not the device: {} use it)", shared_.name_, vm_,
+    spdlog::info("vusbd: {}: {} reset its view (not the device: {} use it)", shared_.name(), vm_,
                  shared_.holders_except(*this));
     ++stats_.cache_hits;
     return done(Status::kOk);
   }
-  shared_.backend_->reset(std::move(done));
+  shared_.backend()->reset(std::move(done));
 }
 
 void DeviceView::set_configuration(uint8_t value, usb::StatusCallback done) {
@@ -283,10 +283,10 @@ void DeviceView::clear_halt(uint8_t endpoint, usb::StatusCallback done) {
   if (!connected()) return done(Status::kNoDevice);
   // The device is told when it halted the endpoint itself, or when nobody else could be disturbed
   // by the data-toggle reset a CLEAR_FEATURE(HALT) implies.
-  const bool timeslice = shared_.mode_ == SharedDevice::Mode::kTimeslice;
+  const bool timeslice = shared_.mode() == SharedDevice::Mode::kTimeslice;
   if (timeslice ? (h == ViewState::Halt::kDevice && shared_.timeslice_.state_in_device(*this))
                 : (h == ViewState::Halt::kDevice || !shared_.others_hold(*this)))
-    return shared_.backend_->clear_halt(endpoint, std::move(done));
+    return shared_.backend()->clear_halt(endpoint, std::move(done));
   ++stats_.cache_hits;
   done(Status::kOk);
 }

@@ -95,14 +95,14 @@ DeviceView* SharedDevice::find_view(const std::string& vm) const {
 
 bool SharedDevice::others_hold(const DeviceView& view) const {
   for (auto& [_, v] : views_)
-    if (v.get() != &view && v->held_) return true;
+    if (v.get() != &view && v->held()) return true;
   return false;
 }
 
 std::string SharedDevice::holders_except(const DeviceView& view) const {
   std::string out;
   for (auto& [name, v] : views_)
-    if (v.get() != &view && v->held_) out += (out.empty() ? "" : ", ") + name;
+    if (v.get() != &view && v->held()) out += (out.empty() ? "" : ", ") + name;
   return out.empty() ? "nobody" : out;
 }
 
@@ -149,12 +149,12 @@ IsoFanOut::FollowerStats SharedDevice::fanout_stats(const DeviceView& view) cons
 std::string SharedDevice::uvc_streamer(const DeviceView& view, uint8_t interface) const {
   if (uvc_->bulk(interface)) {
     std::string s = uvc_->bulk_streamer(interface);
-    return s == view.vm_ ? std::string() : s;
+    return s == view.vm() ? std::string() : s;
   }
   for (const auto& [name, v] : views_)
-    if (v.get() != &view && v->held_ && v->alternate_setting(interface) != 0) return name;
+    if (v.get() != &view && v->held() && v->alternate_setting(interface) != 0) return name;
   // A VM that has just committed is about to select its alternate setting.
-  return uvc_->recent_committer(interface, view.vm_, now());
+  return uvc_->recent_committer(interface, view.vm(), now());
 }
 
 void SharedDevice::uvc_request(DeviceView& view, Transfer& t) {
@@ -165,12 +165,12 @@ void SharedDevice::uvc_request(DeviceView& view, Transfer& t) {
   std::vector<uint8_t> data;
   if (out)
     data.assign(t.buffer().begin(), t.buffer().begin() + static_cast<std::ptrdiff_t>(length));
-  auto d = uvc_->decide(view.vm_, setup, data, uvc_streamer(view, vs->interface));
+  auto d = uvc_->decide(view.vm(), setup, data, uvc_streamer(view, vs->interface));
   using Kind = UvcSharing::Decision::Kind;
   switch (d.kind) {
     case Kind::kForward:
       t.add_completion_observer(
-          [this, vm = view.vm_, setup, data = std::move(data), alive = alive_](Transfer& x) {
+          [this, vm = view.vm(), setup, data = std::move(data), alive = alive_](Transfer& x) {
             if (*alive && uvc_) uvc_->on_forwarded(vm, setup, data, x.status(), now());
           });
       return control_.submit(view, t);
