@@ -1,5 +1,6 @@
 #include "usb/net/address.h"
 
+#include <cctype>
 #include <charconv>
 
 namespace usb::net {
@@ -24,6 +25,14 @@ Result<HostPort> parse_host_port(std::string_view text, std::string_view default
   } else {
     port = text;
   }
+  // A name, an IPv4 address or an IPv6 address (with a zone): what a resolver could take, and
+  // nothing that would print back as another address.
+  for (char c : host)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_' &&
+        c != ':' && c != '%')
+      return Error::make(Error::Code::kInvalidArgument,
+                         "bad host in '" + std::string(text) +
+                             "': expected a name, an IPv4 address or [IPv6]");
   unsigned value = 0;
   auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
   if (port.empty() || ec != std::errc{} || ptr != port.data() + port.size() || value > 65535)

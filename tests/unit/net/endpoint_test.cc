@@ -50,6 +50,21 @@ TEST(Endpoint, BadAddressesAreRefusedWithAReason) {
 
   EXPECT_FALSE(parse_endpoint("host:99999"));
   EXPECT_FALSE(parse_endpoint("host:"));
+
+  // Hosts that would not print back as themselves (found by fuzz_sources): a ']' or a NUL in an
+  // unbracketed host, punctuation no resolver takes.
+  auto odd = parse_endpoint(std::string(">1]2") + '\0' + "nix:0.0431.2:0");
+  ASSERT_FALSE(odd);
+  EXPECT_NE(odd.error().message.find("bad host"), std::string::npos) << odd.error().message;
+  EXPECT_FALSE(parse_endpoint("a b:3240"));
+  EXPECT_FALSE(parse_endpoint("[::1]x]:3240"));
+  // What users write still parses, and prints back to itself.
+  for (const char* ok : {"lab-box.example.org:3240", "fe80::1%eth0:3240", "[fe80::1%eth0]:3240",
+                         "my_host:1", "::1:3240"}) {
+    auto e = parse_endpoint(ok);
+    ASSERT_TRUE(e) << ok << ": " << e.error().message;
+    EXPECT_EQ(*parse_endpoint(e->to_string()), *e) << ok;
+  }
 }
 
 }  // namespace
