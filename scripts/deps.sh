@@ -11,8 +11,9 @@ PKGS=(
   libusb-1.0-0-dev libevdev-dev libboost1.74-dev nlohmann-json3-dev libtoml11-dev
   libspdlog-dev libfmt-dev libcli11-dev libssl-dev libbluetooth-dev
   libgtest-dev libgmock-dev libbenchmark-dev libjpeg62-turbo-dev libseccomp-dev
+  libusbredirparser-dev
   # real peers and the guest lab
-  usbip usbutils qemu-system-x86 tshark bluez-test-tools busybox-static cpio kmod
+  usbip usbutils qemu-system-x86 tshark bluez-test-tools busybox-static cpio kmod usbredirect
 )
 
 missing=()
