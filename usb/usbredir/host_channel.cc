@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/post.hpp>
 #include <cstring>
 #include <set>
 
@@ -661,12 +662,20 @@ void HostChannel::on_start_interrupt_receiving(uint64_t id, uint8_t endpoint) {
 void HostChannel::poll_interrupt(InterruptStream& stream, Transfer& t) {
   if (!device_ || stream.stopping) return;
   ++stream.at_device;
+  arm_interrupt(stream, t);
+}
+
+void HostChannel::arm_interrupt(InterruptStream& stream, Transfer& t) {
+  // `s` lives in interrupt_in_ or retired_ while at_device counts a transfer of it — one at the
+  // device, or one waiting for its next submission.
   t.set_completion([self = shared_from_this(), s = &stream](Transfer& x) {
-    // `s` lives in interrupt_in_ or retired_ while it has transfers at the device.
-    --s->at_device;
-    if (s->stopping || !self->open_) return;
+    if (s->stopping || !self->open_) {
+      --s->at_device;
+      return;
+    }
     if (x.status() != Status::kOk && x.status() != Status::kShortPacket) {
       // The endpoint stopped (stall, device gone): the guest hears it once and may start again.
+      --s->at_device;
       usb_redir_interrupt_receiving_status_header st{to_redir(x.status()), s->endpoint};
       usbredirparser_send_interrupt_receiving_status(self->parser_, 0, &st);
       self->retire(s->endpoint);
@@ -681,7 +690,18 @@ void HostChannel::poll_interrupt(InterruptStream& stream, Transfer& t) {
                                          static_cast<int>(data.size()));
     ++self->stats_.packets_out;
     self->flush();
-    if (x.rearm()) self->poll_interrupt(*s, x);
+    if (!x.rearm()) {
+      --s->at_device;
+      return;
+    }
+    // Next loop turn: a device that completes inline must not recurse through here.
+    boost::asio::post(self->stream_->get_executor(), [self, s, t = &x] {
+      if (s->stopping || !self->open_ || !self->device_) {
+        --s->at_device;
+        return;
+      }
+      self->arm_interrupt(*s, *t);
+    });
   });
   device_->submit(t);
 }

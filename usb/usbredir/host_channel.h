@@ -105,6 +105,7 @@ class HostChannel : public std::enable_shared_from_this<HostChannel> {
   void complete(uint64_t id, usb::Transfer& t);
   void reply(uint64_t id, InFlight& f, uint8_t status, std::span<const uint8_t> data);
   void poll_interrupt(InterruptStream& stream, usb::Transfer& t);
+  void arm_interrupt(InterruptStream& stream, usb::Transfer& t);
   // The stream stops: its transfers are cancelled; it is kept until the last one completes.
   void retire(uint8_t endpoint);
   void stop_streams();

@@ -326,7 +326,8 @@ TEST_F(HostChannelTest, InterruptInIsPolledAndStreamedUntilStopped) {
   device.finish(*device.pending[0], Status::kOk, 8);
   ASSERT_TRUE(run_until(io, [&] { return guest->interrupt_in.size() == 1; }));
   EXPECT_EQ(guest->interrupt_in[0], std::vector<uint8_t>(8, 0x42));
-  EXPECT_EQ(device.pending.size(), 5u) << "the transfer went back to the device";
+  EXPECT_TRUE(run_until(io, [&] { return device.pending.size() == 5; }))
+      << "the transfer went back to the device";
   usb_redir_stop_interrupt_receiving_header stop{0x83};
   usbredirparser_send_stop_interrupt_receiving(guest->parser(), 31, &stop);
   guest->flush();
