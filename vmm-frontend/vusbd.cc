@@ -39,6 +39,8 @@ Vusbd::Vusbd(boost::asio::io_context& io, VusbdConfig config, std::string config
     auto usbip = std::make_unique<UsbipVmAdapter>(io_, vc.name, vc.listen);
     vm->usbip = usbip.get();
     vm->adapters.push_back(std::move(usbip));
+    if (!vc.usbredir.empty())
+      vm->adapters.push_back(std::make_unique<UsbredirVmAdapter>(io_, vc.name, vc.usbredir));
     vms_.push_back(std::move(vm));
   }
   bandwidth_.on_change([this] {

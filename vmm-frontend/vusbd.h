@@ -28,6 +28,7 @@
 #include "schedulers/bus_reservations.h"
 #include "vmm-frontend/adapters/controller_port_adapter.h"
 #include "vmm-frontend/adapters/usbip_vm_adapter.h"
+#include "vmm-frontend/adapters/usbredir_vm_adapter.h"
 #include "vmm-frontend/adapters/vm_adapter.h"
 #include "vmm-frontend/address_map.h"
 #include "vmm-frontend/backends/device_source.h"

@@ -171,6 +171,22 @@ usb::Result<VusbdConfig> load_config(const std::string& path) {
         if (v.contains("bandwidth_device"))
           vm.bandwidth_device = toml::find<bool>(v, "bandwidth_device");
         if (v.contains("camera")) vm.camera = toml::find<std::string>(v, "camera");
+        if (v.contains("usbredir"))
+          for (const auto& u : toml::find<toml::array>(v, "usbredir")) {
+            UsbredirAttachment a;
+            a.device = toml::find<std::string>(u, "device");
+            const bool listen = u.contains("listen"), connect = u.contains("connect");
+            if (listen == connect)
+              return bad("vm '" + vm.name + "': usbredir for '" + a.device +
+                         "' needs one of listen or connect");
+            a.connect = connect;
+            auto e = usb::net::parse_endpoint(toml::find<std::string>(u, connect ? "connect" : "listen"),
+                                              "127.0.0.1");
+            if (!e) return bad("vm '" + vm.name + "': usbredir for '" + a.device + "': " +
+                               e.error().message);
+            a.endpoint = *e;
+            vm.usbredir.push_back(a);
+          }
         c.vms.push_back(vm);
       }
     if (root.contains("device"))
@@ -215,6 +231,15 @@ usb::Result<void> validate(const VusbdConfig& c) {
     if (!vms.insert(vm.name).second) return bad("vm '" + vm.name + "' is defined twice");
     if (vm.weight < 1 || vm.weight > 1000)
       return bad("vm '" + vm.name + "': weight must be 1..1000, not " + std::to_string(vm.weight));
+    std::set<std::string> redirected;
+    for (const auto& a : vm.usbredir) {
+      if (!redirected.insert(a.device).second)
+        return bad("vm '" + vm.name + "': usbredir names '" + a.device + "' twice");
+      const DeviceConfig* d = c.device(a.device);
+      if (!d || std::ranges::find(d->vms, vm.name) == d->vms.end())
+        return bad("vm '" + vm.name + "': usbredir for '" + a.device +
+                   "', a device not given to it");
+    }
   }
   std::map<std::string, std::map<uint32_t, std::string>> used;  // vm → port → device
   for (const auto& d : c.devices) {
@@ -259,12 +284,23 @@ std::string to_toml(const VusbdConfig& c) {
   out << "# vusbd configuration. vusbd rewrites this file when its control API changes something;\n"
          "# comments are not kept.\n\n";
   out << "[control]\nlisten = " << quote(c.control.to_string()) << "\n";
-  for (const auto& vm : c.vms)
+  for (const auto& vm : c.vms) {
     out << "\n[[vm]]\nname = " << quote(vm.name) << "\nlisten = " << quote(vm.listen.to_string())
         << "\n"
         << (vm.weight != 1 ? "weight = " + std::to_string(vm.weight) + "\n" : "")
         << (vm.bandwidth_device ? "bandwidth_device = true\n" : "")
         << (vm.camera.empty() ? "" : "camera = " + quote(vm.camera) + "\n");
+    if (!vm.usbredir.empty()) {
+      out << "usbredir = [";
+      for (size_t i = 0; i < vm.usbredir.size(); ++i) {
+        const auto& a = vm.usbredir[i];
+        out << (i ? ", " : "") << "{ device = " << quote(a.device) << ", "
+            << (a.connect ? "connect" : "listen") << " = " << quote(a.endpoint.to_string())
+            << " }";
+      }
+      out << "]\n";
+    }
+  }
   for (const auto& d : c.devices) {
     out << "\n[[device]]\nname = " << quote(d.name) << "\nsource = " << quote(d.source)
         << "\nmode = " << quote(d.mode) << "\n";

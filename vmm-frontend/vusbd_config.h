@@ -10,6 +10,10 @@
 //               camera = "emulated"  (give it a webcam: the device "camera", an emulated UVC
 //                                     camera in its own process, shared by every VM that asks;
 //                                     or the name of a configured device)
+//               usbredir = [{ device = "gz", listen = "127.0.0.1:4000" },
+//                           { device = "cam", connect = "unix:/run/qemu/vm1-cam.sock" }]
+//                 (QEMU's -device usb-redir: vusbd listens for QEMU's chardev, or connects to a
+//                 QEMU that listens; the device must be given to the VM)
 //   [[device]]  name = "gz"
 //               source = "usbip://HOST:PORT/BUSID" | "usbip://HOST:PORT/*" | "libusb:VID:PID"
 //                      | "usbip+unix:///PATH/BUSID" | "usbip+unix:///PATH/*" (a UNIX socket)
@@ -38,6 +42,7 @@
 #include "usb/core/error.h"
 #include "usb/net/address.h"
 #include "usb/net/endpoint.h"
+#include "vmm-frontend/adapters/usbredir_attachment.h"
 
 namespace vusbd {
 
@@ -47,6 +52,7 @@ struct VmConfig {
   uint32_t weight = 1;            // its share of a busy shared device (fair queue weight, 1..1000)
   bool bandwidth_device = false;  // a ReservationDevice on its bus (bus id 1-126)
   std::string camera{};           // "emulated" or a device name (see above); "" = none
+  std::vector<UsbredirAttachment> usbredir{};  // devices it reaches through QEMU's usb-redir
 };
 
 struct DeviceConfig {

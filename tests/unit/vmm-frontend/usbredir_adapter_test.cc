@@ -1,0 +1,107 @@
+// vusbd giving a device to a VM through QEMU's usb-redir: a guest built on libusbredirparser (as
+// QEMU's usb-redir is) connects to the VM's usbredir port, is announced the device, reads its
+// descriptor; the view is claimed while it is connected and free again once it goes. And the
+// [[vm]] usbredir configuration: round trip and refusals.
+#include <gtest/gtest.h>
+
+#include <boost/asio/io_context.hpp>
+
+#include "tests/unit/usbredir/fake_guest.h"
+#include "usb/net/connector.h"
+#include "vmm-frontend/vusbd.h"
+
+namespace vusbd {
+namespace {
+
+namespace asio = boost::asio;
+using usb::testing::FakeGuest;
+
+template <typename Pred>
+bool run_until(asio::io_context& io, Pred pred, int ms = 5000) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (!pred() && std::chrono::steady_clock::now() < deadline) {
+    io.run_for(std::chrono::milliseconds(2));
+    if (io.stopped()) io.restart();
+  }
+  return pred();
+}
+
+VusbdConfig config_with_usbredir() {
+  VusbdConfig c;
+  VmConfig vm{"vm1", {"127.0.0.1", 0}};
+  vm.usbredir = {{"gz", {"127.0.0.1", 0}, false}};
+  c.vms = {vm};
+  DeviceConfig d;
+  d.name = "gz";
+  EXPECT_TRUE(parse_source("emulated:gadget-zero", d));
+  d.vms = {"vm1"};
+  c.devices = {d};
+  return c;
+}
+
+TEST(UsbredirAdapter, QemusUsbRedirIsAnnouncedTheDeviceAndHoldsItWhileConnected) {
+  asio::io_context io;
+  Vusbd daemon(io, config_with_usbredir());
+  bool ready = false;
+  auto started = daemon.start([&] { ready = true; });
+  ASSERT_TRUE(started) << started.error().message;
+  ASSERT_TRUE(run_until(io, [&] { return ready; }));
+  auto vms = daemon.vms_json();
+  ASSERT_EQ(vms[0]["usbredir"].size(), 1u);
+  EXPECT_EQ(vms[0]["adapters"], nlohmann::json({"usbip", "usbredir"}));
+  auto at = usb::net::parse_endpoint(vms[0]["usbredir"][0]["listen"].get<std::string>());
+  ASSERT_TRUE(at);
+
+  std::unique_ptr<FakeGuest> guest;
+  usb::net::async_connect(io, *at, {}, std::chrono::seconds(2), [&](auto r) {
+    ASSERT_TRUE(r) << r.error().message;
+    guest = std::make_unique<FakeGuest>(std::move(*r));
+  });
+  ASSERT_TRUE(run_until(io, [&] { return guest && guest->connect.has_value(); }));
+  const usb_redir_device_connect_header c = *guest->connect;
+  EXPECT_EQ(c.vendor_id, 0x0525);
+  EXPECT_EQ(c.speed, usb_redir_speed_high);
+  EXPECT_EQ(daemon.devices_json()[0]["vms"][0]["imported"], true) << "claimed while connected";
+  EXPECT_EQ(daemon.vms_json()[0]["usbredir"][0]["announced"], true);
+
+  usb_redir_control_packet_header get{0x80, 6, 0x80, 0, 0x0100, 0, 18};
+  usbredirparser_send_control_packet(guest->parser(), 1, &get, nullptr, 0);
+  guest->flush();
+  ASSERT_TRUE(run_until(io, [&] { return guest->replies.contains(1); }));
+  EXPECT_EQ(guest->replies[1].status, usb_redir_success);
+  EXPECT_EQ(guest->replies[1].data.size(), 18u);
+
+  // QEMU goes away: the view is free again, and the port takes the next connection.
+  guest->close();
+  ASSERT_TRUE(run_until(io, [&] { return daemon.devices_json()[0]["vms"][0]["imported"] == false; }));
+  std::unique_ptr<FakeGuest> again;
+  usb::net::async_connect(io, *at, {}, std::chrono::seconds(2), [&](auto r) {
+    ASSERT_TRUE(r);
+    again = std::make_unique<FakeGuest>(std::move(*r));
+  });
+  ASSERT_TRUE(run_until(io, [&] { return again && again->connect.has_value(); }));
+  again->close();
+  daemon.stop();
+  io.run_for(std::chrono::milliseconds(20));
+}
+
+TEST(UsbredirAdapter, TheConfigRoundTripsAndBadAttachmentsAreRefused) {
+  VusbdConfig c = config_with_usbredir();
+  c.vms[0].usbredir.push_back({"gz", usb::net::Endpoint::unix_socket("/run/q.sock"), true});
+  auto twice = validate(c);
+  ASSERT_FALSE(twice);
+  EXPECT_NE(twice.error().message.find("twice"), std::string::npos);
+  c.vms[0].usbredir = {{"gz", usb::net::Endpoint::unix_socket("/run/q.sock"), true}};
+  ASSERT_TRUE(validate(c));
+  const std::string toml = to_toml(c);
+  EXPECT_NE(toml.find("usbredir = [{ device = \"gz\", connect = \"unix:/run/q.sock\" }]"),
+            std::string::npos)
+      << toml;
+  c.devices[0].vms.clear();
+  auto not_given = validate(c);
+  ASSERT_FALSE(not_given);
+  EXPECT_NE(not_given.error().message.find("not given"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace vusbd

@@ -1,0 +1,185 @@
+#include "vmm-frontend/adapters/usbredir_vm_adapter.h"
+
+#include <spdlog/spdlog.h>
+
+#include "usb/net/connector.h"
+#include "vmm-frontend/sharing/shared_device.h"
+
+namespace vusbd {
+
+namespace {
+constexpr auto kRedial = std::chrono::seconds(2);
+constexpr auto kConnectTimeout = std::chrono::seconds(5);
+}  // namespace
+
+UsbredirVmAdapter::UsbredirVmAdapter(boost::asio::io_context& io, std::string vm,
+                                     std::vector<UsbredirAttachment> attachments)
+    : io_(io), vm_(std::move(vm)) {
+  for (auto& a : attachments) {
+    auto slot = std::make_unique<Slot>();
+    slot->attachment = std::move(a);
+    slots_.push_back(std::move(slot));
+  }
+}
+
+UsbredirVmAdapter::~UsbredirVmAdapter() {
+  stop();
+  *alive_ = false;
+}
+
+usb::Result<void> UsbredirVmAdapter::start() {
+  started_ = true;
+  for (auto& s : slots_) {
+    Slot& slot = *s;
+    const auto& a = slot.attachment;
+    if (a.connect) {
+      dial(slot);
+      continue;
+    }
+    usb::net::Listener::Options options;
+    options.label = "vm " + vm_ + " usbredir " + a.device;
+    slot.listener = std::make_unique<usb::net::Listener>(io_, options);
+    if (auto r = slot.listener->listen(a.endpoint); !r)
+      return usb::Error::make(r.error().code, "usbredir for " + a.device + ": " + r.error().message);
+    slot.listener->start([this, &slot, alive = alive_](std::unique_ptr<usb::net::Stream> stream) {
+      if (*alive) on_connection(slot, std::move(stream));
+    });
+    spdlog::info("vusbd: vm {}: usbredir for {} on {} (QEMU connects)", vm_, a.device,
+                 slot.listener->local_endpoint().to_string());
+  }
+  return {};
+}
+
+void UsbredirVmAdapter::stop() {
+  started_ = false;
+  for (auto& s : slots_) {
+    if (s->listener) s->listener->stop();
+    if (s->redial) s->redial->cancel();
+    unplug(*s);
+    if (s->channel) s->channel->close();
+    s->channel.reset();
+  }
+}
+
+bool UsbredirVmAdapter::carries(const std::string& device) const {
+  for (const auto& s : slots_)
+    if (s->attachment.device == device) return true;
+  return false;
+}
+
+usb::Result<std::string> UsbredirVmAdapter::offer(const std::string& device, DeviceView& view) {
+  for (auto& s : slots_) {
+    if (s->attachment.device != device) continue;
+    s->view = &view;
+    plug(*s);
+    return "usbredir " + std::string(s->attachment.connect ? "to " : "on ") +
+           s->attachment.endpoint.to_string();
+  }
+  return usb::Error::make(usb::Error::Code::kNotFound, "no usbredir channel for " + device);
+}
+
+bool UsbredirVmAdapter::withdraw(DeviceView& view) {
+  for (auto& s : slots_) {
+    if (s->view != &view) continue;
+    unplug(*s);
+    s->view = nullptr;
+    return true;
+  }
+  return false;
+}
+
+void UsbredirVmAdapter::plug(Slot& slot) {
+  if (!slot.view || !slot.channel || !slot.channel->open() || slot.claimed) return;
+  if (!slot.view->try_acquire()) {  // exclusive mode, held by another VM
+    spdlog::warn("vusbd: vm {}: {} is held by another VM; not given to QEMU's usb-redir", vm_,
+                 slot.attachment.device);
+    return;
+  }
+  slot.claimed = true;
+  slot.channel->attach(*slot.view);
+}
+
+void UsbredirVmAdapter::unplug(Slot& slot) {
+  if (!slot.claimed) return;
+  if (slot.channel) slot.channel->detach();
+  slot.view->release();
+  slot.claimed = false;
+}
+
+void UsbredirVmAdapter::on_connection(Slot& slot, std::unique_ptr<usb::net::Stream> stream) {
+  const std::string peer = stream->peer().name;
+  if (slot.channel && slot.channel->open()) {
+    // QEMU reconnected: its old connection is dead even if no error reached us yet.
+    spdlog::info("vusbd: vm {}: usbredir for {}: a new connection from {} replaces the old one",
+                 vm_, slot.attachment.device, peer);
+    unplug(slot);
+    slot.channel->close();
+  }
+  auto channel = usb::usbredir::HostChannel::create(
+      std::move(stream), {.label = "vm " + vm_ + " usbredir " + slot.attachment.device});
+  std::weak_ptr<usb::usbredir::HostChannel> weak = channel;
+  channel->on_closed([this, &slot, weak, alive = alive_](const std::string& why) {
+    if (!*alive || slot.channel != weak.lock()) return;
+    spdlog::info("vusbd: vm {}: usbredir for {} closed: {}", vm_, slot.attachment.device, why);
+    // The device's transfers were cancelled with the channel; the view is free again.
+    if (slot.claimed) {
+      slot.view->release();
+      slot.claimed = false;
+    }
+    slot.channel.reset();
+    if (slot.attachment.connect && started_) {
+      slot.redial = std::make_unique<boost::asio::steady_timer>(io_, kRedial);
+      slot.redial->async_wait([this, &slot, alive](boost::system::error_code ec) {
+        if (!ec && *alive && started_) dial(slot);
+      });
+    }
+  });
+  channel->on_rejected([this, &slot, alive = alive_](const std::string& why) {
+    if (!*alive) return;
+    spdlog::warn("vusbd: vm {}: QEMU refused {}: {}", vm_, slot.attachment.device, why);
+    if (slot.claimed) {
+      slot.view->release();
+      slot.claimed = false;
+    }
+  });
+  slot.channel = channel;
+  spdlog::info("vusbd: vm {}: usbredir for {}: QEMU connected ({})", vm_, slot.attachment.device,
+               peer);
+  channel->start();
+  plug(slot);
+}
+
+void UsbredirVmAdapter::dial(Slot& slot) {
+  usb::net::async_connect(
+      io_, slot.attachment.endpoint, {}, kConnectTimeout,
+      [this, &slot, alive = alive_](usb::Result<std::unique_ptr<usb::net::Stream>> r) {
+        if (!*alive || !started_) return;
+        if (r) return on_connection(slot, std::move(*r));
+        spdlog::debug("vusbd: vm {}: usbredir for {}: {} (retrying)", vm_, slot.attachment.device,
+                      r.error().message);
+        slot.redial = std::make_unique<boost::asio::steady_timer>(io_, kRedial);
+        slot.redial->async_wait([this, &slot, alive](boost::system::error_code ec) {
+          if (!ec && *alive && started_) dial(slot);
+        });
+      });
+}
+
+void UsbredirVmAdapter::describe(nlohmann::json& vm) const {
+  auto list = nlohmann::json::array();
+  for (const auto& s : slots_)
+    list.push_back({{"device", s->attachment.device},
+                    {s->attachment.connect ? "connect" : "listen",
+                     s->listener ? s->listener->local_endpoint().to_string()
+                                 : s->attachment.endpoint.to_string()},
+                    {"connected", s->channel && s->channel->open()},
+                    {"announced", s->channel && s->channel->announced()}});
+  vm["usbredir"] = std::move(list);
+}
+
+uint16_t UsbredirVmAdapter::local_port(const std::string& device) const {
+  for (const auto& s : slots_)
+    if (s->attachment.device == device && s->listener) return s->listener->local_port();
+  return 0;
+}
+
+}  // namespace vusbd
