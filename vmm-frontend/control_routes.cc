@@ -156,6 +156,12 @@ RouteResult handle(Vusbd& daemon, std::string_view method, std::string_view targ
     if (auto e = only("GET")) return *e;
     return {200, daemon.vms_json()};
   }
+  if (what == "vms" && p.size() == 5 && p[4] == "qemu-args") {
+    if (auto e = only("GET")) return *e;
+    auto r = daemon.qemu_snippets(p[3]);
+    if (!r) return from_error(r.error());
+    return {200, *r};
+  }
   if (what == "vms" && p.size() == 5 && p[4] == "weight") {
     if (auto e = only("POST")) return *e;
     json req;

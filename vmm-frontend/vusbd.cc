@@ -39,8 +39,11 @@ Vusbd::Vusbd(boost::asio::io_context& io, VusbdConfig config, std::string config
     auto usbip = std::make_unique<UsbipVmAdapter>(io_, vc.name, vc.listen);
     vm->usbip = usbip.get();
     vm->adapters.push_back(std::move(usbip));
-    if (!vc.usbredir.empty())
-      vm->adapters.push_back(std::make_unique<UsbredirVmAdapter>(io_, vc.name, vc.usbredir));
+    if (!vc.usbredir.empty()) {
+      auto redir = std::make_unique<UsbredirVmAdapter>(io_, vc.name, vc.usbredir);
+      vm->usbredir = redir.get();
+      vm->adapters.push_back(std::move(redir));
+    }
     vms_.push_back(std::move(vm));
   }
   bandwidth_.on_change([this] {
@@ -647,6 +650,18 @@ void Vusbd::save() {
     spdlog::error("vusbd: config not written back: {}", r.error().message);
   else
     spdlog::debug("vusbd: config written to {}", config_path_);
+}
+
+usb::Result<nlohmann::json> Vusbd::qemu_snippets(const std::string& vm) const {
+  for (const auto& v : vms_) {
+    if (v->config.name != vm) continue;
+    if (!v->usbredir)
+      return not_found("vm '" + vm + "' has no usbredir devices ([[vm]] usbredir = [...])");
+    auto j = v->usbredir->qemu_snippets();
+    j["vm"] = vm;
+    return j;
+  }
+  return not_found("no vm '" + vm + "'");
 }
 
 uint16_t Vusbd::vm_port(const std::string& vm) const {

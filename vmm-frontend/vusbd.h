@@ -80,6 +80,9 @@ class Vusbd {
   //  "reservations": [{bus, device, interface, alternate, vms, peak, unit}]}
   nlohmann::json stats() const;
   uint16_t vm_port(const std::string& vm) const;
+  // QEMU command-line arguments and libvirt XML for `vm`'s usbredir devices (kNotFound: no such
+  // vm, or it has none).
+  usb::Result<nlohmann::json> qemu_snippets(const std::string& vm) const;
 
   // The register-level path. A VMM that embeds vusbd's shared host controller hands a VM's guest
   // memory and IRQ line over: the VM gets its own xHCI function on vusbd's controller
@@ -109,6 +112,7 @@ class Vusbd {
     std::vector<std::unique_ptr<VmAdapter>> adapters;
     UsbipVmAdapter* usbip = nullptr;                           // adapters[0]
     ControllerPortAdapter* hc = nullptr;                       // attach_controller()
+    UsbredirVmAdapter* usbredir = nullptr;                     // config.usbredir
     std::unique_ptr<devices::ReservationDevice> reservations;  // config.bandwidth_device
 
     VmAdapter& adapter_for(const std::string& device);

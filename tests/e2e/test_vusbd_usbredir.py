@@ -2,8 +2,9 @@
 """e2e.vusbd_usbredir — a guest with nothing installed uses vusbd's device through QEMU's usb-redir.
 
 vusbd runs on the host with one VM whose Gadget Zero (emulated in vusbd) is given over usbredir:
-`[[vm]] usbredir = [{ device = "gz", listen = "127.0.0.1:PORT" }]`. The guest's QEMU 7.2 has a
-qemu-xhci and `-chardev socket,host=127.0.0.1,port=PORT,reconnect=2 -device usb-redir,...`: QEMU
+`[[vm]] usbredir = [{ device = "gz", listen = "127.0.0.1:PORT" }]`. The guest's QEMU 7.2 gets the
+arguments `vusbctl qemu-args --vm vm1` prints (a qemu-xhci, `-chardev socket,host=127.0.0.1,
+port=PORT,reconnect=2` and `-device usb-redir,chardev=...,bus=vusb-xhci.0`): QEMU
 connects to vusbd, vusbd announces the device, QEMU plugs it into the guest's xHCI, and the
 guest's own kernel (xhci_hcd, usbtest) enumerates it and runs the usbtest cases below through
 QEMU's usb-redir, vusbd's usbredir channel and its shared-device view. Checks: usbtest binds
@@ -15,6 +16,7 @@ Usage: tests/e2e/test_vusbd_usbredir.py [--build DIR] [--cases 0,1,...]
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 import urllib.request
@@ -59,9 +61,18 @@ lab_usb_tree
 echo "LAB-PHASE usbtest"
 {lab.usbtest_cmd(cases, timeout=60)}
 """
-        devices = ["qemu-xhci,id=xhci",
-                   f"-chardev socket,id=redir0,host=127.0.0.1,port={pr},reconnect=2",
-                   "usb-redir,chardev=redir0,id=ur0,bus=xhci.0"]
+        # The QEMU arguments are vusbd's own (`vusbctl qemu-args --vm vm1`), as a user gets them.
+        r = subprocess.run([str(bindir / "vusbctl"), "--api", f"127.0.0.1:{pc}", "--json",
+                            "qemu-args", "--vm", "vm1"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=30)
+        if r.returncode != 0:
+            print(f"FAIL: vusbctl qemu-args: {r.stderr.strip()}")
+            return 1
+        argv = json.loads(r.stdout)["qemu"]
+        lab.log("vusbctl qemu-args --vm vm1: " + " ".join(argv))
+        if f"port={pr}" not in " ".join(argv):
+            problems.append(f"qemu-args do not name vusbd's usbredir port {pr}: {argv}")
+        devices = [v if k == "-device" else f"{k} {v}" for k, v in zip(argv[::2], argv[1::2])]
         run = lab.run_guest(script, name="vusbd_usbredir.vm1", modules=["xhci-pci", "usbtest"],
                             devices=devices, timeout=a.timeout)
         results = run.usbtest()

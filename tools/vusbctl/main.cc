@@ -185,6 +185,12 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::Range(1, 1000));
 
+  bool libvirt = false;
+  auto* qemu_args = app.add_subcommand(
+      "qemu-args", "Print the QEMU arguments (or libvirt XML) that give a VM its usbredir devices");
+  qemu_args->add_option("--vm", vm, "The VM")->required();
+  qemu_args->add_flag("--libvirt", libvirt, "Print libvirt's <controller>/<redirdev> XML instead");
+
   auto* stats = app.add_subcommand("stats", "Per-VM per-device URBs, bytes, latency, cache hits");
   stats->add_option("--vm", vm, "Only this VM");
   stats->add_option("-d,--device", device, "Only this device");
@@ -323,6 +329,23 @@ int main(int argc, char** argv) {
     json body = {{"weight", weight}};
     if (int rc = call(g, "POST", "/api/v1/vms/" + vm + "/weight", &body, out)) return rc;
     return emit([&] { std::cout << "vm " << vm << " has weight " << weight << "\n"; });
+  }
+
+  if (qemu_args->parsed()) {
+    if (int rc = call(g, "GET", "/api/v1/vms/" + vm + "/qemu-args", nullptr, out)) return rc;
+    return emit([&] {
+      if (libvirt) {
+        std::cout << out.value("libvirt", "");
+        return;
+      }
+      std::string line;
+      for (const auto& arg : out.value("qemu", json::array())) {
+        const std::string a = arg.get<std::string>();
+        line += (line.empty() ? "" : " ") +
+                (a.find_first_of(" '\"") == std::string::npos ? a : "'" + a + "'");
+      }
+      std::cout << line << "\n";
+    });
   }
 
   if (stats->parsed()) {

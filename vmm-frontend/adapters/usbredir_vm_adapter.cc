@@ -176,6 +176,36 @@ void UsbredirVmAdapter::describe(nlohmann::json& vm) const {
   vm["usbredir"] = std::move(list);
 }
 
+nlohmann::json UsbredirVmAdapter::qemu_snippets() const {
+  auto qemu = nlohmann::json::array({"-device", "qemu-xhci,id=vusb-xhci"});
+  std::string xml = "<controller type='usb' model='qemu-xhci'/>\n";
+  for (const auto& s : slots_) {
+    const auto& a = s->attachment;
+    const usb::net::Endpoint at = s->listener ? s->listener->local_endpoint() : a.endpoint;
+    const std::string id = "vusb-" + a.device;
+    // vusbd listens: QEMU connects and reconnects (libvirt mode='connect'); vusbd dials: QEMU
+    // listens without waiting (mode='bind').
+    const std::string where = at.is_unix() ? "path=" + at.path
+                                           : "host=" + at.tcp.host + ",port=" +
+                                                 std::to_string(at.tcp.port);
+    qemu.push_back("-chardev");
+    qemu.push_back("socket,id=" + id + "," + where +
+                   (a.connect ? ",server=on,wait=off" : ",reconnect=2"));
+    qemu.push_back("-device");
+    qemu.push_back("usb-redir,chardev=" + id + ",id=" + id + "-redir,bus=vusb-xhci.0");
+    const std::string mode = a.connect ? "bind" : "connect";
+    xml += "<redirdev bus='usb' type='" + std::string(at.is_unix() ? "unix" : "tcp") + "'>\n";
+    if (at.is_unix())
+      xml += "  <source mode='" + mode + "' path='" + at.path + "'/>\n";
+    else
+      xml += "  <source mode='" + mode + "' host='" + at.tcp.host + "' service='" +
+             std::to_string(at.tcp.port) + "'/>\n";
+    if (!at.is_unix()) xml += "  <protocol type='raw'/>\n";
+    xml += "</redirdev>\n";
+  }
+  return {{"qemu", qemu}, {"libvirt", xml}};
+}
+
 uint16_t UsbredirVmAdapter::local_port(const std::string& device) const {
   for (const auto& s : slots_)
     if (s->attachment.device == device && s->listener) return s->listener->local_port();

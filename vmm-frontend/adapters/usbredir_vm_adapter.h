@@ -41,6 +41,10 @@ class UsbredirVmAdapter final : public VmAdapter {
   void unplace_reservations(usb::Device&) override {}
   void describe(nlohmann::json& vm) const override;
 
+  // What to give QEMU and libvirt for these devices: {"qemu": [argv...], "libvirt": "XML"} —
+  // a qemu-xhci, and per device a socket chardev (reconnecting to vusbd, or listening when vusbd
+  // dials) and a usb-redir on it; libvirt's <redirdev> in the same two modes.
+  nlohmann::json qemu_snippets() const;
   // The TCP port vusbd listens on for `device` (0: none; tests bind port 0).
   uint16_t local_port(const std::string& device) const;
 

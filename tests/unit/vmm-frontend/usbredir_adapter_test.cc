@@ -71,6 +71,19 @@ TEST(UsbredirAdapter, QemusUsbRedirIsAnnouncedTheDeviceAndHoldsItWhileConnected)
   EXPECT_EQ(guest->replies[1].status, usb_redir_success);
   EXPECT_EQ(guest->replies[1].data.size(), 18u);
 
+  // What to give QEMU and libvirt for it: the port vusbd really listens on.
+  auto snippets = daemon.qemu_snippets("vm1");
+  ASSERT_TRUE(snippets) << snippets.error().message;
+  const std::string port = std::to_string(at->tcp.port);
+  EXPECT_EQ((*snippets)["qemu"],
+            nlohmann::json({"-device", "qemu-xhci,id=vusb-xhci", "-chardev",
+                            "socket,id=vusb-gz,host=127.0.0.1,port=" + port + ",reconnect=2",
+                            "-device", "usb-redir,chardev=vusb-gz,id=vusb-gz-redir,bus=vusb-xhci.0"}));
+  EXPECT_NE((*snippets)["libvirt"].get<std::string>().find(
+                "<source mode='connect' host='127.0.0.1' service='" + port + "'/>"),
+            std::string::npos);
+  EXPECT_FALSE(daemon.qemu_snippets("vm2"));
+
   // QEMU goes away: the view is free again, and the port takes the next connection.
   guest->close();
   ASSERT_TRUE(run_until(io, [&] { return daemon.devices_json()[0]["vms"][0]["imported"] == false; }));
