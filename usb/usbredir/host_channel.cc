@@ -483,9 +483,8 @@ void HostChannel::complete(uint64_t id, Transfer& t) {
   inflight_.erase(it);
   if (f->cancelled || !open_) return;
   const bool in = t.direction() == Direction::kIn;
+  // The transfer ends here; the parser copies the reply (and flushes it outside do_read).
   reply(id, *f, to_redir(t.status()), in ? t.data() : std::span<const uint8_t>{});
-  // The transfer ends here; the reply was copied by the parser.
-  if (!in_read_) flush();
 }
 
 void HostChannel::reply(uint64_t id, InFlight& f, uint8_t status, std::span<const uint8_t> data) {
@@ -529,28 +528,7 @@ void HostChannel::on_cancel(uint64_t id) {
   f.cancelled = true;
   ++stats_.cancelled;
   // Answered now, with nothing; the transfer's own completion is dropped.
-  usb_redir_control_packet_header c = f.control;
-  usb_redir_bulk_packet_header b = f.bulk;
-  usb_redir_interrupt_packet_header i = f.interrupt;
-  switch (f.kind) {
-    case InFlight::Kind::kControl:
-      c.status = usb_redir_cancelled;
-      c.length = 0;
-      usbredirparser_send_control_packet(parser_, id, &c, nullptr, 0);
-      break;
-    case InFlight::Kind::kBulk:
-      b.status = usb_redir_cancelled;
-      b.length = 0;
-      b.length_high = 0;
-      usbredirparser_send_bulk_packet(parser_, id, &b, nullptr, 0);
-      break;
-    case InFlight::Kind::kInterrupt:
-      i.status = usb_redir_cancelled;
-      i.length = 0;
-      usbredirparser_send_interrupt_packet(parser_, id, &i, nullptr, 0);
-      break;
-  }
-  ++stats_.packets_out;
+  reply(id, f, usb_redir_cancelled, {});
   f.transfer->cancel();
 }
 

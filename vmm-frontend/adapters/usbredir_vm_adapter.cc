@@ -102,8 +102,20 @@ void UsbredirVmAdapter::plug(Slot& slot) {
 void UsbredirVmAdapter::unplug(Slot& slot) {
   if (!slot.claimed) return;
   if (slot.channel) slot.channel->detach();
+  release(slot);
+}
+
+void UsbredirVmAdapter::release(Slot& slot) {
+  if (!slot.claimed) return;
   slot.view->release();
   slot.claimed = false;
+}
+
+void UsbredirVmAdapter::redial_later(Slot& slot) {
+  slot.redial = std::make_unique<boost::asio::steady_timer>(io_, kRedial);
+  slot.redial->async_wait([this, &slot, alive = alive_](boost::system::error_code ec) {
+    if (!ec && *alive && started_) dial(slot);
+  });
 }
 
 void UsbredirVmAdapter::on_connection(Slot& slot, std::unique_ptr<usb::net::Stream> stream) {
@@ -122,25 +134,14 @@ void UsbredirVmAdapter::on_connection(Slot& slot, std::unique_ptr<usb::net::Stre
     if (!*alive || slot.channel != weak.lock()) return;
     spdlog::info("vusbd: vm {}: usbredir for {} closed: {}", vm_, slot.attachment.device, why);
     // The device's transfers were cancelled with the channel; the view is free again.
-    if (slot.claimed) {
-      slot.view->release();
-      slot.claimed = false;
-    }
+    release(slot);
     slot.channel.reset();
-    if (slot.attachment.connect && started_) {
-      slot.redial = std::make_unique<boost::asio::steady_timer>(io_, kRedial);
-      slot.redial->async_wait([this, &slot, alive](boost::system::error_code ec) {
-        if (!ec && *alive && started_) dial(slot);
-      });
-    }
+    if (slot.attachment.connect && started_) redial_later(slot);
   });
   channel->on_rejected([this, &slot, alive = alive_](const std::string& why) {
     if (!*alive) return;
     spdlog::warn("vusbd: vm {}: QEMU refused {}: {}", vm_, slot.attachment.device, why);
-    if (slot.claimed) {
-      slot.view->release();
-      slot.claimed = false;
-    }
+    release(slot);
   });
   slot.channel = channel;
   spdlog::info("vusbd: vm {}: usbredir for {}: QEMU connected ({})", vm_, slot.attachment.device,
@@ -157,10 +158,7 @@ void UsbredirVmAdapter::dial(Slot& slot) {
         if (r) return on_connection(slot, std::move(*r));
         spdlog::debug("vusbd: vm {}: usbredir for {}: {} (retrying)", vm_, slot.attachment.device,
                       r.error().message);
-        slot.redial = std::make_unique<boost::asio::steady_timer>(io_, kRedial);
-        slot.redial->async_wait([this, &slot, alive](boost::system::error_code ec) {
-          if (!ec && *alive && started_) dial(slot);
-        });
+        redial_later(slot);
       });
 }
 

@@ -62,6 +62,9 @@ class UsbredirVmAdapter final : public VmAdapter {
   void dial(Slot& slot);
   void plug(Slot& slot);
   void unplug(Slot& slot);
+  // The view's claim goes (the channel is gone or QEMU refused the device).
+  void release(Slot& slot);
+  void redial_later(Slot& slot);
 
   boost::asio::io_context& io_;
   std::string vm_;
