@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cstring>
 #include <set>
 
 #include "usb/core/device_operations.h"
+#include "usb/usbredir/iso_stream.h"
 
 namespace usb::usbredir {
 
@@ -20,6 +22,8 @@ constexpr size_t kReadChunk = 64 * 1024;
 // What the guest may ask for in one bulk packet (QEMU combines IN packets; usbredir's own limit
 // is 128 MiB, far more than a device should be asked at once).
 constexpr uint32_t kMaxBulkLength = 4 * 1024 * 1024;
+
+}  // namespace
 
 uint8_t to_redir(Status s) {
   switch (s) {
@@ -42,6 +46,8 @@ uint8_t to_redir(Status s) {
       return usb_redir_ioerror;
   }
 }
+
+namespace {
 
 uint8_t to_redir(Speed s) {
   switch (s) {
@@ -90,7 +96,16 @@ std::shared_ptr<HostChannel> HostChannel::create(std::unique_ptr<usb::net::Strea
 }
 
 HostChannel::HostChannel(std::unique_ptr<usb::net::Stream> stream, Options options)
-    : stream_(std::move(stream)), options_(std::move(options)), rx_buffer_(kReadChunk) {}
+    : stream_(std::move(stream)), options_(std::move(options)), rx_buffer_(kReadChunk) {
+  if (!options_.clock) options_.clock = [] { return std::chrono::steady_clock::now(); };
+  if (!options_.timer)
+    options_.timer = [ex = stream_->get_executor()](std::chrono::nanoseconds d,
+                                                    std::move_only_function<void()> fn) {
+      auto timer = std::make_shared<boost::asio::steady_timer>(ex, d);
+      auto call = std::make_shared<std::move_only_function<void()>>(std::move(fn));
+      timer->async_wait([timer, call](boost::system::error_code) { (*call)(); });
+    };
+}
 
 HostChannel::~HostChannel() {
   *alive_ = false;
@@ -119,6 +134,7 @@ void HostChannel::install_callbacks(usbredirparser* p) {
   p->write_func = [](void* priv, uint8_t* data, int count) -> int {
     // fl_write_cb_owns_buffer: one whole packet, ours until written.
     self(priv).tx_.emplace_back(data, count);
+    self(priv).tx_bytes_ += static_cast<size_t>(count);
     return count;
   };
   p->hello_func = [](void* priv, usb_redir_hello_header*) { self(priv).on_hello(); };
@@ -136,16 +152,10 @@ void HostChannel::install_callbacks(usbredirparser* p) {
     self(priv).on_get_alt_setting(id, h->interface);
   };
   p->start_iso_stream_func = [](void* priv, uint64_t id, usb_redir_start_iso_stream_header* h) {
-    auto& c = self(priv);
-    ++c.stats_.refused;
-    spdlog::warn("{}: isochronous stream on {:#04x} refused: not implemented yet", c.options_.label,
-                 h->endpoint);
-    usb_redir_iso_stream_status_header st{usb_redir_stall, h->endpoint};
-    usbredirparser_send_iso_stream_status(c.parser_, id, &st);
+    self(priv).on_start_iso_stream(id, h->endpoint, h->pkts_per_urb, h->no_urbs);
   };
   p->stop_iso_stream_func = [](void* priv, uint64_t id, usb_redir_stop_iso_stream_header* h) {
-    usb_redir_iso_stream_status_header st{usb_redir_success, h->endpoint};
-    usbredirparser_send_iso_stream_status(self(priv).parser_, id, &st);
+    self(priv).on_stop_iso_stream(id, h->endpoint);
   };
   p->start_interrupt_receiving_func = [](void* priv, uint64_t id,
                                          usb_redir_start_interrupt_receiving_header* h) {
@@ -172,11 +182,8 @@ void HostChannel::install_callbacks(usbredirparser* p) {
                               uint8_t* data, int len) { self(priv).on_control(id, h, data, len); };
   p->bulk_packet_func = [](void* priv, uint64_t id, usb_redir_bulk_packet_header* h,
                            uint8_t* data, int len) { self(priv).on_bulk(id, h, data, len); };
-  p->iso_packet_func = [](void* priv, uint64_t, usb_redir_iso_packet_header*, uint8_t* data,
-                          int) {
-    // No iso stream is ever started (refused above): the packet is dropped.
-    usbredirparser_free_packet_data(self(priv).parser_, data);
-  };
+  p->iso_packet_func = [](void* priv, uint64_t, usb_redir_iso_packet_header* h, uint8_t* data,
+                          int len) { self(priv).on_iso_packet(h->endpoint, data, len); };
   p->interrupt_packet_func = [](void* priv, uint64_t id, usb_redir_interrupt_packet_header* h,
                                 uint8_t* data, int len) {
     self(priv).on_interrupt(id, h, data, len);
@@ -274,6 +281,7 @@ void HostChannel::write_next() {
                        [self = shared_from_this()](boost::system::error_code ec, size_t) {
                          auto [d, l] = self->tx_.front();
                          self->tx_.pop_front();
+                         self->tx_bytes_ -= static_cast<size_t>(l);
                          usbredirparser_free_write_buffer(self->parser_, d);
                          self->writing_ = false;
                          if (ec) {
@@ -343,10 +351,8 @@ void HostChannel::send_device_info() {
         ep.type[i] = static_cast<uint8_t>(e.attributes & 3);
         ep.interval[i] = e.interval;
         ep.interface[i] = n;
-        uint16_t mps = e.max_packet();
-        if (device_->speed() == Speed::kHigh && e.type() == TransferType::kIsochronous)
-          mps = static_cast<uint16_t>(mps * e.hs_transactions());
-        ep.max_packet_size[i] = mps;
+        ep.max_packet_size[i] =
+            static_cast<uint16_t>(std::min<uint32_t>(redir_max_packet(device_->speed(), e), 0xffff));
         const uint8_t streams = e.ss_companion ? (e.ss_companion->attributes & 0x1f) : 0;
         ep.max_streams[i] = e.type() == TransferType::kBulk && streams ? 1u << streams : 0;
       }
@@ -585,6 +591,12 @@ void HostChannel::on_set_alt_setting(uint64_t id, uint8_t interface, uint8_t alt
   if (!device_ || !announced_) return answer(usb_redir_ioerror);
   const ConfigurationDescriptor* cfg = device_->active_config_descriptor();
   if (!cfg || !cfg->find(interface, alt)) return answer(usb_redir_inval);
+  // The interface's streams end with its old alt setting (usbredirhost does the same).
+  if (const InterfaceDescriptor* old = cfg->find(interface, device_->alternate_setting(interface)))
+    for (const EndpointDescriptor& e : old->endpoints) {
+      retire(e.address);
+      retire_iso(e.address);
+    }
   usb::Device* device = device_;
   device->set_interface(interface, alt, [self = shared_from_this(), device, answer](Status st) {
     if (!self->open_ || self->device_ != device) return;
@@ -612,14 +624,7 @@ void HostChannel::on_get_alt_setting(uint64_t id, uint8_t interface) {
 void HostChannel::on_start_interrupt_receiving(uint64_t id, uint8_t endpoint) {
   std::erase_if(retired_, [](const auto& r) { return r->at_device == 0; });
   usb_redir_interrupt_receiving_status_header st{usb_redir_success, endpoint};
-  const ConfigurationDescriptor* cfg =
-      device_ && announced_ ? device_->active_config_descriptor() : nullptr;
-  const EndpointDescriptor* desc = nullptr;
-  if (cfg)
-    for (const auto& intf : cfg->interfaces)
-      if (intf.alternate == device_->alternate_setting(intf.number))
-        for (const auto& e : intf.endpoints)
-          if (e.address == endpoint && e.type() == TransferType::kInterrupt) desc = &e;
+  const EndpointDescriptor* desc = active_endpoint(endpoint, TransferType::kInterrupt);
   if (!desc || !(endpoint & 0x80)) {
     st.status = usb_redir_inval;
     usbredirparser_send_interrupt_receiving_status(parser_, id, &st);
@@ -706,6 +711,9 @@ void HostChannel::stop_streams() {
   std::vector<uint8_t> endpoints;
   for (const auto& [ep, _] : interrupt_in_) endpoints.push_back(ep);
   for (uint8_t ep : endpoints) retire(ep);
+  endpoints.clear();
+  for (const auto& [ep, _] : iso_) endpoints.push_back(ep);
+  for (uint8_t ep : endpoints) retire_iso(ep);
 }
 
 }  // namespace usb::usbredir

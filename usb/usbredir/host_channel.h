@@ -9,14 +9,22 @@
 // order with its other ep0 traffic), set_configuration / set_alt_setting as device operations
 // followed by fresh interface and endpoint info, bulk and interrupt OUT packets as transfers
 // answered with the same id, interrupt IN as a stream the channel keeps polling
-// (start_interrupt_receiving). A cancelled packet is answered once, at once, with "cancelled";
-// its transfer's later completion is dropped. Isochronous streams and bulk streams are refused
-// (stall / inval) and logged: not implemented yet.
+// (start_interrupt_receiving), isochronous endpoints as streams (start_iso_stream: IN URBs kept at
+// the device and each packet sent on; OUT packets buffered into URBs, half the buffer first). A
+// cancelled packet is answered once, at once, with "cancelled"; its transfer's later completion
+// is dropped. Bulk streams are refused (inval) and logged: not implemented.
+//
+// Iso IN is paced as a bus paces it: URB k of a stream is not given to the device before
+// (k - no_urbs + 1) URB periods after the start, so a device that completes at once (an emulated
+// one) streams at the endpoint's rate instead of as fast as the loop turns, and a device that
+// paces itself always has no_urbs URBs queued. Iso data is dropped, not queued without bound,
+// while the connection's unsent bytes exceed three stream buffers (QEMU paused, a slow link).
 //
 // Created by whoever accepted or made the connection (vusbd's usbredir VM adapter); shared
 // ownership because pending I/O and transfer completions hold it. Lives on the stream's loop.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -39,12 +47,18 @@ class HostChannel : public std::enable_shared_from_this<HostChannel> {
   struct Options {
     std::string label = "usbredir";  // for log lines: "vm1 usbredir 127.0.0.1:40312"
     size_t interrupt_transfers = 5;  // interrupt IN transfers kept at the device per endpoint
+    // Time for iso pacing; empty = the steady clock and an asio timer on the stream's loop.
+    std::function<std::chrono::steady_clock::time_point()> clock;
+    std::function<void(std::chrono::nanoseconds, std::move_only_function<void()>)> timer;
   };
   struct Stats {
     uint64_t packets_in = 0;   // data packets from the guest
     uint64_t packets_out = 0;  // data packets to the guest
     uint64_t cancelled = 0;
     uint64_t refused = 0;  // requests answered inval/stall because the channel cannot do them
+    uint64_t iso_packets_in = 0;   // iso OUT packets from the guest
+    uint64_t iso_packets_out = 0;  // iso IN packets to the guest
+    uint64_t iso_dropped = 0;      // iso packets dropped (buffer overflow, backlog, bad size)
   };
   // Why the channel ended or the guest refused the device ("peer closed", "guest rejected the
   // device (filter or speed)").
@@ -75,6 +89,7 @@ class HostChannel : public std::enable_shared_from_this<HostChannel> {
  private:
   struct InFlight;
   struct InterruptStream;
+  struct IsoStream;
   HostChannel(std::unique_ptr<usb::net::Stream> stream, Options options);
 
   // The parser's callbacks (priv = this).
@@ -96,6 +111,9 @@ class HostChannel : public std::enable_shared_from_this<HostChannel> {
   void on_get_alt_setting(uint64_t id, uint8_t interface);
   void on_start_interrupt_receiving(uint64_t id, uint8_t endpoint);
   void on_stop_interrupt_receiving(uint64_t id, uint8_t endpoint);
+  void on_start_iso_stream(uint64_t id, uint8_t endpoint, uint8_t pkts_per_urb, uint8_t no_urbs);
+  void on_stop_iso_stream(uint64_t id, uint8_t endpoint);
+  void on_iso_packet(uint8_t endpoint, uint8_t* data, int len);
   void on_cancel(uint64_t id);
   void on_reset();
   void on_disconnect_ack();
@@ -106,6 +124,16 @@ class HostChannel : public std::enable_shared_from_this<HostChannel> {
   void reply(uint64_t id, InFlight& f, uint8_t status, std::span<const uint8_t> data);
   void poll_interrupt(InterruptStream& stream, usb::Transfer& t);
   void arm_interrupt(InterruptStream& stream, usb::Transfer& t);
+  // Iso streams (host_channel_iso.cc).
+  void iso_in_next(IsoStream& stream, Transfer& t);
+  void iso_in_submit(IsoStream& stream, Transfer& t);
+  void iso_in_completed(IsoStream& stream, Transfer& t);
+  void iso_out_fill(IsoStream& stream);
+  void iso_stream_failed(IsoStream& stream, Status status);
+  void retire_iso(uint8_t endpoint);
+  // The current alt setting's endpoint `address` of `type`, if the device has it now.
+  const EndpointDescriptor* active_endpoint(uint8_t address, TransferType type) const;
+  size_t unsent_bytes() const { return tx_bytes_; }
   // The stream stops: its transfers are cancelled; it is kept until the last one completes.
   void retire(uint8_t endpoint);
   void stop_streams();
@@ -117,6 +145,7 @@ class HostChannel : public std::enable_shared_from_this<HostChannel> {
   std::vector<uint8_t> rx_buffer_;
   std::span<const uint8_t> rx_;  // what read_func still has to hand the parser
   std::deque<std::pair<uint8_t*, int>> tx_;  // whole packets the parser gave us (we own them)
+  size_t tx_bytes_ = 0;                        // their total size
   bool writing_ = false;
   bool in_read_ = false;  // inside usbredirparser_do_read: flush once it returns
   bool open_ = false;
@@ -127,6 +156,8 @@ class HostChannel : public std::enable_shared_from_this<HostChannel> {
   std::map<uint64_t, std::unique_ptr<InFlight>> inflight_;
   std::map<uint8_t, std::unique_ptr<InterruptStream>> interrupt_in_;  // by endpoint
   std::vector<std::unique_ptr<InterruptStream>> retired_;  // stopped, transfers still out
+  std::map<uint8_t, std::unique_ptr<IsoStream>> iso_;           // by endpoint
+  std::vector<std::unique_ptr<IsoStream>> retired_iso_;         // stopped, transfers still out
   Stats stats_;
   OnEvent on_closed_, on_rejected_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

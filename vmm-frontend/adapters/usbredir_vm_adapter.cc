@@ -127,8 +127,9 @@ void UsbredirVmAdapter::on_connection(Slot& slot, std::unique_ptr<usb::net::Stre
     unplug(slot);
     slot.channel->close();
   }
-  auto channel = usb::usbredir::HostChannel::create(
-      std::move(stream), {.label = "vm " + vm_ + " usbredir " + slot.attachment.device});
+  usb::usbredir::HostChannel::Options options;
+  options.label = "vm " + vm_ + " usbredir " + slot.attachment.device;
+  auto channel = usb::usbredir::HostChannel::create(std::move(stream), std::move(options));
   std::weak_ptr<usb::usbredir::HostChannel> weak = channel;
   channel->on_closed([this, &slot, weak, alive = alive_](const std::string& why) {
     if (!*alive || slot.channel != weak.lock()) return;

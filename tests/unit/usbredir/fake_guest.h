@@ -2,6 +2,7 @@
 // capabilities on one end of a Stream, recording what the host sends. Lives on the test's loop.
 #pragma once
 
+#include <usbredirfilter.h>
 #include <usbredirparser.h>
 
 #include <boost/asio/buffer.hpp>
@@ -94,8 +95,26 @@ class FakeGuest {
         g.record(id, h->status, h->length, data, len);
       }
     };
-    p_->iso_packet_func = [](void* priv, uint64_t, usb_redir_iso_packet_header*, uint8_t* data,
-                             int) { usbredirparser_free_packet_data(self(priv).p_, data); };
+    p_->iso_packet_func = [](void* priv, uint64_t, usb_redir_iso_packet_header* h, uint8_t* data,
+                             int len) {
+      FakeGuest& g = self(priv);
+      g.iso_in.push_back({h->endpoint, h->status, std::vector<uint8_t>(data, data + len)});
+      usbredirparser_free_packet_data(g.p_, data);
+    };
+    p_->bulk_streams_status_func = [](void* priv, uint64_t id,
+                                      usb_redir_bulk_streams_status_header* h) {
+      self(priv).statuses[id] = {1, h->status, h->no_streams, {}};
+    };
+    p_->bulk_receiving_status_func = [](void* priv, uint64_t id,
+                                        usb_redir_bulk_receiving_status_header* h) {
+      self(priv).statuses[id] = {1, h->status, h->endpoint, {}};
+    };
+    p_->buffered_bulk_packet_func = [](void* priv, uint64_t, usb_redir_buffered_bulk_packet_header*,
+                                       uint8_t* data, int) {
+      usbredirparser_free_packet_data(self(priv).p_, data);
+    };
+    p_->filter_reject_func = [](void* priv) { self(priv).order.push_back("filter_reject"); };
+    p_->filter_filter_func = [](void*, usbredirfilter_rule* rules, int) { usbredirfilter_free(rules); };
     uint32_t caps[USB_REDIR_CAPS_SIZE] = {};
     for (int cap : {usb_redir_cap_connect_device_version, usb_redir_cap_filter,
                     usb_redir_cap_ep_info_max_packet_size, usb_redir_cap_64bits_ids,
@@ -126,6 +145,12 @@ class FakeGuest {
   std::map<uint64_t, Reply> replies;   // data packets by id
   std::map<uint64_t, Reply> statuses;  // status packets by id (length: their second field)
   std::vector<std::vector<uint8_t>> interrupt_in;
+  struct IsoPacket {
+    uint8_t endpoint;
+    uint8_t status;
+    std::vector<uint8_t> data;
+  };
+  std::vector<IsoPacket> iso_in;
 
  private:
   static FakeGuest& self(void* priv) { return *static_cast<FakeGuest*>(priv); }

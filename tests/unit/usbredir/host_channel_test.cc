@@ -40,7 +40,13 @@ class HostChannelTest : public ::testing::Test {
   HostChannelTest() : device(usb::testing::gadget_zero_like_descriptors()) {
     auto pair = usb::net::stream_pair(io);
     EXPECT_TRUE(pair);
-    channel = HostChannel::create(std::move(pair->first), {.label = "test"});
+    HostChannel::Options options;
+    options.label = "test";
+    options.clock = [this] { return now; };
+    options.timer = [this](std::chrono::nanoseconds d, std::move_only_function<void()> fn) {
+      timers.push_back({d, std::move(fn)});
+    };
+    channel = HostChannel::create(std::move(pair->first), std::move(options));
     guest = std::make_unique<FakeGuest>(std::move(pair->second));
     channel->on_closed([this](const std::string& why) { closed = why; });
     channel->start();
@@ -59,6 +65,26 @@ class HostChannelTest : public ::testing::Test {
     return it == guest->replies.end() ? nullptr : &it->second;
   }
 
+  // Runs the iso pacing timers that are due by `now`.
+  void fire_timers() {
+    auto due = std::move(timers);
+    timers.clear();
+    for (auto& [d, fn] : due) fn();
+  }
+  void set_alt(uint8_t alt) {
+    usb_redir_set_alt_setting_header h{0, alt};
+    usbredirparser_send_set_alt_setting(guest->parser(), 900 + alt, &h);
+    guest->flush();
+    ASSERT_TRUE(run_until(io, [&] { return guest->statuses.contains(900 + alt); }));
+  }
+  const FakeGuest::Reply* status(uint64_t id) {
+    run_until(io, [&] { return guest->statuses.contains(id); });
+    auto it = guest->statuses.find(id);
+    return it == guest->statuses.end() ? nullptr : &it->second;
+  }
+
+  std::chrono::steady_clock::time_point now{std::chrono::seconds(100)};
+  std::vector<std::pair<std::chrono::nanoseconds, std::move_only_function<void()>>> timers;
   asio::io_context io;
   usb::testing::FakeDevice device;
   std::shared_ptr<HostChannel> channel;
@@ -230,6 +256,116 @@ TEST_F(HostChannelTest, AClosedPeerEndsTheChannelAndCancelsItsTransfers) {
   ASSERT_TRUE(run_until(io, [&] { return !closed.empty(); }));
   EXPECT_EQ(closed, "peer closed");
   EXPECT_FALSE(channel->open());
+  EXPECT_TRUE(device.pending.empty());
+}
+
+
+TEST_F(HostChannelTest, AnIsoInStreamSendsEveryPacketAndKeepsTheEndpointsPace) {
+  attach_and_wait();
+  set_alt(1);
+  // High speed, bInterval 4: one packet per millisecond; 4 packets per URB = a 4 ms URB period.
+  usb_redir_start_iso_stream_header start{0x82, 4, 2};
+  usbredirparser_send_start_iso_stream(guest->parser(), 20, &start);
+  guest->flush();
+  const auto* st = status(20);
+  ASSERT_NE(st, nullptr);
+  EXPECT_EQ(st->status, usb_redir_success);
+  ASSERT_TRUE(run_until(io, [&] { return device.pending.size() == 2; }));
+  Transfer& t = *device.pending.front();
+  ASSERT_EQ(t.iso_packets.size(), 4u);
+  EXPECT_EQ(t.iso_packets[1].offset, 1024u);
+  for (size_t i = 0; i < 4; ++i) {
+    t.iso_packets[i].actual_length = i == 2 ? 0 : 100;
+    t.buffer()[t.iso_packets[i].offset] = static_cast<uint8_t>(0x10 + i);
+  }
+  device.finish(t, Status::kOk, 3 * 100);
+  ASSERT_TRUE(run_until(io, [&] { return guest->iso_in.size() == 4; }));
+  EXPECT_EQ(guest->iso_in[0].data.size(), 100u);
+  EXPECT_EQ(guest->iso_in[1].data[0], 0x11);
+  EXPECT_TRUE(guest->iso_in[2].data.empty()) << "an empty interval is an empty packet";
+  EXPECT_EQ(guest->iso_in[3].endpoint, 0x82);
+  // The third URB of the stream is due one URB period after the start: it waits for it.
+  run_until(io, [&] { return !timers.empty(); }, 200);
+  ASSERT_EQ(timers.size(), 1u);
+  EXPECT_EQ(timers[0].first, std::chrono::milliseconds(4));
+  EXPECT_EQ(device.pending.size(), 1u);
+  now += std::chrono::milliseconds(4);
+  fire_timers();
+  EXPECT_EQ(device.pending.size(), 2u);
+  EXPECT_EQ(channel->stats().iso_packets_out, 4u);
+
+  // stop: the URBs are cancelled, the answer carries the request's id.
+  usb_redir_stop_iso_stream_header stop{0x82};
+  usbredirparser_send_stop_iso_stream(guest->parser(), 21, &stop);
+  guest->flush();
+  st = status(21);
+  ASSERT_NE(st, nullptr);
+  EXPECT_EQ(st->status, usb_redir_success);
+  EXPECT_TRUE(device.pending.empty());
+}
+
+TEST_F(HostChannelTest, IsoOutPacketsAreBufferedIntoWholeUrbsOnceHalfTheBufferIsFull) {
+  attach_and_wait();
+  set_alt(1);
+  usb_redir_start_iso_stream_header start{0x02, 2, 4};  // 8 packets of buffer: start at 4
+  usbredirparser_send_start_iso_stream(guest->parser(), 30, &start);
+  guest->flush();
+  ASSERT_NE(status(30), nullptr);
+  EXPECT_EQ(guest->statuses[30].status, usb_redir_success);
+  auto send = [&](uint8_t tag, size_t n) {
+    std::vector<uint8_t> data(n, tag);
+    usb_redir_iso_packet_header h{0x02, 0, static_cast<uint16_t>(n)};
+    usbredirparser_send_iso_packet(guest->parser(), 0, &h, data.data(), static_cast<int>(n));
+    guest->flush();
+  };
+  send(1, 100);
+  send(2, 200);
+  send(3, 300);
+  run_until(io, [&] { return channel->stats().iso_packets_in == 3; });
+  EXPECT_TRUE(device.pending.empty()) << "nothing goes out before half the buffer is in";
+  send(4, 400);
+  ASSERT_TRUE(run_until(io, [&] { return device.pending.size() == 2; }));
+  Transfer& a = *device.pending[0];
+  ASSERT_EQ(a.iso_packets.size(), 2u);
+  EXPECT_EQ(a.length(), 300u);
+  EXPECT_EQ(a.iso_packets[1].offset, 100u);
+  EXPECT_EQ(a.iso_packets[1].length, 200u);
+  EXPECT_EQ(a.buffer()[100], 2);
+  EXPECT_EQ(device.pending[1]->buffer()[0], 3);
+  // A packet longer than the endpoint's is dropped and counted.
+  send(9, 1025);
+  run_until(io, [&] { return channel->stats().iso_dropped == 1; });
+  EXPECT_EQ(channel->stats().iso_dropped, 1u);
+  // A failing URB: the guest hears it once, unsolicited (id 0).
+  device.finish(*device.pending[0], Status::kStall, 0);
+  ASSERT_NE(status(0), nullptr);
+  EXPECT_EQ(guest->statuses[0].status, usb_redir_stall);
+}
+
+TEST_F(HostChannelTest, IsoStreamsOutsideTheProtocolsBoundsAreRefused) {
+  attach_and_wait();
+  usb_redir_start_iso_stream_header inactive{0x82, 4, 2};  // alt 0: no iso endpoint
+  usbredirparser_send_start_iso_stream(guest->parser(), 40, &inactive);
+  guest->flush();
+  ASSERT_NE(status(40), nullptr);
+  EXPECT_EQ(guest->statuses[40].status, usb_redir_stall);
+  set_alt(1);
+  usb_redir_start_iso_stream_header too_many{0x82, 33, 2};
+  usbredirparser_send_start_iso_stream(guest->parser(), 41, &too_many);
+  usb_redir_start_iso_stream_header no_urbs{0x82, 4, 17};
+  usbredirparser_send_start_iso_stream(guest->parser(), 42, &no_urbs);
+  usb_redir_start_iso_stream_header good{0x82, 4, 2};
+  usbredirparser_send_start_iso_stream(guest->parser(), 43, &good);
+  usbredirparser_send_start_iso_stream(guest->parser(), 44, &good);
+  guest->flush();
+  ASSERT_NE(status(44), nullptr);
+  EXPECT_EQ(guest->statuses[41].status, usb_redir_stall);
+  EXPECT_EQ(guest->statuses[42].status, usb_redir_stall);
+  EXPECT_EQ(guest->statuses[43].status, usb_redir_success);
+  EXPECT_EQ(guest->statuses[44].status, usb_redir_inval) << "already running";
+  EXPECT_EQ(device.pending.size(), 2u);
+  // Changing the alt setting stops the stream (its URBs are cancelled).
+  set_alt(0);
   EXPECT_TRUE(device.pending.empty());
 }
 
