@@ -45,6 +45,22 @@ std::vector<std::string> split_path(std::string_view target) {
   return parts;
 }
 
+// The value of `key` in the target's query ("…?controller=ehci"), or "".
+std::string query_value(std::string_view target, std::string_view key) {
+  const size_t q = target.find('?');
+  if (q == std::string_view::npos) return {};
+  std::string_view rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    const size_t amp = rest.find('&');
+    std::string_view kv = rest.substr(0, amp);
+    if (const size_t eq = kv.find('='); eq != std::string_view::npos && kv.substr(0, eq) == key)
+      return std::string(kv.substr(eq + 1));
+    if (amp == std::string_view::npos) break;
+    rest = rest.substr(amp + 1);
+  }
+  return {};
+}
+
 // A JSON object body, or the error to answer.
 std::optional<RouteResult> parse_object(std::string_view body, json& out) {
   out = json::parse(body, nullptr, /*allow_exceptions=*/false);
@@ -158,7 +174,8 @@ RouteResult handle(Vusbd& daemon, std::string_view method, std::string_view targ
   }
   if (what == "vms" && p.size() == 5 && p[4] == "qemu-args") {
     if (auto e = only("GET")) return *e;
-    auto r = daemon.qemu_snippets(p[3]);
+    const std::string controller = query_value(target, "controller");
+    auto r = daemon.qemu_snippets(p[3], controller.empty() ? "xhci" : controller);
     if (!r) return from_error(r.error());
     return {200, *r};
   }

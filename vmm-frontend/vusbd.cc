@@ -652,12 +652,18 @@ void Vusbd::save() {
     spdlog::debug("vusbd: config written to {}", config_path_);
 }
 
-usb::Result<nlohmann::json> Vusbd::qemu_snippets(const std::string& vm) const {
+usb::Result<nlohmann::json> Vusbd::qemu_snippets(const std::string& vm,
+                                                  const std::string& controller) const {
+  using Controller = UsbredirVmAdapter::GuestController;
+  if (controller != "xhci" && controller != "ehci")
+    return usb::Error::make(usb::Error::Code::kInvalidArgument,
+                            "controller must be xhci or ehci, not '" + controller + "'");
   for (const auto& v : vms_) {
     if (v->config.name != vm) continue;
     if (!v->usbredir)
       return not_found("vm '" + vm + "' has no usbredir devices ([[vm]] usbredir = [...])");
-    auto j = v->usbredir->qemu_snippets();
+    auto j = v->usbredir->qemu_snippets(controller == "ehci" ? Controller::kEhci
+                                                              : Controller::kXhci);
     j["vm"] = vm;
     return j;
   }

@@ -82,7 +82,9 @@ class Vusbd {
   uint16_t vm_port(const std::string& vm) const;
   // QEMU command-line arguments and libvirt XML for `vm`'s usbredir devices (kNotFound: no such
   // vm, or it has none).
-  usb::Result<nlohmann::json> qemu_snippets(const std::string& vm) const;
+  // `controller`: "xhci" (default, every speed) or "ehci" (high-speed devices only).
+  usb::Result<nlohmann::json> qemu_snippets(const std::string& vm,
+                                            const std::string& controller = "xhci") const;
 
   // The register-level path. A VMM that embeds vusbd's shared host controller hands a VM's guest
   // memory and IRQ line over: the VM gets its own xHCI function on vusbd's controller

@@ -220,7 +220,21 @@ usb::Result<VusbdConfig> load_config(const std::string& path) {
   }
   if (auto r = give_cameras(c); !r) return std::unexpected(r.error());
   if (auto r = validate(c); !r) return std::unexpected(r.error());
+  if (auto r = validate_usbredir_devices(c); !r) return std::unexpected(r.error());
   return c;
+}
+
+usb::Result<void> validate_usbredir_devices(const VusbdConfig& c) {
+  for (const auto& vm : c.vms)
+    for (const auto& a : vm.usbredir) {
+      const DeviceConfig* d = c.device(a.device);
+      if (!d)
+        return bad("vm '" + vm.name + "': usbredir for '" + a.device + "', a device not defined");
+      if (std::ranges::find(d->vms, vm.name) == d->vms.end())
+        return bad("vm '" + vm.name + "': usbredir for '" + a.device +
+                   "', a device not given to it");
+    }
+  return {};
 }
 
 usb::Result<void> validate(const VusbdConfig& c) {
@@ -235,10 +249,6 @@ usb::Result<void> validate(const VusbdConfig& c) {
     for (const auto& a : vm.usbredir) {
       if (!redirected.insert(a.device).second)
         return bad("vm '" + vm.name + "': usbredir names '" + a.device + "' twice");
-      const DeviceConfig* d = c.device(a.device);
-      if (!d || std::ranges::find(d->vms, vm.name) == d->vms.end())
-        return bad("vm '" + vm.name + "': usbredir for '" + a.device +
-                   "', a device not given to it");
     }
   }
   std::map<std::string, std::map<uint32_t, std::string>> used;  // vm → port → device

@@ -89,6 +89,9 @@ usb::Result<VusbdConfig> load_config(const std::string& path);
 // Names unique and non-empty, every device's VMs exist, modes known, ports in range and unique
 // per VM.
 usb::Result<void> validate(const VusbdConfig& config);
+// Every [[vm]] usbredir attachment names a device the file defines and gives to that VM. Checked
+// on the whole file only: vusbd creates its devices and gives them to VMs one at a time.
+usb::Result<void> validate_usbredir_devices(const VusbdConfig& config);
 // The config as TOML that load_config reads back to the same config.
 std::string to_toml(const VusbdConfig& config);
 // Writes to_toml(config) to `path` atomically (a temporary file renamed over it).

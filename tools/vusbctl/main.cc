@@ -190,6 +190,10 @@ int main(int argc, char** argv) {
       "qemu-args", "Print the QEMU arguments (or libvirt XML) that give a VM its usbredir devices");
   qemu_args->add_option("--vm", vm, "The VM")->required();
   qemu_args->add_flag("--libvirt", libvirt, "Print libvirt's <controller>/<redirdev> XML instead");
+  std::string controller = "xhci";
+  qemu_args->add_option("--controller", controller,
+                        "The guest's USB controller: xhci (every speed) or ehci (high speed)")
+      ->check(CLI::IsMember({"xhci", "ehci"}));
 
   auto* stats = app.add_subcommand("stats", "Per-VM per-device URBs, bytes, latency, cache hits");
   stats->add_option("--vm", vm, "Only this VM");
@@ -332,7 +336,9 @@ int main(int argc, char** argv) {
   }
 
   if (qemu_args->parsed()) {
-    if (int rc = call(g, "GET", "/api/v1/vms/" + vm + "/qemu-args", nullptr, out)) return rc;
+    if (int rc = call(g, "GET", "/api/v1/vms/" + vm + "/qemu-args?controller=" + controller,
+                      nullptr, out))
+      return rc;
     return emit([&] {
       if (libvirt) {
         std::cout << out.value("libvirt", "");

@@ -77,7 +77,6 @@ struct HostChannel::InFlight {
   usb_redir_control_packet_header control{};
   usb_redir_bulk_packet_header bulk{};
   usb_redir_interrupt_packet_header interrupt{};
-  bool cancelled = false;  // answered already; the completion is dropped
 };
 
 // An interrupt IN endpoint the guest receives from: transfers kept at the device, each
@@ -463,6 +462,9 @@ void HostChannel::on_interrupt(uint64_t id, const void* header, uint8_t* data, i
 }
 
 void HostChannel::submit(uint64_t id, std::unique_ptr<InFlight> f) {
+  spdlog::trace("{}: <- id {} ep {:#04x} type {} length {}", options_.label, id,
+                f->transfer->endpoint(), static_cast<int>(f->transfer->type()),
+                f->transfer->length());
   if (!device_ || !announced_) {
     reply(id, *f, usb_redir_ioerror, {});
     return;
@@ -484,10 +486,14 @@ void HostChannel::submit(uint64_t id, std::unique_ptr<InFlight> f) {
 
 void HostChannel::complete(uint64_t id, Transfer& t) {
   auto it = inflight_.find(id);
-  if (it == inflight_.end() || it->second->transfer.get() != &t) return;
+  if (it == inflight_.end() || it->second->transfer.get() != &t) {
+    // A cancelled packet's late completion (its id may be in use again already): dropped.
+    std::erase_if(cancelled_, [&](const auto& f) { return f->transfer.get() == &t; });
+    return;
+  }
   auto f = std::move(it->second);
   inflight_.erase(it);
-  if (f->cancelled || !open_) return;
+  if (!open_) return;
   const bool in = t.direction() == Direction::kIn;
   // The transfer ends here; the parser copies the reply (and flushes it outside do_read).
   reply(id, *f, to_redir(t.status()), in ? t.data() : std::span<const uint8_t>{});
@@ -495,6 +501,7 @@ void HostChannel::complete(uint64_t id, Transfer& t) {
 
 void HostChannel::reply(uint64_t id, InFlight& f, uint8_t status, std::span<const uint8_t> data) {
   if (!parser_ || !open_) return;
+  spdlog::trace("{}: -> id {} status {} data {}", options_.label, id, status, data.size());
   ++stats_.packets_out;
   auto* bytes = const_cast<uint8_t*>(data.data());
   const int n = static_cast<int>(data.size());
@@ -528,26 +535,30 @@ void HostChannel::reply(uint64_t id, InFlight& f, uint8_t status, std::span<cons
 }
 
 void HostChannel::on_cancel(uint64_t id) {
+  spdlog::trace("{}: <- cancel id {}", options_.label, id);
   auto it = inflight_.find(id);
-  if (it == inflight_.end() || it->second->cancelled) return;  // answered already: silence
-  InFlight& f = *it->second;
-  f.cancelled = true;
+  if (it == inflight_.end()) return;  // answered already: silence
+  std::unique_ptr<InFlight> f = std::move(it->second);
+  inflight_.erase(it);
   ++stats_.cancelled;
-  // Answered now, with nothing; the transfer's own completion is dropped.
-  reply(id, f, usb_redir_cancelled, {});
-  f.transfer->cancel();
+  // Answered now, with nothing. The id is free at once (QEMU's xHCI submits the restarted TD
+  // under the same id); the transfer waits in cancelled_ and its own completion is dropped.
+  reply(id, *f, usb_redir_cancelled, {});
+  Transfer* t = f->transfer.get();
+  cancelled_.push_back(std::move(f));
+  t->cancel();
 }
 
 void HostChannel::cancel_all() {
   // Nobody is answered after a reset, a disconnect or a close. A cancel may complete inline and
-  // erase its entry: look each one up again.
-  std::vector<uint64_t> ids;
+  // erase its own entry: cancel from a snapshot.
+  std::vector<Transfer*> transfers;
   for (auto& [id, f] : inflight_) {
-    f->cancelled = true;
-    ids.push_back(id);
+    transfers.push_back(f->transfer.get());
+    cancelled_.push_back(std::move(f));
   }
-  for (uint64_t id : ids)
-    if (auto it = inflight_.find(id); it != inflight_.end()) it->second->transfer->cancel();
+  inflight_.clear();
+  for (Transfer* t : transfers) t->cancel();
 }
 
 // ---------------------------------------------------------------- device operations

@@ -153,7 +153,8 @@ class HostChannel : public std::enable_shared_from_this<HostChannel> {
   bool announced_ = false;          // device_connect sent
   bool awaiting_ack_ = false;       // device_disconnect sent, ack not yet in
   usb::Device* device_ = nullptr;   // what the guest gets (announced or pending)
-  std::map<uint64_t, std::unique_ptr<InFlight>> inflight_;
+  std::map<uint64_t, std::unique_ptr<InFlight>> inflight_;      // by id, not yet answered
+  std::vector<std::unique_ptr<InFlight>> cancelled_;             // answered, still at the device
   std::map<uint8_t, std::unique_ptr<InterruptStream>> interrupt_in_;  // by endpoint
   std::vector<std::unique_ptr<InterruptStream>> retired_;  // stopped, transfers still out
   std::map<uint8_t, std::unique_ptr<IsoStream>> iso_;           // by endpoint

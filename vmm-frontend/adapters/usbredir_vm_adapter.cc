@@ -175,9 +175,14 @@ void UsbredirVmAdapter::describe(nlohmann::json& vm) const {
   vm["usbredir"] = std::move(list);
 }
 
-nlohmann::json UsbredirVmAdapter::qemu_snippets() const {
-  auto qemu = nlohmann::json::array({"-device", "qemu-xhci,id=vusb-xhci"});
-  std::string xml = "<controller type='usb' model='qemu-xhci'/>\n";
+nlohmann::json UsbredirVmAdapter::qemu_snippets(GuestController controller) const {
+  // The guest's own controller: qemu-xhci takes every speed; usb-ehci only high-speed devices.
+  const bool ehci = controller == GuestController::kEhci;
+  const std::string bus = ehci ? "vusb-ehci.0" : "vusb-xhci.0";
+  auto qemu = nlohmann::json::array(
+      {"-device", ehci ? "usb-ehci,id=vusb-ehci" : "qemu-xhci,id=vusb-xhci"});
+  std::string xml = ehci ? "<controller type='usb' model='ehci'/>\n"
+                         : "<controller type='usb' model='qemu-xhci'/>\n";
   for (const auto& s : slots_) {
     const auto& a = s->attachment;
     const usb::net::Endpoint at = s->listener ? s->listener->local_endpoint() : a.endpoint;
@@ -191,7 +196,7 @@ nlohmann::json UsbredirVmAdapter::qemu_snippets() const {
     qemu.push_back("socket,id=" + id + "," + where +
                    (a.connect ? ",server=on,wait=off" : ",reconnect=2"));
     qemu.push_back("-device");
-    qemu.push_back("usb-redir,chardev=" + id + ",id=" + id + "-redir,bus=vusb-xhci.0");
+    qemu.push_back("usb-redir,chardev=" + id + ",id=" + id + "-redir,bus=" + bus);
     const std::string mode = a.connect ? "bind" : "connect";
     xml += "<redirdev bus='usb' type='" + std::string(at.is_unix() ? "unix" : "tcp") + "'>\n";
     if (at.is_unix())

@@ -44,7 +44,10 @@ class UsbredirVmAdapter final : public VmAdapter {
   // What to give QEMU and libvirt for these devices: {"qemu": [argv...], "libvirt": "XML"} —
   // a qemu-xhci, and per device a socket chardev (reconnecting to vusbd, or listening when vusbd
   // dials) and a usb-redir on it; libvirt's <redirdev> in the same two modes.
-  nlohmann::json qemu_snippets() const;
+  // The guest's QEMU arguments and libvirt XML: its controller, and a socket chardev and a
+  // usb-redir device per attachment.
+  enum class GuestController { kXhci, kEhci };
+  nlohmann::json qemu_snippets(GuestController controller = GuestController::kXhci) const;
   // The TCP port vusbd listens on for `device` (0: none; tests bind port 0).
   uint16_t local_port(const std::string& device) const;
 

@@ -481,9 +481,10 @@ class GuestThread(MarkerLog):
     """One guest run (run_guest) on its own thread, for tests that boot several at once."""
 
     def __init__(self, name: str, script: str, t0: float, *, modules=(), hostfwd=(),
-                 files: dict | None = None):
+                 files: dict | None = None, devices=()):
         super().__init__(t0)
         self.name, self.script, self.modules, self.hostfwd = name, script, modules, hostfwd
+        self.devices = list(devices)
         self.files = files
         self.run: GuestRun | None = None
         self.error: str | None = None
@@ -493,7 +494,7 @@ class GuestThread(MarkerLog):
             try:
                 self.run = run_guest(self.script, name=self.name, modules=self.modules,
                                      hostfwd=self.hostfwd, files=self.files, timeout=timeout,
-                                     memory=memory, on_line=self.on_line)
+                                     memory=memory, on_line=self.on_line, devices=self.devices)
             except Exception as e:  # noqa: BLE001 - the caller reports it
                 self.error = f"{type(e).__name__}: {e}"
             self.finish()

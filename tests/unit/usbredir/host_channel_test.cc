@@ -176,9 +176,21 @@ TEST_F(HostChannelTest, ACancelledPacketIsAnsweredOnceAndItsLateCompletionDroppe
   EXPECT_EQ(r->status, usb_redir_cancelled);
   EXPECT_EQ(r->length, 0u);
   ASSERT_EQ(device.cancel_requests.size(), 1u);
-  // The device finishes it anyway, with data: the guest hears nothing more.
+  // QEMU's xHCI restarts a stopped TD under the same id (its TRB address) before the device
+  // has let go of the cancelled one: the id is free again and the new packet is served.
+  guest->replies.erase(9);
+  usbredirparser_send_bulk_packet(guest->parser(), 9, &in, nullptr, 0);
+  guest->flush();
+  ASSERT_TRUE(run_until(io, [&] { return device.pending.size() == 2; }));
+  // The device finishes the cancelled one anyway, with data: the guest hears nothing of it.
   device.finish(*device.pending[0], Status::kOk, 64);
   run_until(io, [] { return false; }, 50);
+  EXPECT_FALSE(guest->replies.contains(9));
+  device.finish(*device.pending[0], Status::kOk, 32);
+  r = reply(9);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->status, usb_redir_success);
+  EXPECT_EQ(r->length, 32u);
   EXPECT_EQ(guest->replies[9].count, 1);
   EXPECT_FALSE(guest->replies.contains(12345));
   EXPECT_EQ(channel->stats().cancelled, 1u);

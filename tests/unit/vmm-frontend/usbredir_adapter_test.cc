@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <boost/asio/io_context.hpp>
+#include <filesystem>
+#include <fstream>
 
 #include "tests/unit/usbredir/fake_guest.h"
 #include "usb/net/connector.h"
@@ -83,6 +85,14 @@ TEST(UsbredirAdapter, QemusUsbRedirIsAnnouncedTheDeviceAndHoldsItWhileConnected)
                 "<source mode='connect' host='127.0.0.1' service='" + port + "'/>"),
             std::string::npos);
   EXPECT_FALSE(daemon.qemu_snippets("vm2"));
+  // A high-speed guest bus: QEMU's usb-ehci instead.
+  auto ehci = daemon.qemu_snippets("vm1", "ehci");
+  ASSERT_TRUE(ehci);
+  EXPECT_EQ((*ehci)["qemu"][1], "usb-ehci,id=vusb-ehci");
+  EXPECT_EQ((*ehci)["qemu"][5], "usb-redir,chardev=vusb-gz,id=vusb-gz-redir,bus=vusb-ehci.0");
+  EXPECT_EQ((*ehci)["libvirt"].get<std::string>().rfind("<controller type='usb' model='ehci'/>", 0),
+            0u);
+  EXPECT_FALSE(daemon.qemu_snippets("vm1", "ohci"));
 
   // QEMU goes away: the view is free again, and the port takes the next connection.
   guest->close();
@@ -111,9 +121,40 @@ TEST(UsbredirAdapter, TheConfigRoundTripsAndBadAttachmentsAreRefused) {
             std::string::npos)
       << toml;
   c.devices[0].vms.clear();
-  auto not_given = validate(c);
+  auto not_given = validate_usbredir_devices(c);
   ASSERT_FALSE(not_given);
   EXPECT_NE(not_given.error().message.find("not given"), std::string::npos);
+}
+
+TEST(UsbredirAdapter, EveryVmOfTheFileGetsItsOwnUsbredirDevice) {
+  // vusbd creates the file's devices one by one: vm2's attachment names a device created after
+  // vm1's. And a file naming a device it never defines is refused.
+  VusbdConfig c = config_with_usbredir();
+  VmConfig vm2{"vm2", {"127.0.0.1", 0}};
+  vm2.usbredir = {{"gz2", {"127.0.0.1", 0}, false}};
+  c.vms.push_back(vm2);
+  DeviceConfig d2 = c.devices[0];
+  d2.name = "gz2";
+  d2.vms = {"vm2"};
+  c.devices.push_back(d2);
+  asio::io_context io;
+  {
+    Vusbd daemon(io, c);
+    auto started = daemon.start();
+    ASSERT_TRUE(started) << started.error().message;
+    EXPECT_EQ(daemon.vms_json()[1]["usbredir"][0]["device"], "gz2");
+    daemon.stop();
+  }
+  io.run_for(std::chrono::milliseconds(10));
+  c.devices.pop_back();
+  const auto path = std::filesystem::temp_directory_path() / "vusbd-usbredir-undefined.toml";
+  std::ofstream(path) << to_toml(c);
+  auto loaded = load_config(path.string());
+  std::filesystem::remove(path);
+  ASSERT_FALSE(loaded);
+  EXPECT_NE(loaded.error().message.find("usbredir for 'gz2', a device not defined"),
+            std::string::npos)
+      << loaded.error().message;
 }
 
 }  // namespace
