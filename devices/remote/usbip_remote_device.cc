@@ -167,9 +167,31 @@ void UsbipRemoteDevice::standard_request(const usb::SetupPacket& setup, usb::Sta
 }
 
 void UsbipRemoteDevice::reset(usb::StatusCallback done) {
-  // Hub-class SET_FEATURE(PORT_RESET): USB/IP servers reset the device when they see it.
-  standard_request({0x23, usb::request::kSetFeature, usb::kHubPortResetFeature, 0, 0},
-                   std::move(done));
+  // Hub-class SET_FEATURE(PORT_RESET): USB/IP servers reset the device when they see it. What
+  // the device is configured as afterwards depends on the server (a reset device is unconfigured;
+  // Linux's usbip-host configures it again as it was), so ask it: a stale cached configuration
+  // would make vusbd answer a guest's SET_CONFIGURATION from the cache and never configure it.
+  standard_request(
+      {0x23, usb::request::kSetFeature, usb::kHubPortResetFeature, 0, 0},
+      [ch = channel_, st = state_, done = std::move(done)](usb::Status s) mutable {
+        if (s != usb::Status::kOk) return done(s);
+        st->alt.clear();
+        auto t = usb::Transfer::control(
+            0x80, {0x80, usb::request::kGetConfiguration, 0, 0, 1});
+        usb::Transfer* raw = t.get();
+        raw->set_completion([t = std::move(t), st, done = std::move(done)](usb::Transfer& x) mutable {
+          // A device that cannot say is taken as the reset left it: unconfigured.
+          st->active_config = x.status() == usb::Status::kOk && x.actual_length() == 1
+                                  ? x.data()[0]
+                                  : 0;
+          done(usb::Status::kOk);
+        });
+        // The completions may outlive this device: the channel and the state are shared.
+        if (!ch->connected() || !raw->begin(nullptr))
+          raw->complete(usb::Status::kNoDevice, 0);
+        else
+          ch->submit(*raw);
+      });
 }
 
 void UsbipRemoteDevice::set_configuration(uint8_t value, usb::StatusCallback done) {

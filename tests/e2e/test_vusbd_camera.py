@@ -15,10 +15,17 @@ YUYV 640x480. vusbd answers vm2's probe with the stream in force, so vm2's VIDIO
 MJPG 640x480 and its 30 frames are again whole and in order; `vusbctl --json stats` must count the
 steering.
 
+--attach usbredir: the same with nothing USB/IP in the guests — each VM gets the camera over
+QEMU's usb-redir (`[[vm]] usbredir = [{ device = "cam", listen = ... }]`), its QEMU is started with
+exactly what `vusbctl qemu-args --vm NAME` prints (qemu-xhci, a socket chardev, usb-redir), and the
+guest's own xhci_hcd and uvcvideo find the camera; the iso stream reaches each guest through
+vusbd's usbredir channel (start_iso_stream) and its shared-camera fan-out.
+
 --demo (what `make demo` runs) says what happens in plain words as it goes: the control API's
 address while vusbd runs, each guest's frame count and frame rate at the end.
 
 Usage: tests/e2e/test_vusbd_camera.py [--build DIR] [--frames N] [--timeout S] [--demo]
+                                      [--attach usbip|usbredir] [--name PREFIX]
 Logs: <build>/e2e-logs/vusbd_camera.{vm1,vm2}.console.log, .vusbd.log, .stub.log, .stats.json
 """
 import argparse
@@ -37,16 +44,20 @@ VMS = ["vm1", "vm2"]
 NAME = "vusbd_camera"
 
 
-def vusbd_toml(stub_port: int, vm_ports: dict, control_port: int) -> str:
+def vusbd_toml(stub_port: int, vm_ports: dict, control_port: int, redir_ports: dict) -> str:
     out = ["[control]", f'listen = "127.0.0.1:{control_port}"', ""]
     for vm in VMS:
-        out += ["[[vm]]", f'name = "{vm}"', f'listen = "127.0.0.1:{vm_ports[vm]}"', ""]
+        out += ["[[vm]]", f'name = "{vm}"', f'listen = "127.0.0.1:{vm_ports[vm]}"']
+        if vm in redir_ports:
+            out.append(f'usbredir = [{{ device = "cam", listen = "127.0.0.1:{redir_ports[vm]}" }}]')
+        out.append("")
     out += ["[[device]]", 'name = "cam"', f'source = "usbip://127.0.0.1:{stub_port}/1-1"',
             'mode = "shared"', f'vms = {json.dumps(VMS)}', ""]
     return "\n".join(out)
 
 
-def guest_script(vm: str, port: int, barrier: int, steer_barrier: int, frames: int) -> str:
+def guest_script(vm: str, port: int, barrier: int, steer_barrier: int, frames: int,
+                 usbredir: bool) -> str:
     capture = f"v4l2-capture -d /dev/video0 -f mjpeg -s 640x480 -r 30 -n {frames} -t 90"
     if vm == "vm1":
         steer = """v4l2-capture -d /dev/video0 -f mjpeg -s 640x480 -r 30 -n 90 -t 90 &
@@ -60,10 +71,12 @@ rc2=$?""".format(b=steer_barrier)
 sleep 0.5
 v4l2-capture -d /dev/video0 -f yuyv -s 640x480 -r 30 -n 30 -t 90
 rc2=$?"""
+    attach = ("" if usbredir else f"""usbip --tcp-port {port} attach -r 10.0.2.2 -b 1-1 2>&1 || {{ echo "LAB-FAIL usbip attach failed"; exit 20; }}
+""")
+    detach = "" if usbredir else 'usbip detach -p 0 2>&1 || echo "LAB-WARN usbip detach failed"\n'
     return f"""
 echo "LAB-PHASE attach"
-usbip --tcp-port {port} attach -r 10.0.2.2 -b 1-1 2>&1 || {{ echo "LAB-FAIL usbip attach failed"; exit 20; }}
-lab_wait_for /dev/video0 30 || {{ echo "LAB-FAIL uvcvideo made no /dev/video0"; lab_usb_tree; exit 21; }}
+{attach}lab_wait_for /dev/video0 30 || {{ echo "LAB-FAIL uvcvideo made no /dev/video0"; lab_usb_tree; exit 21; }}
 echo "LAB-INFO $(cat /sys/class/video4linux/video0/name)"
 echo "LAB-PHASE barrier"
 go=$(timeout 90 nc 10.0.2.2 {barrier} </dev/null 2>&1)
@@ -76,16 +89,29 @@ echo "LAB-INFO capture-end rc=$rc"
 echo "LAB-PHASE steer"
 {steer}
 echo "LAB-INFO steer-end rc=$rc2"
-usbip detach -p 0 2>&1 || echo "LAB-WARN usbip detach failed"
-[ $rc -eq 0 ] && [ $rc2 -eq 0 ]
+{detach}[ $rc -eq 0 ] && [ $rc2 -eq 0 ]
 """
+
+
+def qemu_args(vusbctl: Path, api_port: int, vm: str) -> list:
+    """vusbd's QEMU arguments for the VM's usb-redir camera, as a user gets them."""
+    r = subprocess.run([str(vusbctl), "--api", f"127.0.0.1:{api_port}", "--json", "qemu-args",
+                        "--vm", vm], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=20)
+    if r.returncode != 0:
+        raise RuntimeError(f"vusbctl qemu-args --vm {vm}: {r.stdout.strip()}")
+    argv = json.loads(r.stdout)["qemu"]
+    lab.log(f"vusbctl qemu-args --vm {vm}: " + " ".join(argv))
+    return [v if k == "-device" else f"{k} {v}" for k, v in zip(argv[::2], argv[1::2])]
 
 
 class Guest(lab.GuestThread):
     """A capture guest: collects its V4L2-* lines; when it ends nobody waits for it any more."""
 
-    def __init__(self, vm: str, script: str, t0: float, barriers: list, name: str = NAME):
-        super().__init__(f"{name}.{vm}", script, t0, modules=["vhci-hcd", "uvcvideo"])
+    def __init__(self, vm: str, script: str, t0: float, barriers: list, name: str = NAME,
+                 devices=()):
+        modules = ["xhci-pci", "uvcvideo"] if devices else ["vhci-hcd", "uvcvideo"]
+        super().__init__(f"{name}.{vm}", script, t0, modules=modules, devices=devices)
         self.vm, self.barriers = vm, barriers
         self.v4l2: list = []  # (phase, line)
         self.phase = ""
@@ -122,6 +148,8 @@ def main() -> int:
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--demo", action="store_true", help="narrate for `make demo`")
     ap.add_argument("--name", default=NAME, help="log name prefix")
+    ap.add_argument("--attach", choices=["usbip", "usbredir"], default="usbip",
+                    help="how the guests get the camera: usbip in the guest, or QEMU's usb-redir")
     a = ap.parse_args()
     say = (lambda text: print(f"demo: {text}", flush=True)) if a.demo else (lambda text: None)
     if a.build:
@@ -134,8 +162,10 @@ def main() -> int:
     name = a.name
     stub_log, vusbd_log = logs / f"{name}.stub.log", logs / f"{name}.vusbd.log"
     stats_path = logs / f"{name}.stats.json"
-    p0, p1, p2, pc = lab.free_ports(4)
+    p0, p1, p2, pc, r1, r2 = lab.free_ports(6)
     vm_ports = {"vm1": p1, "vm2": p2}
+    usbredir = a.attach == "usbredir"
+    redir_ports = {"vm1": r1, "vm2": r2} if usbredir else {}
     problems: list = []
     stub = vusbd = None
     guests: list = []
@@ -149,7 +179,7 @@ def main() -> int:
             return 1
         say(f"vusb-stub exports an emulated UVC webcam on 127.0.0.1:{p0} (bus id 1-1)")
         toml = logs / f"{name}.vusbd.toml"
-        toml.write_text(vusbd_toml(p0, vm_ports, pc))
+        toml.write_text(vusbd_toml(p0, vm_ports, pc, redir_ports))
         vusbd = lab.start_process([vusbd_bin, "--config", toml, "--log-level", a.log_level],
                                   vusbd_log)
         if not lab.wait_log_line(vusbd_log, "vusbd: ready", vusbd, 20):
@@ -158,13 +188,15 @@ def main() -> int:
         say(f"vusbd shares it with vm1 (127.0.0.1:{p1}) and vm2 (127.0.0.1:{p2}); control API "
             f"and dashboard at http://127.0.0.1:{pc}/ (try: {vusbctl} --api 127.0.0.1:{pc} "
             f"list)")
+        how = "QEMU's usb-redir" if usbredir else "usbip"
         say("booting two Linux guests (Debian's kernel under QEMU); each attaches the camera with "
-            "usbip and captures from /dev/video0 at the same time ...")
+            f"{how} and captures from /dev/video0 at the same time ...")
         t0 = time.monotonic()
         for vm in VMS:
-            script = guest_script(vm, vm_ports[vm], barrier.port, steer.port, a.frames)
+            script = guest_script(vm, vm_ports[vm], barrier.port, steer.port, a.frames, usbredir)
             script = script.replace("v4l2-capture ", f"v4l2-capture -D {a.max_dropped} ")
-            guests.append(Guest(vm, script, t0, [barrier, steer], name))
+            devices = qemu_args(vusbctl, pc, vm) if usbredir else ()
+            guests.append(Guest(vm, script, t0, [barrier, steer], name, devices))
         threads = [g.start(a.timeout, 256) for g in guests]
         for th in threads:
             th.join()

@@ -204,6 +204,16 @@ void ClientChannel::on_header() {
     return fail(fmt::format("RET_SUBMIT {} carries {} bytes for a {}-byte buffer", r->seqnum,
                             payload, t.length()));
   const bool iso = t.type() == usb::TransferType::kIsochronous;
+  if (iso && r->number_of_packets == 0 && r->status != 0 && payload == 0) {
+    // A server that refused the URB outright (vusb-stub: the endpoint left the active alt
+    // setting; a device gone) answers without iso descriptors: the URB failed, nothing else did.
+    for (usb::IsoPacket& pk : t.iso_packets) {
+      pk.actual_length = 0;
+      pk.status = usb::from_linux_errno(r->status);
+    }
+    complete(r->seqnum, usb::from_linux_errno(r->status), 0);
+    return read_header();
+  }
   if (iso && uint32_t(std::max(r->number_of_packets, 0)) != t.iso_packets.size())
     return fail(fmt::format("RET_SUBMIT {}: {} iso packets for {}", r->seqnum,
                             r->number_of_packets, t.iso_packets.size()));

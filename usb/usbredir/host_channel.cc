@@ -396,6 +396,7 @@ void HostChannel::on_filter_reject() {
 }
 
 void HostChannel::on_reset() {
+  spdlog::debug("{}: reset", options_.label);
   if (!device_ || !announced_) return;
   cancel_all();
   stop_streams();
@@ -408,6 +409,10 @@ void HostChannel::on_control(uint64_t id, const void* header, uint8_t* data, int
   auto f = std::make_unique<InFlight>();
   f->kind = InFlight::Kind::kControl;
   std::memcpy(&f->control, header, sizeof f->control);
+  spdlog::trace("{}: <- control id {} {:02x} {:02x} {:04x} {:04x} {}", options_.label, id,
+                unsigned{f->control.requesttype}, unsigned{f->control.request},
+                unsigned{f->control.value}, unsigned{f->control.index},
+                unsigned{f->control.length});
   ++stats_.packets_in;
   SetupPacket setup;
   setup.request_type = f->control.requesttype;
@@ -571,8 +576,10 @@ void HostChannel::on_set_configuration(uint64_t id, uint8_t value) {
     usbredirparser_send_configuration_status(parser_, id, &h);
     if (!in_read_) flush();
   };
+  spdlog::debug("{}: set_configuration {} (id {})", options_.label, value, id);
   if (!device_ || !announced_) return answer(usb_redir_ioerror);
-  if (device_->active_configuration() == value) return answer(usb_redir_success);
+  // Always through the device, even for the configuration it reports: a vusbd DeviceView
+  // reports the shared device's, and only the request itself tells it this VM chose one.
   cancel_all();
   stop_streams();
   usb::Device* device = device_;
@@ -591,6 +598,7 @@ void HostChannel::on_get_configuration(uint64_t id) {
 }
 
 void HostChannel::on_set_alt_setting(uint64_t id, uint8_t interface, uint8_t alt) {
+  spdlog::debug("{}: set_alt_setting {} {} (id {})", options_.label, interface, alt, id);
   auto answer = [this, id, interface](uint8_t status) {
     usb_redir_alt_setting_status_header h{};
     h.status = status;

@@ -57,7 +57,11 @@ void ConfigArbiter::configure(DeviceView& view, uint8_t value, usb::StatusCallba
     return shared_.timeslice_.set_configuration(view, value, std::move(done));
   usb::Device* be = shared_.backend();
   const uint8_t current = be->active_configuration();
-  if (current == value || !shared_.others_hold(view))
+  // An unconfigured device takes the first configuration asked for, held by others or not: the
+  // other holders' drivers have not configured it yet (and will ask for the same one), and
+  // nobody loses a configuration they use. Once configured, only a sole holder changes it.
+  const bool others_use = shared_.others_hold(view) && current != 0;
+  if (current == value || !others_use)
     if (Status st = shared_.bandwidth_.admit_configuration(view, value); st != Status::kOk)
       return done(st);
   if (current == value) {
@@ -66,7 +70,7 @@ void ConfigArbiter::configure(DeviceView& view, uint8_t value, usb::StatusCallba
     view.state_.clear_alternates();
     return done(Status::kOk);
   }
-  if (shared_.others_hold(view)) {
+  if (others_use) {
     ++view.stats_.refused;
     spdlog::warn("vusbd: {}: {} asked for configuration {}, refused: {} use configuration {}",
                  shared_.name(), view.vm(), value, shared_.holders_except(view), current);

@@ -1,7 +1,8 @@
 // ConfigArbiter: which VM's SET_CONFIGURATION / SET_INTERFACE reaches a SharedDevice.
-//  - Configuration: the value in force succeeds (a cache hit); a change while another VM holds
-//    the device is refused with a stall — what a real device's refusal looks like to the guest —
-//    and logged with both VMs' names.
+//  - Configuration: the value in force succeeds (a cache hit); an unconfigured device takes the
+//    first value asked for; a change of a configured device while another VM holds it is refused
+//    with a stall — what a real device's refusal looks like to the guest — and logged with both
+//    VMs' names.
 //  - Alternate settings are kept per view (ViewState): the device is switched when every other
 //    VM's endpoints exist in the new setting ("others fit"; the others keep the setting they
 //    chose, now a virtual one); otherwise the request is granted to this VM alone when its

@@ -212,13 +212,16 @@ TEST_F(HostChannelTest, AnAlternateSettingSendsFreshEndpointInfoBeforeItsStatus)
   EXPECT_EQ(guest->statuses[21].status, usb_redir_success);
   EXPECT_EQ(guest->statuses[21].length, 1u);  // the alternate setting
   EXPECT_EQ(guest->statuses[22].status, usb_redir_inval);
-  EXPECT_EQ(guest->order, (std::vector<std::string>{"configuration_status", "interface_info",
-                                                    "ep_info", "alt_setting_status",
-                                                    "alt_setting_status"}));
+  // Even the configuration in force goes to the device (a vusbd view learns from it that this
+  // VM chose it), and every change sends fresh interface and endpoint info before its status.
+  EXPECT_EQ(guest->order,
+            (std::vector<std::string>{"interface_info", "ep_info", "configuration_status",
+                                      "interface_info", "ep_info", "alt_setting_status",
+                                      "alt_setting_status"}));
   const usb_redir_ep_info_header ep = *guest->endpoints;
   EXPECT_EQ(ep.type[16 + 2], usb_redir_type_iso);
   EXPECT_EQ(ep.max_packet_size[16 + 2], 1024);
-  EXPECT_EQ(device.calls, (std::vector<std::string>{"set_interface 0 1"}));
+  EXPECT_EQ(device.calls, (std::vector<std::string>{"set_configuration 3", "set_interface 0 1"}));
 }
 
 TEST_F(HostChannelTest, InterruptInIsPolledAndStreamedUntilStopped) {

@@ -25,6 +25,21 @@ TEST_F(SharedDeviceTest, ConfigurationInForceSucceedsAndAChangeIsRefusedWhileSha
   EXPECT_EQ(backend.calls, (std::vector<std::string>{"set_configuration 1"}));
 }
 
+TEST_F(SharedDeviceTest, AnUnconfiguredDeviceTakesTheFirstConfigurationWhileShared) {
+  // A device reset (or never configured): both VMs hold it, neither uses a configuration. The
+  // first VM's driver configures it; the second's asks for the same and finds it in force.
+  Status s1 = Status::kIoError, s2 = Status::kIoError;
+  backend.set_configuration(0, [](Status) {});
+  backend.calls.clear();
+  a.set_configuration(3, [&](Status s) { s1 = s; });
+  EXPECT_EQ(s1, Status::kOk);
+  EXPECT_EQ(backend.calls, (std::vector<std::string>{"set_configuration 3"}));
+  b.set_configuration(3, [&](Status s) { s2 = s; });
+  EXPECT_EQ(s2, Status::kOk);
+  EXPECT_EQ(backend.calls.size(), 1u) << "in force: not sent again";
+  EXPECT_EQ(a.stats().refused + b.stats().refused, 0u);
+}
+
 TEST_F(SharedDeviceTest, AlternateSettingsArePerVmWhenEndpointsAllowIt) {
   Status s = Status::kIoError;
   // vmB asks for alt 1 (alt 0 + iso): vmA's endpoints survive, so the device switches.

@@ -1,0 +1,79 @@
+// usb::usbip::ClientChannel (vusbd's import side) against the project's own USB/IP server on
+// loopback, all on the test's loop: what the client does with the server's answers.
+#include "usb/usbip/client_channel.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+
+#include "usb/core/fake_device.h"
+#include "usb/usbip/export_table.h"
+#include "usb/usbip/server.h"
+
+namespace usb::usbip {
+namespace {
+
+namespace asio = boost::asio;
+
+template <typename Pred>
+bool run_until(asio::io_context& io, Pred pred, int ms = 3000) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (!pred() && std::chrono::steady_clock::now() < deadline) {
+    io.run_for(std::chrono::milliseconds(2));
+    if (io.stopped()) io.restart();
+  }
+  return pred();
+}
+
+TEST(ClientChannel, AnIsoUrbTheServerRefusesFailsAloneAndTheImportGoesOn) {
+  asio::io_context io;
+  usb::testing::FakeDevice device(usb::testing::gadget_zero_like_descriptors(), Speed::kHigh,
+                                  DeviceLocation{.busid = "1-1", .path = {}});
+  ExportTable exports;
+  ASSERT_TRUE(exports.add(device));
+  Server server(io, exports, ConnectionLimits{});
+  ASSERT_TRUE(server.listen({"127.0.0.1", 0}));
+  std::shared_ptr<ClientChannel> client;
+  std::string gone;
+  ClientChannel::Options options;
+  options.on_disconnect = [&](const std::string& why) { gone = why; };
+  ClientChannel::import(io, server.local_endpoint(), "1-1", options, [&](auto r) {
+    ASSERT_TRUE(r) << r.error().message;
+    client = *r;
+  });
+  ASSERT_TRUE(run_until(io, [&] { return client != nullptr; }));
+
+  // Iso IN 0x82 exists only in alt 1; the device is in alt 0, so vusb-stub's server refuses the
+  // URB with a RET_SUBMIT that carries no iso descriptors (as it would after another VM moved
+  // a shared device back to alt 0).
+  Transfer iso(0x82, TransferType::kIsochronous, 4 * 1024);
+  for (uint32_t i = 0; i < 4; ++i) iso.iso_packets.push_back({i * 1024, 1024, 0, Status::kOk});
+  bool iso_done = false;
+  iso.set_completion([&](Transfer&) { iso_done = true; });
+  ASSERT_TRUE(iso.begin(nullptr));
+  client->submit(iso);
+  ASSERT_TRUE(run_until(io, [&] { return iso_done; }));
+  EXPECT_NE(iso.status(), Status::kOk);
+  EXPECT_EQ(iso.actual_length(), 0u);
+  EXPECT_NE(iso.iso_packets[3].status, Status::kOk);
+  EXPECT_TRUE(client->connected()) << "the import ended: " << gone;
+
+  // The import still works.
+  Transfer bulk(0x81, TransferType::kBulk, 512);
+  bool bulk_done = false;
+  bulk.set_completion([&](Transfer&) { bulk_done = true; });
+  ASSERT_TRUE(bulk.begin(nullptr));
+  client->submit(bulk);
+  ASSERT_TRUE(run_until(io, [&] { return !device.pending.empty(); }));
+  device.complete_next(Status::kOk, 100);
+  ASSERT_TRUE(run_until(io, [&] { return bulk_done; }));
+  EXPECT_EQ(bulk.status(), Status::kOk);
+  EXPECT_EQ(bulk.actual_length(), 100u);
+  client->close("test over");
+  server.stop();
+  io.run_for(std::chrono::milliseconds(10));
+}
+
+}  // namespace
+}  // namespace usb::usbip
