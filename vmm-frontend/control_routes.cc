@@ -191,6 +191,29 @@ RouteResult handle(Vusbd& daemon, std::string_view method, std::string_view targ
       return from_error(r.error());
     return {200, json{{"vm", p[3]}, {"weight", it->get<uint64_t>()}}};
   }
+  if (what == "vms" && p.size() == 5 && p[4] == "usbredir") {
+    // {"device": "gz", "listen": "127.0.0.1:4000" | "unix:/run/q.sock"} or {"device", "connect"}
+    if (auto e = only("POST")) return *e;
+    json req;
+    if (auto e = parse_object(body, req)) return *e;
+    const auto dev = req.find("device");
+    const bool listen = req.contains("listen"), connect = req.contains("connect");
+    if (dev == req.end() || !dev->is_string() || listen == connect)
+      return error(400, "give \"device\" and one of \"listen\" or \"connect\"");
+    const json& where = req[connect ? "connect" : "listen"];
+    if (!where.is_string()) return error(400, "the endpoint must be a string");
+    auto at = usb::net::parse_endpoint(where.get<std::string>(), "127.0.0.1");
+    if (!at) return error(400, at.error().message);
+    UsbredirAttachment a{dev->get<std::string>(), *at, connect};
+    if (auto r = daemon.add_usbredir(p[3], a); !r) return from_error(r.error());
+    return {200, json{{"vm", p[3]}, {"device", a.device},
+                      {connect ? "connect" : "listen", at->to_string()}}};
+  }
+  if (what == "vms" && p.size() == 6 && p[4] == "usbredir") {
+    if (auto e = only("DELETE")) return *e;
+    if (auto r = daemon.remove_usbredir(p[3], p[5]); !r) return from_error(r.error());
+    return {200, json{{"vm", p[3]}, {"device", p[5]}, {"usbredir", false}}};
+  }
   if (what == "devices") {
     if (p.size() == 3) {
       if (method == "GET") return {200, daemon.devices_json()};

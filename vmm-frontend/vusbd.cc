@@ -252,6 +252,13 @@ usb::Result<void> Vusbd::detach(const std::string& device, const std::string& vm
     return not_found("'" + device + "' is not given to vm '" + vm_name + "'");
   const auto addr = addresses_.address(vm_name, d->id);
   withdraw(*d, *vm);
+  if (vm->usbredir && vm->usbredir->carries(device)) {
+    // Its usbredir channel goes with it (QEMU sees the device unplugged).
+    vm->usbredir->remove(device);
+    std::erase_if(vm->config.usbredir, [&](const auto& a) { return a.device == device; });
+    for (auto& c : config_.vms)
+      if (c.name == vm_name) c.usbredir = vm->config.usbredir;
+  }
   addresses_.release(vm_name, d->id);
   std::erase(d->vms, vm_name);
   DeviceConfig& dc = device_config(device);
@@ -300,6 +307,58 @@ usb::Result<void> Vusbd::set_weight(const std::string& vm_name, uint32_t weight)
   for (auto& d : devices_) d->shared->set_weight(vm_name, weight);
   spdlog::info("vusbd: vm {} has weight {}", vm_name, weight);
   emit({{"event", "weight"}, {"vm", vm_name}, {"weight", weight}});
+  save();
+  return {};
+}
+
+usb::Result<void> Vusbd::add_usbredir(const std::string& vm_name, UsbredirAttachment a) {
+  Vm* vm = find_vm(vm_name);
+  if (!vm) return not_found("no vm '" + vm_name + "'");
+  Dev* d = find_device(a.device);
+  if (!d || std::ranges::find(d->vms, vm_name) == d->vms.end())
+    return not_found("vm '" + vm_name + "' has no device '" + a.device + "' (attach it first)");
+  if (vm->usbredir && vm->usbredir->carries(a.device))
+    return usb::Error::make(usb::Error::Code::kBusy,
+                            "vm '" + vm_name + "' has a usbredir channel for " + a.device);
+  usb::Result<void> result;
+  // The device leaves the VM's other adapter and comes to its usbredir channel.
+  rearrange(*vm, [&] {
+    if (!vm->usbredir) {
+      auto redir = std::make_unique<UsbredirVmAdapter>(io_, vm_name,
+                                                       std::vector<UsbredirAttachment>{});
+      if (started_)
+        if (auto r = redir->start(); !r) {
+          result = r;
+          return;
+        }
+      vm->usbredir = redir.get();
+      vm->adapters.push_back(std::move(redir));
+    }
+    result = vm->usbredir->add(a);
+  });
+  if (!result) return result;
+  vm->config.usbredir.push_back(a);
+  for (auto& c : config_.vms)
+    if (c.name == vm_name) c.usbredir = vm->config.usbredir;
+  spdlog::info("vusbd: vm {}: {} goes through usbredir ({} {})", vm_name, a.device,
+               a.connect ? "to" : "on", a.endpoint.to_string());
+  emit({{"event", "usbredir"}, {"vm", vm_name}, {"device", a.device},
+        {a.connect ? "connect" : "listen", a.endpoint.to_string()}});
+  save();
+  return {};
+}
+
+usb::Result<void> Vusbd::remove_usbredir(const std::string& vm_name, const std::string& device) {
+  Vm* vm = find_vm(vm_name);
+  if (!vm) return not_found("no vm '" + vm_name + "'");
+  if (!vm->usbredir || !vm->usbredir->carries(device))
+    return not_found("vm '" + vm_name + "' has no usbredir channel for '" + device + "'");
+  // The device goes back to the VM's USB/IP port (or its controller function).
+  rearrange(*vm, [&] { vm->usbredir->remove(device); });
+  std::erase_if(vm->config.usbredir, [&](const auto& a) { return a.device == device; });
+  for (auto& c : config_.vms)
+    if (c.name == vm_name) c.usbredir = vm->config.usbredir;
+  emit({{"event", "usbredir-removed"}, {"vm", vm_name}, {"device", device}});
   save();
   return {};
 }
@@ -660,7 +719,7 @@ usb::Result<nlohmann::json> Vusbd::qemu_snippets(const std::string& vm,
                             "controller must be xhci or ehci, not '" + controller + "'");
   for (const auto& v : vms_) {
     if (v->config.name != vm) continue;
-    if (!v->usbredir)
+    if (!v->usbredir || v->usbredir->empty())
       return not_found("vm '" + vm + "' has no usbredir devices ([[vm]] usbredir = [...])");
     auto j = v->usbredir->qemu_snippets(controller == "ehci" ? Controller::kEhci
                                                               : Controller::kXhci);

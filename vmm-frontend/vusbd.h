@@ -62,6 +62,11 @@ class Vusbd {
   usb::Result<void> set_mode(const std::string& device, const std::string& mode);
   // A VM's share of every busy shared device it uses (1..1000), at once.
   usb::Result<void> set_weight(const std::string& vm, uint32_t weight);
+  // A device the VM has (attach) reaches it through QEMU's usb-redir from now on (vusbd listens
+  // or dials `attachment.endpoint`), or no longer (back on the VM's USB/IP port). Written back
+  // to the config. kNotFound: no such vm / device not given to it; kBusy: it has one already.
+  usb::Result<void> add_usbredir(const std::string& vm, UsbredirAttachment attachment);
+  usb::Result<void> remove_usbredir(const std::string& vm, const std::string& device);
 
   // Events, as JSON objects {"event": ..., ...}: device-added, device-removed, connected,
   // disconnected, attached, detached, mode, imported, released. One subscriber.

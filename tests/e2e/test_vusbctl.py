@@ -171,6 +171,25 @@ def main() -> int:
         check(len(devices) == 1 and devices[0].get("connected") is True and
               sorted(v["vm"] for v in devices[0].get("vms", [])) == ["vm1", "vm2"],
               "list --json: gz connected, given to vm1 and vm2")
+        # usb-redir for vm2's gz and back: vm2's USB/IP port stops listing it, `list --vms` shows
+        # the channel, qemu-args names it; --remove puts it back on the port.
+        (rp,) = lab.free_ports(1)
+        r = ctl("usbredir", "--vm", "vm2", "-d", "gz", "--listen", f"127.0.0.1:{rp}")
+        check(r.returncode == 0 and f"127.0.0.1:{rp}" in r.stdout,
+              "usbredir --vm vm2 -d gz --listen gives gz to vm2's QEMU usb-redir")
+        check(wait_for(lambda: "1-3" not in usbip_list(p2), 5),
+              "vm2's USB/IP port no longer lists gz")
+        r = ctl("list", "--vms")
+        check(r.returncode == 0 and f"usb-redir: gz (vusbd listens on 127.0.0.1:{rp}" in r.stdout,
+              "list --vms shows vm2's usb-redir channel")
+        r = ctl("qemu-args", "--vm", "vm2")
+        check(r.returncode == 0 and f"port={rp}" in r.stdout and "usb-redir" in r.stdout,
+              "qemu-args --vm vm2 names the channel")
+        check(ctl("usbredir", "--vm", "vm2", "-d", "gz", "--listen", f"127.0.0.1:{rp}").returncode
+              != 0, "a second usbredir channel for gz is refused")
+        check(ctl("usbredir", "--vm", "vm2", "-d", "gz", "--remove").returncode == 0,
+              "usbredir --remove")
+        check(wait_for(lambda: listed(p2, "1-3"), 5), "gz is back on vm2's USB/IP port as 1-3")
         # 3. mode and detach
         check(ctl("share", "-d", "gz", "--mode", "exclusive").returncode == 0, "share --mode exclusive")
         check(ctl("detach", "--vm", "vm1", "-d", "gz").returncode == 0, "detach --vm vm1")

@@ -90,6 +90,14 @@ void print_vms(const json& vms) {
                 << d["device"].get<std::string>()
                 << (d["connected"].get<bool>() ? "" : " (waiting for the device)")
                 << (d["imported"].get<bool>() ? " (in use)" : "") << "\n";
+    for (const auto& r : vm.value("usbredir", json::array()))
+      std::cout << "       usb-redir: " << r["device"].get<std::string>()
+                << (r.contains("listen") ? " (vusbd listens on " + r["listen"].get<std::string>()
+                                         : " (vusbd connects to " + r["connect"].get<std::string>())
+                << (r.value("announced", false) ? ", QEMU has it)"
+                    : r.value("connected", false) ? ", QEMU connected)"
+                                                  : ", QEMU not connected)")
+                << "\n";
   }
 }
 
@@ -184,6 +192,23 @@ int main(int argc, char** argv) {
   weight_cmd->add_option("weight", weight, "1..1000 (a VM with 3 gets 3x the bytes of one with 1)")
       ->required()
       ->check(CLI::Range(1, 1000));
+
+  std::string redir_listen, redir_connect;
+  bool redir_remove = false;
+  auto* usbredir = app.add_subcommand(
+      "usbredir", "Give a VM's device to its QEMU's usb-redir (or take it back to USB/IP)");
+  usbredir->add_option("--vm", vm, "The VM")->required();
+  usbredir->add_option("-d,--device", device, "A device the VM has")->required();
+  auto* redir_l = usbredir->add_option(
+      "--listen", redir_listen,
+      "vusbd listens here for QEMU's chardev (HOST:PORT or unix:PATH; QEMU reconnect=2)");
+  auto* redir_c = usbredir->add_option(
+      "--connect", redir_connect,
+      "vusbd connects to a QEMU listening here (chardev server=on,wait=off)");
+  auto* redir_r = usbredir->add_flag("--remove", redir_remove,
+                                     "Close the device's usbredir channel: back on USB/IP");
+  redir_l->excludes(redir_c);
+  redir_r->excludes(redir_l)->excludes(redir_c);
 
   bool libvirt = false;
   auto* qemu_args = app.add_subcommand(
@@ -333,6 +358,26 @@ int main(int argc, char** argv) {
     json body = {{"weight", weight}};
     if (int rc = call(g, "POST", "/api/v1/vms/" + vm + "/weight", &body, out)) return rc;
     return emit([&] { std::cout << "vm " << vm << " has weight " << weight << "\n"; });
+  }
+
+  if (usbredir->parsed()) {
+    if (redir_remove) {
+      if (int rc = call(g, "DELETE", "/api/v1/vms/" + vm + "/usbredir/" + device, nullptr, out))
+        return rc;
+      return emit([&] { std::cout << device << " is back on vm " << vm << "'s USB/IP port\n"; });
+    }
+    if (redir_listen.empty() && redir_connect.empty())
+      return fail("usbredir: give --listen, --connect or --remove", 2);
+    json body = {{"device", device},
+                 {redir_connect.empty() ? "listen" : "connect",
+                  redir_connect.empty() ? redir_listen : redir_connect}};
+    if (int rc = call(g, "POST", "/api/v1/vms/" + vm + "/usbredir", &body, out)) return rc;
+    return emit([&] {
+      std::cout << device << " reaches vm " << vm << " through usb-redir ("
+                << (redir_connect.empty() ? "vusbd listens on " + out.value("listen", "")
+                                          : "vusbd connects to " + out.value("connect", ""))
+                << "); QEMU arguments: vusbctl qemu-args --vm " << vm << "\n";
+    });
   }
 
   if (qemu_args->parsed()) {

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "usb/net/connector.h"
 #include "vmm-frontend/sharing/shared_device.h"
 
@@ -24,41 +26,74 @@ UsbredirVmAdapter::UsbredirVmAdapter(boost::asio::io_context& io, std::string vm
 
 UsbredirVmAdapter::~UsbredirVmAdapter() {
   stop();
-  *alive_ = false;
+  for (auto& s : slots_) *s->alive = false;
 }
 
 usb::Result<void> UsbredirVmAdapter::start() {
   started_ = true;
-  for (auto& s : slots_) {
-    Slot& slot = *s;
-    const auto& a = slot.attachment;
-    if (a.connect) {
-      dial(slot);
-      continue;
-    }
-    usb::net::Listener::Options options;
-    options.label = "vm " + vm_ + " usbredir " + a.device;
-    slot.listener = std::make_unique<usb::net::Listener>(io_, options);
-    if (auto r = slot.listener->listen(a.endpoint); !r)
-      return usb::Error::make(r.error().code, "usbredir for " + a.device + ": " + r.error().message);
-    slot.listener->start([this, &slot, alive = alive_](std::unique_ptr<usb::net::Stream> stream) {
-      if (*alive) on_connection(slot, std::move(stream));
-    });
-    spdlog::info("vusbd: vm {}: usbredir for {} on {} (QEMU connects)", vm_, a.device,
-                 slot.listener->local_endpoint().to_string());
+  for (auto& s : slots_)
+    if (auto r = start_slot(*s); !r) return r;
+  return {};
+}
+
+usb::Result<void> UsbredirVmAdapter::start_slot(Slot& slot) {
+  const auto& a = slot.attachment;
+  if (a.connect) {
+    spdlog::info("vusbd: vm {}: usbredir for {} to {} (vusbd connects)", vm_, a.device,
+                 a.endpoint.to_string());
+    dial(slot);
+    return {};
   }
+  usb::net::Listener::Options options;
+  options.label = "vm " + vm_ + " usbredir " + a.device;
+  slot.listener = std::make_unique<usb::net::Listener>(io_, options);
+  if (auto r = slot.listener->listen(a.endpoint); !r)
+    return usb::Error::make(r.error().code, "usbredir for " + a.device + ": " + r.error().message);
+  slot.listener->start([this, &slot, alive = slot.alive](std::unique_ptr<usb::net::Stream> stream) {
+    if (*alive) on_connection(slot, std::move(stream));
+  });
+  spdlog::info("vusbd: vm {}: usbredir for {} on {} (QEMU connects)", vm_, a.device,
+               slot.listener->local_endpoint().to_string());
   return {};
 }
 
 void UsbredirVmAdapter::stop() {
   started_ = false;
-  for (auto& s : slots_) {
-    if (s->listener) s->listener->stop();
-    if (s->redial) s->redial->cancel();
-    unplug(*s);
-    if (s->channel) s->channel->close();
-    s->channel.reset();
-  }
+  for (auto& s : slots_) stop_slot(*s);
+}
+
+void UsbredirVmAdapter::stop_slot(Slot& slot) {
+  if (slot.listener) slot.listener->stop();
+  if (slot.redial) slot.redial->cancel();
+  unplug(slot);
+  if (slot.channel) slot.channel->close();
+  slot.channel.reset();
+}
+
+usb::Result<void> UsbredirVmAdapter::add(UsbredirAttachment attachment) {
+  if (carries(attachment.device))
+    return usb::Error::make(usb::Error::Code::kBusy,
+                            "vm '" + vm_ + "' has a usbredir channel for " + attachment.device);
+  auto slot = std::make_unique<Slot>();
+  slot->attachment = std::move(attachment);
+  if (started_)
+    if (auto r = start_slot(*slot); !r) {
+      stop_slot(*slot);
+      *slot->alive = false;
+      return r;
+    }
+  slots_.push_back(std::move(slot));
+  return {};
+}
+
+bool UsbredirVmAdapter::remove(const std::string& device) {
+  auto it = std::ranges::find_if(slots_, [&](const auto& s) { return s->attachment.device == device; });
+  if (it == slots_.end()) return false;
+  stop_slot(**it);
+  *(*it)->alive = false;  // its pending callbacks find it gone
+  spdlog::info("vusbd: vm {}: usbredir for {} removed", vm_, device);
+  slots_.erase(it);
+  return true;
 }
 
 bool UsbredirVmAdapter::carries(const std::string& device) const {
@@ -113,7 +148,7 @@ void UsbredirVmAdapter::release(Slot& slot) {
 
 void UsbredirVmAdapter::redial_later(Slot& slot) {
   slot.redial = std::make_unique<boost::asio::steady_timer>(io_, kRedial);
-  slot.redial->async_wait([this, &slot, alive = alive_](boost::system::error_code ec) {
+  slot.redial->async_wait([this, &slot, alive = slot.alive](boost::system::error_code ec) {
     if (!ec && *alive && started_) dial(slot);
   });
 }
@@ -131,7 +166,7 @@ void UsbredirVmAdapter::on_connection(Slot& slot, std::unique_ptr<usb::net::Stre
   options.label = "vm " + vm_ + " usbredir " + slot.attachment.device;
   auto channel = usb::usbredir::HostChannel::create(std::move(stream), std::move(options));
   std::weak_ptr<usb::usbredir::HostChannel> weak = channel;
-  channel->on_closed([this, &slot, weak, alive = alive_](const std::string& why) {
+  channel->on_closed([this, &slot, weak, alive = slot.alive](const std::string& why) {
     if (!*alive || slot.channel != weak.lock()) return;
     spdlog::info("vusbd: vm {}: usbredir for {} closed: {}", vm_, slot.attachment.device, why);
     // The device's transfers were cancelled with the channel; the view is free again.
@@ -139,7 +174,7 @@ void UsbredirVmAdapter::on_connection(Slot& slot, std::unique_ptr<usb::net::Stre
     slot.channel.reset();
     if (slot.attachment.connect && started_) redial_later(slot);
   });
-  channel->on_rejected([this, &slot, alive = alive_](const std::string& why) {
+  channel->on_rejected([this, &slot, alive = slot.alive](const std::string& why) {
     if (!*alive) return;
     spdlog::warn("vusbd: vm {}: QEMU refused {}: {}", vm_, slot.attachment.device, why);
     release(slot);
@@ -154,7 +189,7 @@ void UsbredirVmAdapter::on_connection(Slot& slot, std::unique_ptr<usb::net::Stre
 void UsbredirVmAdapter::dial(Slot& slot) {
   usb::net::async_connect(
       io_, slot.attachment.endpoint, {}, kConnectTimeout,
-      [this, &slot, alive = alive_](usb::Result<std::unique_ptr<usb::net::Stream>> r) {
+      [this, &slot, alive = slot.alive](usb::Result<std::unique_ptr<usb::net::Stream>> r) {
         if (!*alive || !started_) return;
         if (r) return on_connection(slot, std::move(*r));
         spdlog::debug("vusbd: vm {}: usbredir for {}: {} (retrying)", vm_, slot.attachment.device,

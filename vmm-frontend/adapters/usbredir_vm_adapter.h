@@ -41,11 +41,16 @@ class UsbredirVmAdapter final : public VmAdapter {
   void unplace_reservations(usb::Device&) override {}
   void describe(nlohmann::json& vm) const override;
 
-  // What to give QEMU and libvirt for these devices: {"qemu": [argv...], "libvirt": "XML"} —
-  // a qemu-xhci, and per device a socket chardev (reconnecting to vusbd, or listening when vusbd
-  // dials) and a usb-redir on it; libvirt's <redirdev> in the same two modes.
-  // The guest's QEMU arguments and libvirt XML: its controller, and a socket chardev and a
-  // usb-redir device per attachment.
+  // A channel for one more device / one fewer (vusbctl usbredir add|remove). The owner moves
+  // the device between adapters (Vusbd::rearrange) around the call.
+  usb::Result<void> add(UsbredirAttachment attachment);
+  bool remove(const std::string& device);
+  bool empty() const { return slots_.empty(); }
+
+  // What to give QEMU and libvirt for these devices: {"qemu": [argv...], "libvirt": "XML"} — the
+  // guest's controller (qemu-xhci, or usb-ehci for high-speed devices), and per device a socket
+  // chardev (reconnecting to vusbd, or listening when vusbd dials) and a usb-redir on it;
+  // libvirt's <controller> and <redirdev> in the same two modes.
   enum class GuestController { kXhci, kEhci };
   nlohmann::json qemu_snippets(GuestController controller = GuestController::kXhci) const;
   // The TCP port vusbd listens on for `device` (0: none; tests bind port 0).
@@ -59,8 +64,11 @@ class UsbredirVmAdapter final : public VmAdapter {
     std::unique_ptr<boost::asio::steady_timer> redial;
     DeviceView* view = nullptr;  // offered, not necessarily plugged
     bool claimed = false;
+    std::shared_ptr<bool> alive = std::make_shared<bool>(true);  // false once removed
   };
 
+  usb::Result<void> start_slot(Slot& slot);
+  void stop_slot(Slot& slot);
   void on_connection(Slot& slot, std::unique_ptr<usb::net::Stream> stream);
   void dial(Slot& slot);
   void plug(Slot& slot);
@@ -73,7 +81,6 @@ class UsbredirVmAdapter final : public VmAdapter {
   std::string vm_;
   std::vector<std::unique_ptr<Slot>> slots_;
   bool started_ = false;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace vusbd

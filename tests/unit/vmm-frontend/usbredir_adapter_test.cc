@@ -10,6 +10,7 @@
 
 #include "tests/unit/usbredir/fake_guest.h"
 #include "usb/net/connector.h"
+#include "vmm-frontend/control_routes.h"
 #include "vmm-frontend/vusbd.h"
 
 namespace vusbd {
@@ -155,6 +156,52 @@ TEST(UsbredirAdapter, EveryVmOfTheFileGetsItsOwnUsbredirDevice) {
   EXPECT_NE(loaded.error().message.find("usbredir for 'gz2', a device not defined"),
             std::string::npos)
       << loaded.error().message;
+}
+
+TEST(UsbredirAdapter, VusbctlMovesADeviceToUsbRedirAndBack) {
+  // The API behind `vusbctl usbredir --vm vm1 -d gz --listen ...` / `--remove`.
+  VusbdConfig c = config_with_usbredir();
+  c.vms[0].usbredir.clear();
+  asio::io_context io;
+  Vusbd daemon(io, c);
+  ASSERT_TRUE(daemon.start());
+  auto bad = route(daemon, "POST", "/api/v1/vms/vm1/usbredir", R"({"device": "gz"})");
+  EXPECT_EQ(bad.status, 400);
+  auto none = route(daemon, "POST", "/api/v1/vms/vm1/usbredir",
+                    R"({"device": "nope", "listen": "127.0.0.1:0"})");
+  EXPECT_EQ(none.status, 404);
+  auto added = route(daemon, "POST", "/api/v1/vms/vm1/usbredir",
+                     R"({"device": "gz", "listen": "127.0.0.1:0"})");
+  ASSERT_EQ(added.status, 200) << added.body.dump();
+  EXPECT_EQ(route(daemon, "POST", "/api/v1/vms/vm1/usbredir",
+                  R"({"device": "gz", "listen": "127.0.0.1:0"})")
+                .status,
+            409);
+  ASSERT_EQ(daemon.config().vms[0].usbredir.size(), 1u) << "written to the config";
+  auto vms = daemon.vms_json();
+  ASSERT_EQ(vms[0]["usbredir"].size(), 1u);
+  auto at = usb::net::parse_endpoint(vms[0]["usbredir"][0]["listen"].get<std::string>());
+  ASSERT_TRUE(at);
+  std::unique_ptr<FakeGuest> guest;
+  usb::net::async_connect(io, *at, {}, std::chrono::seconds(2), [&](auto r) {
+    ASSERT_TRUE(r);
+    guest = std::make_unique<FakeGuest>(std::move(*r));
+  });
+  ASSERT_TRUE(run_until(io, [&] { return guest && guest->connect.has_value(); }));
+  EXPECT_EQ(daemon.devices_json()[0]["vms"][0]["imported"], true);
+
+  auto removed = route(daemon, "DELETE", "/api/v1/vms/vm1/usbredir/gz", "");
+  ASSERT_EQ(removed.status, 200) << removed.body.dump();
+  ASSERT_TRUE(run_until(io, [&] {
+    return !guest->order.empty() && guest->order.back() == "device_disconnect";
+  })) << "QEMU sees the device unplugged";
+  EXPECT_TRUE(daemon.config().vms[0].usbredir.empty());
+  EXPECT_EQ(daemon.devices_json()[0]["vms"][0]["imported"], false);
+  EXPECT_EQ(route(daemon, "DELETE", "/api/v1/vms/vm1/usbredir/gz", "").status, 404);
+  EXPECT_EQ(daemon.qemu_snippets("vm1").error().code, usb::Error::Code::kNotFound);
+  guest->close();
+  daemon.stop();
+  io.run_for(std::chrono::milliseconds(20));
 }
 
 }  // namespace
