@@ -14,6 +14,7 @@ PKGS=(
   libusbredirparser-dev
   # real peers and the guest lab
   usbip usbutils qemu-system-x86 tshark bluez-test-tools busybox-static cpio kmod usbredirect
+  libvirt-daemon-system libvirt-clients
 )
 
 missing=()

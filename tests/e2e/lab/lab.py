@@ -299,24 +299,23 @@ def qemu_command(kernel: Path, initrd: Path, *, accel: str, memory: int, devices
     return cmd
 
 
-def run_guest(script: str, *, name: str = "lab", modules=(), timeout: float = 300,
-              devices=(), hostfwd=(), files: dict | None = None, env: dict | None = None,
-              memory: int = 512, accel: str | None = None, append: str = "",
-              on_line=None, interactive: bool = False) -> GuestRun:
-    """Boots one guest that runs `script` (busybox sh) as /lab/test.sh and powers off.
+@dataclass
+class GuestImage:
+    """What boots one lab guest: the kernel, its initrd (base + the script's overlay), the RAM it
+    needs and the kernel command line; log_path is where its console goes."""
+    kernel: Path
+    initrd: Path
+    memory: int
+    cmdline: str
+    log_path: Path
 
-    modules: loaded by /init before the script (with their dependencies), after e1000.
-    devices: extra QEMU -device arguments (or whole option strings starting with '-').
-    hostfwd: QEMU user-net forwards, e.g. "tcp:127.0.0.1:5555-:3240".
-    files:   extra guest path -> content for the overlay.
-    env:     extra shell variables written to /lab/env (sourced by /init and available to script).
-    on_line: callback(str) for each console line as it arrives (runs on a reader thread).
-    Never raises for a failed guest: inspect the returned GuestRun (or call .check()).
-    Thread-safe for concurrent guests with distinct names (each QEMU has its own user network).
-    """
+
+def guest_image(script: str, *, name: str = "lab", modules=(), files: dict | None = None,
+                env: dict | None = None, memory: int = 512, append: str = "") -> GuestImage:
+    """The kernel and initrd for a guest that runs `script` (see run_guest), for tests that boot
+    it some other way (libvirt)."""
     with _PREPARE_LOCK:
         kernel, base = prepare()
-    accel = accel or os.environ.get("VUSB_LAB_ACCEL", "tcg")
     safe = re.sub(r"[^\w.-]", "_", name)
     run_dir = logs_dir()
     log_path = run_dir / f"{safe}.console.log"
@@ -345,6 +344,29 @@ def run_guest(script: str, *, name: str = "lab", modules=(), timeout: float = 30
     append = (append + " " + os.environ.get("VUSB_LAB_APPEND", "")).strip()
     cmdline = ("console=ttyS0,115200 panic=-1 oops=panic loglevel=4 mitigations=off "
                "rdinit=/init " + append).strip()
+    return GuestImage(kernel, initrd, memory, cmdline, log_path)
+
+
+def run_guest(script: str, *, name: str = "lab", modules=(), timeout: float = 300,
+              devices=(), hostfwd=(), files: dict | None = None, env: dict | None = None,
+              memory: int = 512, accel: str | None = None, append: str = "",
+              on_line=None, interactive: bool = False) -> GuestRun:
+    """Boots one guest that runs `script` (busybox sh) as /lab/test.sh and powers off.
+
+    modules: loaded by /init before the script (with their dependencies), after e1000.
+    devices: extra QEMU -device arguments (or whole option strings starting with '-').
+    hostfwd: QEMU user-net forwards, e.g. "tcp:127.0.0.1:5555-:3240".
+    files:   extra guest path -> content for the overlay.
+    env:     extra shell variables written to /lab/env (sourced by /init and available to script).
+    on_line: callback(str) for each console line as it arrives (runs on a reader thread).
+    Never raises for a failed guest: inspect the returned GuestRun (or call .check()).
+    Thread-safe for concurrent guests with distinct names (each QEMU has its own user network).
+    """
+    accel = accel or os.environ.get("VUSB_LAB_ACCEL", "tcg")
+    image = guest_image(script, name=name, modules=modules, files=files, env=env, memory=memory,
+                        append=append)
+    kernel, initrd, memory, cmdline = image.kernel, image.initrd, image.memory, image.cmdline
+    log_path = image.log_path
     cmd = qemu_command(kernel, initrd, accel=accel, memory=memory, devices=devices,
                        hostfwd=hostfwd, append=cmdline, interactive=interactive)
     if interactive:
