@@ -31,6 +31,11 @@ uint8_t to_redir(Status s) {
     case Status::kShortPacket:  // a short IN is normal in usbredir
       return usb_redir_success;
     case Status::kStall:
+    // No periodic bandwidth for an alternate setting / configuration: usbredir has no status for
+    // it, and QEMU turns every other error into a transaction error. A stall is what a device
+    // refusing the request looks like, so the guest's driver sees SET_INTERFACE fail (-EPIPE in
+    // Linux) and gives up on that setting, as it would with -ENOSPC on a USB/IP import.
+    case Status::kNoBandwidth:
       return usb_redir_stall;
     case Status::kCancelled:
     case Status::kUnlinked:

@@ -357,6 +357,21 @@ TEST_F(HostChannelTest, IsoOutPacketsAreBufferedIntoWholeUrbsOnceHalfTheBufferIs
   EXPECT_EQ(guest->statuses[0].status, usb_redir_stall);
 }
 
+TEST_F(HostChannelTest, AnAltSettingRefusedForBandwidthReachesTheGuestAsAStall) {
+  // vusbd's bandwidth admission answers kNoBandwidth; usbredir has no such status and QEMU
+  // makes a transaction error of everything but stall / babble / cancelled: a stall is what the
+  // guest's driver understands as "the device refused this setting".
+  attach_and_wait();
+  device.next_op_status = Status::kNoBandwidth;
+  usb_redir_set_alt_setting_header h{0, 1};
+  usbredirparser_send_set_alt_setting(guest->parser(), 50, &h);
+  guest->flush();
+  const auto* st = status(50);
+  ASSERT_NE(st, nullptr);
+  EXPECT_EQ(st->status, usb_redir_stall);
+  EXPECT_EQ(st->length, 0u) << "the setting in force stays alt 0";
+}
+
 TEST_F(HostChannelTest, IsoStreamsOutsideTheProtocolsBoundsAreRefused) {
   attach_and_wait();
   usb_redir_start_iso_stream_header inactive{0x82, 4, 2};  // alt 0: no iso endpoint
