@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the guest lab's base initramfs (gzip'd newc cpio) once and caches it; rebuilt only when an
-# input changes (kernel, module list, busybox, usbip tools, lsusb, usbtest-ioctl, guest scripts, this file).
+# input changes (kernel, module list, busybox, usbip tools, lsusb, usbredirect, usbtest-ioctl, guest scripts,
+# this file).
 # Per-run files (the test script) go into a second small cpio appended by lab.py.
 #
 # Usage: tests/e2e/lab/build_initramfs.sh [--cache DIR] [--usbtest-ioctl PATH] [--v4l2-capture PATH]
@@ -50,6 +51,8 @@ USBIPD=/usr/sbin/usbipd
 USBIDS=/usr/share/misc/usb.ids
 LSUSB=/usr/bin/lsusb
 [ -x "$LSUSB" ] || die "$LSUSB missing (install usbutils)"
+USBREDIRECT=/usr/bin/usbredirect  # a usbredir usb-host inside a guest (vusbd's usbredir:// source)
+[ -x "$USBREDIRECT" ] || die "$USBREDIRECT missing (install usbredirect)"
 command -v cpio >/dev/null || die "cpio not found (install cpio)"
 command -v depmod >/dev/null || [ -x /usr/sbin/depmod ] || die "depmod not found (install kmod)"
 DEPMOD="$(command -v depmod || echo /usr/sbin/depmod)"
@@ -101,7 +104,7 @@ KEY="$(
   {
     echo "$VER"; cat "$KDIR/PACKAGE" 2>/dev/null || true
     printf '%s\n' "${ORDER[@]}"
-    sha256sum "$BUSYBOX" "$USBIP" "$USBIPD" "$LSUSB" "$UTI" "$V4C" "$HERE/guest/init" "$HERE/guest/lib.sh" \
+    sha256sum "$BUSYBOX" "$USBIP" "$USBIPD" "$LSUSB" "$USBREDIRECT" "$UTI" "$V4C" "$HERE/guest/init" "$HERE/guest/lib.sh" \
       "${BASH_SOURCE[0]}" | cut -d' ' -f1
     ls -lL "$USBIDS" 2>/dev/null || true
   } | sha256sum | cut -c1-16
@@ -145,6 +148,7 @@ copy_with_libs() {
 copy_with_libs "$USBIP" /usr/sbin/usbip
 copy_with_libs "$USBIPD" /usr/sbin/usbipd
 copy_with_libs "$LSUSB" /usr/bin/lsusb
+copy_with_libs "$USBREDIRECT" /usr/bin/usbredirect
 [ -e "$USBIDS" ] && cp -L "$USBIDS" "$R/usr/share/misc/usb.ids"
 cp "$UTI" "$R/usr/bin/usbtest-ioctl"
 cp "$V4C" "$R/usr/bin/v4l2-capture"
