@@ -40,16 +40,16 @@ void DescriptorFetcher::next_config(uint8_t index) {
           return self->finish(
               usb::Error::make(usb::Error::Code::kIo, "cannot read configuration header"));
         const uint16_t total = usb::load_le16(t.data().data() + 2);
-        self->get(uint16_t(usb::desc::kConfiguration << 8 | index), total,
-                  [self, index](usb::Transfer& t) {
-                    auto c = usb::ConfigurationDescriptor::parse(t.data());
-                    if (t.status() != usb::Status::kOk || !c)
-                      return self->finish(usb::Error::make(
-                          usb::Error::Code::kIo,
-                          "cannot parse configuration " + std::to_string(index)));
-                    self->out_.configurations.push_back(std::move(*c));
-                    self->next_config(uint8_t(index + 1));
-                  });
+        self->get(
+            uint16_t(usb::desc::kConfiguration << 8 | index), total,
+            [self, index](usb::Transfer& t) {
+              auto c = usb::ConfigurationDescriptor::parse(t.data());
+              if (t.status() != usb::Status::kOk || !c)
+                return self->finish(usb::Error::make(
+                    usb::Error::Code::kIo, "cannot parse configuration " + std::to_string(index)));
+              self->out_.configurations.push_back(std::move(*c));
+              self->next_config(uint8_t(index + 1));
+            });
       });
 }
 

@@ -37,7 +37,8 @@ struct UsbredirRemoteDevice::Import {
   // The connection ended or the host disconnected the device.
   void lost(const std::string& reason) {
     if (!finished)
-      return finish(usb::Error::make(usb::Error::Code::kIo, "usbredir host " + where + ": " + reason));
+      return finish(
+          usb::Error::make(usb::Error::Code::kIo, "usbredir host " + where + ": " + reason));
     if (gone) return;
     gone = true;
     if (on_disconnect) on_disconnect(reason);
@@ -73,8 +74,7 @@ void UsbredirRemoteDevice::import(boost::asio::io_context& io, const usb::net::E
 }
 
 void UsbredirRemoteDevice::import(std::unique_ptr<usb::net::Stream> stream,
-                                  const std::string& where, Options options,
-                                  ImportCallback done) {
+                                  const std::string& where, Options options, ImportCallback done) {
   auto executor = stream->get_executor();
   if (options.channel.label == GuestChannel::Options{}.label)
     options.channel.label = "usbredir " + where;
@@ -85,12 +85,13 @@ void UsbredirRemoteDevice::import(std::unique_ptr<usb::net::Stream> stream,
   imp->where = where;
   imp->device.reset(new UsbredirRemoteDevice(channel, where));
   imp->timer = std::make_unique<boost::asio::steady_timer>(executor, options.announce_timeout);
-  imp->timer->async_wait([imp, ms = options.announce_timeout.count()](boost::system::error_code ec) {
-    if (ec || imp->finished) return;
-    imp->finish(usb::Error::make(usb::Error::Code::kIo,
-                                 "usbredir host " + imp->where + " announced no device within " +
-                                     std::to_string(ms) + " ms"));
-  });
+  imp->timer->async_wait(
+      [imp, ms = options.announce_timeout.count()](boost::system::error_code ec) {
+        if (ec || imp->finished) return;
+        imp->finish(usb::Error::make(usb::Error::Code::kIo, "usbredir host " + imp->where +
+                                                                " announced no device within " +
+                                                                std::to_string(ms) + " ms"));
+      });
   // The callbacks belong to the channel: a raw pointer back to it is enough.
   GuestChannel* ch = channel.get();
   channel->on_device_connect([imp, ch] {
@@ -101,9 +102,8 @@ void UsbredirRemoteDevice::import(std::unique_ptr<usb::net::Stream> stream,
       if (st != usb::Status::kOk)
         spdlog::debug("usbredir {}: get_configuration: {}", imp->where, usb::to_string(st));
       UsbredirRemoteDevice& dev = *imp->device;
-      imp->fetch = DescriptorFetcher::create(dev, dev.descriptors_, [imp](usb::Result<void> r) {
-        imp->finish(std::move(r));
-      });
+      imp->fetch = DescriptorFetcher::create(
+          dev, dev.descriptors_, [imp](usb::Result<void> r) { imp->finish(std::move(r)); });
       imp->fetch->start();
     });
   });
@@ -138,8 +138,7 @@ void UsbredirRemoteDevice::endpoint_request(uint8_t request, uint8_t endpoint,
                                             usb::StatusCallback done) {
   // usbredirhost turns CLEAR_FEATURE(ENDPOINT_HALT) into libusb_clear_halt, so the host's stack
   // knows too; SET_FEATURE goes to the device as it is.
-  auto t = usb::Transfer::control(
-      0x00, {0x02, request, usb::feature::kEndpointHalt, endpoint, 0});
+  auto t = usb::Transfer::control(0x00, {0x02, request, usb::feature::kEndpointHalt, endpoint, 0});
   usb::Transfer* raw = t.get();
   raw->set_completion([t = std::move(t), done = std::move(done)](usb::Transfer& x) mutable {
     done(x.status());

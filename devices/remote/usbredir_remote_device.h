@@ -1,9 +1,9 @@
 // UsbredirRemoteDevice: a usb::Device owned by a usbredir "usb-host" — Debian's `usbredirect
 // --device VID:PID --as HOST:PORT`, or anything else speaking usbredirhost's side — reached through
 // a usb::usbredir::GuestChannel over TCP or a UNIX socket. Importing connects, waits for the
-// host's device_connect, asks for the active configuration and reads the descriptors (GET_DESCRIPTOR
-// over the channel). Transfers go out as usbredir data packets; SET_CONFIGURATION and
-// SET_INTERFACE, as control transfers or as the operations below, go as set_configuration /
+// host's device_connect, asks for the active configuration and reads the descriptors
+// (GET_DESCRIPTOR over the channel). Transfers go out as usbredir data packets; SET_CONFIGURATION
+// and SET_INTERFACE, as control transfers or as the operations below, go as set_configuration /
 // set_alt_setting packets, and the configuration and alternate settings are what the host
 // reports back. Isochronous endpoints are not supported yet (their transfers fail).
 //

@@ -17,7 +17,9 @@ constexpr size_t kReadChunk = 64 * 1024;
 constexpr size_t kMaxTransferLength = 4 * 1024 * 1024;
 
 // The endpoint info index: OUT endpoints 0-15, IN endpoints 16-31.
-size_t ep_index(uint8_t address) { return ((address & 0x80) >> 3) | (address & 0x0f); }
+size_t ep_index(uint8_t address) {
+  return ((address & 0x80) >> 3) | (address & 0x0f);
+}
 
 }  // namespace
 
@@ -118,12 +120,11 @@ void GuestChannel::install_callbacks(usbredirparser* p) {
   };
   p->control_packet_func = [](void* priv, uint64_t id, usb_redir_control_packet_header* h,
                               uint8_t* data, int len) { self(priv).on_control(id, h, data, len); };
-  p->bulk_packet_func = [](void* priv, uint64_t id, usb_redir_bulk_packet_header* h,
-                           uint8_t* data, int len) { self(priv).on_bulk(id, h, data, len); };
+  p->bulk_packet_func = [](void* priv, uint64_t id, usb_redir_bulk_packet_header* h, uint8_t* data,
+                           int len) { self(priv).on_bulk(id, h, data, len); };
   p->interrupt_packet_func = [](void* priv, uint64_t id, usb_redir_interrupt_packet_header* h,
-                                uint8_t* data, int len) {
-    self(priv).on_interrupt(id, h, data, len);
-  };
+                                uint8_t* data,
+                                int len) { self(priv).on_interrupt(id, h, data, len); };
   // Streams we never start: whatever arrives for them is dropped.
   p->iso_packet_func = [](void* priv, uint64_t, usb_redir_iso_packet_header*, uint8_t* data, int) {
     usbredirparser_free_packet_data(self(priv).parser_, data);
@@ -190,8 +191,8 @@ void GuestChannel::read_more() {
       boost::asio::buffer(rx_buffer_),
       [self = shared_from_this()](boost::system::error_code ec, size_t n) {
         if (!self->open_) return;
-        if (ec) return self->closed_by_peer(ec == boost::asio::error::eof ? "peer closed"
-                                                                          : ec.message());
+        if (ec)
+          return self->closed_by_peer(ec == boost::asio::error::eof ? "peer closed" : ec.message());
         self->rx_ = std::span<const uint8_t>(self->rx_buffer_.data(), n);
         self->in_read_ = true;
         const int r = usbredirparser_do_read(self->parser_);
@@ -261,9 +262,10 @@ void GuestChannel::fail_all(Status status) {
 
 void GuestChannel::on_hello() {
   hello_ = true;
-  spdlog::debug("{}: host hello ({}64-bit ids, {}32-bit bulk lengths)", options_.label,
-                usbredirparser_peer_has_cap(parser_, usb_redir_cap_64bits_ids) ? "" : "no ",
-                usbredirparser_peer_has_cap(parser_, usb_redir_cap_32bits_bulk_length) ? "" : "no ");
+  spdlog::debug(
+      "{}: host hello ({}64-bit ids, {}32-bit bulk lengths)", options_.label,
+      usbredirparser_peer_has_cap(parser_, usb_redir_cap_64bits_ids) ? "" : "no ",
+      usbredirparser_peer_has_cap(parser_, usb_redir_cap_32bits_bulk_length) ? "" : "no ");
 }
 
 void GuestChannel::on_interface_info(const void* header) {
@@ -272,8 +274,8 @@ void GuestChannel::on_interface_info(const void* header) {
   interfaces_.clear();
   // The parser refuses a count over 32.
   for (uint32_t i = 0; i < std::min<uint32_t>(h.interface_count, 32); ++i)
-    interfaces_.push_back({h.interface[i], h.interface_class[i], h.interface_subclass[i],
-                           h.interface_protocol[i]});
+    interfaces_.push_back(
+        {h.interface[i], h.interface_class[i], h.interface_subclass[i], h.interface_protocol[i]});
 }
 
 void GuestChannel::on_ep_info(const void* header) {
@@ -297,10 +299,9 @@ void GuestChannel::on_device_connect_packet(const void* header) {
   device_.device_protocol = h.device_protocol;
   device_.vendor_id = h.vendor_id;
   device_.product_id = h.product_id;
-  device_.bcd_device =
-      usbredirparser_peer_has_cap(parser_, usb_redir_cap_connect_device_version)
-          ? uint16_t{h.device_version_bcd}
-          : uint16_t{0};
+  device_.bcd_device = usbredirparser_peer_has_cap(parser_, usb_redir_cap_connect_device_version)
+                           ? uint16_t{h.device_version_bcd}
+                           : uint16_t{0};
   if (connected_) {
     spdlog::warn("{}: a second device_connect without a disconnect: ignored", options_.label);
     return;
@@ -392,8 +393,8 @@ void GuestChannel::send_control(Transfer& t) {
   h.length = static_cast<uint16_t>(t.length());
   const bool out = !(h.endpoint & 0x80);
   spdlog::trace("{}: -> control id {} {:02x} {:02x} {:04x} {:04x} {}", options_.label, id,
-                unsigned{h.requesttype}, unsigned{h.request}, unsigned{h.value},
-                unsigned{h.index}, unsigned{h.length});
+                unsigned{h.requesttype}, unsigned{h.request}, unsigned{h.value}, unsigned{h.index},
+                unsigned{h.length});
   t.trace_id = id;
   pending_[id] = {Pending::Kind::kControl, &t, {}, 0};
   ++stats_.packets_out;
@@ -590,8 +591,8 @@ bool GuestChannel::take_pending(uint64_t id, const char* what, Pending& out) {
   return true;
 }
 
-void GuestChannel::complete_data(Transfer& t, uint8_t status, uint32_t length,
-                                 const uint8_t* data, int len) {
+void GuestChannel::complete_data(Transfer& t, uint8_t status, uint32_t length, const uint8_t* data,
+                                 int len) {
   const bool in = t.direction() == Direction::kIn;
   const size_t got = in ? static_cast<size_t>(std::max(len, 0)) : length;
   if (got > t.length()) {
@@ -667,8 +668,8 @@ void GuestChannel::on_interrupt(uint64_t id, const void* header, uint8_t* data, 
   while (s.queued.size() > options_.interrupt_queue) {
     s.queued.pop_front();
     if (stats_.interrupt_dropped++ == 0)
-      spdlog::warn("{}: interrupt IN queue of {:#04x} full: oldest packets dropped",
-                   options_.label, ep);
+      spdlog::warn("{}: interrupt IN queue of {:#04x} full: oldest packets dropped", options_.label,
+                   ep);
   }
   serve_interrupt(ep);
 }
@@ -684,8 +685,8 @@ void GuestChannel::serve_interrupt(uint8_t endpoint) {
     s.waiting.pop_front();
     InterruptIn::Packet packet = std::move(s.queued.front());
     s.queued.pop_front();
-    complete_data(*t, packet.status, static_cast<uint32_t>(packet.data.size()),
-                  packet.data.data(), static_cast<int>(packet.data.size()));
+    complete_data(*t, packet.status, static_cast<uint32_t>(packet.data.size()), packet.data.data(),
+                  static_cast<int>(packet.data.size()));
   }
 }
 
@@ -707,8 +708,8 @@ void GuestChannel::on_configuration_status(uint64_t id, uint8_t status, uint8_t 
   if (!take_pending(id, "configuration status", p)) return;
   const bool set = p.kind == Pending::Kind::kSetConfiguration;
   if (!set && p.kind != Pending::Kind::kGetConfiguration) {
-    spdlog::debug("{}: configuration status answers id {} of another kind: dropped",
-                  options_.label, id);
+    spdlog::debug("{}: configuration status answers id {} of another kind: dropped", options_.label,
+                  id);
     pending_[id] = std::move(p);
     return;
   }

@@ -48,7 +48,7 @@ class GuestChannel : public std::enable_shared_from_this<GuestChannel> {
  public:
   struct Options {
     std::string label = "usbredir guest";  // for log lines
-    size_t max_outstanding = 1024;  // transfers and requests out at once; more → kBusy
+    size_t max_outstanding = 1024;         // transfers and requests out at once; more → kBusy
     size_t interrupt_queue = 1000;  // interrupt IN packets kept per endpoint; more → oldest dropped
   };
   // device_connect.
@@ -198,7 +198,7 @@ class GuestChannel : public std::enable_shared_from_this<GuestChannel> {
   Options options_;
   usbredirparser* parser_ = nullptr;
   std::vector<uint8_t> rx_buffer_;
-  std::span<const uint8_t> rx_;               // what read_func still has to hand the parser
+  std::span<const uint8_t> rx_;              // what read_func still has to hand the parser
   std::deque<std::pair<uint8_t*, int>> tx_;  // whole packets from the parser (ours until written)
   bool writing_ = false;
   bool in_read_ = false;  // inside usbredirparser_do_read: flush once it returns
@@ -210,7 +210,7 @@ class GuestChannel : public std::enable_shared_from_this<GuestChannel> {
   std::vector<InterfaceInfo> interfaces_;
   std::array<EndpointInfo, 32> endpoints_{};
   uint8_t configuration_ = 0;
-  std::map<uint8_t, uint8_t> alt_;              // interface → alternate setting
+  std::map<uint8_t, uint8_t> alt_;               // interface → alternate setting
   std::map<uint64_t, Pending> pending_;          // by id: sent, not yet answered
   std::map<uint8_t, InterruptIn> interrupt_in_;  // by endpoint address
   bool iso_logged_ = false;

@@ -79,10 +79,18 @@ class GuestChannelTest : public ::testing::Test {
     host->close();
     io.run_for(std::chrono::milliseconds(10));
   }
-  void connect() { ASSERT_TRUE(run_until(io, [&] { return connects == 1; })); }
-  std::unique_ptr<Sent> send(std::unique_ptr<Transfer> t) { return usbredir::send(*guest, std::move(t)); }
-  bool wait(const Sent& s) { return run_until(io, [&] { return s.done(); }); }
-  bool wait_pending(size_t n) { return run_until(io, [&] { return device.pending.size() == n; }); }
+  void connect() {
+    ASSERT_TRUE(run_until(io, [&] { return connects == 1; }));
+  }
+  std::unique_ptr<Sent> send(std::unique_ptr<Transfer> t) {
+    return usbredir::send(*guest, std::move(t));
+  }
+  bool wait(const Sent& s) {
+    return run_until(io, [&] { return s.done(); });
+  }
+  bool wait_pending(size_t n) {
+    return run_until(io, [&] { return device.pending.size() == n; });
+  }
   Status op(std::function<void(StatusCallback)> start) {
     std::optional<Status> st;
     start([&](Status s) { st = s; });
@@ -198,7 +206,8 @@ TEST_F(GuestChannelTest, ACancelIsAnsweredOnceWithCancelled) {
   EXPECT_EQ(device.cancel_requests.size(), 1u);
   // The device finishes it anyway: the host drops that, the guest hears nothing more.
   device.finish(*device.pending[0], Status::kOk, 64);
-  run_until(io, [] { return false; }, 50);
+  run_until(
+      io, [] { return false; }, 50);
   EXPECT_EQ(in->completions, 1);
   EXPECT_EQ(guest->stats().unknown_ids, 0u);
   guest->cancel(*in->t);  // done already: nothing to send
@@ -228,9 +237,8 @@ TEST_F(GuestChannelTest, ConfigurationAndInterfaceRequestsGoAsTheirOwnPackets) {
             Status::kInvalid);
   EXPECT_EQ(op([&](StatusCallback cb) { guest->set_configuration(3, std::move(cb)); }),
             Status::kOk);
-  EXPECT_EQ(device.calls,
-            (std::vector<std::string>{"set_configuration 3", "set_interface 0 1",
-                                      "set_interface 0 0", "set_configuration 3"}));
+  EXPECT_EQ(device.calls, (std::vector<std::string>{"set_configuration 3", "set_interface 0 1",
+                                                    "set_interface 0 0", "set_configuration 3"}));
   EXPECT_TRUE(device.pending.empty()) << "none of them went as a control transfer";
 }
 
