@@ -14,6 +14,7 @@
 #include "vmm-frontend/backends/libusb_backend.h"
 #include "vmm-frontend/backends/process_source.h"
 #include "vmm-frontend/backends/remote_backend.h"
+#include "vmm-frontend/backends/usbredir_backend.h"
 
 namespace vusbd {
 
@@ -432,6 +433,8 @@ std::unique_ptr<DeviceSource> Vusbd::make_source(Dev& d) {
   switch (dc.kind) {
     case DeviceConfig::Kind::kUsbip:
       return std::make_unique<RemoteBackend>(io_, dc.server, dc.busid, on_change);
+    case DeviceConfig::Kind::kUsbredir:
+      return std::make_unique<UsbredirBackend>(io_, dc.server, on_change);
     case DeviceConfig::Kind::kLibusb:
       return std::make_unique<LibusbBackend>(io_, dc.libusb, on_change);
     case DeviceConfig::Kind::kEmulated:

@@ -15,6 +15,7 @@
 #include "devices/emulated/emulated_factory.h"
 #include "devices/emulated/gadget_zero.h"
 #include "usb/usbip/url.h"
+#include "usb/usbredir/url.h"
 #include "vmm-frontend/address_map.h"
 
 namespace vusbd {
@@ -69,6 +70,8 @@ std::string bus_of(const DeviceConfig& d) {
     case DeviceConfig::Kind::kUsbip:
     case DeviceConfig::Kind::kUsbipAll:
       return usb::usbip::url(d.server, d.busid.substr(0, d.busid.find('-')));
+    case DeviceConfig::Kind::kUsbredir:
+      return usb::usbredir::url(d.server);
     case DeviceConfig::Kind::kLibusb:
       return "libusb";
     case DeviceConfig::Kind::kEmulated:
@@ -87,6 +90,14 @@ usb::Result<void> parse_source(const std::string& source, DeviceConfig& d) {
     d.kind = u->busid == "*" ? DeviceConfig::Kind::kUsbipAll : DeviceConfig::Kind::kUsbip;
     d.server = std::move(u->server);
     d.busid = std::move(u->busid);
+    return {};
+  }
+  if (usb::usbredir::is_url(source)) {
+    auto host = usb::usbredir::parse_url(source);
+    if (!host) return bad("source " + host.error().message);
+    d.kind = DeviceConfig::Kind::kUsbredir;
+    d.server = std::move(*host);
+    d.busid.clear();
     return {};
   }
   if (source.starts_with(kLibusb)) {
@@ -113,7 +124,7 @@ usb::Result<void> parse_source(const std::string& source, DeviceConfig& d) {
   }
   return bad("source '" + source +
              "': expected usbip://HOST:PORT/BUSID, usbip://HOST:PORT/*, usbip+unix://PATH/BUSID, "
-             "libusb:VID:PID, "
+             "usbredir://HOST:PORT, usbredir+unix://PATH, libusb:VID:PID, "
              "libusb:BUSID, emulated:TYPE or process:TYPE (TYPE: " +
              std::string(devices::known_emulated_types()) + ")");
 }

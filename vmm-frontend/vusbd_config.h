@@ -17,8 +17,11 @@
 //   [[device]]  name = "gz"
 //               source = "usbip://HOST:PORT/BUSID" | "usbip://HOST:PORT/*" | "libusb:VID:PID"
 //                      | "usbip+unix:///PATH/BUSID" | "usbip+unix:///PATH/*" (a UNIX socket)
+//                      | "usbredir://HOST:PORT" | "usbredir+unix:///PATH"
 //                      | "libusb:BUSID" | "emulated:TYPE[?key=value,...]"
 //                      | "process:TYPE[?key=value,...]"
+//               (usbredir: a usbredir host's one device, e.g. `usbredirect --device VID:PID
+//               --as HOST:PORT`; vusbd connects to it as QEMU's usb-redir would)
 //               (TYPE: gadget-zero or uvc-camera; emulated: inside vusbd; process: in a
 //               seccomp-restricted process of its own that vusbd restarts when it dies)
 //               (gadget-zero options: see devices::parse_gadget_zero_options, e.g.
@@ -29,8 +32,8 @@
 //               slice_ms = 100                    (timeslice: the length of a VM's turn)
 //               ports = { vm1 = 1, vm2 = 3 }      (optional; written back by vusbd)
 //               bus = "lab"        (optional: the bus whose periodic bandwidth it shares; by
-//                                   default a server's bus number for usbip sources, "libusb"
-//                                   and "emulated" for the others)
+//                                   default a server's bus number for usbip sources, the host
+//                                   for usbredir ones, "libusb" and "emulated" for the others)
 #pragma once
 
 #include <cstdint>
@@ -58,8 +61,8 @@ struct VmConfig {
 struct DeviceConfig {
   std::string name;
   std::string source;  // as written
-  enum class Kind { kUsbip, kUsbipAll, kLibusb, kEmulated, kProcess } kind = Kind::kUsbip;
-  usb::net::Endpoint server;       // kUsbip, kUsbipAll: TCP or a UNIX socket
+  enum class Kind { kUsbip, kUsbipAll, kUsbredir, kLibusb, kEmulated, kProcess } kind = Kind::kUsbip;
+  usb::net::Endpoint server;       // kUsbip, kUsbipAll, kUsbredir: TCP or a UNIX socket
   std::string busid;               // kUsbip ("*" for kUsbipAll)
   devices::DeviceFilter libusb{};  // kLibusb
   std::string emulated;            // kEmulated, kProcess: "gadget-zero" or "uvc-camera"

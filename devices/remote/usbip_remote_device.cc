@@ -2,70 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
-#include "usb/core/byte_order.h"
+#include "devices/remote/descriptor_fetcher.h"
 
 namespace devices {
-
-namespace {
-
-// Reads the descriptors of a freshly imported device with control transfers on the channel.
-class DescriptorFetcher : public std::enable_shared_from_this<DescriptorFetcher> {
- public:
-  DescriptorFetcher(UsbipRemoteDevice& dev, usb::DescriptorSet& out,
-                    std::move_only_function<void(usb::Result<void>)> done)
-      : dev_(dev), out_(out), done_(std::move(done)) {}
-  void start() {
-    get(usb::desc::kDevice << 8, usb::desc::kDeviceSize,
-        [self = shared_from_this()](usb::Transfer& t) {
-          auto d = usb::DeviceDescriptor::parse(t.data());
-          if (t.status() != usb::Status::kOk || !d)
-            return self->finish(
-                usb::Error::make(usb::Error::Code::kIo, "cannot read the device descriptor"));
-          self->out_.device = *d;
-          self->next_config(0);
-        });
-  }
-
- private:
-  void get(uint16_t value, uint16_t length, std::move_only_function<void(usb::Transfer&)> then) {
-    usb::SetupPacket s{0x80, usb::request::kGetDescriptor, value, 0, length};
-    current_ = usb::Transfer::control(0x80, s);
-    current_->set_completion(
-        [self = shared_from_this(), then = std::move(then)](usb::Transfer& t) mutable { then(t); });
-    dev_.submit(*current_);
-  }
-  void next_config(uint8_t index) {
-    if (index >= out_.device.num_configurations) return finish({});
-    get(uint16_t(usb::desc::kConfiguration << 8 | index), usb::desc::kConfigurationSize,
-        [self = shared_from_this(), index](usb::Transfer& t) {
-          if (t.status() != usb::Status::kOk || t.actual_length() < 4)
-            return self->finish(
-                usb::Error::make(usb::Error::Code::kIo, "cannot read configuration header"));
-          const uint16_t total = usb::load_le16(t.data().data() + 2);
-          self->get(uint16_t(usb::desc::kConfiguration << 8 | index), total,
-                    [self, index](usb::Transfer& t) {
-                      auto c = usb::ConfigurationDescriptor::parse(t.data());
-                      if (t.status() != usb::Status::kOk || !c)
-                        return self->finish(usb::Error::make(
-                            usb::Error::Code::kIo,
-                            "cannot parse configuration " + std::to_string(index)));
-                      self->out_.configurations.push_back(std::move(*c));
-                      self->next_config(uint8_t(index + 1));
-                    });
-        });
-  }
-  void finish(usb::Result<void> r) {
-    auto done = std::move(done_);
-    done(std::move(r));
-  }
-
-  UsbipRemoteDevice& dev_;
-  usb::DescriptorSet& out_;
-  std::move_only_function<void(usb::Result<void>)> done_;
-  std::unique_ptr<usb::Transfer> current_;
-};
-
-}  // namespace
 
 UsbipRemoteDevice::UsbipRemoteDevice(std::shared_ptr<usb::usbip::ClientChannel> channel)
     : channel_(std::move(channel)) {
@@ -105,7 +44,7 @@ void UsbipRemoteDevice::on_channel(ChannelResult channel, std::shared_ptr<Import
   auto dev = std::unique_ptr<UsbipRemoteDevice>(new UsbipRemoteDevice(std::move(*channel)));
   UsbipRemoteDevice* raw = dev.get();
   auto holder = std::make_shared<std::unique_ptr<UsbipRemoteDevice>>(std::move(dev));
-  auto fetch = std::make_shared<DescriptorFetcher>(
+  auto fetch = DescriptorFetcher::create(
       *raw, raw->state_->descriptors, [=](usb::Result<void> r) {
         if (!r) {
           auto e = r.error();

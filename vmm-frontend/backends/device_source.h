@@ -1,6 +1,7 @@
 // DeviceSource: where one of vusbd's devices comes from — imported from a USB/IP server
-// (RemoteBackend), a device of this host through libusb (LibusbBackend), emulated in vusbd's own
-// process (EmulatedSource) or in a device process of its own (ProcessSource). A source produces
+// (RemoteBackend) or from a usbredir host such as usbredirect (UsbredirBackend), a device of this
+// host through libusb (LibusbBackend), emulated in vusbd's own process (EmulatedSource) or in a
+// device process of its own (ProcessSource). A source produces
 // at most one usb::Device at a time and tells its owner when it appears (on_change(device)) and
 // when it goes (on_change(nullptr), after the device's in-flight URBs completed with kNoDevice);
 // getting it back — reconnecting, re-opening, restarting a process — is the source's own
@@ -30,7 +31,7 @@ class DeviceSource {
   virtual usb::Result<void> start() = 0;
   // The device now, if any.
   virtual usb::Device* device() const = 0;
-  // "usbip://HOST:PORT/BUSID", "libusb:VID:PID", ...
+  // "usbip://HOST:PORT/BUSID", "usbredir://HOST:PORT", "libusb:VID:PID", ...
   virtual std::string describe() const = 0;
   // Adds what `vusbctl stats` shows of the source to the device's entry.
   virtual void add_stats(nlohmann::json& device) const { (void)device; }

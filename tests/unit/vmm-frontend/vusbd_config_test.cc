@@ -27,6 +27,28 @@ TEST(VusbdConfigTest, Sources) {
   EXPECT_FALSE(parse_source("ftp://x", d));
 }
 
+TEST(VusbdConfigTest, UsbredirSourcesNameAHost) {
+  DeviceConfig d;
+  ASSERT_TRUE(parse_source("usbredir://127.0.0.1:4000", d));
+  EXPECT_EQ(d.kind, DeviceConfig::Kind::kUsbredir);
+  EXPECT_EQ(d.server, usb::net::Endpoint("127.0.0.1", 4000));
+  EXPECT_EQ(bus_of(d), "usbredir://127.0.0.1:4000");
+  ASSERT_TRUE(parse_source("usbredir+unix:///run/usbredir.sock", d));
+  EXPECT_EQ(d.kind, DeviceConfig::Kind::kUsbredir);
+  EXPECT_EQ(d.server, usb::net::Endpoint::unix_socket("/run/usbredir.sock"));
+  EXPECT_EQ(d.source, "usbredir+unix:///run/usbredir.sock");
+  for (const char* bad : {"usbredir://", "usbredir://127.0.0.1:4000/1-1", "usbredir://host:99999",
+                          "usbredir://host:0", "usbredir+unix://relative.sock"}) {
+    auto r = parse_source(bad, d);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_NE(r.error().message.find("usbredir"), std::string::npos) << r.error().message;
+  }
+  auto r = parse_source("usbredirect:4000", d);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("usbredir://HOST:PORT"), std::string::npos)
+      << "the refusal lists the forms: " << r.error().message;
+}
+
 TEST(VusbdConfigTest, AVmAskingForAnEmulatedCameraGetsOneCameraProcessSharedByAll) {
   const std::string path = ::testing::TempDir() + "/vusbd-camera.toml";
   std::ofstream(path) << R"(
@@ -125,6 +147,11 @@ TEST(VusbdConfigTest, WrittenBackConfigReadsBackTheSame) {
   l.name = "cam";
   ASSERT_TRUE(parse_source("libusb:046d:0825", l));
   c.devices.push_back(l);
+  DeviceConfig r;
+  r.name = "redir";
+  ASSERT_TRUE(parse_source("usbredir://127.0.0.1:4000", r));
+  r.vms = {"vm3"};
+  c.devices.push_back(r);
   ASSERT_TRUE(validate(c));
 
   const std::string path = ::testing::TempDir() + "/vusbd-roundtrip.toml";
@@ -135,7 +162,7 @@ TEST(VusbdConfigTest, WrittenBackConfigReadsBackTheSame) {
   ASSERT_EQ(back->vms.size(), 3u);
   EXPECT_EQ(back->vms[1].listen.tcp.host, "::1");
   EXPECT_EQ(back->vms[2].listen, usb::net::Endpoint::unix_socket("/run/vusb/vm3.sock"));
-  ASSERT_EQ(back->devices.size(), 2u);
+  ASSERT_EQ(back->devices.size(), 3u);
   EXPECT_EQ(back->devices[0].mode, "timeslice");
   EXPECT_EQ(back->devices[0].slice_ms, 250u);
   EXPECT_EQ(back->devices[0].vms, d.vms);
@@ -143,6 +170,9 @@ TEST(VusbdConfigTest, WrittenBackConfigReadsBackTheSame) {
   EXPECT_EQ(back->devices[0].busid, "1-1.2");
   EXPECT_EQ(back->devices[1].kind, DeviceConfig::Kind::kLibusb);
   EXPECT_EQ(back->devices[1].libusb, devices::DeviceFilter::vid_pid(0x046d, 0x0825));
+  EXPECT_EQ(back->devices[2].kind, DeviceConfig::Kind::kUsbredir);
+  EXPECT_EQ(back->devices[2].server, usb::net::Endpoint("127.0.0.1", 4000));
+  EXPECT_EQ(back->devices[2].vms, std::vector<std::string>{"vm3"});
   EXPECT_EQ(to_toml(*back), to_toml(c));
 }
 
