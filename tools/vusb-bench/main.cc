@@ -22,6 +22,7 @@
 
 #include "devices/emulated/gadget_zero.h"
 #include "devices/remote/usbip_remote_device.h"
+#include "devices/remote/usbredir_remote_device.h"
 #include "tools/vusb-bench/raw_tcp_baseline.h"
 #include "usb/usbip/export_table.h"
 #include "usb/usbip/server.h"
@@ -77,25 +78,31 @@ class ServerSide {
 
 ServerSide* g_server = nullptr;
 
-// The client side: vusb's USB/IP client with Gadget Zero imported and configured (source/sink).
+// The client side: Gadget Zero imported and configured (source/sink) with vusb's USB/IP client,
+// or with its usbredir guest (what QEMU's usb-redir is) when `usbredir` is set.
 class Client {
  public:
-  explicit Client(uint16_t port, bool batch = true) {
+  explicit Client(uint16_t port, bool batch = true, bool usbredir = false) {
     bool ready = false;
-    devices::UsbipRemoteDevice::Options options;
-    options.batch = batch;
-    devices::UsbipRemoteDevice::import(io_, {"127.0.0.1", port}, "1-1", std::move(options),
-                                       [&](auto r) {
-                                         if (!r) {
-                                           spdlog::error("import failed: {}", r.error().message);
-                                           std::exit(1);
-                                         }
-                                         device_ = std::move(*r);
-                                         device_->set_configuration(3, [&](usb::Status s) {
-                                           if (s != usb::Status::kOk) std::exit(1);
-                                           ready = true;
-                                         });
-                                       });
+    auto imported = [&](auto r) {
+      if (!r) {
+        spdlog::error("import failed: {}", r.error().message);
+        std::exit(1);
+      }
+      device_ = std::move(*r);
+      device_->set_configuration(3, [&](usb::Status s) {
+        if (s != usb::Status::kOk) std::exit(1);
+        ready = true;
+      });
+    };
+    if (usbredir) {
+      devices::UsbredirRemoteDevice::import(io_, {"127.0.0.1", port}, {}, imported);
+    } else {
+      devices::UsbipRemoteDevice::Options options;
+      options.batch = batch;
+      devices::UsbipRemoteDevice::import(io_, {"127.0.0.1", port}, "1-1", std::move(options),
+                                         imported);
+    }
     while (!ready) io_.run_one();
   }
 
@@ -150,11 +157,12 @@ class Client {
 
  private:
   asio::io_context io_;
-  std::unique_ptr<devices::UsbipRemoteDevice> device_;
+  std::unique_ptr<usb::Device> device_;
 };
 
 Client* g_client = nullptr;
 Client* g_vusbd_client = nullptr;  // through vusbd
+Client* g_redir_client = nullptr;  // through vusbd's usbredir adapter
 Client* g_unbatched = nullptr;     // straight to the stub, one write per URB
 bench::RawTcpClient* g_raw = nullptr;
 bench::RawTcpClient* g_relayed = nullptr;  // client → RawTcpRelay → RawTcpServer
@@ -224,11 +232,12 @@ class VusbdSide {
     std::promise<void> ready;
     asio::post(io_, [&] {
       vusbd::VusbdConfig config;
-      config.vms = {{"vm1", {"127.0.0.1", 0}}, {"vm2", {"127.0.0.1", 0}}};
+      config.vms = {{"vm1", {"127.0.0.1", 0}}, {"vm2", {"127.0.0.1", 0}}, {"vm3", {"127.0.0.1", 0}}};
+      config.vms[2].usbredir = {{"gz", {"127.0.0.1", 0}, false}};  // vm3: QEMU's usb-redir
       vusbd::DeviceConfig d;
       d.name = "gz";
       (void)vusbd::parse_source("usbip://127.0.0.1:" + std::to_string(stub_port) + "/1-1", d);
-      d.vms = {"vm1", "vm2"};
+      d.vms = {"vm1", "vm2", "vm3"};
       config.devices = {d};
       daemon_ = std::make_unique<vusbd::Vusbd>(io_, config);
       (void)daemon_->start([&] { ready.set_value(); });
@@ -238,6 +247,9 @@ class VusbdSide {
     asio::post(io_, [&] {
       port_ = daemon_->vm_port("vm1");
       port2_ = daemon_->vm_port("vm2");
+      auto at = usb::net::parse_endpoint(
+          daemon_->vms_json()[2]["usbredir"][0]["listen"].get<std::string>());
+      redir_port_ = at ? at->tcp.port : 0;
       port.set_value();
     });
     port.get_future().wait();
@@ -255,12 +267,13 @@ class VusbdSide {
   }
   uint16_t port() const { return port_; }
   uint16_t port2() const { return port2_; }
+  uint16_t redir_port() const { return redir_port_; }  // vm3's usbredir listener
 
  private:
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   std::unique_ptr<vusbd::Vusbd> daemon_;
-  uint16_t port_ = 0, port2_ = 0;
+  uint16_t port_ = 0, port2_ = 0, redir_port_ = 0;
   std::thread thread_;
 };
 
@@ -288,6 +301,37 @@ void BM_VusbdControlRtt(benchmark::State& state) {
     all.insert(all.end(), r.begin(), r.end());
   }
   add_percentiles(state, std::move(all));
+}
+
+// The same through vusbd's usbredir adapter (vm3: what QEMU's usb-redir sends) and, for the
+// ratio, through its USB/IP adapter (vm1).
+void BM_RedirBulk(benchmark::State& state) {
+  run_bulk(state, [&](bool in, uint32_t length, int depth) {
+    g_redir_client->bulk(in ? 0x81 : 0x01, length, depth, kBatch);
+  });
+}
+void BM_UsbipBulk(benchmark::State& state) {
+  run_bulk(state, [&](bool in, uint32_t length, int depth) {
+    g_vusbd_client->bulk(in ? 0x81 : 0x01, length, depth, kBatch);
+  });
+}
+void BM_RedirControlRtt(benchmark::State& state) {
+  const uint16_t value = state.range(0) ? 0x0100 : 0x0301;
+  std::vector<uint64_t> all;
+  for (auto _ : state) {
+    auto r = g_redir_client->control_rtt(100, value);
+    all.insert(all.end(), r.begin(), r.end());
+  }
+  add_percentiles(state, std::move(all));
+}
+
+void redir_bulk_args(benchmark::internal::Benchmark* b) {
+  for (int in : {1, 0})
+    for (int len : {16384, 65536})
+      for (int depth : {1, 8}) b->Args({in, len, depth});
+  b->ArgNames({"in", "bytes", "depth"});
+  b->MinTime(0.5);
+  b->UseRealTime();
 }
 
 void vusbd_bulk_args(benchmark::internal::Benchmark* b) {
@@ -325,6 +369,9 @@ BENCHMARK(BM_RawRelay)->Apply([](benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_Batching)->Arg(1)->Arg(0)->ArgName("batched")->MinTime(0.5)->UseRealTime();
 BENCHMARK(BM_VusbdControlRtt)->Arg(1)->Arg(0)->ArgName("cached")->MinTime(0.5)->UseRealTime();
 BENCHMARK(BM_RawTcpRtt)->MinTime(0.5)->UseRealTime();
+BENCHMARK(BM_RedirBulk)->Apply(redir_bulk_args);
+BENCHMARK(BM_UsbipBulk)->Apply(redir_bulk_args);
+BENCHMARK(BM_RedirControlRtt)->Arg(1)->Arg(0)->ArgName("cached")->MinTime(0.5)->UseRealTime();
 
 // Collects results so the ratios can be printed next to each other at the end.
 class Collector : public benchmark::ConsoleReporter {
@@ -346,6 +393,37 @@ class Collector : public benchmark::ConsoleReporter {
         results[name + "/p50"] = p50->second.value;
         results[name + "/p99"] = r.counters.at("p99_us").value;
       }
+    }
+  }
+  // usbredir mode: each shape through vusbd's usbredir adapter, its USB/IP adapter and raw TCP.
+  void summary_redir() const {
+    std::printf("\n%-34s %10s %10s %10s %8s %8s\n", "case", "redir MB/s", "usbip MB/s",
+                "raw MB/s", "r/usbip", "r/raw");
+    for (const auto& [name, v] : results) {
+      if (!name.starts_with("BM_RedirBulk/")) continue;
+      const std::string args = name.substr(std::string("BM_RedirBulk/").size());
+      auto usbip = results.find("BM_UsbipBulk/" + args);
+      auto raw = results.find("BM_RawTcp/" + args);
+      if (usbip == results.end() || raw == results.end()) continue;
+      std::printf("%-34s %10.1f %10.1f %10.1f %8.2f %8.2f\n", args.c_str(), v / 1e6,
+                  usbip->second / 1e6, raw->second / 1e6, v / usbip->second, v / raw->second);
+    }
+    auto get = [&](const std::string& n) {
+      auto it = results.find(n);
+      return it == results.end() ? 0.0 : it->second;
+    };
+    for (const char* pct : {"p50", "p99"}) {
+      const std::string suffix = std::string("/min_time:0.500/real_time/") + pct;
+      const double rc = get("BM_RedirControlRtt/cached:1" + suffix);
+      const double rf = get("BM_RedirControlRtt/cached:0" + suffix);
+      const double uc = get("BM_VusbdControlRtt/cached:1" + suffix);
+      const double uf = get("BM_VusbdControlRtt/cached:0" + suffix);
+      const double raw = get(std::string("BM_RawTcpRtt/min_time:0.500/real_time/") + pct);
+      if (rc > 0 && uc > 0)
+        std::printf("control RTT %s: usbredir cached %.1f us, forwarded %.1f us; USB/IP cached "
+                    "%.1f us, forwarded %.1f us; raw TCP %.1f us; usbredir/USB/IP %.2f (cached), "
+                    "%.2f (forwarded)\n",
+                    pct, rc, rf, uc, uf, raw, rc / uc, uf > 0 ? rf / uf : 0.0);
     }
   }
   void summary(const std::string& prefix) const {
@@ -404,13 +482,16 @@ class Collector : public benchmark::ConsoleReporter {
 
 int main(int argc, char** argv) {
   const std::string mode = argc >= 2 ? argv[1] : "";
-  if (mode != "stub" && mode != "vusbd" && mode != "schedulers" && mode != "xhci") {
+  if (mode != "stub" && mode != "vusbd" && mode != "usbredir" && mode != "schedulers" &&
+      mode != "xhci") {
     std::fprintf(
         stderr,
-        "usage: vusb-bench stub|vusbd|schedulers|xhci [google-benchmark flags]\n"
+        "usage: vusb-bench stub|vusbd|usbredir|schedulers|xhci [google-benchmark flags]\n"
         "  stub        Gadget Zero bulk and control through vusb-stub vs raw loopback TCP\n"
         "  vusbd       client -> vusbd -> vusb-stub -> Gadget Zero vs raw loopback TCP;\n"
         "              batched vs unbatched client writes; cached vs forwarded control\n"
+        "  usbredir    bulk and control through vusbd's usbredir adapter (QEMU's usb-redir)\n"
+        "              vs its USB/IP adapter and raw loopback TCP\n"
         "  schedulers  fair-queue decision cost and Jain's index, 2..1024 VMs, vs a FIFO\n"
         "  xhci        Gadget Zero bulk IN through our xHCI (reference driver, in process)\n"
         "              vs the device alone and a memcpy\n");
@@ -423,6 +504,9 @@ int main(int argc, char** argv) {
       mode == "stub" ? "--benchmark_filter=^BM_(VusbBulk|RawTcp|VusbControlRtt|RawTcpRtt)/"
       : mode == "vusbd"
           ? "--benchmark_filter=^BM_(VusbdBulk|RawTcp|RawRelay|Batching|VusbdControlRtt)/"
+      : mode == "usbredir"
+          ? "--benchmark_filter=^BM_(RedirBulk|UsbipBulk|RawTcp|RedirControlRtt|VusbdControlRtt|"
+            "RawTcpRtt)/(in:[01]/bytes:(16384|65536)/|cached|min_time)"
       : mode == "schedulers" ? "--benchmark_filter=^BM_(FairQueueDecision|FifoBaseline)/"
                              : "--benchmark_filter=^BM_(XhciBulkIn|GadgetZeroDirect|MemcpyFloor)/";
   bool has_filter = false;
@@ -446,7 +530,7 @@ int main(int argc, char** argv) {
   g_raw_io = &raw_io;
   // Gadget Zero takes one importer: in stub mode vusb's client, in vusbd mode vusbd (whose VM
   // port then serves a batched and an unbatched client, both in shared mode).
-  std::unique_ptr<Client> direct, via, unbatched;
+  std::unique_ptr<Client> direct, via, unbatched, redir;
   std::unique_ptr<VusbdSide> vusbd_side;
   // The relay gets a loop thread of its own, as vusbd has.
   asio::io_context relay_io, relayed_io;
@@ -465,6 +549,9 @@ int main(int argc, char** argv) {
     g_unbatched = unbatched.get();
     relay.emplace(relay_io, server.raw_port());
     splice_relay.emplace(relay_io, server.raw_port(), /*splice=*/true);
+    if (mode == "usbredir")
+      redir = std::make_unique<Client>(vusbd_side->redir_port(), true, /*usbredir=*/true);
+    g_redir_client = redir.get();
     relay_thread = std::thread([&] { relay_io.run(); });
     relayed.emplace(relayed_io, relay->port());
     spliced.emplace(relayed_io, splice_relay->port());
@@ -473,7 +560,10 @@ int main(int argc, char** argv) {
   }
   Collector collector;
   benchmark::RunSpecifiedBenchmarks(&collector);
-  collector.summary(mode == "stub" ? "BM_VusbBulk" : "BM_VusbdBulk");
+  if (mode == "usbredir")
+    collector.summary_redir();
+  else
+    collector.summary(mode == "stub" ? "BM_VusbBulk" : "BM_VusbdBulk");
   benchmark::Shutdown();
   if (relay_thread.joinable()) {
     asio::post(relay_io, [&] {
