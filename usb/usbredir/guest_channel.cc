@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <boost/asio/buffer.hpp>
 #include <cstring>
+#include <initializer_list>
+#include <optional>
 
 namespace usb::usbredir {
 
@@ -87,6 +89,8 @@ void GuestChannel::install_callbacks(usbredirparser* p) {
   };
   p->read_func = [](void* priv, uint8_t* data, int count) -> int {
     auto& c = self(priv);
+    // A completion closed the channel: the rest of this read is not parsed.
+    if (!c.open_) return 0;
     const size_t n = std::min(c.rx_.size(), static_cast<size_t>(count));
     if (n == 0) return 0;  // all we had: "would block"
     std::memcpy(data, c.rx_.data(), n);
@@ -291,6 +295,10 @@ void GuestChannel::on_ep_info(const void* header) {
 }
 
 void GuestChannel::on_device_connect_packet(const void* header) {
+  if (connected_) {
+    spdlog::warn("{}: a second device_connect without a disconnect: ignored", options_.label);
+    return;
+  }
   usb_redir_device_connect_header h;
   std::memcpy(&h, header, sizeof h);
   device_.speed = from_redir_speed(h.speed);
@@ -302,10 +310,6 @@ void GuestChannel::on_device_connect_packet(const void* header) {
   device_.bcd_device = usbredirparser_peer_has_cap(parser_, usb_redir_cap_connect_device_version)
                            ? uint16_t{h.device_version_bcd}
                            : uint16_t{0};
-  if (connected_) {
-    spdlog::warn("{}: a second device_connect without a disconnect: ignored", options_.label);
-    return;
-  }
   connected_ = true;
   spdlog::info("{}: the host announced {:04x}:{:04x} ({})", options_.label, device_.vendor_id,
                device_.product_id, to_string(device_.speed));
@@ -338,20 +342,22 @@ size_t GuestChannel::outstanding() const {
   return n;
 }
 
+std::optional<Status> GuestChannel::refusal() const {
+  if (!device_connected()) return Status::kNoDevice;
+  if (outstanding() >= options_.max_outstanding) return Status::kBusy;
+  return std::nullopt;
+}
+
 bool GuestChannel::refuse_unless_ready(Transfer& t) {
-  Status st = Status::kOk;
-  if (!device_connected())
-    st = Status::kNoDevice;
-  else if (t.length() > kMaxTransferLength ||
-           (t.type() != TransferType::kBulk && t.length() > 0xffff))  // 16-bit lengths
+  std::optional<Status> st = refusal();
+  if (!st && (t.length() > kMaxTransferLength ||
+              (t.type() != TransferType::kBulk && t.length() > 0xffff)))  // 16-bit lengths
     st = Status::kInvalid;
-  else if (outstanding() >= options_.max_outstanding)
-    st = Status::kBusy;
-  if (st == Status::kOk) return false;
+  if (!st) return false;
   ++stats_.refused;
   spdlog::debug("{}: transfer on {:#04x} ({} bytes) refused: {}", options_.label, t.endpoint(),
-                t.length(), to_string(st));
-  t.complete(st, 0);
+                t.length(), to_string(*st));
+  t.complete(*st, 0);
   return true;
 }
 
@@ -457,7 +463,7 @@ void GuestChannel::receive_interrupt(Transfer& t) {
 
 bool GuestChannel::send_standard_request(Transfer& t) {
   const SetupPacket& s = t.setup;
-  Pending p{Pending::Kind::kControl, &t, {}, 0};
+  Pending p{Pending::Kind::kControl, &t, {}, static_cast<uint8_t>(s.index & 0xff)};
   if (s.request_type == 0x00 && s.request == request::kSetConfiguration)
     p.kind = Pending::Kind::kSetConfiguration;
   else if (s.request_type == 0x80 && s.request == request::kGetConfiguration)
@@ -468,60 +474,57 @@ bool GuestChannel::send_standard_request(Transfer& t) {
     p.kind = Pending::Kind::kGetAltSetting;
   else
     return false;
-  p.interface = static_cast<uint8_t>(s.index & 0xff);
-  const uint64_t id = take_id();
-  t.trace_id = id;
-  if (p.kind == Pending::Kind::kSetConfiguration) {
-    usb_redir_set_configuration_header h{static_cast<uint8_t>(s.value & 0xff)};
-    stop_interrupt_streams(-1);
-    usbredirparser_send_set_configuration(parser_, id, &h);
-  } else if (p.kind == Pending::Kind::kSetAltSetting) {
-    usb_redir_set_alt_setting_header h{p.interface, static_cast<uint8_t>(s.value & 0xff)};
-    stop_interrupt_streams(p.interface);
-    usbredirparser_send_set_alt_setting(parser_, id, &h);
-  } else if (p.kind == Pending::Kind::kGetConfiguration) {
-    usbredirparser_send_get_configuration(parser_, id);
-  } else {
-    usb_redir_get_alt_setting_header h{p.interface};
-    usbredirparser_send_get_alt_setting(parser_, id, &h);
-  }
-  ++stats_.packets_out;
-  pending_[id] = std::move(p);
+  send_operation(std::move(p), static_cast<uint8_t>(s.value & 0xff));
   return true;
 }
 
-void GuestChannel::send_request(uint64_t id, Pending p) {
-  pending_[id] = std::move(p);
+void GuestChannel::send_operation(Pending p, uint8_t value) {
+  const uint64_t id = take_id();
+  if (p.transfer) p.transfer->trace_id = id;
+  switch (p.kind) {
+    case Pending::Kind::kSetConfiguration: {
+      usb_redir_set_configuration_header h{value};
+      stop_interrupt_streams(-1);
+      usbredirparser_send_set_configuration(parser_, id, &h);
+      break;
+    }
+    case Pending::Kind::kSetAltSetting: {
+      usb_redir_set_alt_setting_header h{p.interface, value};
+      stop_interrupt_streams(p.interface);
+      usbredirparser_send_set_alt_setting(parser_, id, &h);
+      break;
+    }
+    case Pending::Kind::kGetConfiguration:
+      usbredirparser_send_get_configuration(parser_, id);
+      break;
+    case Pending::Kind::kGetAltSetting: {
+      usb_redir_get_alt_setting_header h{p.interface};
+      usbredirparser_send_get_alt_setting(parser_, id, &h);
+      break;
+    }
+    default:
+      return;  // data packets are sent by send_control / send_bulk / send_interrupt_out
+  }
   ++stats_.packets_out;
-  flush();
+  pending_[id] = std::move(p);
 }
 
 void GuestChannel::set_configuration(uint8_t value, StatusCallback done) {
-  if (!device_connected() || outstanding() >= options_.max_outstanding)
-    return done(device_connected() ? Status::kBusy : Status::kNoDevice);
-  const uint64_t id = take_id();
-  usb_redir_set_configuration_header h{value};
-  stop_interrupt_streams(-1);
-  usbredirparser_send_set_configuration(parser_, id, &h);
-  send_request(id, {Pending::Kind::kSetConfiguration, nullptr, std::move(done), 0});
+  if (auto refused = refusal()) return done(*refused);
+  send_operation({Pending::Kind::kSetConfiguration, nullptr, std::move(done), 0}, value);
+  flush();
 }
 
 void GuestChannel::set_interface(uint8_t interface, uint8_t alternate, StatusCallback done) {
-  if (!device_connected() || outstanding() >= options_.max_outstanding)
-    return done(device_connected() ? Status::kBusy : Status::kNoDevice);
-  const uint64_t id = take_id();
-  usb_redir_set_alt_setting_header h{interface, alternate};
-  stop_interrupt_streams(interface);
-  usbredirparser_send_set_alt_setting(parser_, id, &h);
-  send_request(id, {Pending::Kind::kSetAltSetting, nullptr, std::move(done), interface});
+  if (auto refused = refusal()) return done(*refused);
+  send_operation({Pending::Kind::kSetAltSetting, nullptr, std::move(done), interface}, alternate);
+  flush();
 }
 
 void GuestChannel::get_configuration(StatusCallback done) {
-  if (!device_connected() || outstanding() >= options_.max_outstanding)
-    return done(device_connected() ? Status::kBusy : Status::kNoDevice);
-  const uint64_t id = take_id();
-  usbredirparser_send_get_configuration(parser_, id);
-  send_request(id, {Pending::Kind::kGetConfiguration, nullptr, std::move(done), 0});
+  if (auto refused = refusal()) return done(*refused);
+  send_operation({Pending::Kind::kGetConfiguration, nullptr, std::move(done), 0}, 0);
+  flush();
 }
 
 void GuestChannel::reset(StatusCallback done) {
@@ -578,17 +581,23 @@ void GuestChannel::cancel(Transfer& t) {
 
 // ---------------------------------------------------------------- answers
 
-bool GuestChannel::take_pending(uint64_t id, const char* what, Pending& out) {
+std::optional<GuestChannel::Pending> GuestChannel::take_pending(
+    uint64_t id, std::initializer_list<Pending::Kind> kinds, const char* what) {
   ++stats_.packets_in;
   auto it = pending_.find(id);
   if (it == pending_.end()) {
     ++stats_.unknown_ids;
     spdlog::debug("{}: {} for unknown id {}: dropped", options_.label, what, id);
-    return false;
+    return std::nullopt;
   }
-  out = std::move(it->second);
+  if (std::find(kinds.begin(), kinds.end(), it->second.kind) == kinds.end()) {
+    // Still waiting for an answer of its own kind.
+    spdlog::debug("{}: {} answers id {} of another kind: dropped", options_.label, what, id);
+    return std::nullopt;
+  }
+  Pending p = std::move(it->second);
   pending_.erase(it);
-  return true;
+  return p;
 }
 
 void GuestChannel::complete_data(Transfer& t, uint8_t status, uint32_t length, const uint8_t* data,
@@ -609,14 +618,10 @@ void GuestChannel::complete_data(Transfer& t, uint8_t status, uint32_t length, c
 void GuestChannel::on_control(uint64_t id, const void* header, uint8_t* data, int len) {
   usb_redir_control_packet_header h;
   std::memcpy(&h, header, sizeof h);
-  Pending p;
-  if (take_pending(id, "control packet", p) && p.kind == Pending::Kind::kControl) {
+  if (auto p = take_pending(id, {Pending::Kind::kControl}, "control packet")) {
     spdlog::trace("{}: <- control id {} status {} length {}", options_.label, id, h.status,
                   unsigned{h.length});
-    complete_data(*p.transfer, h.status, h.length, data, len);
-  } else if (p.transfer || p.done) {
-    spdlog::debug("{}: control packet answers id {} of another kind: dropped", options_.label, id);
-    pending_[id] = std::move(p);  // still waiting for its own answer
+    complete_data(*p->transfer, h.status, h.length, data, len);
   }
   usbredirparser_free_packet_data(parser_, data);
 }
@@ -626,13 +631,9 @@ void GuestChannel::on_bulk(uint64_t id, const void* header, uint8_t* data, int l
   std::memcpy(&h, header, sizeof h);
   // The parser zeroes length_high unless both sides have 32-bit lengths.
   const uint32_t length = h.length | (uint32_t{h.length_high} << 16);
-  Pending p;
-  if (take_pending(id, "bulk packet", p) && p.kind == Pending::Kind::kBulk) {
+  if (auto p = take_pending(id, {Pending::Kind::kBulk}, "bulk packet")) {
     spdlog::trace("{}: <- bulk id {} status {} length {}", options_.label, id, h.status, length);
-    complete_data(*p.transfer, h.status, length, data, len);
-  } else if (p.transfer || p.done) {
-    spdlog::debug("{}: bulk packet answers id {} of another kind: dropped", options_.label, id);
-    pending_[id] = std::move(p);
+    complete_data(*p->transfer, h.status, length, data, len);
   }
   usbredirparser_free_packet_data(parser_, data);
 }
@@ -642,14 +643,8 @@ void GuestChannel::on_interrupt(uint64_t id, const void* header, uint8_t* data, 
   std::memcpy(&h, header, sizeof h);
   const uint8_t ep = h.endpoint;
   if (!(ep & 0x80)) {
-    Pending p;
-    if (take_pending(id, "interrupt packet", p) && p.kind == Pending::Kind::kInterrupt) {
-      complete_data(*p.transfer, h.status, h.length, data, len);
-    } else if (p.transfer || p.done) {
-      spdlog::debug("{}: interrupt packet answers id {} of another kind: dropped", options_.label,
-                    id);
-      pending_[id] = std::move(p);
-    }
+    if (auto p = take_pending(id, {Pending::Kind::kInterrupt}, "interrupt packet"))
+      complete_data(*p->transfer, h.status, h.length, data, len);
     usbredirparser_free_packet_data(parser_, data);
     return;
   }
@@ -704,43 +699,37 @@ void GuestChannel::on_interrupt_receiving_status(uint64_t id, uint8_t status, ui
 }
 
 void GuestChannel::on_configuration_status(uint64_t id, uint8_t status, uint8_t configuration) {
-  Pending p;
-  if (!take_pending(id, "configuration status", p)) return;
-  const bool set = p.kind == Pending::Kind::kSetConfiguration;
-  if (!set && p.kind != Pending::Kind::kGetConfiguration) {
-    spdlog::debug("{}: configuration status answers id {} of another kind: dropped", options_.label,
-                  id);
-    pending_[id] = std::move(p);
-    return;
-  }
+  auto p = take_pending(id, {Pending::Kind::kSetConfiguration, Pending::Kind::kGetConfiguration},
+                        "configuration status");
+  if (!p) return;
+  const bool set = p->kind == Pending::Kind::kSetConfiguration;
   // The host reports the configuration in force, also when setting it failed.
   if (status == usb_redir_success || set) configuration_ = configuration;
   if (set && status == usb_redir_success) alt_.clear();
-  const Status st = from_redir_status(status);
-  if (p.done) return p.done(st);
-  Transfer& t = *p.transfer;
-  if (set || st != Status::kOk || t.length() == 0) return void(t.complete(st, 0));
-  t.buffer()[0] = configuration;
-  t.complete(st, 1);
+  answer(*p, status, set, configuration);
 }
 
 void GuestChannel::on_alt_setting_status(uint64_t id, uint8_t status, uint8_t interface,
                                          uint8_t alt) {
-  Pending p;
-  if (!take_pending(id, "alt setting status", p)) return;
-  const bool set = p.kind == Pending::Kind::kSetAltSetting;
-  if ((!set && p.kind != Pending::Kind::kGetAltSetting) || interface != p.interface) {
-    spdlog::debug("{}: alt setting status answers id {} of another kind or interface: dropped",
-                  options_.label, id);
-    pending_[id] = std::move(p);
-    return;
+  auto p = take_pending(id, {Pending::Kind::kSetAltSetting, Pending::Kind::kGetAltSetting},
+                        "alt setting status");
+  if (!p) return;
+  if (interface != p->interface) {
+    spdlog::debug("{}: alt setting status for interface {}, asked {}: an error", options_.label,
+                  interface, p->interface);
+    status = usb_redir_ioerror;
   }
   if (status == usb_redir_success) alt_[interface] = alt;
+  answer(*p, status, p->kind == Pending::Kind::kSetAltSetting, alt);
+}
+
+void GuestChannel::answer(Pending& p, uint8_t status, bool set, uint8_t value) {
   const Status st = from_redir_status(status);
   if (p.done) return p.done(st);
   Transfer& t = *p.transfer;
+  // SET_*: no data stage; GET_*: the one byte.
   if (set || st != Status::kOk || t.length() == 0) return void(t.complete(st, 0));
-  t.buffer()[0] = alt;
+  t.buffer()[0] = value;
   t.complete(st, 1);
 }
 

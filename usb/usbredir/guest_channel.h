@@ -30,8 +30,10 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -163,6 +165,8 @@ class GuestChannel : public std::enable_shared_from_this<GuestChannel> {
   void closed_by_peer(const std::string& why);
   uint64_t take_id();
   size_t outstanding() const;
+  // kNoDevice or kBusy when nothing can be sent now.
+  std::optional<Status> refusal() const;
   bool refuse_unless_ready(Transfer& t);
   void send_control(Transfer& t);
   void send_bulk(Transfer& t);
@@ -170,7 +174,11 @@ class GuestChannel : public std::enable_shared_from_this<GuestChannel> {
   void receive_interrupt(Transfer& t);
   // SET/GET_CONFIGURATION, SET/GET_INTERFACE as their own packets; false for other requests.
   bool send_standard_request(Transfer& t);
-  void send_request(uint64_t id, Pending p);
+  // Sends the packet of a configuration / alt setting request (`value`: what to set) under a
+  // fresh id and keeps `p` for its status.
+  void send_operation(Pending p, uint8_t value);
+  // Completes a request with the host's status (a GET_* control transfer gets `value`).
+  void answer(Pending& p, uint8_t status, bool set, uint8_t value);
   // Interrupt IN streams of `interface` (all for -1) end: not started, queues cleared, waiting
   // transfers cancelled.
   void stop_interrupt_streams(int interface);
@@ -189,8 +197,10 @@ class GuestChannel : public std::enable_shared_from_this<GuestChannel> {
   void on_control(uint64_t id, const void* header, uint8_t* data, int len);
   void on_bulk(uint64_t id, const void* header, uint8_t* data, int len);
   void on_interrupt(uint64_t id, const void* header, uint8_t* data, int len);
-  // Takes the pending entry for a data packet's answer, or logs and counts an unknown id.
-  bool take_pending(uint64_t id, const char* what, Pending& out);
+  // Takes the pending entry `id` if it is of one of `kinds`; an unknown id or an answer of the
+  // wrong kind is logged and dropped (the entry then waits for its own answer).
+  std::optional<Pending> take_pending(uint64_t id, std::initializer_list<Pending::Kind> kinds,
+                                      const char* what);
   // Completes `t` with the host's answer: IN data copied, `length` bounded by what was asked.
   void complete_data(Transfer& t, uint8_t status, uint32_t length, const uint8_t* data, int len);
 

@@ -442,6 +442,16 @@ TEST_F(HostileHostTest, AnswersAreBoundedAndUnknownIdsDropped) {
   EXPECT_EQ(ctl->data(), (std::vector<uint8_t>{0xee, 0xee}));
   EXPECT_EQ(guest->stats().unknown_ids, 1u);
   EXPECT_EQ(odd->completions, 1);
+  // An alt setting status for another interface than asked fails the request.
+  std::optional<Status> st;
+  guest->set_interface(0, 1, [&](Status s) { st = s; });
+  b.clear();
+  put(b, usb_redir_alt_setting_status, 4,  // ids 1-3 went to the transfers above
+      usb_redir_alt_setting_status_header{usb_redir_success, 5, 1});
+  write(std::move(b));
+  ASSERT_TRUE(run_until(io, [&] { return st.has_value(); }));
+  EXPECT_EQ(*st, Status::kIoError);
+  EXPECT_EQ(guest->alt_setting(0), 0);
 }
 
 TEST_F(HostileHostTest, AnInterruptFloodKeepsTheNewestPackets) {
