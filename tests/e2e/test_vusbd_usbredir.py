@@ -12,6 +12,9 @@ usb-redir, vusbd's usbredir channel and its shared-device view. The two guests b
   vm1  qemu-xhci (xhci_hcd)   usbtest 0-14, 17-21, 27-29, then alt=1: 15, 16
   vm2  usb-ehci  (ehci_hcd)   usbtest 0-14, 17-21, 27-29 and 24, then alt=1: 16
 
+vm1's channel is TCP (`-chardev socket,host=127.0.0.1,port=P`), vm2's a UNIX socket
+(`listen = "unix:PATH"`, `-chardev socket,path=PATH`).
+
 Case 24 (unlink from a queue of bulk OUT URBs) runs on EHCI only: QEMU 7.2's xHCI loses every
 transfer still in flight at a Stop Endpoint command (xhci_ep_nuke_xfers reports one and frees the
 rest without rewinding the ring), and a usbredir device's bulk packets are in flight until the
@@ -101,13 +104,16 @@ def main() -> int:
         plan[vm] = (controller, modules, cases, iso)
     bindir = lab.build_dir() / "bin"
     logs = lab.logs_dir()
-    pc, p1, p2, r1, r2 = lab.free_ports(5)
+    pc, p1, p2, r1 = lab.free_ports(4)
+    # vm2's channel is a UNIX socket (QEMU: -chardev socket,path=...).
+    sock = logs / "vusbd_usbredir.vm2.sock"
+    sock.unlink(missing_ok=True)
     toml = logs / "vusbd_usbredir.toml"
     toml.write_text(f'[control]\nlisten = "127.0.0.1:{pc}"\n\n'
                     f'[[vm]]\nname = "vm1"\nlisten = "127.0.0.1:{p1}"\n'
                     f'usbredir = [{{ device = "gz1", listen = "127.0.0.1:{r1}" }}]\n\n'
                     f'[[vm]]\nname = "vm2"\nlisten = "127.0.0.1:{p2}"\n'
-                    f'usbredir = [{{ device = "gz2", listen = "127.0.0.1:{r2}" }}]\n\n'
+                    f'usbredir = [{{ device = "gz2", listen = "unix:{sock}" }}]\n\n'
                     '[[device]]\nname = "gz1"\nsource = "emulated:gadget-zero"\nvms = ["vm1"]\n\n'
                     '[[device]]\nname = "gz2"\nsource = "emulated:gadget-zero"\nvms = ["vm2"]\n')
     log_path = logs / "vusbd_usbredir.vusbd.log"
@@ -115,7 +121,10 @@ def main() -> int:
     problems = []
     passed = 0
     try:
-        if not (lab.wait_listening(r1, vusbd, 15) and lab.wait_listening(r2, vusbd, 5)):
+        deadline = time.monotonic() + 15
+        while not sock.exists() and time.monotonic() < deadline and vusbd.poll() is None:
+            time.sleep(0.05)
+        if not (lab.wait_listening(r1, vusbd, 15) and sock.exists()):
             print(f"FAIL: vusbd did not listen for usbredir\n{lab.tail(log_path)}")
             return 1
         t0 = time.monotonic()

@@ -14,7 +14,6 @@ namespace usb::usbredir {
 
 namespace {
 
-constexpr size_t kReadChunk = 64 * 1024;
 // The longest transfer sent and answer taken (usbredir's own limit is 128 MiB).
 constexpr size_t kMaxTransferLength = 4 * 1024 * 1024;
 
@@ -65,11 +64,11 @@ std::shared_ptr<GuestChannel> GuestChannel::create(std::unique_ptr<usb::net::Str
 }
 
 GuestChannel::GuestChannel(std::unique_ptr<usb::net::Stream> stream, Options options)
-    : stream_(std::move(stream)), options_(std::move(options)), rx_buffer_(kReadChunk) {}
+    : stream_(std::move(stream)), options_(std::move(options)), io_(*stream_, options_.label) {}
 
 GuestChannel::~GuestChannel() {
   if (parser_) {
-    for (auto& [data, len] : tx_) usbredirparser_free_write_buffer(parser_, data);
+    io_.free_unsent();
     usbredirparser_destroy(parser_);
   }
 }
@@ -88,19 +87,10 @@ void GuestChannel::install_callbacks(usbredirparser* p) {
       spdlog::debug("{}: usbredir: {}", c.options_.label, msg);
   };
   p->read_func = [](void* priv, uint8_t* data, int count) -> int {
-    auto& c = self(priv);
-    // A completion closed the channel: the rest of this read is not parsed.
-    if (!c.open_) return 0;
-    const size_t n = std::min(c.rx_.size(), static_cast<size_t>(count));
-    if (n == 0) return 0;  // all we had: "would block"
-    std::memcpy(data, c.rx_.data(), n);
-    c.rx_ = c.rx_.subspan(n);
-    return static_cast<int>(n);
+    return self(priv).io_.read(data, count);
   };
   p->write_func = [](void* priv, uint8_t* data, int count) -> int {
-    // fl_write_cb_owns_buffer: one whole packet, ours until written.
-    self(priv).tx_.emplace_back(data, count);
-    return count;
+    return self(priv).io_.write(data, count);
   };
   p->hello_func = [](void* priv, usb_redir_hello_header*) { self(priv).on_hello(); };
   p->device_connect_func = [](void* priv, usb_redir_device_connect_header* h) {
@@ -185,51 +175,13 @@ void GuestChannel::start() {
   usbredirparser_init(parser_, version, caps, USB_REDIR_CAPS_SIZE,
                       usbredirparser_fl_write_cb_owns_buffer);
   open_ = true;
-  flush();  // our hello
-  read_more();
-}
-
-void GuestChannel::read_more() {
-  if (!open_) return;
-  stream_->async_read_some(
-      boost::asio::buffer(rx_buffer_),
-      [self = shared_from_this()](boost::system::error_code ec, size_t n) {
-        if (!self->open_) return;
-        if (ec)
-          return self->closed_by_peer(ec == boost::asio::error::eof ? "peer closed" : ec.message());
-        self->rx_ = std::span<const uint8_t>(self->rx_buffer_.data(), n);
-        self->in_read_ = true;
-        const int r = usbredirparser_do_read(self->parser_);
-        self->in_read_ = false;
-        if (r == usbredirparser_read_parse_error)
-          spdlog::warn("{}: usbredir: a malformed packet was skipped", self->options_.label);
-        self->flush();
-        self->read_more();
-      });
+  io_.start(parser_, shared_from_this(), [this](const std::string& why) {
+    if (open_) closed_by_peer(why);
+  });
 }
 
 void GuestChannel::flush() {
-  if (!parser_ || in_read_) return;  // after do_read returns
-  if (usbredirparser_has_data_to_write(parser_)) usbredirparser_do_write(parser_);
-  write_next();
-}
-
-void GuestChannel::write_next() {
-  if (writing_ || tx_.empty() || !open_) return;
-  writing_ = true;
-  auto [data, len] = tx_.front();
-  stream_->async_write(boost::asio::const_buffer(data, static_cast<size_t>(len)),
-                       [self = shared_from_this()](boost::system::error_code ec, size_t) {
-                         auto [d, l] = self->tx_.front();
-                         self->tx_.pop_front();
-                         usbredirparser_free_write_buffer(self->parser_, d);
-                         self->writing_ = false;
-                         if (ec) {
-                           if (self->open_) self->closed_by_peer(ec.message());
-                           return;
-                         }
-                         self->write_next();
-                       });
+  if (parser_) io_.flush(shared_from_this());
 }
 
 void GuestChannel::closed_by_peer(const std::string& why) {
@@ -242,7 +194,7 @@ void GuestChannel::close() {
   if (!open_) return;
   open_ = false;
   connected_ = false;
-  stream_->close();
+  io_.close();
   fail_all(Status::kNoDevice);
 }
 

@@ -41,6 +41,7 @@
 #include "usb/core/device.h"
 #include "usb/core/transfer.h"
 #include "usb/net/stream.h"
+#include "usb/usbredir/parser_io.h"
 
 struct usbredirparser;
 
@@ -159,9 +160,7 @@ class GuestChannel : public std::enable_shared_from_this<GuestChannel> {
   static void install_callbacks(usbredirparser* p);
   static GuestChannel& self(void* priv) { return *static_cast<GuestChannel*>(priv); }
 
-  void read_more();
   void flush();
-  void write_next();
   void closed_by_peer(const std::string& why);
   uint64_t take_id();
   size_t outstanding() const;
@@ -206,12 +205,8 @@ class GuestChannel : public std::enable_shared_from_this<GuestChannel> {
 
   std::unique_ptr<usb::net::Stream> stream_;
   Options options_;
+  ParserIo io_;
   usbredirparser* parser_ = nullptr;
-  std::vector<uint8_t> rx_buffer_;
-  std::span<const uint8_t> rx_;              // what read_func still has to hand the parser
-  std::deque<std::pair<uint8_t*, int>> tx_;  // whole packets from the parser (ours until written)
-  bool writing_ = false;
-  bool in_read_ = false;  // inside usbredirparser_do_read: flush once it returns
   bool open_ = false;
   bool hello_ = false;
   bool connected_ = false;  // device_connect in, no device_disconnect since

@@ -5,7 +5,6 @@
 #include <usbredirparser.h>
 
 #include <algorithm>
-#include <boost/asio/buffer.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstring>
@@ -18,7 +17,6 @@ namespace usb::usbredir {
 
 namespace {
 
-constexpr size_t kReadChunk = 64 * 1024;
 // What the guest may ask for in one bulk packet (QEMU combines IN packets; usbredir's own limit
 // is 128 MiB, far more than a device should be asked at once).
 constexpr uint32_t kMaxBulkLength = 4 * 1024 * 1024;
@@ -100,7 +98,7 @@ std::shared_ptr<HostChannel> HostChannel::create(std::unique_ptr<usb::net::Strea
 }
 
 HostChannel::HostChannel(std::unique_ptr<usb::net::Stream> stream, Options options)
-    : stream_(std::move(stream)), options_(std::move(options)), rx_buffer_(kReadChunk) {
+    : stream_(std::move(stream)), options_(std::move(options)), io_(*stream_, options_.label) {
   if (!options_.clock) options_.clock = [] { return std::chrono::steady_clock::now(); };
   if (!options_.timer)
     options_.timer = [ex = stream_->get_executor()](std::chrono::nanoseconds d,
@@ -114,7 +112,7 @@ HostChannel::HostChannel(std::unique_ptr<usb::net::Stream> stream, Options optio
 HostChannel::~HostChannel() {
   *alive_ = false;
   if (parser_) {
-    for (auto& [data, len] : tx_) usbredirparser_free_write_buffer(parser_, data);
+    io_.free_unsent();
     usbredirparser_destroy(parser_);
   }
 }
@@ -128,18 +126,10 @@ void HostChannel::install_callbacks(usbredirparser* p) {
       spdlog::debug("{}: usbredir: {}", c.options_.label, msg);
   };
   p->read_func = [](void* priv, uint8_t* data, int count) -> int {
-    auto& c = self(priv);
-    const size_t n = std::min(c.rx_.size(), static_cast<size_t>(count));
-    if (n == 0) return 0;  // all we had: "would block"
-    std::memcpy(data, c.rx_.data(), n);
-    c.rx_ = c.rx_.subspan(n);
-    return static_cast<int>(n);
+    return self(priv).io_.read(data, count);
   };
   p->write_func = [](void* priv, uint8_t* data, int count) -> int {
-    // fl_write_cb_owns_buffer: one whole packet, ours until written.
-    self(priv).tx_.emplace_back(data, count);
-    self(priv).tx_bytes_ += static_cast<size_t>(count);
-    return count;
+    return self(priv).io_.write(data, count);
   };
   p->hello_func = [](void* priv, usb_redir_hello_header*) { self(priv).on_hello(); };
   p->reset_func = [](void* priv) { self(priv).on_reset(); };
@@ -244,59 +234,15 @@ void HostChannel::start() {
   usbredirparser_init(parser_, version, caps, USB_REDIR_CAPS_SIZE,
                       usbredirparser_fl_usb_host | usbredirparser_fl_write_cb_owns_buffer);
   open_ = true;
-  flush();  // our hello
-  read_more();
-}
-
-void HostChannel::read_more() {
-  if (!open_) return;
-  stream_->async_read_some(
-      boost::asio::buffer(rx_buffer_),
-      [self = shared_from_this()](boost::system::error_code ec, size_t n) {
-        if (!self->open_) return;
-        if (ec) {
-          self->close();
-          if (self->on_closed_)
-            self->on_closed_(ec == boost::asio::error::eof ? "peer closed" : ec.message());
-          return;
-        }
-        self->rx_ = std::span<const uint8_t>(self->rx_buffer_.data(), n);
-        self->in_read_ = true;
-        const int r = usbredirparser_do_read(self->parser_);
-        self->in_read_ = false;
-        if (r == usbredirparser_read_parse_error)
-          spdlog::warn("{}: usbredir: a malformed packet was skipped", self->options_.label);
-        self->flush();
-        self->read_more();
-      });
+  io_.start(parser_, shared_from_this(), [this](const std::string& why) {
+    if (!open_) return;
+    close();
+    if (on_closed_) on_closed_(why);
+  });
 }
 
 void HostChannel::flush() {
-  if (!parser_ || in_read_) return;  // after do_read returns
-  if (usbredirparser_has_data_to_write(parser_)) usbredirparser_do_write(parser_);
-  write_next();
-}
-
-void HostChannel::write_next() {
-  if (writing_ || tx_.empty() || !open_) return;
-  writing_ = true;
-  auto [data, len] = tx_.front();
-  stream_->async_write(boost::asio::const_buffer(data, static_cast<size_t>(len)),
-                       [self = shared_from_this()](boost::system::error_code ec, size_t) {
-                         auto [d, l] = self->tx_.front();
-                         self->tx_.pop_front();
-                         self->tx_bytes_ -= static_cast<size_t>(l);
-                         usbredirparser_free_write_buffer(self->parser_, d);
-                         self->writing_ = false;
-                         if (ec) {
-                           if (self->open_) {
-                             self->close();
-                             if (self->on_closed_) self->on_closed_(ec.message());
-                           }
-                           return;
-                         }
-                         self->write_next();
-                       });
+  if (parser_) io_.flush(shared_from_this());
 }
 
 void HostChannel::close() {
@@ -304,7 +250,7 @@ void HostChannel::close() {
   open_ = false;
   cancel_all();
   stop_streams();
-  stream_->close();
+  io_.close();
 }
 
 // ---------------------------------------------------------------- the device
@@ -541,7 +487,7 @@ void HostChannel::reply(uint64_t id, InFlight& f, uint8_t status, std::span<cons
       break;
     }
   }
-  if (!in_read_) flush();
+  flush();
 }
 
 void HostChannel::on_cancel(uint64_t id) {
@@ -579,7 +525,7 @@ void HostChannel::on_set_configuration(uint64_t id, uint8_t value) {
     h.status = status;
     h.configuration = device_ ? device_->active_configuration() : 0;
     usbredirparser_send_configuration_status(parser_, id, &h);
-    if (!in_read_) flush();
+    flush();
   };
   spdlog::debug("{}: set_configuration {} (id {})", options_.label, value, id);
   if (!device_ || !announced_) return answer(usb_redir_ioerror);
@@ -610,7 +556,7 @@ void HostChannel::on_set_alt_setting(uint64_t id, uint8_t interface, uint8_t alt
     h.interface = interface;
     h.alt = device_ && status != usb_redir_inval ? device_->alternate_setting(interface) : 0xff;
     usbredirparser_send_alt_setting_status(parser_, id, &h);
-    if (!in_read_) flush();
+    flush();
   };
   if (!device_ || !announced_) return answer(usb_redir_ioerror);
   const ConfigurationDescriptor* cfg = device_->active_config_descriptor();

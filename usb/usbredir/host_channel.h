@@ -37,6 +37,7 @@
 #include "usb/core/device.h"
 #include "usb/core/transfer.h"
 #include "usb/net/stream.h"
+#include "usb/usbredir/parser_io.h"
 
 struct usbredirparser;
 
@@ -96,9 +97,7 @@ class HostChannel : public std::enable_shared_from_this<HostChannel> {
   static void install_callbacks(usbredirparser* p);
   static HostChannel& self(void* priv) { return *static_cast<HostChannel*>(priv); }
 
-  void read_more();
   void flush();
-  void write_next();
   void announce();
   void send_device_info();
   void on_hello();
@@ -133,7 +132,7 @@ class HostChannel : public std::enable_shared_from_this<HostChannel> {
   void retire_iso(uint8_t endpoint);
   // The current alt setting's endpoint `address` of `type`, if the device has it now.
   const EndpointDescriptor* active_endpoint(uint8_t address, TransferType type) const;
-  size_t unsent_bytes() const { return tx_bytes_; }
+  size_t unsent_bytes() const { return io_.unsent_bytes(); }
   // The stream stops: its transfers are cancelled; it is kept until the last one completes.
   void retire(uint8_t endpoint);
   void stop_streams();
@@ -141,13 +140,8 @@ class HostChannel : public std::enable_shared_from_this<HostChannel> {
 
   std::unique_ptr<usb::net::Stream> stream_;
   Options options_;
+  ParserIo io_;
   usbredirparser* parser_ = nullptr;
-  std::vector<uint8_t> rx_buffer_;
-  std::span<const uint8_t> rx_;  // what read_func still has to hand the parser
-  std::deque<std::pair<uint8_t*, int>> tx_;  // whole packets the parser gave us (we own them)
-  size_t tx_bytes_ = 0;                        // their total size
-  bool writing_ = false;
-  bool in_read_ = false;  // inside usbredirparser_do_read: flush once it returns
   bool open_ = false;
   bool hello_ = false;              // the guest's hello is in
   bool announced_ = false;          // device_connect sent

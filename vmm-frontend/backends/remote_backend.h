@@ -1,14 +1,9 @@
-// RemoteBackend: a device imported from a USB/IP server (vusb-stub or the kernel's usbipd) that
-// keeps itself imported: when the connection ends, in-flight URBs complete with kNoDevice (the
-// client does that), the owner is told the device is gone, and the import is retried with
-// backoff (100 ms doubling to 2 s) until it succeeds. Owned by vusbd's registry; lives on
-// vusbd's loop.
+// RemoteBackend: a device imported from a USB/IP server (vusb-stub or the kernel's usbipd), kept
+// imported by Reimport (re-imported with backoff when the connection ends). Owned by vusbd's
+// registry; lives on vusbd's loop.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <chrono>
-#include <functional>
 #include <memory>
 #include <string>
 
@@ -16,6 +11,7 @@
 #include "usb/net/endpoint.h"
 #include "usb/usbip/url.h"
 #include "vmm-frontend/backends/device_source.h"
+#include "vmm-frontend/backends/reimport.h"
 
 namespace vusbd {
 
@@ -23,25 +19,15 @@ class RemoteBackend final : public DeviceSource {
  public:
   RemoteBackend(boost::asio::io_context& io, usb::net::Endpoint server, std::string busid,
                 OnChange on_change);
-  ~RemoteBackend() override;
 
   usb::Result<void> start() override;
-  usb::Device* device() const override { return device_.get(); }
+  usb::Device* device() const override { return reimport_.device(); }
   std::string describe() const override { return usb::usbip::url(server_, busid_); }
 
  private:
-  void import();
-  void retry_later();
-
-  boost::asio::io_context& io_;
   usb::net::Endpoint server_;
   std::string busid_;
-  OnChange on_change_;
-  std::unique_ptr<devices::UsbipRemoteDevice> device_;
-  boost::asio::steady_timer retry_;
-  std::chrono::milliseconds backoff_{100};
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
-  bool logged_failure_ = false;
+  Reimport<devices::UsbipRemoteDevice> reimport_;
 };
 
 }  // namespace vusbd

@@ -5,10 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <boost/asio/io_context.hpp>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
 #include "tests/unit/usbredir/fake_guest.h"
+#include "usb/core/fake_device.h"
+#include "usb/usbip/export_table.h"
+#include "usb/usbip/server.h"
 #include "usb/net/connector.h"
 #include "vmm-frontend/control_routes.h"
 #include "vmm-frontend/vusbd.h"
@@ -201,6 +205,50 @@ TEST(UsbredirAdapter, VusbctlMovesADeviceToUsbRedirAndBack) {
   EXPECT_EQ(daemon.qemu_snippets("vm1").error().code, usb::Error::Code::kNotFound);
   guest->close();
   daemon.stop();
+  io.run_for(std::chrono::milliseconds(20));
+}
+
+TEST(UsbredirAdapter, TheExportingHostGoingAwayIsAnUnplugInQemuAndItsReturnAReplug) {
+  // gz comes from a USB/IP server that dies and comes back on the same port; vm1 has it over
+  // usb-redir. QEMU hears device_disconnect when it goes and a new device_connect when vusbd has
+  // imported it again — an unplug and a replug in the guest — on the same connection.
+  asio::io_context io;
+  usb::testing::FakeDevice device(usb::testing::gadget_zero_like_descriptors(), usb::Speed::kHigh,
+                                  usb::DeviceLocation{.busid = "1-1", .path = {}});
+  usb::usbip::ExportTable exports;
+  ASSERT_TRUE(exports.add(device));
+  auto server = std::make_unique<usb::usbip::Server>(io, exports, usb::usbip::ConnectionLimits{});
+  ASSERT_TRUE(server->listen({"127.0.0.1", 0}));
+  const uint16_t port = server->local_port();
+
+  VusbdConfig c = config_with_usbredir();
+  ASSERT_TRUE(parse_source("usbip://127.0.0.1:" + std::to_string(port) + "/1-1", c.devices[0]));
+  Vusbd daemon(io, c);
+  bool ready = false;
+  ASSERT_TRUE(daemon.start([&] { ready = true; }));
+  ASSERT_TRUE(run_until(io, [&] { return ready; }));
+  auto at = usb::net::parse_endpoint(daemon.vms_json()[0]["usbredir"][0]["listen"].get<std::string>());
+  ASSERT_TRUE(at);
+  std::unique_ptr<FakeGuest> guest;
+  usb::net::async_connect(io, *at, {}, std::chrono::seconds(2), [&](auto r) {
+    ASSERT_TRUE(r);
+    guest = std::make_unique<FakeGuest>(std::move(*r));
+  });
+  ASSERT_TRUE(run_until(io, [&] { return guest && guest->connect.has_value(); }));
+  auto count = [&](const std::string& what) { return std::ranges::count(guest->order, what); };
+
+  server->stop();
+  ASSERT_TRUE(run_until(io, [&] { return count("device_disconnect") == 1; }))
+      << "QEMU is told the device went";
+  server = std::make_unique<usb::usbip::Server>(io, exports, usb::usbip::ConnectionLimits{});
+  ASSERT_TRUE(server->listen({"127.0.0.1", port}));
+  ASSERT_TRUE(run_until(io, [&] { return count("device_connect") == 2; }, 10000))
+      << "and announced again once it is back";
+  EXPECT_EQ(guest->connect->vendor_id, 0x0525);
+  EXPECT_EQ(daemon.devices_json()[0]["vms"][0]["imported"], true);
+  guest->close();
+  daemon.stop();
+  server->stop();
   io.run_for(std::chrono::milliseconds(20));
 }
 
