@@ -17,48 +17,24 @@
 #include <memory>
 #include <vector>
 
+#include "tests/unit/usbredir/wire.h"
 #include "usb/net/socket_stream.h"
 #include "usb/usbredir/guest_channel.h"
 
 namespace {
 
-// One packet with 64-bit ids: header, the first `size` bytes of `h`, no data.
-template <typename H>
-void put(std::vector<uint8_t>& out, uint32_t type, const H& h, size_t size = sizeof(H)) {
-  usb_redir_header header{type, static_cast<uint32_t>(size), 0};
-  const auto* hb = reinterpret_cast<const uint8_t*>(&header);
-  out.insert(out.end(), hb, hb + sizeof header);
-  const auto* tb = reinterpret_cast<const uint8_t*>(&h);
-  out.insert(out.end(), tb, tb + size);
-}
+using usb::testing::usbredir_put;
 
 // A host's hello as usbredirhost's parser writes it, then a full-speed device with a bulk pair
 // (0x81, 0x02), an interrupt pair (0x83, 0x04) and an iso IN (0x85) on interface 0.
 std::vector<uint8_t> host_prefix() {
   static std::vector<uint8_t> bytes;
   if (!bytes.empty()) return bytes;
-  usbredirparser* p = usbredirparser_create();
-  p->priv = &bytes;
-  p->log_func = [](void*, int, const char*) {};
-  p->write_func = [](void* priv, uint8_t* data, int count) -> int {
-    auto* out = static_cast<std::vector<uint8_t>*>(priv);
-    out->insert(out->end(), data, data + count);
-    return count;
-  };
-  uint32_t caps[USB_REDIR_CAPS_SIZE] = {};
-  for (int cap : {usb_redir_cap_connect_device_version, usb_redir_cap_filter,
-                  usb_redir_cap_device_disconnect_ack, usb_redir_cap_ep_info_max_packet_size,
-                  usb_redir_cap_64bits_ids, usb_redir_cap_32bits_bulk_length})
-    usbredirparser_caps_set_cap(caps, cap);
-  static char version[] = "usbredirhost";
-  usbredirparser_init(p, version, caps, USB_REDIR_CAPS_SIZE, usbredirparser_fl_usb_host);
-  usbredirparser_do_write(p);
-  usbredirparser_destroy(p);
-
+  bytes = usb::testing::usbredir_hello(/*host=*/true);
   usb_redir_interface_info_header ii{};
   ii.interface_count = 1;
   ii.interface_class[0] = 0xff;
-  put(bytes, usb_redir_interface_info, ii);
+  usbredir_put(bytes, usb_redir_interface_info, 0, ii);
   usb_redir_ep_info_header ep{};
   std::memset(ep.type, usb_redir_type_invalid, sizeof ep.type);
   ep.type[0] = ep.type[16] = usb_redir_type_control;
@@ -68,9 +44,9 @@ std::vector<uint8_t> host_prefix() {
   for (int i : {16 + 1, 2, 16 + 3, 4, 16 + 5}) ep.max_packet_size[i] = 64;
   ep.interval[16 + 3] = ep.interval[4] = ep.interval[16 + 5] = 1;
   // No bulk streams on either side: ep_info ends before max_streams.
-  put(bytes, usb_redir_ep_info, ep, offsetof(usb_redir_ep_info_header, max_streams));
+  usbredir_put(bytes, usb_redir_ep_info, 0, ep, {}, offsetof(usb_redir_ep_info_header, max_streams));
   usb_redir_device_connect_header dc{usb_redir_speed_full, 0, 0, 0, 0x1234, 0x5678, 0x0100};
-  put(bytes, usb_redir_device_connect, dc);
+  usbredir_put(bytes, usb_redir_device_connect, 0, dc);
   return bytes;
 }
 

@@ -12,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "tests/unit/usbredir/wire.h"
 #include "usb/core/fake_device.h"
 #include "usb/net/socket_stream.h"
 #include "usb/usbredir/host_channel.h"
@@ -20,25 +21,7 @@ namespace {
 
 // A guest's hello, as QEMU's parser writes it.
 std::vector<uint8_t> guest_hello() {
-  static std::vector<uint8_t> bytes;
-  if (!bytes.empty()) return bytes;
-  usbredirparser* p = usbredirparser_create();
-  p->priv = &bytes;
-  p->log_func = [](void*, int, const char*) {};
-  p->write_func = [](void* priv, uint8_t* data, int count) -> int {
-    auto* out = static_cast<std::vector<uint8_t>*>(priv);
-    out->insert(out->end(), data, data + count);
-    return count;
-  };
-  uint32_t caps[USB_REDIR_CAPS_SIZE] = {};
-  for (int cap : {usb_redir_cap_connect_device_version, usb_redir_cap_filter,
-                  usb_redir_cap_ep_info_max_packet_size, usb_redir_cap_64bits_ids,
-                  usb_redir_cap_32bits_bulk_length, usb_redir_cap_device_disconnect_ack})
-    usbredirparser_caps_set_cap(caps, cap);
-  static char version[] = "qemu";
-  usbredirparser_init(p, version, caps, USB_REDIR_CAPS_SIZE, 0);
-  usbredirparser_do_write(p);
-  usbredirparser_destroy(p);
+  static const std::vector<uint8_t> bytes = usb::testing::usbredir_hello(/*host=*/false);
   return bytes;
 }
 

@@ -79,13 +79,7 @@ uint8_t GuestChannel::alt_setting(uint8_t interface) const {
 }
 
 void GuestChannel::install_callbacks(usbredirparser* p) {
-  p->log_func = [](void* priv, int level, const char* msg) {
-    auto& c = self(priv);
-    if (level <= usbredirparser_error)
-      spdlog::warn("{}: usbredir: {}", c.options_.label, msg);
-    else if (level <= usbredirparser_info)
-      spdlog::debug("{}: usbredir: {}", c.options_.label, msg);
-  };
+  p->log_func = [](void* priv, int level, const char* msg) { self(priv).io_.log(level, msg); };
   p->read_func = [](void* priv, uint8_t* data, int count) -> int {
     return self(priv).io_.read(data, count);
   };

@@ -54,6 +54,13 @@ int ParserIo::write(uint8_t* data, int count) {
   return count;
 }
 
+void ParserIo::log(int level, const char* message) const {
+  if (level <= usbredirparser_error)
+    spdlog::warn("{}: usbredir: {}", label_, message);
+  else if (level <= usbredirparser_info)
+    spdlog::debug("{}: usbredir: {}", label_, message);
+}
+
 void ParserIo::read_more(std::shared_ptr<void> owner) {
   if (!open_) return;
   stream_.async_read_some(

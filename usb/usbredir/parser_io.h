@@ -42,9 +42,10 @@ class ParserIo {
   // Frees the packets never written; the owner calls it before usbredirparser_destroy.
   void free_unsent();
 
-  // The parser's read_func and write_func.
+  // The parser's read_func, write_func and log_func.
   int read(uint8_t* data, int count);
   int write(uint8_t* data, int count);
+  void log(int level, const char* message) const;
 
   bool open() const { return open_; }
   bool in_read() const { return in_read_; }

@@ -10,21 +10,14 @@
 #include "usb/core/fake_device.h"
 #include "usb/usbip/export_table.h"
 #include "usb/usbip/server.h"
+#include "tests/unit/run_until.h"
 
 namespace usb::usbip {
 namespace {
 
 namespace asio = boost::asio;
 
-template <typename Pred>
-bool run_until(asio::io_context& io, Pred pred, int ms = 3000) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!pred() && std::chrono::steady_clock::now() < deadline) {
-    io.run_for(std::chrono::milliseconds(2));
-    if (io.stopped()) io.restart();
-  }
-  return pred();
-}
+using usb::testing::run_until;
 
 TEST(ClientChannel, AnIsoUrbTheServerRefusesFailsAloneAndTheImportGoesOn) {
   asio::io_context io;

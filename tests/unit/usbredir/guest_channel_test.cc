@@ -19,21 +19,15 @@
 #include "usb/core/fake_device.h"
 #include "usb/net/socket_stream.h"
 #include "usb/usbredir/host_channel.h"
+#include "tests/unit/run_until.h"
+#include "tests/unit/usbredir/wire.h"
 
 namespace usb::usbredir {
 namespace {
 
 namespace asio = boost::asio;
 
-template <typename Pred>
-bool run_until(asio::io_context& io, Pred pred, int ms = 3000) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!pred() && std::chrono::steady_clock::now() < deadline) {
-    io.run_for(std::chrono::milliseconds(2));
-    if (io.stopped()) io.restart();
-  }
-  return pred();
-}
+using usb::testing::run_until;
 
 // A transfer the test submitted to the guest channel, with its completion count.
 struct Sent {
@@ -322,41 +316,8 @@ TEST_F(GuestChannelTest, ThePeerClosingFailsPendingTransfersWithNoDevice) {
 
 // ---------------------------------------------------------------- a hostile host
 
-// A host's hello, as libusbredirparser in host mode writes it, with usbredirhost's capabilities
-// (no bulk streams, so ep_info carries no max_streams).
-std::vector<uint8_t> host_hello() {
-  std::vector<uint8_t> bytes;
-  usbredirparser* p = usbredirparser_create();
-  p->priv = &bytes;
-  p->log_func = [](void*, int, const char*) {};
-  p->write_func = [](void* priv, uint8_t* data, int count) -> int {
-    auto* out = static_cast<std::vector<uint8_t>*>(priv);
-    out->insert(out->end(), data, data + count);
-    return count;
-  };
-  uint32_t caps[USB_REDIR_CAPS_SIZE] = {};
-  for (int cap : {usb_redir_cap_connect_device_version, usb_redir_cap_filter,
-                  usb_redir_cap_device_disconnect_ack, usb_redir_cap_ep_info_max_packet_size,
-                  usb_redir_cap_64bits_ids, usb_redir_cap_32bits_bulk_length})
-    usbredirparser_caps_set_cap(caps, cap);
-  static char version[] = "hostile";
-  usbredirparser_init(p, version, caps, USB_REDIR_CAPS_SIZE, usbredirparser_fl_usb_host);
-  usbredirparser_do_write(p);
-  usbredirparser_destroy(p);
-  return bytes;
-}
-
-// One packet with 64-bit ids: header, type header (`size` bytes of `h`), data.
-template <typename H>
-void put(std::vector<uint8_t>& out, uint32_t type, uint64_t id, const H& h,
-         std::span<const uint8_t> data = {}, size_t size = sizeof(H)) {
-  usb_redir_header header{type, static_cast<uint32_t>(size + data.size()), id};
-  const auto* hb = reinterpret_cast<const uint8_t*>(&header);
-  out.insert(out.end(), hb, hb + sizeof header);
-  const auto* tb = reinterpret_cast<const uint8_t*>(&h);
-  out.insert(out.end(), tb, tb + size);
-  out.insert(out.end(), data.begin(), data.end());
-}
+using usb::testing::usbredir_put;
+std::vector<uint8_t> host_hello() { return usb::testing::usbredir_hello(/*host=*/true); }
 
 class HostileHostTest : public ::testing::Test {
  protected:
@@ -376,16 +337,16 @@ class HostileHostTest : public ::testing::Test {
     usb_redir_interface_info_header ii{};
     ii.interface_count = 1;
     ii.interface_class[0] = 0xff;
-    put(b, usb_redir_interface_info, 0, ii);
+    usbredir_put(b, usb_redir_interface_info, 0, ii);
     usb_redir_ep_info_header ep{};
     std::memset(ep.type, usb_redir_type_invalid, sizeof ep.type);
     ep.type[0] = ep.type[16] = usb_redir_type_control;
     ep.type[16 + 1] = usb_redir_type_bulk;
     ep.type[16 + 3] = usb_redir_type_interrupt;
     ep.interval[16 + 3] = 4;
-    put(b, usb_redir_ep_info, 0, ep, {}, offsetof(usb_redir_ep_info_header, max_streams));
+    usbredir_put(b, usb_redir_ep_info, 0, ep, {}, offsetof(usb_redir_ep_info_header, max_streams));
     usb_redir_device_connect_header dc{usb_redir_speed_full, 0, 0, 0, 0x1234, 0x5678, 0x0200};
-    put(b, usb_redir_device_connect, 0, dc);
+    usbredir_put(b, usb_redir_device_connect, 0, dc);
     write(std::move(b));
     EXPECT_TRUE(run_until(io, [&] { return connected; }));
   }
@@ -422,15 +383,15 @@ TEST_F(HostileHostTest, AnswersAreBoundedAndUnknownIdsDropped) {
   std::vector<uint8_t> b, data(32, 0xee);
   // 32 bytes for a 16-byte transfer; an answer to nothing; a status nobody defined; a control
   // answer with the id of a bulk packet (kept waiting) before its own.
-  put(b, usb_redir_bulk_packet, in->t->trace_id,
+  usbredir_put(b, usb_redir_bulk_packet, in->t->trace_id,
       usb_redir_bulk_packet_header{0x81, usb_redir_success, 32, 0, 0}, data);
-  put(b, usb_redir_bulk_packet, 999999, usb_redir_bulk_packet_header{0x81, 0, 4, 0, 0},
+  usbredir_put(b, usb_redir_bulk_packet, 999999, usb_redir_bulk_packet_header{0x81, 0, 4, 0, 0},
       std::span(data).first(4));
-  put(b, usb_redir_control_packet, odd->t->trace_id,
+  usbredir_put(b, usb_redir_control_packet, odd->t->trace_id,
       usb_redir_control_packet_header{0x80, 1, 0xc0, 0, 0, 0, 0});
-  put(b, usb_redir_bulk_packet, odd->t->trace_id,
+  usbredir_put(b, usb_redir_bulk_packet, odd->t->trace_id,
       usb_redir_bulk_packet_header{0x81, 0x77, 0, 0, 0});
-  put(b, usb_redir_control_packet, ctl->t->trace_id,
+  usbredir_put(b, usb_redir_control_packet, ctl->t->trace_id,
       usb_redir_control_packet_header{0x80, 1, 0xc0, usb_redir_success, 0, 0, 2},
       std::span(data).first(2));
   write(std::move(b));
@@ -446,7 +407,7 @@ TEST_F(HostileHostTest, AnswersAreBoundedAndUnknownIdsDropped) {
   std::optional<Status> st;
   guest->set_interface(0, 1, [&](Status s) { st = s; });
   b.clear();
-  put(b, usb_redir_alt_setting_status, 4,  // ids 1-3 went to the transfers above
+  usbredir_put(b, usb_redir_alt_setting_status, 4,  // ids 1-3 went to the transfers above
       usb_redir_alt_setting_status_header{usb_redir_success, 5, 1});
   write(std::move(b));
   ASSERT_TRUE(run_until(io, [&] { return st.has_value(); }));
@@ -459,14 +420,14 @@ TEST_F(HostileHostTest, AnInterruptFloodKeepsTheNewestPackets) {
   std::vector<uint8_t> b;
   for (uint8_t i = 0; i < 10; ++i) {
     std::vector<uint8_t> data(4, i);
-    put(b, usb_redir_interrupt_packet, i,
+    usbredir_put(b, usb_redir_interrupt_packet, i,
         usb_redir_interrupt_packet_header{0x83, usb_redir_success, 4}, data);
   }
   // A packet longer than the transfer is babble; an error status ends the stream.
   std::vector<uint8_t> long_data(16, 0xab);
-  put(b, usb_redir_interrupt_packet, 10,
+  usbredir_put(b, usb_redir_interrupt_packet, 10,
       usb_redir_interrupt_packet_header{0x83, usb_redir_success, 16}, long_data);
-  put(b, usb_redir_interrupt_receiving_status, 0,
+  usbredir_put(b, usb_redir_interrupt_receiving_status, 0,
       usb_redir_interrupt_receiving_status_header{usb_redir_stall, 0x83});
   write(std::move(b));
   ASSERT_TRUE(run_until(io, [&] { return guest->stats().packets_in >= 12; }));

@@ -17,6 +17,7 @@
 #include "usb/core/fake_device.h"
 #include "usb/net/socket_stream.h"
 #include "tests/unit/usbredir/fake_guest.h"
+#include "tests/unit/run_until.h"
 
 namespace usb::usbredir {
 namespace {
@@ -25,15 +26,7 @@ using usb::testing::FakeGuest;
 
 namespace asio = boost::asio;
 
-template <typename Pred>
-bool run_until(asio::io_context& io, Pred pred, int ms = 3000) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!pred() && std::chrono::steady_clock::now() < deadline) {
-    io.run_for(std::chrono::milliseconds(2));
-    if (io.stopped()) io.restart();
-  }
-  return pred();
-}
+using usb::testing::run_until;
 
 class HostChannelTest : public ::testing::Test {
  protected:

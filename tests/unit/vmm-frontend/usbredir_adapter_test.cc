@@ -16,6 +16,7 @@
 #include "usb/net/connector.h"
 #include "vmm-frontend/control_routes.h"
 #include "vmm-frontend/vusbd.h"
+#include "tests/unit/run_until.h"
 
 namespace vusbd {
 namespace {
@@ -23,15 +24,7 @@ namespace {
 namespace asio = boost::asio;
 using usb::testing::FakeGuest;
 
-template <typename Pred>
-bool run_until(asio::io_context& io, Pred pred, int ms = 5000) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!pred() && std::chrono::steady_clock::now() < deadline) {
-    io.run_for(std::chrono::milliseconds(2));
-    if (io.stopped()) io.restart();
-  }
-  return pred();
-}
+using usb::testing::run_until;
 
 VusbdConfig config_with_usbredir() {
   VusbdConfig c;

@@ -11,6 +11,7 @@
 #include "tests/unit/host-controller/ehci_ref_driver.h"
 #include "tests/unit/host-controller/xhci_ref_driver.h"
 #include "vmm-frontend/vusbd.h"
+#include "tests/unit/run_until.h"
 
 namespace vusbd {
 namespace {
@@ -67,15 +68,7 @@ class VmSide : public hc::xhci::testing::XhciTarget {
   hc::Controller::VmId id_ = 0;
 };
 
-template <typename Pred>
-bool run_until(asio::io_context& io, Pred pred, int ms = 5000) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!pred() && std::chrono::steady_clock::now() < deadline) {
-    io.run_for(std::chrono::milliseconds(5));
-    if (io.stopped()) io.restart();
-  }
-  return pred();
-}
+using usb::testing::run_until;
 
 DeviceConfig device(const std::string& name, const std::string& source,
                     std::vector<std::string> vms) {

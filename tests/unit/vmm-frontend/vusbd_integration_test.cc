@@ -12,6 +12,7 @@
 #include "usb/usbip/server.h"
 #include "usb/core/fake_device.h"
 #include "vmm-frontend/vusbd.h"
+#include "tests/unit/run_until.h"
 
 namespace vusbd {
 namespace {
@@ -32,15 +33,7 @@ struct Stub {
   std::unique_ptr<usb::usbip::Server> server;
 };
 
-template <typename Pred>
-bool run_until(asio::io_context& io, Pred pred, int ms = 5000) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!pred() && std::chrono::steady_clock::now() < deadline) {
-    io.run_for(std::chrono::milliseconds(5));
-    if (io.stopped()) io.restart();
-  }
-  return pred();
-}
+using usb::testing::run_until;
 
 std::unique_ptr<devices::UsbipRemoteDevice> import(asio::io_context& io,
                                                    const usb::net::Endpoint& server,
