@@ -80,6 +80,17 @@ struct HostChannel::InFlight {
   usb_redir_control_packet_header control{};
   usb_redir_bulk_packet_header bulk{};
   usb_redir_interrupt_packet_header interrupt{};
+  // The channel's count of buffered bytes, while this packet's buffer exists.
+  size_t* accounted = nullptr;
+  size_t bytes = 0;
+  ~InFlight() {
+    if (accounted) *accounted -= bytes;
+  }
+  void account(size_t* total, size_t n) {
+    accounted = total;
+    bytes = n;
+    *total += n;
+  }
 };
 
 // An interrupt IN endpoint the guest receives from: transfers kept at the device, each
@@ -365,7 +376,12 @@ void HostChannel::on_control(uint64_t id, const void* header, uint8_t* data, int
   setup.value = f->control.value;
   setup.index = f->control.index;
   setup.length = f->control.length;
+  if (!admit(setup.length)) {
+    usbredirparser_free_packet_data(parser_, data);
+    return reply(id, *f, usb_redir_ioerror, {});
+  }
   f->transfer = Transfer::control(f->control.endpoint & 0x80, setup);
+  f->account(&inflight_bytes_, setup.length);
   if (setup.direction() == Direction::kOut && data && len > 0)
     std::memcpy(f->transfer->buffer().data(), data,
                 std::min(static_cast<size_t>(len), f->transfer->length()));
@@ -391,7 +407,12 @@ void HostChannel::on_bulk(uint64_t id, const void* header, uint8_t* data, int le
     reply(id, *f, usb_redir_inval, {});
     return;
   }
+  if (!admit(length)) {
+    usbredirparser_free_packet_data(parser_, data);
+    return reply(id, *f, usb_redir_ioerror, {});
+  }
   f->transfer = std::make_unique<Transfer>(ep, TransferType::kBulk, length);
+  f->account(&inflight_bytes_, length);
   if (!(ep & 0x80) && data && len > 0)
     std::memcpy(f->transfer->buffer().data(), data, std::min<size_t>(len, length));
   usbredirparser_free_packet_data(parser_, data);
@@ -405,10 +426,31 @@ void HostChannel::on_interrupt(uint64_t id, const void* header, uint8_t* data, i
   std::memcpy(&f->interrupt, header, sizeof f->interrupt);
   ++stats_.packets_in;
   const size_t length = data && len > 0 ? static_cast<size_t>(len) : 0;
+  if (!admit(length)) {
+    usbredirparser_free_packet_data(parser_, data);
+    return reply(id, *f, usb_redir_ioerror, {});
+  }
   f->transfer = std::make_unique<Transfer>(f->interrupt.endpoint, TransferType::kInterrupt, length);
+  f->account(&inflight_bytes_, length);
   if (length) std::memcpy(f->transfer->buffer().data(), data, length);
   usbredirparser_free_packet_data(parser_, data);
   submit(id, std::move(f));
+}
+
+bool HostChannel::admit(size_t bytes) {
+  const bool fits = inflight_.size() + cancelled_.size() < options_.max_packets &&
+                    inflight_bytes_ + bytes <= options_.max_bytes;
+  if (fits) {
+    over_limit_ = false;
+    return true;
+  }
+  ++stats_.refused;
+  if (!over_limit_)
+    spdlog::warn("{}: the guest has {} packets / {} bytes at the device; more are refused "
+                 "(ioerror) until some complete",
+                 options_.label, inflight_.size() + cancelled_.size(), inflight_bytes_);
+  over_limit_ = true;
+  return false;
 }
 
 void HostChannel::submit(uint64_t id, std::unique_ptr<InFlight> f) {

@@ -48,6 +48,10 @@ class HostChannel : public std::enable_shared_from_this<HostChannel> {
   struct Options {
     std::string label = "usbredir";  // for log lines: "vm1 usbredir 127.0.0.1:40312"
     size_t interrupt_transfers = 5;  // interrupt IN transfers kept at the device per endpoint
+    // What a guest may have at the device at once (control, bulk, interrupt OUT packets and
+    // their buffers); beyond it a packet is answered ioerror, logged once per episode.
+    size_t max_packets = 4096;
+    size_t max_bytes = 64 * 1024 * 1024;
     // Time for iso pacing; empty = the steady clock and an asio timer on the stream's loop.
     std::function<std::chrono::steady_clock::time_point()> clock;
     std::function<void(std::chrono::nanoseconds, std::move_only_function<void()>)> timer;
@@ -119,6 +123,8 @@ class HostChannel : public std::enable_shared_from_this<HostChannel> {
   void on_filter_reject();
   // Starts `t` (registered under `id`) on the device; its completion answers the guest.
   void submit(uint64_t id, std::unique_ptr<InFlight> f);
+  // Room for one more packet of `bytes` (checked before its buffer is allocated).
+  bool admit(size_t bytes);
   void complete(uint64_t id, usb::Transfer& t);
   void reply(uint64_t id, InFlight& f, uint8_t status, std::span<const uint8_t> data);
   void poll_interrupt(InterruptStream& stream, usb::Transfer& t);
@@ -147,6 +153,8 @@ class HostChannel : public std::enable_shared_from_this<HostChannel> {
   bool announced_ = false;          // device_connect sent
   bool awaiting_ack_ = false;       // device_disconnect sent, ack not yet in
   usb::Device* device_ = nullptr;   // what the guest gets (announced or pending)
+  size_t inflight_bytes_ = 0;  // buffers of inflight_ and cancelled_ (before them: outlives them)
+  bool over_limit_ = false;
   std::map<uint64_t, std::unique_ptr<InFlight>> inflight_;      // by id, not yet answered
   std::vector<std::unique_ptr<InFlight>> cancelled_;             // answered, still at the device
   std::map<uint8_t, std::unique_ptr<InterruptStream>> interrupt_in_;  // by endpoint

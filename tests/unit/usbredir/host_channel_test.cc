@@ -365,6 +365,28 @@ TEST_F(HostChannelTest, AnAltSettingRefusedForBandwidthReachesTheGuestAsAStall) 
   EXPECT_EQ(st->length, 0u) << "the setting in force stays alt 0";
 }
 
+TEST_F(HostChannelTest, AGuestCannotQueueMoreThanTheChannelsBoundAtTheDevice) {
+  // A hostile guest asks for 4 MiB bulk INs without end: 64 MiB may wait at the device, the
+  // next packet is answered ioerror before anything is allocated, and room comes back as
+  // packets complete.
+  attach_and_wait();
+  usb_redir_bulk_packet_header in{0x81, 0, 0, 0, 64};  // 64 << 16 = 4 MiB
+  for (uint64_t id = 100; id < 117; ++id)
+    usbredirparser_send_bulk_packet(guest->parser(), id, &in, nullptr, 0);
+  guest->flush();
+  const auto* r = reply(116);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->status, usb_redir_ioerror);
+  EXPECT_EQ(device.pending.size(), 16u);
+  EXPECT_EQ(channel->stats().refused, 1u);
+  device.finish(*device.pending[0], Status::kOk, 0);
+  ASSERT_NE(reply(100), nullptr);
+  usbredirparser_send_bulk_packet(guest->parser(), 117, &in, nullptr, 0);
+  guest->flush();
+  ASSERT_TRUE(run_until(io, [&] { return device.pending.size() == 16; }));
+  EXPECT_FALSE(guest->replies.contains(117)) << "admitted: at the device";
+}
+
 TEST_F(HostChannelTest, IsoStreamsOutsideTheProtocolsBoundsAreRefused) {
   attach_and_wait();
   usb_redir_start_iso_stream_header inactive{0x82, 4, 2};  // alt 0: no iso endpoint
