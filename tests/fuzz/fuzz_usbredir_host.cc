@@ -6,6 +6,8 @@
 #include <usbredirparser.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -37,7 +39,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto pair = usb::net::stream_pair(io);
   if (!pair) return 0;
   usb::testing::FakeDevice device(usb::testing::gadget_zero_like_descriptors());
-  auto channel = usb::usbredir::HostChannel::create(std::move(pair->first), {.label = "fuzz"});
+  usb::usbredir::HostChannel::Options options;
+  options.label = "fuzz";
+  // Iso pacing runs on the next loop turn: the input, not the clock, decides what happens.
+  options.clock = [] { return std::chrono::steady_clock::time_point{}; };
+  options.timer = [&io](auto, std::move_only_function<void()> fn) {
+    boost::asio::post(io, [fn = std::make_shared<std::move_only_function<void()>>(std::move(fn))] {
+      (*fn)();
+    });
+  };
+  auto channel = usb::usbredir::HostChannel::create(std::move(pair->first), std::move(options));
   channel->start();
   channel->attach(device);
   auto bytes = std::make_shared<std::vector<uint8_t>>(guest_hello());
