@@ -1,5 +1,6 @@
 #include "vmm-frontend/vusbd_config.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -332,7 +334,8 @@ std::string to_toml(const VusbdConfig& c) {
     out << "]\nports = {";
     bool first = true;
     for (const auto& [vm, port] : d.ports) {
-      out << (first ? " " : ", ") << vm << " = " << port;  // names are bare keys
+      // Quoted: a VM name may hold '.', which a bare TOML key would read as a table path.
+      out << (first ? " " : ", ") << quote(vm) << " = " << port;
       first = false;
     }
     out << (first ? "}" : " }") << "\n";
@@ -341,20 +344,46 @@ std::string to_toml(const VusbdConfig& c) {
 }
 
 usb::Result<void> save_config(const VusbdConfig& config, const std::string& path) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    f << to_toml(config);
-    f.flush();
-    if (!f)
-      return usb::Error::make(usb::Error::Code::kIo,
-                              "cannot write " + tmp + ": " + std::strerror(errno));
+  // A new file next to the old one — unique (mkstemp: never an existing file or a symlink),
+  // owner-only, written and fsynced — renamed over it, then the directory fsynced: after a crash
+  // the config is the old one or the new one, never a torn or empty one.
+  auto io_error = [](const std::string& what) {
+    return usb::Error::make(usb::Error::Code::kIo, what + ": " + std::strerror(errno));
+  };
+  const std::filesystem::path target(path);
+  const std::filesystem::path dir =
+      target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
+  std::string tmp = (dir / ("." + target.filename().string() + ".XXXXXX")).string();
+  const int fd = ::mkstemp(tmp.data());
+  if (fd < 0) return io_error("cannot create a temporary file in " + dir.string());
+  const std::string text = to_toml(config);
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      auto e = io_error("cannot write " + tmp);
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return e;
+    }
+    done += static_cast<size_t>(n);
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    std::remove(tmp.c_str());
-    return usb::Error::make(usb::Error::Code::kIo,
-                            "cannot replace " + path + ": " + std::strerror(e));
+  if (::fsync(fd) != 0) {
+    auto e = io_error("cannot sync " + tmp);
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return e;
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    auto e = io_error("cannot replace " + path);
+    ::unlink(tmp.c_str());
+    return e;
+  }
+  if (const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+    ::fsync(dfd);  // the rename itself survives a crash
+    ::close(dfd);
   }
   return {};
 }

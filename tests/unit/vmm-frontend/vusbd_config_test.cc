@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include <fstream>
 
 namespace vusbd {
@@ -174,6 +177,61 @@ TEST(VusbdConfigTest, WrittenBackConfigReadsBackTheSame) {
   EXPECT_EQ(back->devices[2].server, usb::net::Endpoint("127.0.0.1", 4000));
   EXPECT_EQ(back->devices[2].vms, std::vector<std::string>{"vm3"});
   EXPECT_EQ(to_toml(*back), to_toml(c));
+}
+
+TEST(VusbdConfigTest, EveryAllowedNameRoundTripsThroughTheWrittenBackFile) {
+  // VM and device names may hold '.', '_' and '-': a VM named lab.vm1 with a port must read back
+  // as itself (its key in `ports` is quoted), not as a table path that fails the next start.
+  VusbdConfig c;
+  const std::vector<std::string> names = {"lab.vm1", "a", "A-9_z.x", "..", "-", "_._",
+                                          std::string(64, 'v')};
+  DeviceConfig d;
+  d.name = "dev.1";
+  ASSERT_TRUE(parse_source("emulated:gadget-zero", d));
+  uint32_t port = 1;
+  for (const auto& n : names) {
+    c.vms.push_back({n, {"127.0.0.1", 0}});
+    d.vms.push_back(n);
+    d.ports[n] = port++;
+  }
+  c.devices.push_back(d);
+  ASSERT_TRUE(validate(c));
+  const std::string path = ::testing::TempDir() + "/vusbd-names.toml";
+  ASSERT_TRUE(save_config(c, path));
+  auto back = load_config(path);
+  ASSERT_TRUE(back) << back.error().message << "\n" << to_toml(c);
+  EXPECT_EQ(back->devices[0].ports, d.ports);
+  EXPECT_EQ(to_toml(*back), to_toml(c));
+}
+
+TEST(VusbdConfigTest, TheWriteBackReplacesTheFileWholeAndNeverFollowsALink) {
+  // The old config stays until the new one is complete; a symlink planted at the old fixed
+  // temporary name ("PATH.tmp") is not followed; the file is not readable by others.
+  VusbdConfig c;
+  c.vms = {{"vm1", {"127.0.0.1", 0}}};
+  const std::string dir = ::testing::TempDir() + "/vusbd-writeback";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/vusbd.toml";
+  const std::string victim = dir + "/victim";
+  { std::ofstream(victim) << "untouched\n"; }
+  std::filesystem::create_symlink(victim, path + ".tmp");
+  ASSERT_TRUE(save_config(c, path));
+  std::string text;
+  { std::ifstream v(victim); std::getline(v, text); }
+  EXPECT_EQ(text, "untouched");
+  auto back = load_config(path);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(back->vms[0].name, "vm1");
+  const auto perms = std::filesystem::status(path).permissions();
+  EXPECT_EQ(perms & std::filesystem::perms::others_read, std::filesystem::perms::none);
+  // No temporary file is left behind.
+  size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    files += std::filesystem::is_regular_file(e.symlink_status());
+  EXPECT_EQ(files, 2u) << "vusbd.toml and the victim only (and the planted link)";
+  // A directory that cannot be written: an error, the old file untouched.
+  EXPECT_FALSE(save_config(c, dir + "/no/such/dir/vusbd.toml"));
 }
 
 TEST(VusbdConfigTest, BadNamesModesAndPortsAreRefused) {
