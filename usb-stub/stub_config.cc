@@ -54,10 +54,18 @@ usb::Result<void> load_toml(const std::string& path, StubConfig& c) {
       if (!at) return std::unexpected(at.error());
       c.listen = *at;
     }
-    if (root.contains("max_urb_bytes"))
-      c.limits.wire.max_transfer_length = toml::find<uint32_t>(root, "max_urb_bytes");
-    if (root.contains("max_inflight_bytes"))
-      c.limits.max_inflight_bytes = toml::find<uint64_t>(root, "max_inflight_bytes");
+    // Read as TOML's signed integer and range-checked: a negative value converted straight to
+    // an unsigned type would wrap to a huge limit and switch the cap off.
+    if (root.contains("max_urb_bytes")) {
+      const auto n = toml::find<toml::integer>(root, "max_urb_bytes");
+      if (n < 1 || n > (int64_t{1} << 30)) return bad("max_urb_bytes must be 1..1073741824");
+      c.limits.wire.max_transfer_length = static_cast<uint32_t>(n);
+    }
+    if (root.contains("max_inflight_bytes")) {
+      const auto n = toml::find<toml::integer>(root, "max_inflight_bytes");
+      if (n < 1 || n > (int64_t{1} << 36)) return bad("max_inflight_bytes must be 1..68719476736");
+      c.limits.max_inflight_bytes = static_cast<uint64_t>(n);
+    }
     if (root.contains("log_level")) c.log_level = toml::find<std::string>(root, "log_level");
     if (root.contains("emulate")) {
       for (const auto& e : toml::find<toml::array>(root, "emulate")) {

@@ -86,6 +86,28 @@ TEST(StubConfigTest, BadTomlIsAClearError) {
   std::remove(path.c_str());
 }
 
+TEST(StubConfigTest, NegativeOrHugeLimitsAreRefusedNotWrapped) {
+  // max_inflight_bytes = -1 used to become 2^64 - 1: the cap was off.
+  const std::string path = ::testing::TempDir() + "/limits.toml";
+  for (const char* text : {"max_inflight_bytes = -1\n", "max_inflight_bytes = 0\n",
+                           "max_urb_bytes = -4096\n", "max_urb_bytes = 2147483648\n",
+                           "max_inflight_bytes = 9223372036854775807\n"}) {
+    std::ofstream(path) << text;
+    StubConfig c;
+    auto r = load_toml(path, c);
+    EXPECT_FALSE(r) << text;
+    if (!r) {
+      EXPECT_NE(r.error().message.find("must be 1.."), std::string::npos) << text;
+    }
+  }
+  std::ofstream(path) << "max_inflight_bytes = 1048576\nmax_urb_bytes = 65536\n";
+  StubConfig ok;
+  ASSERT_TRUE(load_toml(path, ok));
+  EXPECT_EQ(ok.limits.max_inflight_bytes, 1048576u);
+  EXPECT_EQ(ok.limits.wire.max_transfer_length, 65536u);
+  std::remove(path.c_str());
+}
+
 TEST(StubConfigTest, ValidateRejectsImpossibleLimits) {
   StubConfig c;
   c.limits.max_inflight_bytes = 1000;
