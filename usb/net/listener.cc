@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <cerrno>
@@ -44,7 +45,7 @@ Result<void> clear_stale_socket(const std::string& path) {
 }  // namespace
 
 Listener::Listener(asio::io_context& io, Options options)
-    : io_(io), options_(std::move(options)), acceptor_(io) {}
+    : io_(io), options_(std::move(options)), acceptor_(io), retry_(io) {}
 
 Listener::~Listener() {
   stop();
@@ -96,8 +97,22 @@ void Listener::accept() {
         if (alive.expired() || ec == asio::error::operation_aborted || !acceptor_.is_open())
           return;
         if (ec) {
-          spdlog::warn("{}: accept failed: {}", options_.label, ec.message());
-        } else if (where_.is_unix()) {
+          // Out of descriptors, typically: the connection stays queued and a new accept would
+          // fail at once. Pause (10 ms doubling to 1 s) rather than spin.
+          ++accept_errors_;
+          backoff_ = std::min(backoff_.count() ? backoff_ * 2 : std::chrono::milliseconds(10),
+                              std::chrono::milliseconds(1000));
+          if (accept_errors_ % 100 == 1)
+            spdlog::warn("{}: accept failed: {} ({} failures so far; retrying in {} ms)",
+                         options_.label, ec.message(), accept_errors_, backoff_.count());
+          retry_.expires_after(backoff_);
+          retry_.async_wait([this, alive](error_code e) {
+            if (!e && !alive.expired() && acceptor_.is_open()) accept();
+          });
+          return;
+        }
+        backoff_ = std::chrono::milliseconds(0);
+        if (where_.is_unix()) {
           on_accept(std::make_unique<UnixStream>(std::move(socket)));
         } else {
           on_accept(std::make_unique<TcpStream>(std::move(socket), options_.tcp));
@@ -119,6 +134,7 @@ void Listener::on_accept(std::unique_ptr<Stream> stream) {
 }
 
 void Listener::stop() {
+  retry_.cancel();
   if (!acceptor_.is_open()) return;
   error_code ec;
   acceptor_.close(ec);

@@ -5,6 +5,9 @@
 //
 // A UNIX socket's file is created with Options::unix_mode; a stale file left by a dead process
 // is replaced, a live one (another daemon answers on it) is an error; stop() removes the file.
+// A failing accept (EMFILE / ENFILE / ENOBUFS: the process or the system is out of descriptors)
+// is retried after a pause that doubles from 10 ms to 1 s, and logged once per 100 failures,
+// instead of spinning on the loop every VM shares while the pending connection stays queued.
 // Owned by whoever serves the protocol (the USB/IP server, the control API); lives on the loop
 // of the io_context it was made on.
 #pragma once
@@ -14,6 +17,8 @@
 #include <boost/asio/basic_socket_acceptor.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -57,6 +62,7 @@ class Listener {
   // What it listens on, port 0 resolved ("127.0.0.1:41234", "unix:/run/vusbd.sock").
   Endpoint local_endpoint() const;
   bool listening() const { return acceptor_.is_open(); }
+  uint64_t accept_errors() const { return accept_errors_; }
 
   // A PeerCheck that admits only UNIX-socket peers running as `uid` or as root (the control
   // API's rule); TCP peers are refused by it.
@@ -69,6 +75,9 @@ class Listener {
   boost::asio::io_context& io_;
   Options options_;
   boost::asio::basic_socket_acceptor<boost::asio::generic::stream_protocol> acceptor_;
+  boost::asio::steady_timer retry_;
+  std::chrono::milliseconds backoff_{0};
+  uint64_t accept_errors_ = 0;
   Endpoint where_;
   AcceptHandler on_accept_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -101,6 +103,33 @@ TEST_F(ListenerTest, UnixPeerIsNamedByItsCredentialsAndBytesFlowBothWays) {
   });
   ASSERT_TRUE(run_until([&] { return ended; }));
   EXPECT_EQ(end, asio::error::eof);
+}
+
+TEST_F(ListenerTest, OutOfDescriptorsTheAcceptLoopPausesInsteadOfSpinning) {
+  // The process runs out of descriptors with a connection queued: every accept fails with
+  // EMFILE at once. The listener retries after a pause that grows (10 ms .. 1 s), so in 400 ms it
+  // tries a handful of times, not thousands; once descriptors are free it accepts the connection.
+  Listener listener(io_, {});
+  ASSERT_TRUE(listener.listen(Endpoint("127.0.0.1", 0)));
+  std::unique_ptr<Stream> server;
+  listener.start([&](std::unique_ptr<Stream> s) { server = std::move(s); });
+  // The client connects (the kernel completes the handshake into the backlog) while descriptors
+  // remain; then every free descriptor is taken.
+  asio::ip::tcp::socket client(io_);
+  client.connect({asio::ip::make_address("127.0.0.1"), listener.local_port()});
+  std::vector<int> hog;
+  for (int fd; (fd = ::dup(0)) >= 0;) hog.push_back(fd);
+  ASSERT_EQ(errno, EMFILE);
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(400)) {
+    io_.restart();
+    io_.run_for(std::chrono::milliseconds(10));
+  }
+  const uint64_t errors = listener.accept_errors();
+  for (int fd : hog) ::close(fd);
+  EXPECT_GE(errors, 1u) << "the accept did fail";
+  EXPECT_LE(errors, 10u) << "it paused between attempts";
+  EXPECT_TRUE(run_until([&] { return server != nullptr; })) << "and accepted once it could";
 }
 
 TEST_F(ListenerTest, TcpPeerIsNamedByItsAddressAndPortZeroPicksAFreePort) {
