@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "usb/core/printable.h"
 #include "vmm-frontend/vusbd.h"
 
 namespace vusbd {
@@ -264,10 +265,11 @@ RouteResult route(Vusbd& daemon, std::string_view method, std::string_view targe
                   std::string_view body) {
   RouteResult r = handle(daemon, method, target, body);
   if (r.status >= 400)
-    spdlog::warn("control: {} {} → {}: {}", method, target, r.status,
-                 r.body.value("error", std::string{}));
+    // Method, target and the error (built from names in the request) are the client's words.
+    spdlog::warn("control: {} {} → {}: {}", usb::printable(method), usb::printable(target),
+                 r.status, usb::printable(r.body.value("error", std::string{})));
   else if (method != "GET")
-    spdlog::info("control: {} {} → {}", method, target, r.status);
+    spdlog::info("control: {} {} → {}", usb::printable(method), usb::printable(target), r.status);
   return r;
 }
 

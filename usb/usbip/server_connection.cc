@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "usb/core/device_operations.h"
+#include "usb/core/printable.h"
 
 namespace usb::usbip {
 
@@ -143,7 +144,7 @@ void ServerConnection::on_import_request() {
     spdlog::info("usbip {}: imported {} (devid {:#x})", peer_, busid_, devid_);
   } else {
     reply = wire::encode_import_reply(claim.status, nullptr);
-    spdlog::warn("usbip {}: import of '{}' refused: {}", peer_, *busid,
+    spdlog::warn("usbip {}: import of '{}' refused: {}", peer_, usb::printable(*busid),
                  claim.status == wire::kStDevBusy ? "busy (imported by another client)"
                  : claim.status == wire::kStNoDev ? "no such device"
                                                   : "device error");

@@ -7,6 +7,8 @@
 #include <boost/asio/buffer.hpp>
 #include <cstring>
 
+#include "usb/core/printable.h"
+
 namespace usb::usbredir {
 
 namespace {
@@ -55,10 +57,11 @@ int ParserIo::write(uint8_t* data, int count) {
 }
 
 void ParserIo::log(int level, const char* message) const {
+  // The parser's messages quote the peer (its version string in the hello).
   if (level <= usbredirparser_error)
-    spdlog::warn("{}: usbredir: {}", label_, message);
+    spdlog::warn("{}: usbredir: {}", label_, usb::printable(message));
   else if (level <= usbredirparser_info)
-    spdlog::debug("{}: usbredir: {}", label_, message);
+    spdlog::debug("{}: usbredir: {}", label_, usb::printable(message));
 }
 
 void ParserIo::read_more(std::shared_ptr<void> owner) {
