@@ -221,8 +221,11 @@ void ServerConnection::drain_then(uint64_t bytes, std::function<void()> next) {
 
 void ServerConnection::reject_submit(const wire::CmdSubmit& cmd, usb::Status status,
                                     std::string_view why) {
-  spdlog::warn("usbip {}: seqnum {} ep {:#x}: {} -> {}", peer_, cmd.seqnum, cmd.ep, why,
-               usb::to_string(status));
+  // One line for the first refusal and then one per 100: a peer that sends a flood of bad URBs
+  // must not turn the log into the flood.
+  if (rejected_++ % 100 == 0)
+    spdlog::warn("usbip {}: seqnum {} ep {:#x}: {} -> {} ({} refused on this connection)", peer_,
+                 cmd.seqnum, cmd.ep, why, usb::to_string(status), rejected_);
   Reply r;
   wire::RetSubmit ret;
   ret.seqnum = cmd.seqnum;

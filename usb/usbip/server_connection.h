@@ -144,6 +144,7 @@ class ServerConnection : public std::enable_shared_from_this<ServerConnection>,
   std::optional<std::chrono::steady_clock::time_point> draining_since_;
   bool closed_ = false;
   uint64_t rejected_for_memory_ = 0;
+  uint64_t rejected_ = 0;  // URBs refused (reject_submit), for the log throttle
 };
 
 }  // namespace usb::usbip

@@ -6,6 +6,10 @@
 
 #include <boost/asio/io_context.hpp>
 #include <chrono>
+#include <sstream>
+
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "usb/core/fake_device.h"
 #include "usb/usbip/export_table.h"
@@ -63,6 +67,48 @@ TEST(ClientChannel, AnIsoUrbTheServerRefusesFailsAloneAndTheImportGoesOn) {
   ASSERT_TRUE(run_until(io, [&] { return bulk_done; }));
   EXPECT_EQ(bulk.status(), Status::kOk);
   EXPECT_EQ(bulk.actual_length(), 100u);
+  client->close("test over");
+  server.stop();
+  io.run_for(std::chrono::milliseconds(10));
+}
+
+TEST(ClientChannel, AFloodOfRefusedUrbsIsLoggedOncePerHundred) {
+  // 250 URBs the server must refuse: three warnings (the 1st, 101st, 201st), not 250.
+  std::ostringstream log;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
+  const auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink));
+  asio::io_context io;
+  usb::testing::FakeDevice device(usb::testing::gadget_zero_like_descriptors(), Speed::kHigh,
+                                  DeviceLocation{.busid = "1-1", .path = {}});
+  ExportTable exports;
+  ASSERT_TRUE(exports.add(device));
+  Server server(io, exports, ConnectionLimits{});
+  ASSERT_TRUE(server.listen({"127.0.0.1", 0}));
+  std::shared_ptr<ClientChannel> client;
+  ClientChannel::import(io, server.local_endpoint(), "1-1", {}, [&](auto r) {
+    ASSERT_TRUE(r);
+    client = *r;
+  });
+  ASSERT_TRUE(run_until(io, [&] { return client != nullptr; }));
+  std::vector<std::unique_ptr<Transfer>> urbs;
+  int done = 0;
+  for (int i = 0; i < 250; ++i) {
+    auto t = std::make_unique<Transfer>(0x82, TransferType::kIsochronous, 1024);
+    t->iso_packets.push_back({0, 1024, 0, Status::kOk});
+    t->set_completion([&](Transfer&) { ++done; });
+    ASSERT_TRUE(t->begin(nullptr));
+    client->submit(*t);
+    urbs.push_back(std::move(t));
+  }
+  ASSERT_TRUE(run_until(io, [&] { return done == 250; }));
+  EXPECT_TRUE(client->connected());
+  spdlog::set_default_logger(previous);
+  size_t lines = 0;
+  for (size_t at = 0; (at = log.str().find("refused on this connection", at)) != std::string::npos;
+       ++at)
+    ++lines;
+  EXPECT_EQ(lines, 3u) << log.str();
   client->close("test over");
   server.stop();
   io.run_for(std::chrono::milliseconds(10));
