@@ -27,11 +27,12 @@ int main(int argc, char** argv) {
       "  vusb-stub --emulate uvc-camera                  # a UVC webcam (MJPEG/YUYV test pattern)\n"
       "  vusb-stub --libusb 046d:c52b --libusb 3-1.2     # real devices by VID:PID or bus id\n"
       "  vusb-stub --libusb-all                          # every device, hotplug included\n"
+      "  vusb-stub --listen 0.0.0.0:3240 --emulate gadget-zero   # for other machines (no auth!)\n"
       "  usbip --tcp-port 3240 list -r HOST              # on a client: see the exports\n"
       "  usbip attach -r HOST -b 1-1                     # on a client: use one\n",
       "vusb-stub"};
   app.add_option("--listen", listen_text, "Address and port to listen on, ADDR:PORT, or a UNIX socket, unix:PATH")
-      ->default_str("0.0.0.0:3240");
+      ->default_str("127.0.0.1:3240");
   app.add_option("--emulate", emulate_text,
                  "Export an emulated device: gadget-zero[=BUSID][,speed=high|super]"
                  "[,bulk_rate=BYTES_PER_S][,isoc_mult=0..2][,isoc_interval=1..16]"

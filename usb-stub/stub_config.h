@@ -20,7 +20,8 @@ struct EmulateSpec {
 };
 
 struct StubConfig {
-  usb::net::Endpoint listen{"0.0.0.0", 3240};  // or a UNIX socket, "unix:/run/vusb-stub.sock"
+  // Loopback unless told otherwise: USB/IP has no authentication of its own.
+  usb::net::Endpoint listen{"127.0.0.1", 3240};  // or a UNIX socket, "unix:/run/vusb-stub.sock"
   std::vector<EmulateSpec> emulate;
   std::vector<std::string> libusb;  // "VID:PID" or a bus id "B-P.P"
   bool libusb_all = false;
@@ -36,7 +37,8 @@ struct StubConfig {
 usb::Result<EmulateSpec> parse_emulate(std::string_view text);
 
 // Reads a TOML file into `config` (keys absent from the file keep their values):
-//   listen = "0.0.0.0:3240"          # or "unix:/run/vusb-stub.sock"
+//   listen = "127.0.0.1:3240"        # the default; "0.0.0.0:3240" for the network, or
+//                                    # "unix:/run/vusb-stub.sock"
 //   max_urb_bytes = 16777216          # per-URB buffer bound
 //   max_inflight_bytes = 67108864     # per connection
 //   log_level = "info"

@@ -83,6 +83,14 @@ Result<void> Listener::listen(const Endpoint& where) {
                        "cannot listen on " + where.to_string() + ": " + ec.message());
   }
   where_ = where;
+  if (!where.is_unix() && !options_.authenticated) {
+    const auto local = ip_endpoint(acceptor_.local_endpoint(ec));
+    if (!ec && local && !local->address().is_loopback())
+      spdlog::warn("{}: listening on {}, reachable from the network with no authentication: "
+                   "whoever reaches it can use what it serves. Bind 127.0.0.1 or a UNIX socket, "
+                   "or reach it through a TLS tunnel and a firewall.",
+                   options_.label, local_endpoint().to_string());
+  }
   return {};
 }
 

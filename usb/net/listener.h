@@ -44,6 +44,9 @@ class Listener {
     RefuseHandler refuse;  // empty: a refused peer is closed
     std::string label = "listener";  // log prefix ("usbip", "control", "vm vm1")
     mode_t unix_mode = 0660;         // the UNIX socket file's permissions
+    // Its protocol authenticates peers (a PeerCheck of identities, TLS). Without, listening on
+    // a TCP address other than loopback is logged as a warning.
+    bool authenticated = false;
   };
 
   Listener(boost::asio::io_context& io, Options options);

@@ -12,6 +12,10 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <sstream>
+
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "usb/net/connector.h"
 
@@ -130,6 +134,28 @@ TEST_F(ListenerTest, OutOfDescriptorsTheAcceptLoopPausesInsteadOfSpinning) {
   EXPECT_GE(errors, 1u) << "the accept did fail";
   EXPECT_LE(errors, 10u) << "it paused between attempts";
   EXPECT_TRUE(run_until([&] { return server != nullptr; })) << "and accepted once it could";
+}
+
+TEST_F(ListenerTest, AnOpenNetworkPortWithoutAuthenticationIsLoggedAsAWarning) {
+  std::ostringstream log;
+  const auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
+  auto warned = [&](const char* label, const Endpoint& at, bool authenticated) {
+    log.str("");
+    Listener::Options o;
+    o.label = label;
+    o.authenticated = authenticated;
+    Listener l(io_, o);
+    EXPECT_TRUE(l.listen(at));
+    return log.str().find("reachable from the network with no authentication") !=
+           std::string::npos;
+  };
+  EXPECT_TRUE(warned("usbip", Endpoint("0.0.0.0", 0), false));
+  EXPECT_FALSE(warned("usbip", Endpoint("127.0.0.1", 0), false));
+  EXPECT_FALSE(warned("usbip", Endpoint::unix_socket(sock("s")), false));
+  EXPECT_FALSE(warned("tls", Endpoint("0.0.0.0", 0), true));
+  spdlog::set_default_logger(previous);
 }
 
 TEST_F(ListenerTest, TcpPeerIsNamedByItsAddressAndPortZeroPicksAFreePort) {

@@ -86,6 +86,11 @@ TEST(StubConfigTest, BadTomlIsAClearError) {
   std::remove(path.c_str());
 }
 
+TEST(StubConfigTest, TheDefaultListenAddressIsLoopback) {
+  // USB/IP has no authentication: the network gets the port only when asked for.
+  EXPECT_EQ(StubConfig{}.listen, usb::net::Endpoint("127.0.0.1", 3240));
+}
+
 TEST(StubConfigTest, NegativeOrHugeLimitsAreRefusedNotWrapped) {
   // max_inflight_bytes = -1 used to become 2^64 - 1: the cap was off.
   const std::string path = ::testing::TempDir() + "/limits.toml";
