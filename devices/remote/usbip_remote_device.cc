@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/steady_timer.hpp>
+
 #include "devices/remote/descriptor_fetcher.h"
 
 namespace devices {
@@ -41,13 +43,29 @@ void UsbipRemoteDevice::import(std::unique_ptr<usb::net::Stream> stream, const s
 
 void UsbipRemoteDevice::on_channel(ChannelResult channel, std::shared_ptr<ImportCallback> done) {
   if (!channel) return (*done)(std::unexpected(channel.error()));
+  auto ch = *channel;
   auto dev = std::unique_ptr<UsbipRemoteDevice>(new UsbipRemoteDevice(std::move(*channel)));
   UsbipRemoteDevice* raw = dev.get();
   auto holder = std::make_shared<std::unique_ptr<UsbipRemoteDevice>>(std::move(dev));
+  // The descriptors come over URBs the server may never answer: past the import deadline the
+  // connection closes, the pending read completes with kNoDevice and the import fails.
+  auto deadline = std::make_shared<boost::asio::steady_timer>(ch->stream_executor());
+  auto expired = std::make_shared<bool>(false);
+  deadline->expires_after(ch->options().import_timeout);
+  deadline->async_wait([weak = std::weak_ptr(ch), expired](boost::system::error_code ec) {
+    if (ec) return;
+    *expired = true;
+    if (auto c = weak.lock()) c->close("no descriptors within the import deadline");
+  });
+  const auto timeout_ms = ch->options().import_timeout.count();
   auto fetch = DescriptorFetcher::create(
       *raw, raw->state_->descriptors, [=](usb::Result<void> r) {
+        deadline->cancel();
         if (!r) {
-          auto e = r.error();
+          auto e = *expired ? usb::Error{usb::Error::Code::kIo,
+                                         "the server did not answer the descriptor reads within " +
+                                             std::to_string(timeout_ms) + " ms"}
+                            : r.error();
           holder->reset();
           return (*done)(std::unexpected(std::move(e)));
         }

@@ -46,7 +46,23 @@ void ClientChannel::import(std::unique_ptr<usb::net::Stream> stream, const std::
 
 void ClientChannel::start_import(const std::string& busid,
                                  std::shared_ptr<ImportCallback> shared_done) {
-  auto fail = [shared_done](usb::Error::Code code, std::string msg) {
+  // The exchange has a deadline: on expiry the stream closes, the pending read fails, and the
+  // import fails saying so.
+  auto deadline = std::make_shared<asio::steady_timer>(stream_->get_executor());
+  auto expired = std::make_shared<bool>(false);
+  deadline->expires_after(options_.import_timeout);
+  deadline->async_wait([weak = weak_from_this(), expired](error_code ec) {
+    if (ec) return;
+    *expired = true;
+    if (auto self = weak.lock()) self->stream_->close();
+  });
+  const auto timeout_ms = options_.import_timeout.count();
+  auto fail = [shared_done, deadline, expired, timeout_ms](usb::Error::Code code, std::string msg) {
+    deadline->cancel();
+    if (*expired) {
+      code = usb::Error::Code::kIo;
+      msg = fmt::format("no import reply within {} ms", timeout_ms);
+    }
     (*shared_done)(usb::Error::make(code, std::move(msg)));
   };
   auto req = wire::encode_import_request(busid);
@@ -83,6 +99,7 @@ void ClientChannel::start_import(const std::string& busid,
                               "import reply names bus id '" + rec->busid + "'");
                 self->record_ = *rec;
                 self->devid_ = wire::make_devid(rec->busnum, rec->devnum);
+                deadline->cancel();
                 self->connected_ = true;
                 self->read_header();
                 (*shared_done)(self);

@@ -38,6 +38,9 @@ class ClientChannel : public std::enable_shared_from_this<ClientChannel> {
     std::function<void(const std::string& reason)> on_disconnect;
     usb::net::TcpOptions tcp;  // for connections import() makes
     std::chrono::milliseconds connect_timeout{30000};
+    // From the connection to the import reply, and (UsbipRemoteDevice) to the descriptors read
+    // over it: a server that accepts and then says nothing fails the import instead of hanging.
+    std::chrono::milliseconds import_timeout{10000};
   };
   using ImportCallback = std::move_only_function<void(usb::Result<std::shared_ptr<ClientChannel>>)>;
 
@@ -57,6 +60,8 @@ class ClientChannel : public std::enable_shared_from_this<ClientChannel> {
   bool connected() const { return connected_; }
   const std::string& peer() const { return peer_; }
   const Options& options() const { return options_; }
+  // The loop the connection lives on (for timers that belong with it).
+  boost::asio::any_io_executor stream_executor() const { return stream_->get_executor(); }
 
   // URB phase. `t` must have begun (usb::Transfer::begin) and stay alive until it completes:
   // on its RET_SUBMIT, or with kNoDevice when the connection ends first.

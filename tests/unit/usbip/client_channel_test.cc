@@ -6,20 +6,29 @@
 
 #include <boost/asio/io_context.hpp>
 #include <chrono>
+#include <array>
+#include <optional>
 #include <sstream>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "devices/remote/usbip_remote_device.h"
 #include "usb/core/fake_device.h"
 #include "usb/usbip/export_table.h"
 #include "usb/usbip/server.h"
+#include "usb/wire/usbip_codec.h"
 #include "tests/unit/run_until.h"
 
 namespace usb::usbip {
 namespace {
 
 namespace asio = boost::asio;
+namespace wire = usb::wire::usbip;
 
 using usb::testing::run_until;
 
@@ -112,6 +121,65 @@ TEST(ClientChannel, AFloodOfRefusedUrbsIsLoggedOncePerHundred) {
   client->close("test over");
   server.stop();
   io.run_for(std::chrono::milliseconds(10));
+}
+
+// A server that accepts and then answers nothing, or answers the import and then no URB.
+struct SilentServer {
+  explicit SilentServer(asio::io_context& io, bool answer_import)
+      : acceptor(io, {asio::ip::make_address("127.0.0.1"), 0}), answer(answer_import) {
+    acceptor.async_accept([this](boost::system::error_code ec, asio::ip::tcp::socket s) {
+      if (ec) return;
+      peer = std::make_unique<asio::ip::tcp::socket>(std::move(s));
+      if (!answer) return;
+      asio::async_read(*peer, asio::buffer(request), [this](boost::system::error_code e, size_t) {
+        if (e) return;
+        wire::DeviceRecord rec;
+        rec.busid = "1-1";
+        rec.busnum = 1;
+        rec.devnum = 2;
+        rec.speed = 3;
+        reply = wire::encode_import_reply(wire::kStOk, &rec);
+        asio::async_write(*peer, asio::buffer(reply), [](boost::system::error_code, size_t) {});
+      });
+    });
+  }
+  uint16_t port() const { return acceptor.local_endpoint().port(); }
+  asio::ip::tcp::acceptor acceptor;
+  bool answer;
+  std::unique_ptr<asio::ip::tcp::socket> peer;
+  std::array<uint8_t, 8 + 32> request{};  // OP_REQ_IMPORT
+  std::vector<uint8_t> reply;
+};
+
+TEST(ClientChannel, AServerThatSaysNothingFailsTheImportAtItsDeadline) {
+  asio::io_context io;
+  SilentServer server(io, /*answer_import=*/false);
+  ClientChannel::Options options;
+  options.import_timeout = std::chrono::milliseconds(200);
+  std::optional<usb::Result<std::shared_ptr<ClientChannel>>> got;
+  const auto t0 = std::chrono::steady_clock::now();
+  ClientChannel::import(io, {"127.0.0.1", server.port()}, "1-1", options,
+                        [&](auto r) { got = std::move(r); });
+  ASSERT_TRUE(run_until(io, [&] { return got.has_value(); }));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+  ASSERT_FALSE(*got);
+  EXPECT_EQ(got->error().message, "no import reply within 200 ms");
+}
+
+TEST(ClientChannel, AServerThatNeverAnswersTheDescriptorReadsFailsTheDeviceImport) {
+  // vusbd's USB/IP import: the server answers OP_REQ_IMPORT and then no URB; the descriptor
+  // fetch would wait forever. At the deadline the connection closes and the import fails.
+  asio::io_context io;
+  SilentServer server(io, /*answer_import=*/true);
+  devices::UsbipRemoteDevice::Options options;
+  options.import_timeout = std::chrono::milliseconds(300);
+  std::optional<usb::Result<std::unique_ptr<devices::UsbipRemoteDevice>>> got;
+  devices::UsbipRemoteDevice::import(io, {"127.0.0.1", server.port()}, "1-1", options,
+                                     [&](auto r) { got = std::move(r); });
+  ASSERT_TRUE(run_until(io, [&] { return got.has_value(); }));
+  ASSERT_FALSE(*got);
+  EXPECT_EQ(got->error().message,
+            "the server did not answer the descriptor reads within 300 ms");
 }
 
 }  // namespace
