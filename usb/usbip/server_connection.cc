@@ -28,7 +28,8 @@ ServerConnection::ServerConnection(std::unique_ptr<usb::net::Stream> stream, Exp
       exports_(exports),
       limits_(limits),
       peer_(limits.label.empty() ? stream_->peer().name
-                                 : limits.label + " " + stream_->peer().name) {}
+                                 : limits.label + " " + stream_->peer().name),
+      write_deadline_(stream_->get_executor()) {}
 
 ServerConnection::~ServerConnection() = default;
 
@@ -56,6 +57,7 @@ void ServerConnection::close(std::string_view reason) {
   if (closed_) return;
   closed_ = true;
   op_deadline_.cancel();
+  write_deadline_.cancel();
   spdlog::debug("usbip {}: closed ({})", peer_, reason);
   stream_->close();
   queued_.clear();
@@ -163,6 +165,16 @@ void ServerConnection::on_import_request() {
 // ---------------------------------------------------------------- URB phase
 
 void ServerConnection::read_urb_header() {
+  if (queued_.size() + writing_.size() >= limits_.max_queued_replies) {
+    // The client does not read its replies: stop taking commands (TCP pushes back on it) until
+    // the write side has caught up; start_write's completion resumes.
+    if (!read_paused_ && pauses_++ % 100 == 0)
+      spdlog::warn("usbip {}: {} replies unread by the client; not reading its commands until "
+                   "it catches up ({} times on this connection)",
+                   peer_, queued_.size() + writing_.size(), pauses_);
+    read_paused_ = true;
+    return;
+  }
   reader_.read(*stream_, header_, [self = shared_from_this()](error_code ec) {
     if (self->closed_) return;
     if (ec) {
@@ -278,6 +290,8 @@ void ServerConnection::on_submit(const wire::CmdSubmit& cmd) {
                    peer_, held_bytes_, limits_.max_inflight_bytes, rejected_for_memory_);
     return reject_submit(cmd, usb::Status::kNoMemory, "in-flight byte limit reached");
   }
+  if (inflight_.size() >= limits_.max_inflight_urbs)
+    return reject_submit(cmd, usb::Status::kNoMemory, "in-flight URB limit reached");
 
   auto in = std::make_unique<InFlight>();
   in->seqnum = cmd.seqnum;
@@ -495,14 +509,28 @@ void ServerConnection::start_write() {
     if (!r.iso.empty()) write_buffers_.emplace_back(r.iso.data(), r.iso.size());
   }
   write_in_progress_ = true;
+  write_deadline_.expires_after(limits_.write_timeout);
+  write_deadline_.async_wait([weak = weak_from_this()](error_code ec) {
+    if (ec) return;
+    if (auto self = weak.lock(); self && !self->closed_) {
+      spdlog::warn("usbip {}: the client has not read its replies for {} ms; closing", self->peer_,
+                   self->limits_.write_timeout.count());
+      self->close("write timeout");
+    }
+  });
   stream_->async_write(write_buffers_, [self = shared_from_this()](error_code ec, size_t) {
     self->write_in_progress_ = false;
+    self->write_deadline_.cancel();
     for (Reply& r : self->writing_)
       if (r.transfer) self->recycle(std::move(r.transfer));
     self->writing_.clear();
     if (self->closed_) return;
     if (ec) return self->close(ec.message());
-    if (!self->queued_.empty()) return self->start_write();
+    if (self->read_paused_ && self->queued_.size() <= self->limits_.max_queued_replies / 2) {
+      self->read_paused_ = false;
+      self->read_urb_header();
+    }
+    if (!self->queued_.empty() && !self->write_in_progress_) return self->start_write();
   });
 }
 

@@ -45,6 +45,13 @@ namespace usb::usbip {
 struct ConnectionLimits {
   usb::wire::usbip::Limits wire;            // per-URB bounds (max URB size, iso packets)
   uint64_t max_inflight_bytes = 64u << 20;  // buffers held per connection (in flight + unsent)
+  // URBs at the device per connection, zero-length ones included; beyond, -ENOMEM.
+  size_t max_inflight_urbs = 4096;
+  // Replies waiting for the client to read them: beyond, the connection stops reading commands
+  // until half have gone (a client that never reads cannot make the server queue without end).
+  size_t max_queued_replies = 8192;
+  // A write the client does not take within this time closes the connection.
+  std::chrono::milliseconds write_timeout{30000};
   // A client must send its op request (DEVLIST / IMPORT) within this time.
   std::chrono::milliseconds op_timeout{30000};
   // After the imported device vanished: keep answering the client's late URBs (-ESHUTDOWN) and
@@ -141,6 +148,9 @@ class ServerConnection : public std::enable_shared_from_this<ServerConnection>,
   std::vector<Reply> writing_;
   std::vector<boost::asio::const_buffer> write_buffers_;
   bool write_in_progress_ = false;
+  bool read_paused_ = false;  // too many replies waiting: commands wait in the socket
+  uint64_t pauses_ = 0;       // how often, for the log throttle
+  boost::asio::steady_timer write_deadline_;
   std::optional<std::chrono::steady_clock::time_point> draining_since_;
   bool closed_ = false;
   uint64_t rejected_for_memory_ = 0;

@@ -76,6 +76,22 @@ class UsbipServerTest : public ::testing::TestWithParam<Transport> {
     done.get_future().wait();
   }
 
+  // The server again, with other limits, on a new address of the same kind.
+  void restart(const ConnectionLimits& limits) {
+    on_loop([&] {
+      server_->stop();
+      server_ = std::make_unique<Server>(io_, exports_, limits);
+      usb::net::Endpoint where{"127.0.0.1", 0};
+      if (GetParam() == Transport::kUnix)
+        where = usb::net::Endpoint::unix_socket(
+            (std::filesystem::temp_directory_path() /
+             ("vusb-usbip-test-" + std::to_string(::getpid()) + "-2.sock"))
+                .string());
+      ASSERT_TRUE(server_->listen(where).has_value());
+      endpoint_ = server_->local_endpoint();
+    });
+  }
+
   Socket connect() {
     auto s = usb::net::connect_blocking(client_io_, endpoint_);
     EXPECT_TRUE(s.has_value()) << s.error().message;
@@ -420,6 +436,49 @@ TEST_P(UsbipServerTest, InflightByteLimitRefusesWithEnomemAndKeepsStreamInStep) 
     while (!device_->pending.empty()) device_->complete_next(usb::Status::kOk, 0);
   });
   for (int i = 0; i < 4; ++i) EXPECT_EQ(std::get<wire::RetSubmit>(read_pdu(s)).status, 0);
+}
+
+TEST_P(UsbipServerTest, ZeroLengthUrbsCountAgainstTheUrbLimit) {
+  // Zero-length URBs cost no buffer bytes, but each waits at the device: past max_inflight_urbs
+  // they are refused with -ENOMEM like any other.
+  ConnectionLimits limits;
+  limits.max_inflight_urbs = 8;
+  restart(limits);
+  auto s = import("1-1");
+  for (uint32_t i = 0; i < 10; ++i) send(s, wire::encode(submit(200 + i, 1, wire::kDirOut, 0)));
+  WAIT_PENDING(8u);
+  for (uint32_t want : {208u, 209u}) {
+    auto r = std::get<wire::RetSubmit>(read_pdu(s));
+    EXPECT_EQ(r.seqnum, want);
+    EXPECT_EQ(r.status, -12);
+  }
+  on_loop([&] { EXPECT_EQ(device_->pending.size(), 8u); });
+}
+
+TEST_P(UsbipServerTest, AClientThatNeverReadsIsCutOffAndOthersAreServed) {
+  // 64 KiB IN replies to a client that reads nothing: the server stops reading its commands once
+  // 16 replies wait, and closes it when a write has not moved for 300 ms. The device is free for
+  // the next importer.
+  ConnectionLimits limits;
+  limits.max_queued_replies = 16;
+  limits.write_timeout = std::chrono::milliseconds(300);
+  restart(limits);
+  auto s = import("1-1");
+  asio::socket_base::receive_buffer_size small(4096);
+  s.set_option(small);
+  on_loop([&] { device_->auto_complete = true; });
+  boost::system::error_code ec;
+  for (uint32_t i = 0; i < 400 && !ec; ++i) {
+    auto cmd = wire::encode(submit(300 + i, 1, wire::kDirIn, 65536));
+    asio::write(s, asio::buffer(cmd), ec);  // blocks once the server stops reading: stop there
+    if (i == 100) break;
+  }
+  uint32_t status = wire::kStDevBusy;
+  for (int i = 0; i < 100 && status != wire::kStOk; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto other = import("1-1", &status);
+  }
+  EXPECT_EQ(status, wire::kStOk) << "the stuck client was closed and the device released";
 }
 
 TEST_P(UsbipServerTest, VanishedDeviceCompletesInflightWithEshutdownAndLeavesList) {
