@@ -288,7 +288,7 @@ def main() -> int:
         # 6. restart from the written-back config
         vusbd_rcs.append(lab.stop_process(vd))
         text = toml.read_text()
-        check('mode = "exclusive"' in text and "vm2 = 3" in text, "config written back")
+        check('mode = "exclusive"' in text and '"vm2" = 3' in text, "config written back")
         vd = start_vusbd("vusbctl.vusbd2.log")
         if vd is not None:
             check(wait_for(lambda: listed(p2, "1-3"), 10), "after restart vm2 lists gz as 1-3")
