@@ -93,18 +93,6 @@ echo "LAB-INFO steer-end rc=$rc2"
 """
 
 
-def qemu_args(vusbctl: Path, api_port: int, vm: str) -> list:
-    """vusbd's QEMU arguments for the VM's usb-redir camera, as a user gets them."""
-    r = subprocess.run([str(vusbctl), "--api", f"127.0.0.1:{api_port}", "--json", "qemu-args",
-                        "--vm", vm], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       timeout=20)
-    if r.returncode != 0:
-        raise RuntimeError(f"vusbctl qemu-args --vm {vm}: {r.stdout.strip()}")
-    argv = json.loads(r.stdout)["qemu"]
-    lab.log(f"vusbctl qemu-args --vm {vm}: " + " ".join(argv))
-    return [v if k == "-device" else f"{k} {v}" for k, v in zip(argv[::2], argv[1::2])]
-
-
 class Guest(lab.GuestThread):
     """A capture guest: collects its V4L2-* lines; when it ends nobody waits for it any more."""
 
@@ -195,7 +183,7 @@ def main() -> int:
         for vm in VMS:
             script = guest_script(vm, vm_ports[vm], barrier.port, steer.port, a.frames, usbredir)
             script = script.replace("v4l2-capture ", f"v4l2-capture -D {a.max_dropped} ")
-            devices = qemu_args(vusbctl, pc, vm) if usbredir else ()
+            devices = lab.vusbd_qemu_args(vusbctl, pc, vm) if usbredir else ()
             guests.append(Guest(vm, script, t0, [barrier, steer], name, devices))
         threads = [g.start(a.timeout, 256) for g in guests]
         for th in threads:

@@ -34,7 +34,6 @@ Usage: tests/e2e/test_vusbd_usbredir.py [--build DIR] [--cases 0,1,...] [--iso-c
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.request
@@ -73,18 +72,6 @@ b=$(lab_usbtest_rebind alt=1) || {{ echo "LAB-FAIL usbtest did not bind again wi
 {lab.usbtest_cmd(iso, timeout=60)}{" || echo 'LAB-WARN informational iso cases failed'" if set(iso) <= set(informational) else ""}
 """
     return script
-
-
-def qemu_args(bindir: Path, api_port: int, vm: str, controller: str) -> list:
-    """vusbd's own QEMU arguments for the VM, as a user gets them."""
-    r = subprocess.run([str(bindir / "vusbctl"), "--api", f"127.0.0.1:{api_port}", "--json",
-                        "qemu-args", "--vm", vm, "--controller", controller],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
-    if r.returncode != 0:
-        raise RuntimeError(f"vusbctl qemu-args --vm {vm}: {r.stderr.strip()}")
-    argv = json.loads(r.stdout)["qemu"]
-    lab.log(f"vusbctl qemu-args --vm {vm} --controller {controller}: " + " ".join(argv))
-    return [v if k == "-device" else f"{k} {v}" for k, v in zip(argv[::2], argv[1::2])]
 
 
 def main() -> int:
@@ -136,8 +123,9 @@ def main() -> int:
         guests = {}
         for vm, (controller, modules, cases, iso) in plan.items():
             script = guest_script(cases, iso, INFORMATIONAL[controller])
-            g = lab.GuestThread(f"vusbd_usbredir.{vm}", script, t0,
-                                modules=modules, devices=qemu_args(bindir, pc, vm, controller))
+            devices = lab.vusbd_qemu_args(bindir / "vusbctl", pc, vm, controller)
+            g = lab.GuestThread(f"vusbd_usbredir.{vm}", script, t0, modules=modules,
+                                devices=devices)
             guests[vm] = (g, g.start(a.timeout, 512))
         for g, th in guests.values():
             th.join()

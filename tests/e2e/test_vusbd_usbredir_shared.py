@@ -98,17 +98,6 @@ def script_c(barrier: int) -> str:
 """
 
 
-def qemu_args(vusbctl: Path, api: int, vm: str) -> list:
-    r = subprocess.run([str(vusbctl), "--api", f"127.0.0.1:{api}", "--json", "qemu-args",
-                        "--vm", vm], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       timeout=20)
-    if r.returncode != 0:
-        raise RuntimeError(f"vusbctl qemu-args --vm {vm}: {r.stdout.strip()}")
-    argv = json.loads(r.stdout)["qemu"]
-    lab.log(f"vusbctl qemu-args --vm {vm}: " + " ".join(argv))
-    return [v if k == "-device" else f"{k} {v}" for k, v in zip(argv[::2], argv[1::2])]
-
-
 def api_get(port: int, path: str):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
         return json.load(r)
@@ -183,8 +172,8 @@ def main() -> int:
         if not lab.wait_log_line(log_path, "vusbd: ready", vusbd, 20):
             print(f"FAIL: vusbd did not get ready\n{lab.tail(log_path)}")
             return 1
-        args_b = qemu_args(bindir / "vusbctl", pc, "vmB")
-        args_c = qemu_args(bindir / "vusbctl", pc, "vmC")
+        args_b = lab.vusbd_qemu_args(bindir / "vusbctl", pc, "vmB")
+        args_c = lab.vusbd_qemu_args(bindir / "vusbctl", pc, "vmC")
         if not any("server=on" in x for x in args_c):
             problems.append(f"vmC's chardev does not listen: {args_c}")
         t0 = time.monotonic()

@@ -66,12 +66,7 @@ std::shared_ptr<GuestChannel> GuestChannel::create(std::unique_ptr<usb::net::Str
 GuestChannel::GuestChannel(std::unique_ptr<usb::net::Stream> stream, Options options)
     : stream_(std::move(stream)), options_(std::move(options)), io_(*stream_, options_.label) {}
 
-GuestChannel::~GuestChannel() {
-  if (parser_) {
-    io_.free_unsent();
-    usbredirparser_destroy(parser_);
-  }
-}
+GuestChannel::~GuestChannel() = default;
 
 uint8_t GuestChannel::alt_setting(uint8_t interface) const {
   auto it = alt_.find(interface);
@@ -152,24 +147,15 @@ void GuestChannel::install_callbacks(usbredirparser* p) {
 // ---------------------------------------------------------------- the connection
 
 void GuestChannel::start() {
-  parser_ = usbredirparser_create();
-  if (!parser_) {
-    spdlog::error("{}: usbredir: out of memory", options_.label);
-    return;
-  }
-  parser_->priv = this;
-  install_callbacks(parser_);
   // QEMU's capabilities minus filter and bulk receiving; the parser adds device_disconnect_ack
   // in guest mode and acknowledges a disconnect itself.
-  uint32_t caps[USB_REDIR_CAPS_SIZE] = {};
-  for (int cap : {usb_redir_cap_connect_device_version, usb_redir_cap_ep_info_max_packet_size,
-                  usb_redir_cap_64bits_ids, usb_redir_cap_32bits_bulk_length})
-    usbredirparser_caps_set_cap(caps, cap);
-  static char version[] = "vusb";
-  usbredirparser_init(parser_, version, caps, USB_REDIR_CAPS_SIZE,
-                      usbredirparser_fl_write_cb_owns_buffer);
+  parser_ = io_.open(this, install_callbacks,
+                     {usb_redir_cap_connect_device_version, usb_redir_cap_ep_info_max_packet_size,
+                      usb_redir_cap_64bits_ids, usb_redir_cap_32bits_bulk_length},
+                     usbredirparser_fl_write_cb_owns_buffer);
+  if (!parser_) return;
   open_ = true;
-  io_.start(parser_, shared_from_this(), [this](const std::string& why) {
+  io_.start(shared_from_this(), [this](const std::string& why) {
     if (open_) closed_by_peer(why);
   });
 }

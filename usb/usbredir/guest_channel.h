@@ -206,7 +206,7 @@ class GuestChannel : public std::enable_shared_from_this<GuestChannel> {
   std::unique_ptr<usb::net::Stream> stream_;
   Options options_;
   ParserIo io_;
-  usbredirparser* parser_ = nullptr;
+  usbredirparser* parser_ = nullptr;  // io_ owns it
   bool open_ = false;
   bool hello_ = false;
   bool connected_ = false;  // device_connect in, no device_disconnect since

@@ -122,10 +122,6 @@ HostChannel::HostChannel(std::unique_ptr<usb::net::Stream> stream, Options optio
 
 HostChannel::~HostChannel() {
   *alive_ = false;
-  if (parser_) {
-    io_.free_unsent();
-    usbredirparser_destroy(parser_);
-  }
 }
 
 void HostChannel::install_callbacks(usbredirparser* p) {
@@ -223,23 +219,14 @@ void HostChannel::install_callbacks(usbredirparser* p) {
 }
 
 void HostChannel::start() {
-  parser_ = usbredirparser_create();
-  if (!parser_) {
-    spdlog::error("{}: usbredir: out of memory", options_.label);
-    return;
-  }
-  parser_->priv = this;
-  install_callbacks(parser_);
-  uint32_t caps[USB_REDIR_CAPS_SIZE] = {};
-  for (int cap : {usb_redir_cap_connect_device_version, usb_redir_cap_filter,
-                  usb_redir_cap_device_disconnect_ack, usb_redir_cap_ep_info_max_packet_size,
-                  usb_redir_cap_64bits_ids, usb_redir_cap_32bits_bulk_length})
-    usbredirparser_caps_set_cap(caps, cap);
-  static char version[] = "vusb";
-  usbredirparser_init(parser_, version, caps, USB_REDIR_CAPS_SIZE,
-                      usbredirparser_fl_usb_host | usbredirparser_fl_write_cb_owns_buffer);
+  parser_ = io_.open(this, install_callbacks,
+                     {usb_redir_cap_connect_device_version, usb_redir_cap_filter,
+                      usb_redir_cap_device_disconnect_ack, usb_redir_cap_ep_info_max_packet_size,
+                      usb_redir_cap_64bits_ids, usb_redir_cap_32bits_bulk_length},
+                     usbredirparser_fl_usb_host | usbredirparser_fl_write_cb_owns_buffer);
+  if (!parser_) return;
   open_ = true;
-  io_.start(parser_, shared_from_this(), [this](const std::string& why) {
+  io_.start(shared_from_this(), [this](const std::string& why) {
     if (!open_) return;
     close();
     if (on_closed_) on_closed_(why);

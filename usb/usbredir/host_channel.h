@@ -147,7 +147,7 @@ class HostChannel : public std::enable_shared_from_this<HostChannel> {
   std::unique_ptr<usb::net::Stream> stream_;
   Options options_;
   ParserIo io_;
-  usbredirparser* parser_ = nullptr;
+  usbredirparser* parser_ = nullptr;  // io_ owns it
   bool open_ = false;
   bool hello_ = false;              // the guest's hello is in
   bool announced_ = false;          // device_connect sent

@@ -18,15 +18,29 @@ constexpr size_t kReadChunk = 64 * 1024;
 ParserIo::ParserIo(usb::net::Stream& stream, std::string label)
     : stream_(stream), label_(std::move(label)), rx_buffer_(kReadChunk) {}
 
-void ParserIo::free_unsent() {
-  if (parser_)
-    for (auto& [data, len] : tx_) usbredirparser_free_write_buffer(parser_, data);
-  tx_.clear();
-  tx_bytes_ = 0;
+ParserIo::~ParserIo() {
+  if (!parser_) return;
+  for (auto& [data, len] : tx_) usbredirparser_free_write_buffer(parser_, data);
+  usbredirparser_destroy(parser_);
 }
 
-void ParserIo::start(usbredirparser* parser, std::shared_ptr<void> owner, OnEnd on_end) {
-  parser_ = parser;
+usbredirparser* ParserIo::open(void* priv, void (*install)(usbredirparser*),
+                               std::initializer_list<int> caps, int flags) {
+  parser_ = usbredirparser_create();
+  if (!parser_) {
+    spdlog::error("{}: usbredir: out of memory", label_);
+    return nullptr;
+  }
+  parser_->priv = priv;
+  install(parser_);
+  uint32_t bits[USB_REDIR_CAPS_SIZE] = {};
+  for (int cap : caps) usbredirparser_caps_set_cap(bits, cap);
+  static char version[] = "vusb";
+  usbredirparser_init(parser_, version, bits, USB_REDIR_CAPS_SIZE, flags);
+  return parser_;
+}
+
+void ParserIo::start(std::shared_ptr<void> owner, OnEnd on_end) {
   on_end_ = std::move(on_end);
   open_ = true;
   flush(owner);  // the hello usbredirparser_init queued

@@ -5,6 +5,7 @@
 // write_func, with usbredirparser_fl_write_cb_owns_buffer) and writes them one at a time, freeing
 // each after. A flush asked for inside do_read happens when do_read returns.
 //
+// Owns the parser (open() makes it, the destructor frees it and the packets never written).
 // Owned by its channel (a member); the channel's shared_ptr, passed to start() and flush(), keeps
 // the channel alive while a read or a write is pending. Lives on the stream's loop.
 #pragma once
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <string>
@@ -30,17 +32,21 @@ class ParserIo {
   using OnEnd = std::function<void(const std::string& why)>;
 
   ParserIo(usb::net::Stream& stream, std::string label);
+  ~ParserIo();
   ParserIo(const ParserIo&) = delete;
   ParserIo& operator=(const ParserIo&) = delete;
 
-  // `parser` is set up (callbacks, usbredirparser_init): write its hello and start reading.
-  void start(usbredirparser* parser, std::shared_ptr<void> owner, OnEnd on_end);
+  // A new parser: `priv` for its callbacks, which `install` sets (every one: the parser does not
+  // check), then usbredirparser_init with `caps` and `flags` (which queues our hello). nullptr
+  // when out of memory (logged).
+  usbredirparser* open(void* priv, void (*install)(usbredirparser*), std::initializer_list<int> caps,
+                       int flags);
+  // Writes the hello open() queued and starts reading.
+  void start(std::shared_ptr<void> owner, OnEnd on_end);
   // Writes what the parser queued (after do_read returns, when called inside it).
   void flush(std::shared_ptr<void> owner);
   // No more reading, writing or parsing; the stream is closed. Idempotent.
   void close();
-  // Frees the packets never written; the owner calls it before usbredirparser_destroy.
-  void free_unsent();
 
   // The parser's read_func, write_func and log_func.
   int read(uint8_t* data, int count);

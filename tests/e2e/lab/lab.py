@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
+import json
 import os
 import re
 import shlex
@@ -629,6 +630,20 @@ def free_ports(n: int) -> list:
         if p not in ports:
             ports.append(p)
     return ports
+
+
+def vusbd_qemu_args(vusbctl: Path, api_port: int, vm: str, controller: str = "xhci") -> list:
+    """What `vusbctl qemu-args --vm VM --controller C` prints for a VM's usb-redir devices, as
+    run_guest's `devices` (a user starts QEMU with exactly this). Raises RuntimeError if vusbctl
+    fails."""
+    r = subprocess.run([str(vusbctl), "--api", f"127.0.0.1:{api_port}", "--json", "qemu-args",
+                        "--vm", vm, "--controller", controller], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=30)
+    if r.returncode != 0:
+        raise RuntimeError(f"vusbctl qemu-args --vm {vm}: {r.stdout.strip()}")
+    argv = json.loads(r.stdout)["qemu"]
+    log(f"vusbctl qemu-args --vm {vm} --controller {controller}: " + " ".join(argv))
+    return [v if k == "-device" else f"{k} {v}" for k, v in zip(argv[::2], argv[1::2])]
 
 
 def start_process(cmd, log_path: Path) -> subprocess.Popen:
