@@ -14,7 +14,7 @@ PKGS=(
   libusbredirparser-dev
   # real peers and the guest lab
   usbip usbutils qemu-system-x86 tshark bluez-test-tools busybox-static cpio kmod usbredirect
-  libvirt-daemon-system libvirt-clients
+  libvirt-daemon-system libvirt-clients stunnel4 openssl
 )
 
 missing=()

@@ -16,7 +16,7 @@ namespace {
 
 // One asynchronous connect: resolve (TCP), connect, or give up at the deadline; `done` once.
 struct ConnectOp : std::enable_shared_from_this<ConnectOp> {
-  ConnectOp(asio::io_context& io, Endpoint to, TcpOptions options, ConnectHandler done)
+  ConnectOp(asio::io_context& io, Endpoint to, ConnectOptions options, ConnectHandler done)
       : resolver(io),
         tcp_socket(io),
         unix_socket(io),
@@ -35,7 +35,7 @@ struct ConnectOp : std::enable_shared_from_this<ConnectOp> {
                                 [self = shared_from_this()](error_code ec) {
                                   if (ec) return self->fail(ec.message());
                                   generic::socket s(std::move(self->unix_socket));
-                                  self->finish(std::make_unique<UnixStream>(std::move(s)));
+                                  self->secure(std::make_unique<UnixStream>(std::move(s)));
                                 });
       return;
     }
@@ -47,10 +47,28 @@ struct ConnectOp : std::enable_shared_from_this<ConnectOp> {
                               [self](error_code ec2, const tcp::endpoint&) {
                                 if (ec2) return self->fail(ec2.message());
                                 generic::socket s(std::move(self->tcp_socket));
-                                self->finish(
-                                    std::make_unique<TcpStream>(std::move(s), self->options));
+                                self->secure(std::make_unique<TcpStream>(std::move(s),
+                                                                         self->options.tcp));
                               });
         });
+  }
+  // TLS, when asked for, within the same deadline.
+  void secure(std::unique_ptr<SocketStream> stream) {
+    if (!done) return;  // timed out meanwhile
+    if (!options.tls) return finish(std::move(stream));
+    options.tls->upgrade(
+        std::move(stream),
+        [self = shared_from_this()](Result<std::unique_ptr<Stream>> tls) {
+          if (!tls) {
+            if (!self->done) return;
+            self->deadline.cancel();
+            auto cb = std::move(self->done);
+            return cb(Error::make(tls.error().code, "connect " + self->to.to_string() + ": " +
+                                                        tls.error().message));
+          }
+          self->finish(std::move(*tls));
+        },
+        to.is_unix() ? std::string() : to.tcp.host);
   }
   void finish(std::unique_ptr<Stream> stream) {
     if (!done) return;
@@ -74,13 +92,18 @@ struct ConnectOp : std::enable_shared_from_this<ConnectOp> {
   asio::local::stream_protocol::socket unix_socket;
   asio::steady_timer deadline;
   Endpoint to;
-  TcpOptions options;
+  ConnectOptions options;
   ConnectHandler done;
 };
 
 }  // namespace
 
 void async_connect(asio::io_context& io, const Endpoint& to, const TcpOptions& options,
+                   std::chrono::milliseconds timeout, ConnectHandler done) {
+  async_connect(io, to, ConnectOptions{options, nullptr}, timeout, std::move(done));
+}
+
+void async_connect(asio::io_context& io, const Endpoint& to, const ConnectOptions& options,
                    std::chrono::milliseconds timeout, ConnectHandler done) {
   std::make_shared<ConnectOp>(io, to, options, std::move(done))->start(timeout);
 }

@@ -12,6 +12,7 @@
 #include "usb/core/error.h"
 #include "usb/net/endpoint.h"
 #include "usb/net/socket_stream.h"
+#include "usb/net/tls.h"
 
 namespace usb::net {
 
@@ -20,6 +21,17 @@ using ConnectHandler = std::move_only_function<void(Result<std::unique_ptr<Strea
 // Calls `done` once on the loop: the connected stream, or kIo ("connect HOST:PORT: …"), also
 // when `timeout` passes first.
 void async_connect(boost::asio::io_context& io, const Endpoint& to, const TcpOptions& options,
+                   std::chrono::milliseconds timeout, ConnectHandler done);
+
+// How to connect: TCP's options, and a TLS context (client role) to run a handshake over the
+// new connection before it is handed over — checking the server's certificate against the host
+// dialled unless the context names another.
+struct ConnectOptions {
+  TcpOptions tcp;
+  std::shared_ptr<const TlsContext> tls;
+};
+// The same; the deadline covers the TLS handshake too. A refused handshake is kDenied.
+void async_connect(boost::asio::io_context& io, const Endpoint& to, const ConnectOptions& options,
                    std::chrono::milliseconds timeout, ConnectHandler done);
 
 // Blocking connect (no-delay set on TCP).

@@ -83,7 +83,7 @@ Result<void> Listener::listen(const Endpoint& where) {
                        "cannot listen on " + where.to_string() + ": " + ec.message());
   }
   where_ = where;
-  if (!where.is_unix() && !options_.authenticated) {
+  if (!where.is_unix() && !options_.authenticated && !options_.tls) {
     const auto local = ip_endpoint(acceptor_.local_endpoint(ec));
     if (!ec && local && !local->address().is_loopback())
       spdlog::warn("{}: listening on {}, reachable from the network with no authentication: "
@@ -120,18 +120,40 @@ void Listener::accept() {
           return;
         }
         backoff_ = std::chrono::milliseconds(0);
-        if (where_.is_unix()) {
-          on_accept(std::make_unique<UnixStream>(std::move(socket)));
-        } else {
-          on_accept(std::make_unique<TcpStream>(std::move(socket), options_.tcp));
-        }
+        std::unique_ptr<SocketStream> stream;
+        if (where_.is_unix())
+          stream = std::make_unique<UnixStream>(std::move(socket));
+        else
+          stream = std::make_unique<TcpStream>(std::move(socket), options_.tcp);
+        if (options_.tls)
+          handshake(std::move(stream));
+        else
+          on_accept(std::move(stream));
         accept();
+      });
+}
+
+void Listener::handshake(std::unique_ptr<SocketStream> stream) {
+  std::string name = stream->peer().name;
+  options_.tls->upgrade(
+      std::move(stream), [this, alive = std::weak_ptr<bool>(alive_), name = std::move(name)](
+                             Result<std::unique_ptr<Stream>> tls) mutable {
+        if (alive.expired()) return;
+        if (!tls) {
+          // Scanners and hostile peers fail here by the thousand: log a sample.
+          if (++handshake_failures_ % 100 == 1)
+            spdlog::warn("{}: refused {}: {} ({} refused handshakes so far)", options_.label, name,
+                         tls.error().message, handshake_failures_);
+          return;
+        }
+        if (acceptor_.is_open()) on_accept(std::move(*tls));
       });
 }
 
 void Listener::on_accept(std::unique_ptr<Stream> stream) {
   if (options_.check) {
     if (auto ok = options_.check(stream->peer()); !ok) {
+      ++refused_;
       spdlog::warn("{}: refused {}: {}", options_.label, stream->peer().name, ok.error().message);
       if (options_.refuse) return options_.refuse(std::move(stream), ok.error());
       stream->close();

@@ -5,6 +5,7 @@
 //
 // A UNIX socket's file is created with Options::unix_mode; a stale file left by a dead process
 // is replaced, a live one (another daemon answers on it) is an error; stop() removes the file.
+// With Options::tls every connection is a TLS stream once its handshake succeeds.
 // A failing accept (EMFILE / ENFILE / ENOBUFS: the process or the system is out of descriptors)
 // is retried after a pause that doubles from 10 ms to 1 s, and logged once per 100 failures,
 // instead of spinning on the loop every VM shares while the pending connection stays queued.
@@ -27,6 +28,7 @@
 #include "usb/core/loop_checker.h"
 #include "usb/net/endpoint.h"
 #include "usb/net/socket_stream.h"
+#include "usb/net/tls.h"
 
 namespace usb::net {
 
@@ -44,9 +46,12 @@ class Listener {
     RefuseHandler refuse;  // empty: a refused peer is closed
     std::string label = "listener";  // log prefix ("usbip", "control", "vm vm1")
     mode_t unix_mode = 0660;         // the UNIX socket file's permissions
-    // Its protocol authenticates peers (a PeerCheck of identities, TLS). Without, listening on
-    // a TCP address other than loopback is logged as a warning.
+    // Its protocol authenticates peers (a PeerCheck of identities). Without it or `tls`,
+    // listening on a TCP address other than loopback is logged as a warning.
     bool authenticated = false;
+    // Every connection runs a TLS handshake first (tls.h); the PeerCheck then sees the TLS
+    // identity. A failed handshake is logged (once per 100) and counted, and the peer dropped.
+    std::shared_ptr<const TlsContext> tls;
   };
 
   Listener(boost::asio::io_context& io, Options options);
@@ -66,6 +71,8 @@ class Listener {
   Endpoint local_endpoint() const;
   bool listening() const { return acceptor_.is_open(); }
   uint64_t accept_errors() const { return accept_errors_; }
+  uint64_t handshake_failures() const { return handshake_failures_; }
+  uint64_t refused() const { return refused_; }
 
   // A PeerCheck that admits only UNIX-socket peers running as `uid` or as root (the control
   // API's rule); TCP peers are refused by it.
@@ -73,6 +80,7 @@ class Listener {
 
  private:
   void accept();
+  void handshake(std::unique_ptr<SocketStream> stream);
   void on_accept(std::unique_ptr<Stream> stream);
 
   boost::asio::io_context& io_;
@@ -81,6 +89,8 @@ class Listener {
   boost::asio::steady_timer retry_;
   std::chrono::milliseconds backoff_{0};
   uint64_t accept_errors_ = 0;
+  uint64_t handshake_failures_ = 0;
+  uint64_t refused_ = 0;
   Endpoint where_;
   AcceptHandler on_accept_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -23,6 +23,15 @@
 
 namespace usb::net {
 
+// What a TLS handshake proved about the peer (tls.h): its certificate, or the PSK identity it
+// knew the key of.
+struct TlsPeer {
+  std::string subject;      // the certificate's subject, one line ("CN=vm1,O=lab")
+  std::string common_name;  // its CN
+  std::string fingerprint;  // SHA-256 of the certificate (DER), lower-case hex
+  std::string psk_identity;  // set instead of the above for a PSK handshake
+};
+
 // Who is at the other end, as far as the transport knows it; checked by a listener's PeerCheck
 // before the first byte is read (listener.h).
 struct PeerInfo {
@@ -31,6 +40,9 @@ struct PeerInfo {
   std::optional<uid_t> uid;                         // UNIX-domain: SO_PEERCRED
   std::optional<gid_t> gid;
   std::optional<pid_t> pid;
+  std::optional<TlsPeer> tls;  // a TLS stream's authenticated peer
+  // Whether the peer proved who it is: a TLS identity, or a local user on a UNIX socket.
+  bool authenticated() const { return tls.has_value() || uid.has_value(); }
 };
 
 class Stream {
