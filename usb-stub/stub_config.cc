@@ -50,9 +50,32 @@ usb::Result<void> load_toml(const std::string& path, StubConfig& c) {
   try {
     const toml::value root = toml::parse(path);
     if (root.contains("listen")) {
-      auto at = usb::net::parse_endpoint(toml::find<std::string>(root, "listen"));
-      if (!at) return std::unexpected(at.error());
-      c.listen = *at;
+      const auto& l = toml::find(root, "listen");
+      std::vector<std::string> texts = l.is_array() ? toml::get<std::vector<std::string>>(l)
+                                                    : std::vector{toml::get<std::string>(l)};
+      if (texts.empty()) return bad("listen names no address");
+      c.listen.clear();
+      for (const auto& t : texts) {
+        auto at = usb::net::parse_endpoint(t);
+        if (!at) return std::unexpected(at.error());
+        c.listen.push_back(*at);
+      }
+    }
+    if (root.contains("allow")) c.allow = toml::find<std::vector<std::string>>(root, "allow");
+    if (root.contains("tls")) {
+      const auto& t = toml::find(root, "tls");
+      auto path = [&](const char* key, std::string& out) {
+        if (t.contains(key)) out = toml::find<std::string>(t, key);
+      };
+      path("ca", c.tls.ca_file);
+      path("cert", c.tls.cert_file);
+      path("key", c.tls.key_file);
+      path("psk", c.tls.psk_file);
+    }
+    if (root.contains("access")) {
+      for (const auto& a : toml::find<toml::array>(root, "access"))
+        c.access.push_back({toml::find<std::vector<std::string>>(a, "devices"),
+                            toml::find<std::vector<std::string>>(a, "peers")});
     }
     // Read as TOML's signed integer and range-checked: a negative value converted straight to
     // an unsigned type would wrap to a huge limit and switch the cap off.
@@ -113,6 +136,13 @@ usb::Result<void> validate(const StubConfig& c) {
   if (c.limits.max_inflight_bytes < c.limits.wire.max_transfer_length)
     return bad("max_inflight_bytes must be at least max_urb_bytes");
   if (c.limits.wire.max_transfer_length > (1u << 30)) return bad("max_urb_bytes must be <= 1 GiB");
+  bool tls = false;
+  for (const auto& l : c.listen) tls = tls || l.tls;
+  if (tls && !c.tls.enabled())
+    return bad("a tls: listener needs [tls] cert and key (with ca for client certificates) or psk");
+  if (!tls && c.tls.enabled()) return bad("[tls] is set but no listener is tls:ADDR:PORT");
+  if (auto p = usb::net::PeerList::parse(c.allow); !p) return std::unexpected(p.error());
+  if (auto a = usb::usbip::ExportAccess::make(c.access); !a) return std::unexpected(a.error());
   if (!c.record_sensors.empty() && c.sensors.empty())
     return bad("recording sensors (--record-sensors, [sensors] record) needs a sensor source");
   return {};

@@ -7,6 +7,8 @@
 
 #include "usb/core/error.h"
 #include "usb/net/endpoint.h"
+#include "usb/net/tls.h"
+#include "usb/usbip/export_access.h"
 #include "usb/usbip/server_connection.h"
 
 namespace stub {
@@ -20,8 +22,12 @@ struct EmulateSpec {
 };
 
 struct StubConfig {
-  // Loopback unless told otherwise: USB/IP has no authentication of its own.
-  usb::net::Endpoint listen{"127.0.0.1", 3240};  // or a UNIX socket, "unix:/run/vusb-stub.sock"
+  // Where it listens, one server each. Loopback unless told otherwise: USB/IP has no
+  // authentication of its own. A UNIX socket, "unix:/run/vusb-stub.sock"; TLS, "tls:0.0.0.0:3241".
+  std::vector<usb::net::Endpoint> listen{usb::net::Endpoint{"127.0.0.1", 3240}};
+  usb::net::TlsConfig tls;  // certificates / PSKs for the TLS listeners
+  std::vector<std::string> allow;  // peer rules every connection must match (empty: anyone)
+  std::vector<usb::usbip::ExportAccess::Rule> access;  // per-export access lists
   std::vector<EmulateSpec> emulate;
   std::vector<std::string> libusb;  // "VID:PID" or a bus id "B-P.P"
   bool libusb_all = false;
@@ -38,7 +44,11 @@ usb::Result<EmulateSpec> parse_emulate(std::string_view text);
 
 // Reads a TOML file into `config` (keys absent from the file keep their values):
 //   listen = "127.0.0.1:3240"        # the default; "0.0.0.0:3240" for the network, or
-//                                    # "unix:/run/vusb-stub.sock"
+//                                    # "unix:/run/vusb-stub.sock", or a list of them, TLS
+//                                    # ones written "tls:0.0.0.0:3241"
+//   allow = ["127.0.0.1", "10.1.0.0/16", "cn:vm1"]   # who may connect at all (peer_rule.h)
+//   [tls]        ca = "ca.crt"  cert = "stub.crt"  key = "stub.key"  psk = "psk.txt"
+//   [[access]]   devices = ["1-1", "hid", "class:0e"]  peers = ["cn:vm1", "psk:phone"]
 //   max_urb_bytes = 16777216          # per-URB buffer bound
 //   max_inflight_bytes = 67108864     # per connection
 //   log_level = "info"

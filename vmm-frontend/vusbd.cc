@@ -9,6 +9,7 @@
 
 #include "devices/emulated/emulated_factory.h"
 #include "usb/net/asio_timer.h"
+#include "usb/net/peer_rule.h"
 #include "usb/usbip/url.h"
 #include "vmm-frontend/backends/emulated_source.h"
 #include "vmm-frontend/backends/libusb_backend.h"
@@ -34,14 +35,16 @@ std::unexpected<usb::Error> not_found(std::string what) {
 
 Vusbd::Vusbd(boost::asio::io_context& io, VusbdConfig config, std::string config_path)
     : io_(io), config_(std::move(config)), config_path_(std::move(config_path)) {
+  make_tls();
   for (const auto& vc : config_.vms) {
     auto vm = std::make_unique<Vm>();
     vm->config = vc;
-    auto usbip = std::make_unique<UsbipVmAdapter>(io_, vc.name, vc.listen);
+    auto usbip = std::make_unique<UsbipVmAdapter>(io_, vc.name, vc.listen, vm_listener(vc));
     vm->usbip = usbip.get();
     vm->adapters.push_back(std::move(usbip));
     if (!vc.usbredir.empty()) {
-      auto redir = std::make_unique<UsbredirVmAdapter>(io_, vc.name, vc.usbredir);
+      auto redir =
+          std::make_unique<UsbredirVmAdapter>(io_, vc.name, vc.usbredir, vm_listener(vc));
       vm->usbredir = redir.get();
       vm->adapters.push_back(std::move(redir));
     }
@@ -67,9 +70,42 @@ Vusbd::~Vusbd() {
   *alive_ = false;
 }
 
+void Vusbd::make_tls() {
+  if (!config_.tls.enabled()) return;
+  // One [tls] for both roles; each context is made only where the files allow it, and a part of
+  // the config that needs a missing one says so (start(), the connector).
+  if (auto c = usb::net::TlsContext::make(config_.tls, usb::net::TlsRole::kClient); c)
+    tls_client_ = *c;
+  else
+    tls_error_ = c.error().message;
+  if (auto s = usb::net::TlsContext::make(config_.tls, usb::net::TlsRole::kServer); s)
+    tls_server_ = *s;
+  else if (tls_error_.empty())
+    tls_error_ = s.error().message;
+}
+
+usb::net::Listener::Options Vusbd::vm_listener(const VmConfig& vc) const {
+  usb::net::Listener::Options o;
+  o.tls = tls_server_;
+  auto allow = usb::net::PeerList::parse(vc.allow);  // validated in start()
+  if (allow && !allow->empty()) {
+    o.authenticated = true;  // its allow-list guards it
+    o.check = [vm = vc.name, allow = *allow](const usb::net::PeerInfo& peer) -> usb::Result<void> {
+      if (allow.admits(peer)) return {};
+      return usb::Error::make(usb::Error::Code::kDenied,
+                              "not vm " + vm + "'s (allow = " + allow.to_string() + ")");
+    };
+  }
+  return o;
+}
+
 usb::Result<void> Vusbd::start(std::function<void()> on_ready) {
   on_ready_ = std::move(on_ready);
   if (auto r = validate(config_); !r) return r;
+  for (const auto& vc : config_.vms)
+    if (vc.listen.tls && !tls_server_)
+      return usb::Error::make(usb::Error::Code::kInvalidArgument,
+                              "vm '" + vc.name + "': [tls]: " + tls_error_);
   for (auto& vm : vms_)
     for (auto& adapter : vm->adapters)
       if (auto r = adapter->start(); !r)
@@ -432,7 +468,7 @@ std::unique_ptr<DeviceSource> Vusbd::make_source(Dev& d) {
   auto on_change = [this, &d](usb::Device* backend) { on_backend(d, backend); };
   switch (dc.kind) {
     case DeviceConfig::Kind::kUsbip:
-      return std::make_unique<RemoteBackend>(io_, dc.server, dc.busid, on_change);
+      return std::make_unique<RemoteBackend>(io_, dc.server, dc.busid, tls_client_, on_change);
     case DeviceConfig::Kind::kUsbredir:
       return std::make_unique<UsbredirBackend>(io_, dc.server, on_change);
     case DeviceConfig::Kind::kLibusb:
@@ -459,7 +495,7 @@ usb::Result<void> Vusbd::start_device(Dev& d) {
   if (dc.kind == DeviceConfig::Kind::kUsbipAll) {
     d.discovery = std::make_unique<RemoteDiscovery>(
         io_, dc.server, std::chrono::seconds(2),
-        [this, &d](const auto& list) { on_discovered(d, list); });
+        [this, &d](const auto& list) { on_discovered(d, list); }, tls_client_);
     d.discovery->start();
     return {};
   }

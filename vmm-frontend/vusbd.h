@@ -165,10 +165,17 @@ class Vusbd {
   void save();
   void check_ready();
 
+  void make_tls();
+  // A VM's listeners: its allow-list as the peer check, the server TLS context for tls: ports.
+  usb::net::Listener::Options vm_listener(const VmConfig& vc) const;
+
   boost::asio::io_context& io_;
   VusbdConfig config_;
   std::vector<DeviceConfig> discovered_;  // configs of discovered devices (not written back)
   std::string config_path_;
+  std::shared_ptr<const usb::net::TlsContext> tls_client_;  // usbips:// imports
+  std::shared_ptr<const usb::net::TlsContext> tls_server_;  // tls: VM ports
+  std::string tls_error_;                                   // why one of them is missing
   AddressMap addresses_;
   sched::BusReservations bandwidth_;
   bool refresh_posted_ = false;

@@ -16,6 +16,7 @@
 
 #include "devices/emulated/emulated_factory.h"
 #include "devices/emulated/gadget_zero.h"
+#include "usb/net/peer_rule.h"
 #include "usb/usbip/url.h"
 #include "usb/usbredir/url.h"
 #include "vmm-frontend/address_map.h"
@@ -169,6 +170,14 @@ usb::Result<VusbdConfig> load_config(const std::string& path) {
         c.control = *hp;
       }
     }
+    if (root.contains("tls")) {
+      const auto& t = toml::find(root, "tls");
+      for (auto [key, out] : {std::pair{"ca", &c.tls.ca_file}, {"cert", &c.tls.cert_file},
+                              {"key", &c.tls.key_file}, {"psk", &c.tls.psk_file},
+                              {"psk_identity", &c.tls.psk_identity},
+                              {"server_name", &c.tls.server_name}})
+        if (t.contains(key)) *out = toml::find<std::string>(t, key);
+    }
     if (root.contains("vm"))
       for (const auto& v : toml::find<toml::array>(root, "vm")) {
         VmConfig vm;
@@ -184,6 +193,7 @@ usb::Result<VusbdConfig> load_config(const std::string& path) {
         if (v.contains("bandwidth_device"))
           vm.bandwidth_device = toml::find<bool>(v, "bandwidth_device");
         if (v.contains("camera")) vm.camera = toml::find<std::string>(v, "camera");
+        if (v.contains("allow")) vm.allow = toml::find<std::vector<std::string>>(v, "allow");
         if (v.contains("usbredir"))
           for (const auto& u : toml::find<toml::array>(v, "usbredir")) {
             UsbredirAttachment a;
@@ -258,6 +268,10 @@ usb::Result<void> validate(const VusbdConfig& c) {
     if (!vms.insert(vm.name).second) return bad("vm '" + vm.name + "' is defined twice");
     if (vm.weight < 1 || vm.weight > 1000)
       return bad("vm '" + vm.name + "': weight must be 1..1000, not " + std::to_string(vm.weight));
+    if (auto p = usb::net::PeerList::parse(vm.allow); !p)
+      return bad("vm '" + vm.name + "': allow: " + p.error().message);
+    if (vm.listen.tls && c.tls.cert_file.empty() && c.tls.psk_file.empty())
+      return bad("vm '" + vm.name + "': a tls: port needs [tls] cert and key (or psk)");
     std::set<std::string> redirected;
     for (const auto& a : vm.usbredir) {
       if (!redirected.insert(a.device).second)
@@ -307,12 +321,25 @@ std::string to_toml(const VusbdConfig& c) {
   out << "# vusbd configuration. vusbd rewrites this file when its control API changes something;\n"
          "# comments are not kept.\n\n";
   out << "[control]\nlisten = " << quote(c.control.to_string()) << "\n";
+  if (c.tls.enabled()) {
+    out << "\n[tls]\n";
+    for (auto [key, value] : {std::pair{"ca", &c.tls.ca_file}, {"cert", &c.tls.cert_file},
+                              {"key", &c.tls.key_file}, {"psk", &c.tls.psk_file},
+                              {"psk_identity", &c.tls.psk_identity},
+                              {"server_name", &c.tls.server_name}})
+      if (!value->empty()) out << key << " = " << quote(*value) << "\n";
+  }
   for (const auto& vm : c.vms) {
     out << "\n[[vm]]\nname = " << quote(vm.name) << "\nlisten = " << quote(vm.listen.to_string())
         << "\n"
         << (vm.weight != 1 ? "weight = " + std::to_string(vm.weight) + "\n" : "")
         << (vm.bandwidth_device ? "bandwidth_device = true\n" : "")
         << (vm.camera.empty() ? "" : "camera = " + quote(vm.camera) + "\n");
+    if (!vm.allow.empty()) {
+      out << "allow = [";
+      for (size_t i = 0; i < vm.allow.size(); ++i) out << (i ? ", " : "") << quote(vm.allow[i]);
+      out << "]\n";
+    }
     if (!vm.usbredir.empty()) {
       out << "usbredir = [";
       for (size_t i = 0; i < vm.usbredir.size(); ++i) {

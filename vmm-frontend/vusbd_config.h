@@ -4,7 +4,16 @@
 // changes something, so a restart restores every VM's devices, addresses and modes.
 //
 //   [control]   listen = "127.0.0.1:3250"
-//   [[vm]]      name = "vm1"   listen = "127.0.0.1:41001"   weight = 1 (share of a busy device)
+//   [tls]       ca = "ca.crt"  cert = "vusbd.crt"  key = "vusbd.key"   (its certificate both as a
+//               server — tls: VM ports — and as a client — usbips:// sources)
+//               psk = "psk.txt"  psk_identity = "laptop"  (or a PSK, e.g. for a phone's stub)
+//               server_name = "*"  (what a server's certificate must name; default: the host
+//                                   dialled; "*": the CA's signature only)
+//   [[vm]]      name = "vm1"   listen = "127.0.0.1:41001" (or "tls:0.0.0.0:41001", "unix:PATH")
+//               allow = ["cn:vm1", "10.0.2.15", "uid:1000"]  (who may connect to its ports: its
+//                                   TLS identity, its address, its local user; default: anyone
+//                                   who reaches them)
+//               weight = 1 (share of a busy device)
 //               bandwidth_device = false   (true: a device at bus id 1-126 whose iso/interrupt
 //                                           endpoints show what other VMs reserve on its buses)
 //               camera = "emulated"  (give it a webcam: the device "camera", an emulated UVC
@@ -16,6 +25,7 @@
 //                 QEMU that listens; the device must be given to the VM)
 //   [[device]]  name = "gz"
 //               source = "usbip://HOST:PORT/BUSID" | "usbip://HOST:PORT/*" | "libusb:VID:PID"
+//                      | "usbips://HOST:PORT/BUSID" | "usbips://HOST:PORT/*" (over TLS, [tls])
 //                      | "usbip+unix:///PATH/BUSID" | "usbip+unix:///PATH/*" (a UNIX socket)
 //                      | "usbredir://HOST:PORT" | "usbredir+unix:///PATH"
 //                      | "libusb:BUSID" | "emulated:TYPE[?key=value,...]"
@@ -45,6 +55,7 @@
 #include "usb/core/error.h"
 #include "usb/net/address.h"
 #include "usb/net/endpoint.h"
+#include "usb/net/tls.h"
 #include "vmm-frontend/adapters/usbredir_attachment.h"
 
 namespace vusbd {
@@ -56,6 +67,7 @@ struct VmConfig {
   bool bandwidth_device = false;  // a ReservationDevice on its bus (bus id 1-126)
   std::string camera{};           // "emulated" or a device name (see above); "" = none
   std::vector<UsbredirAttachment> usbredir{};  // devices it reaches through QEMU's usb-redir
+  std::vector<std::string> allow{};  // peer rules for its ports (usb/net/peer_rule.h)
 };
 
 struct DeviceConfig {
@@ -76,6 +88,7 @@ struct DeviceConfig {
 
 struct VusbdConfig {
   usb::net::Endpoint control{"127.0.0.1", 3250};  // or unix:PATH (owner and root only)
+  usb::net::TlsConfig tls;
   std::vector<VmConfig> vms;
   std::vector<DeviceConfig> devices;
 

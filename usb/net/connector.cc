@@ -3,6 +3,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 namespace usb::net {
@@ -26,6 +27,12 @@ struct ConnectOp : std::enable_shared_from_this<ConnectOp> {
         done(std::move(done)) {}
 
   void start(std::chrono::milliseconds timeout) {
+    if (to.tls && (!options.tls || options.tls->role() != TlsRole::kClient)) {
+      // Not inline: `done` runs on the loop like every other outcome.
+      return asio::post(deadline.get_executor(), [self = shared_from_this()] {
+        self->fail("TLS needs a CA or a PSK to know the server by ([tls] ca or psk)");
+      });
+    }
     deadline.expires_after(timeout);
     deadline.async_wait([self = shared_from_this()](error_code ec) {
       if (!ec) self->fail("no answer in time");
@@ -55,7 +62,7 @@ struct ConnectOp : std::enable_shared_from_this<ConnectOp> {
   // TLS, when asked for, within the same deadline.
   void secure(std::unique_ptr<SocketStream> stream) {
     if (!done) return;  // timed out meanwhile
-    if (!options.tls) return finish(std::move(stream));
+    if (!to.tls) return finish(std::move(stream));
     options.tls->upgrade(
         std::move(stream),
         [self = shared_from_this()](Result<std::unique_ptr<Stream>> tls) {
@@ -97,11 +104,6 @@ struct ConnectOp : std::enable_shared_from_this<ConnectOp> {
 };
 
 }  // namespace
-
-void async_connect(asio::io_context& io, const Endpoint& to, const TcpOptions& options,
-                   std::chrono::milliseconds timeout, ConnectHandler done) {
-  async_connect(io, to, ConnectOptions{options, nullptr}, timeout, std::move(done));
-}
 
 void async_connect(asio::io_context& io, const Endpoint& to, const ConnectOptions& options,
                    std::chrono::milliseconds timeout, ConnectHandler done) {

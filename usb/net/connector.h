@@ -18,19 +18,18 @@ namespace usb::net {
 
 using ConnectHandler = std::move_only_function<void(Result<std::unique_ptr<Stream>>)>;
 
-// Calls `done` once on the loop: the connected stream, or kIo ("connect HOST:PORT: …"), also
-// when `timeout` passes first.
-void async_connect(boost::asio::io_context& io, const Endpoint& to, const TcpOptions& options,
-                   std::chrono::milliseconds timeout, ConnectHandler done);
-
 // How to connect: TCP's options, and a TLS context (client role) to run a handshake over the
 // new connection before it is handed over — checking the server's certificate against the host
 // dialled unless the context names another.
 struct ConnectOptions {
+  ConnectOptions(TcpOptions tcp = {}, std::shared_ptr<const TlsContext> tls = nullptr)  // NOLINT
+      : tcp(tcp), tls(std::move(tls)) {}
   TcpOptions tcp;
   std::shared_ptr<const TlsContext> tls;
 };
-// The same; the deadline covers the TLS handshake too. A refused handshake is kDenied.
+// Calls `done` once on the loop: the connected stream, or kIo ("connect HOST:PORT: …"), also
+// when `timeout` passes first; the deadline covers the TLS handshake too. A refused handshake is
+// kDenied.
 void async_connect(boost::asio::io_context& io, const Endpoint& to, const ConnectOptions& options,
                    std::chrono::milliseconds timeout, ConnectHandler done);
 

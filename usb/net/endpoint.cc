@@ -5,10 +5,16 @@
 namespace usb::net {
 
 std::string Endpoint::to_string() const {
-  return is_unix() ? std::string(kUnixPrefix) + path : tcp.to_string();
+  return (tls ? std::string(kTlsPrefix) : std::string()) +
+         (is_unix() ? std::string(kUnixPrefix) + path : tcp.to_string());
 }
 
 Result<Endpoint> parse_endpoint(std::string_view text, std::string_view default_host) {
+  if (text.starts_with(kTlsPrefix)) {
+    auto e = parse_endpoint(text.substr(kTlsPrefix.size()), default_host);
+    if (e) e->tls = true;
+    return e;
+  }
   if (text.starts_with(kUnixPrefix)) {
     std::string path(text.substr(kUnixPrefix.size()));
     if (path.empty())

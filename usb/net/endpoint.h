@@ -1,6 +1,8 @@
 // Endpoint: where a listener binds or a connector connects — a TCP "HOST:PORT" or a UNIX-domain
-// socket "unix:/path". Every address a user writes (vusb-stub --listen, a VM's listen, the
-// control API, a usbip:// source) is parsed here, so every listener takes both forms.
+// socket "unix:/path", either one behind TLS when written with "tls:" in front ("tls:0.0.0.0:3241",
+// "tls:unix:/run/vusb.sock"). Every address a user writes (vusb-stub --listen, a VM's listen, the
+// control API, a usbip:// source) is parsed here, so every listener takes every form; the TLS
+// certificates or PSKs come from the program's [tls] configuration (tls.h).
 #pragma once
 
 #include <string>
@@ -24,14 +26,16 @@ struct Endpoint {
   // TCP when `path` is empty, else a UNIX-domain socket at `path` (`tcp` unused).
   HostPort tcp;
   std::string path;
+  bool tls = false;  // a TLS 1.3 session runs over the connection
 
   bool is_unix() const { return !path.empty(); }
-  // "HOST:PORT" or "unix:PATH" (what parse_endpoint() reads back).
+  // "HOST:PORT" or "unix:PATH", with "tls:" in front for TLS (what parse_endpoint() reads back).
   std::string to_string() const;
   bool operator==(const Endpoint&) const = default;
 };
 
 inline constexpr std::string_view kUnixPrefix = "unix:";
+inline constexpr std::string_view kTlsPrefix = "tls:";
 
 // "unix:/run/vusb.sock" (an absolute or relative path, at most 107 bytes as sockaddr_un allows)
 // or HOST:PORT as parse_host_port() reads it.

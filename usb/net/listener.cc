@@ -53,6 +53,10 @@ Listener::~Listener() {
 
 Result<void> Listener::listen(const Endpoint& where) {
   loop_.check();
+  if (where.tls && (!options_.tls || options_.tls->role() != TlsRole::kServer))
+    return Error::make(Error::Code::kInvalidArgument,
+                       "cannot listen on " + where.to_string() +
+                           ": TLS needs a certificate or PSKs ([tls] cert/key/ca or psk)");
   error_code ec;
   generic::endpoint ep;
   if (where.is_unix()) {
@@ -83,7 +87,7 @@ Result<void> Listener::listen(const Endpoint& where) {
                        "cannot listen on " + where.to_string() + ": " + ec.message());
   }
   where_ = where;
-  if (!where.is_unix() && !options_.authenticated && !options_.tls) {
+  if (!where.is_unix() && !options_.authenticated && !where.tls) {
     const auto local = ip_endpoint(acceptor_.local_endpoint(ec));
     if (!ec && local && !local->address().is_loopback())
       spdlog::warn("{}: listening on {}, reachable from the network with no authentication: "
@@ -125,7 +129,7 @@ void Listener::accept() {
           stream = std::make_unique<UnixStream>(std::move(socket));
         else
           stream = std::make_unique<TcpStream>(std::move(socket), options_.tcp);
-        if (options_.tls)
+        if (where_.tls)
           handshake(std::move(stream));
         else
           on_accept(std::move(stream));

@@ -5,7 +5,7 @@
 //
 // A UNIX socket's file is created with Options::unix_mode; a stale file left by a dead process
 // is replaced, a live one (another daemon answers on it) is an error; stop() removes the file.
-// With Options::tls every connection is a TLS stream once its handshake succeeds.
+// On a TLS endpoint every connection is a TLS stream once its handshake succeeds.
 // A failing accept (EMFILE / ENFILE / ENOBUFS: the process or the system is out of descriptors)
 // is retried after a pause that doubles from 10 ms to 1 s, and logged once per 100 failures,
 // instead of spinning on the loop every VM shares while the pending connection stays queued.
@@ -49,8 +49,9 @@ class Listener {
     // Its protocol authenticates peers (a PeerCheck of identities). Without it or `tls`,
     // listening on a TCP address other than loopback is logged as a warning.
     bool authenticated = false;
-    // Every connection runs a TLS handshake first (tls.h); the PeerCheck then sees the TLS
-    // identity. A failed handshake is logged (once per 100) and counted, and the peer dropped.
+    // For a TLS endpoint ("tls:…", which needs it): every connection runs a TLS handshake first
+    // (tls.h); the PeerCheck then sees the TLS identity. A failed handshake is logged (once per
+    // 100) and counted, and the peer dropped.
     std::shared_ptr<const TlsContext> tls;
   };
 

@@ -24,11 +24,11 @@ ClientChannel::~ClientChannel() = default;
 
 void ClientChannel::import(asio::io_context& io, const usb::net::Endpoint& server,
                            const std::string& busid, Options options, ImportCallback done) {
-  const usb::net::TcpOptions tcp = options.tcp;
+  const usb::net::ConnectOptions connect{options.tcp, options.tls};
   const auto timeout = options.connect_timeout;
   auto shared_done = std::make_shared<ImportCallback>(std::move(done));
   usb::net::async_connect(
-      io, server, tcp, timeout,
+      io, server, connect, timeout,
       [server, busid, options = std::move(options),
        shared_done](usb::Result<std::unique_ptr<usb::net::Stream>> stream) mutable {
         if (!stream) return (*shared_done)(std::unexpected(stream.error()));
@@ -84,9 +84,14 @@ void ClientChannel::start_import(const std::string& busid,
           if (!oh || oh->code != wire::kOpRepImport)
             return fail(usb::Error::Code::kMalformed, "bad import reply");
           if (oh->status != wire::kStOk)
-            return fail(oh->status == wire::kStDevBusy ? usb::Error::Code::kBusy
-                                                       : usb::Error::Code::kNotFound,
-                        fmt::format("server refused import of {} (status {})", busid, oh->status));
+            return fail(oh->status == wire::kStDevBusy       ? usb::Error::Code::kBusy
+                        : oh->status == wire::kStNotAvailable ? usb::Error::Code::kDenied
+                                                              : usb::Error::Code::kNotFound,
+                        fmt::format("server refused import of {} (status {}{})", busid,
+                                    oh->status,
+                                    oh->status == wire::kStNotAvailable
+                                        ? ": not available to this client, see the server's log"
+                                        : ""));
           self->stream_->async_read(
               asio::buffer(self->scratch_.data(), wire::kDeviceRecordSize),
               [=](error_code ec, size_t) {
@@ -366,8 +371,10 @@ constexpr uint32_t kMaxDevlistEntries = 4096;
 
 // One asynchronous OP_REQ_DEVLIST exchange; owns its stream and deadline, finishes exactly once.
 struct ListOp : std::enable_shared_from_this<ListOp> {
-  ListOp(asio::io_context& io, usb::net::Endpoint server, ListCallback done)
-      : io(io), deadline(io), server(std::move(server)), done(std::move(done)) {}
+  ListOp(asio::io_context& io, usb::net::Endpoint server, ListCallback done,
+         std::shared_ptr<const usb::net::TlsContext> tls)
+      : io(io), deadline(io), server(std::move(server)), done(std::move(done)),
+        tls(std::move(tls)) {}
 
   void start(std::chrono::milliseconds timeout) {
     deadline.expires_after(timeout);
@@ -376,7 +383,7 @@ struct ListOp : std::enable_shared_from_this<ListOp> {
         self->fail(usb::Error::Code::kIo,
                    "devlist from " + self->server.to_string() + ": no answer in time");
     });
-    usb::net::async_connect(io, server, {}, timeout,
+    usb::net::async_connect(io, server, {{}, tls}, timeout,
                             [self = shared_from_this()](
                                 usb::Result<std::unique_ptr<usb::net::Stream>> stream) {
                               if (!stream)
@@ -449,6 +456,7 @@ struct ListOp : std::enable_shared_from_this<ListOp> {
   asio::steady_timer deadline;
   usb::net::Endpoint server;
   ListCallback done;
+  std::shared_ptr<const usb::net::TlsContext> tls;
   std::unique_ptr<usb::net::Stream> stream;
   std::array<uint8_t, wire::kOpHeaderSize> request{};
   std::array<uint8_t, wire::kOpHeaderSize + 4> head{};
@@ -460,45 +468,20 @@ struct ListOp : std::enable_shared_from_this<ListOp> {
 }  // namespace
 
 void list_devices(asio::io_context& io, const usb::net::Endpoint& server,
-                  std::chrono::milliseconds timeout, ListCallback done) {
-  std::make_shared<ListOp>(io, server, std::move(done))->start(timeout);
+                  std::chrono::milliseconds timeout, ListCallback done,
+                  std::shared_ptr<const usb::net::TlsContext> tls) {
+  std::make_shared<ListOp>(io, server, std::move(done), std::move(tls))->start(timeout);
 }
 
 usb::Result<std::vector<wire::DevlistEntry>> list_devices_blocking(
-    const usb::net::Endpoint& server) {
+    const usb::net::Endpoint& server, std::shared_ptr<const usb::net::TlsContext> tls,
+    std::chrono::milliseconds timeout) {
   asio::io_context io;
-  auto connected = usb::net::connect_blocking(io, server);
-  if (!connected) return std::unexpected(connected.error());
-  auto& s = *connected;
-  error_code ec;
-  auto h = wire::encode_op_header({wire::kVersion, wire::kOpReqDevlist, 0});
-  asio::write(s, asio::buffer(h), ec);
-  std::array<uint8_t, wire::kOpHeaderSize + 4> head{};
-  if (!ec) asio::read(s, asio::buffer(head), ec);
-  if (ec) return usb::Error::make(usb::Error::Code::kIo, "devlist: " + ec.message());
-  auto oh = wire::decode_op_header(std::span(head.data(), wire::kOpHeaderSize));
-  if (!oh || oh->code != wire::kOpRepDevlist || oh->status != wire::kStOk)
-    return usb::Error::make(usb::Error::Code::kMalformed, "bad devlist reply");
-  const uint32_t n = usb::load_be32(head.data() + wire::kOpHeaderSize);
-  if (n > kMaxDevlistEntries)
-    return usb::Error::make(usb::Error::Code::kTooLarge,
-                            "devlist claims " + std::to_string(n) + " devices");
-  std::vector<wire::DevlistEntry> out;
-  std::vector<uint8_t> rec(wire::kDeviceRecordSize);
-  for (uint32_t i = 0; i < n; ++i) {
-    asio::read(s, asio::buffer(rec), ec);
-    if (ec) return usb::Error::make(usb::Error::Code::kIo, "devlist record: " + ec.message());
-    auto d = wire::decode_device_record(rec);
-    if (!d) return std::unexpected(d.error());
-    wire::DevlistEntry e{*d, {}};
-    for (uint8_t k = 0; k < d->num_interfaces; ++k) {
-      std::array<uint8_t, wire::kInterfaceRecordSize> ib{};
-      asio::read(s, asio::buffer(ib), ec);
-      if (ec) return usb::Error::make(usb::Error::Code::kIo, "devlist interface: " + ec.message());
-      e.interfaces.push_back(wire::decode_interface_record(ib));
-    }
-    out.push_back(std::move(e));
-  }
+  usb::Result<std::vector<wire::DevlistEntry>> out =
+      usb::Error::make(usb::Error::Code::kIo, "devlist: no answer");
+  list_devices(
+      io, server, timeout, [&](auto r) { out = std::move(r); }, std::move(tls));
+  io.run();
   return out;
 }
 

@@ -22,6 +22,7 @@
 #include "usb/core/transfer.h"
 #include "usb/net/endpoint.h"
 #include "usb/net/socket_stream.h"
+#include "usb/net/tls.h"
 #include "usb/net/stream_reader.h"
 #include "usb/wire/usbip_codec.h"
 
@@ -37,6 +38,8 @@ class ClientChannel : public std::enable_shared_from_this<ClientChannel> {
     // Called once when the connection ends (peer gone, protocol error, close()).
     std::function<void(const std::string& reason)> on_disconnect;
     usb::net::TcpOptions tcp;  // for connections import() makes
+    // For a TLS server (its Endpoint's tls): the client context (CA or PSK, own certificate).
+    std::shared_ptr<const usb::net::TlsContext> tls;
     std::chrono::milliseconds connect_timeout{30000};
     // From the connection to the import reply, and (UsbipRemoteDevice) to the descriptors read
     // over it: a server that accepts and then says nothing fails the import instead of hanging.
@@ -121,11 +124,14 @@ class ClientChannel : public std::enable_shared_from_this<ClientChannel> {
 // then calls done on the loop; fails (kIo, kMalformed, kTooLarge) if that takes over `timeout`.
 using ListCallback =
     std::move_only_function<void(usb::Result<std::vector<usb::wire::usbip::DevlistEntry>>)>;
+// A TLS server (server.tls) needs `tls`, a client context.
 void list_devices(boost::asio::io_context& io, const usb::net::Endpoint& server,
-                  std::chrono::milliseconds timeout, ListCallback done);
+                  std::chrono::milliseconds timeout, ListCallback done,
+                  std::shared_ptr<const usb::net::TlsContext> tls = nullptr);
 
-// OP_REQ_DEVLIST, blocking: for tools and tests, not for daemons' loops.
+// OP_REQ_DEVLIST, blocking (on a loop of its own): for tools and tests, not for daemons' loops.
 usb::Result<std::vector<usb::wire::usbip::DevlistEntry>> list_devices_blocking(
-    const usb::net::Endpoint& server);
+    const usb::net::Endpoint& server, std::shared_ptr<const usb::net::TlsContext> tls = nullptr,
+    std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 }  // namespace usb::usbip

@@ -100,10 +100,12 @@ wire::DeviceRecord ExportTable::record_for(const Entry& e) {
   return r;
 }
 
-std::vector<wire::DevlistEntry> ExportTable::devlist() const {
+std::vector<wire::DevlistEntry> ExportTable::devlist(
+    const std::function<bool(const Entry&)>& visible) const {
   loop_.check();
   std::vector<wire::DevlistEntry> out;
   for (const auto& [_, e] : entries_) {
+    if (visible && !visible(e)) continue;
     wire::DevlistEntry de;
     de.device = record_for(e);
     // One record per interface number (alternate setting 0), as usbipd reports them.

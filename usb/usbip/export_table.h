@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,8 @@
 #include "usb/wire/usbip_codec.h"
 
 namespace usb::usbip {
+
+class ExportAccess;
 
 class ExportTable : public usb::DeviceProvider::Observer {
  public:
@@ -49,8 +52,14 @@ class ExportTable : public usb::DeviceProvider::Observer {
   void on_device_added(usb::Device& device) override;
   void on_device_removed(usb::Device& device) override;
 
-  // OP_REP_DEVLIST entries: every exported device (imported ones too, as usbipd lists them).
-  std::vector<usb::wire::usbip::DevlistEntry> devlist() const;
+  // OP_REP_DEVLIST entries: every exported device (imported ones too, as usbipd lists them) that
+  // `visible` (when given) lets through.
+  std::vector<usb::wire::usbip::DevlistEntry> devlist(
+      const std::function<bool(const Entry&)>& visible = {}) const;
+
+  // Who may list and import what (export_access.h); null: every peer the listener let in.
+  void set_access(std::shared_ptr<const ExportAccess> access) { access_ = std::move(access); }
+  const ExportAccess* access() const { return access_.get(); }
 
   // Claims a device for an importer. Errors map to op status codes: not found → kStNoDev,
   // already imported → kStDevBusy.
@@ -74,6 +83,7 @@ class ExportTable : public usb::DeviceProvider::Observer {
   uint32_t virtual_bus_;
   uint32_t next_port_ = 1;
   std::map<std::string, Entry> entries_;
+  std::shared_ptr<const ExportAccess> access_;
   usb::LoopChecker loop_;
 };
 

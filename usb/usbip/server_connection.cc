@@ -6,6 +6,7 @@
 
 #include "usb/core/device_operations.h"
 #include "usb/core/printable.h"
+#include "usb/usbip/export_access.h"
 
 namespace usb::usbip {
 
@@ -110,8 +111,12 @@ void ServerConnection::on_op_header() {
   auto h = wire::decode_op_header(std::span(header_.data(), wire::kOpHeaderSize));
   if (!h) return protocol_error(h.error().message);
   if (h->code == wire::kOpReqDevlist) {
-    auto reply = wire::encode_devlist_reply(exports_.devlist());
-    spdlog::info("usbip {}: device list ({} devices)", peer_, exports_.size());
+    const ExportAccess* access = exports_.access();
+    auto list = exports_.devlist([&](const ExportTable::Entry& e) {
+      return !access || access->check(stream_->peer(), e).has_value();
+    });
+    spdlog::info("usbip {}: device list ({} of {} devices)", peer_, list.size(), exports_.size());
+    auto reply = wire::encode_devlist_reply(list);
     auto buf = std::make_shared<std::vector<uint8_t>>(std::move(reply));
     stream_->async_write(asio::buffer(*buf),
                       [self = shared_from_this(), buf](error_code ec, size_t) {
@@ -134,9 +139,25 @@ void ServerConnection::on_op_header() {
 void ServerConnection::on_import_request() {
   auto busid = wire::decode_import_request(scratch_);
   if (!busid) return protocol_error(busid.error().message);
-  auto claim = exports_.claim(*busid, *this);
+  // The access list first: a refused peer gets "not available" and learns nothing else.
+  ExportTable::ClaimResult claim;
+  const ExportAccess* access = exports_.access();
+  const ExportTable::Entry* entry = exports_.find(*busid);
+  std::string refusal;
+  if (access && entry) {
+    if (auto ok = access->check(stream_->peer(), *entry); !ok) {
+      access->count_refusal();
+      claim.status = wire::kStNotAvailable;
+      refusal = ok.error().message;
+    }
+  }
+  if (refusal.empty()) claim = exports_.claim(*busid, *this);
   std::vector<uint8_t> reply;
-  if (claim.status == wire::kStOk) {
+  if (!refusal.empty()) {
+    reply = wire::encode_import_reply(claim.status, nullptr);
+    spdlog::warn("usbip {}: import of {} refused: {} ({} refused so far)", peer_, *busid, refusal,
+                 access->refused());
+  } else if (claim.status == wire::kStOk) {
     wire::DeviceRecord rec = ExportTable::record_for(*claim.entry);
     reply = wire::encode_import_reply(wire::kStOk, &rec);
     busid_ = *busid;

@@ -7,13 +7,14 @@
 namespace vusbd {
 
 UsbipVmAdapter::UsbipVmAdapter(boost::asio::io_context& io, std::string vm,
-                               usb::net::Endpoint listen)
+                               usb::net::Endpoint listen, usb::net::Listener::Options listener)
     : vm_(std::move(vm)),
       listen_(std::move(listen)),
       table_(std::make_unique<usb::usbip::ExportTable>()) {
   usb::usbip::ConnectionLimits limits;
   limits.label = "vm " + vm_;
-  server_ = std::make_unique<usb::usbip::Server>(io, *table_, limits);
+  listener.label = limits.label;
+  server_ = std::make_unique<usb::usbip::Server>(io, *table_, limits, std::move(listener));
 }
 
 usb::Result<void> UsbipVmAdapter::start() {

@@ -19,7 +19,9 @@ namespace vusbd {
 
 class UsbipVmAdapter final : public VmAdapter {
  public:
-  UsbipVmAdapter(boost::asio::io_context& io, std::string vm, usb::net::Endpoint listen);
+  // `listener`: who may connect (the VM's allow-list) and the TLS context for a tls: port.
+  UsbipVmAdapter(boost::asio::io_context& io, std::string vm, usb::net::Endpoint listen,
+                 usb::net::Listener::Options listener = {});
 
   std::string_view kind() const override { return "usbip"; }
   usb::Result<void> start() override;

@@ -15,8 +15,9 @@ constexpr auto kConnectTimeout = std::chrono::seconds(5);
 }  // namespace
 
 UsbredirVmAdapter::UsbredirVmAdapter(boost::asio::io_context& io, std::string vm,
-                                     std::vector<UsbredirAttachment> attachments)
-    : io_(io), vm_(std::move(vm)) {
+                                     std::vector<UsbredirAttachment> attachments,
+                                     usb::net::Listener::Options listener)
+    : io_(io), listener_(std::move(listener)), vm_(std::move(vm)) {
   for (auto& a : attachments) {
     auto slot = std::make_unique<Slot>();
     slot->attachment = std::move(a);
@@ -44,7 +45,7 @@ usb::Result<void> UsbredirVmAdapter::start_slot(Slot& slot) {
     dial(slot);
     return {};
   }
-  usb::net::Listener::Options options;
+  usb::net::Listener::Options options = listener_;
   options.label = "vm " + vm_ + " usbredir " + a.device;
   slot.listener = std::make_unique<usb::net::Listener>(io_, options);
   if (auto r = slot.listener->listen(a.endpoint); !r)

@@ -26,8 +26,10 @@ namespace vusbd {
 
 class UsbredirVmAdapter final : public VmAdapter {
  public:
+  // `listener`: who may connect to the ports vusbd listens on (the VM's allow-list).
   UsbredirVmAdapter(boost::asio::io_context& io, std::string vm,
-                    std::vector<UsbredirAttachment> attachments);
+                    std::vector<UsbredirAttachment> attachments,
+                    usb::net::Listener::Options listener = {});
   ~UsbredirVmAdapter() override;
 
   std::string_view kind() const override { return "usbredir"; }
@@ -78,6 +80,7 @@ class UsbredirVmAdapter final : public VmAdapter {
   void redial_later(Slot& slot);
 
   boost::asio::io_context& io_;
+  usb::net::Listener::Options listener_;
   std::string vm_;
   std::vector<std::unique_ptr<Slot>> slots_;
   bool started_ = false;

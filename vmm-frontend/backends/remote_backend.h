@@ -17,8 +17,9 @@ namespace vusbd {
 
 class RemoteBackend final : public DeviceSource {
  public:
+  // `tls`: the client context for a TLS server (server.tls).
   RemoteBackend(boost::asio::io_context& io, usb::net::Endpoint server, std::string busid,
-                OnChange on_change);
+                std::shared_ptr<const usb::net::TlsContext> tls, OnChange on_change);
 
   usb::Result<void> start() override;
   usb::Device* device() const override { return reimport_.device(); }

@@ -8,11 +8,13 @@
 namespace vusbd {
 
 RemoteDiscovery::RemoteDiscovery(boost::asio::io_context& io, usb::net::Endpoint server,
-                                 std::chrono::milliseconds interval, OnList on_list)
+                                 std::chrono::milliseconds interval, OnList on_list,
+                                 std::shared_ptr<const usb::net::TlsContext> tls)
     : io_(io),
       server_(std::move(server)),
       interval_(interval),
       on_list_(std::move(on_list)),
+      tls_(std::move(tls)),
       timer_(io) {}
 
 RemoteDiscovery::~RemoteDiscovery() {
@@ -38,6 +40,13 @@ void RemoteDiscovery::poll() {
           if (failing_) spdlog::info("vusbd: {} answers again", usb::usbip::url(server_, "*"));
           failing_ = false;
           listed_ = true;
+          if (result->size() > kMaxDevices) {
+            if (!capped_)
+              spdlog::warn("vusbd: {} lists {} devices; importing the first {} only",
+                           usb::usbip::url(server_, "*"), result->size(), kMaxDevices);
+            capped_ = true;
+            result->resize(kMaxDevices);
+          }
           on_list_(*result);
         }
         if (!*alive) return;
@@ -45,7 +54,8 @@ void RemoteDiscovery::poll() {
         timer_.async_wait([this, alive](boost::system::error_code ec) {
           if (!ec && *alive) poll();
         });
-      });
+      },
+      tls_);
 }
 
 }  // namespace vusbd

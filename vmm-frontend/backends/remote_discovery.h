@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "usb/net/endpoint.h"
+#include "usb/net/tls.h"
 #include "usb/wire/usbip_codec.h"
 
 namespace vusbd {
@@ -22,8 +23,14 @@ class RemoteDiscovery {
  public:
   using OnList = std::function<void(const std::vector<usb::wire::usbip::DevlistEntry>&)>;
 
+  // A server that lists more than this many devices gets only the first ones imported (and a
+  // warning): one exporter cannot make vusbd create thousands of devices.
+  static constexpr size_t kMaxDevices = 128;
+
+  // `tls`: the client context for a TLS server (server.tls).
   RemoteDiscovery(boost::asio::io_context& io, usb::net::Endpoint server,
-                  std::chrono::milliseconds interval, OnList on_list);
+                  std::chrono::milliseconds interval, OnList on_list,
+                  std::shared_ptr<const usb::net::TlsContext> tls = nullptr);
   ~RemoteDiscovery();
 
   void start();
@@ -37,7 +44,9 @@ class RemoteDiscovery {
   usb::net::Endpoint server_;
   std::chrono::milliseconds interval_;
   OnList on_list_;
+  std::shared_ptr<const usb::net::TlsContext> tls_;
   boost::asio::steady_timer timer_;
+  bool capped_ = false;
   bool listed_ = false;
   bool failing_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -90,7 +90,9 @@ class TlsTest : public ::testing::Test {
     Listener::Options o;
     o.tls = *ctx;
     listener_.emplace(io_, o);
-    ASSERT_TRUE(listener_->listen(Endpoint("127.0.0.1", 0)));
+    Endpoint at("127.0.0.1", 0);
+    at.tls = true;
+    ASSERT_TRUE(listener_->listen(at));
     listener_->start([this](std::unique_ptr<Stream> s) { accepted_.push_back(std::move(s)); });
   }
 
@@ -98,8 +100,9 @@ class TlsTest : public ::testing::Test {
     auto ctx = TlsContext::make(client, TlsRole::kClient);
     if (!ctx) return std::unexpected(ctx.error());
     std::optional<Result<std::unique_ptr<Stream>>> got;
-    async_connect(io_, Endpoint(std::move(host), listener_->local_port()),
-                  ConnectOptions{{}, *ctx}, std::chrono::seconds(3),
+    Endpoint to(std::move(host), listener_->local_port());
+    to.tls = true;
+    async_connect(io_, to, ConnectOptions{{}, *ctx}, std::chrono::seconds(3),
                   [&](Result<std::unique_ptr<Stream>> r) { got = std::move(r); });
     EXPECT_TRUE(run_until(io_, [&] { return got.has_value(); }));
     if (!got) return Error::make(Error::Code::kIo, "no answer");
@@ -108,8 +111,8 @@ class TlsTest : public ::testing::Test {
 
   // Whether the server side admitted the client: one stream accepted, bytes both ways.
   bool talks(Stream& client) {
-    if (!run_until(io_, [&] { return !accepted_.empty(); }, 2000)) return false;
-    Stream& server = *accepted_.back();
+    if (!run_until(io_, [&] { return accepted_.size() > talked_; }, 2000)) return false;
+    Stream& server = *accepted_[talked_++];
     std::string hello = "USB/IP", payload(100000, 'x'), back(6 + payload.size(), 0);
     std::array<asio::const_buffer, 2> out{asio::buffer(hello), asio::buffer(payload)};
     bool wrote = false, read = false;
@@ -133,6 +136,7 @@ class TlsTest : public ::testing::Test {
   asio::io_context io_;
   std::optional<Listener> listener_;
   std::vector<std::unique_ptr<Stream>> accepted_;
+  size_t talked_ = 0;  // accepted streams talks() has used
 };
 
 TEST_F(TlsTest, MutualCertificatesCarryTheBytesAndNameThePeer) {
@@ -262,6 +266,25 @@ TEST_F(TlsTest, ContextsRefuseConfigurationsThatAuthenticateNoOne) {
   ASSERT_FALSE(m);
   EXPECT_NE(m.error().message.find("mismatch"), std::string::npos) << m.error().message;
   EXPECT_FALSE(TlsContext::make(psk("psk.txt", "tablet"), TlsRole::kClient));
+}
+
+TEST_F(TlsTest, ATlsEndpointNeedsItsConfiguration) {
+  Listener plain(io_, {});
+  auto at = parse_endpoint("tls:127.0.0.1:0");
+  ASSERT_TRUE(at);
+  EXPECT_EQ(at->to_string(), "tls:127.0.0.1:0");
+  auto r = plain.listen(*at);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("TLS needs a certificate"), std::string::npos);
+  serve(certs("server"));
+  std::optional<Result<std::unique_ptr<Stream>>> got;
+  Endpoint to("127.0.0.1", listener_->local_port());
+  to.tls = true;
+  async_connect(io_, to, {}, std::chrono::seconds(1),
+                [&](Result<std::unique_ptr<Stream>> s) { got = std::move(s); });
+  ASSERT_TRUE(run_until(io_, [&] { return got.has_value(); }));
+  ASSERT_FALSE(*got);
+  EXPECT_NE(got->error().message.find("TLS needs a CA or a PSK"), std::string::npos);
 }
 
 TEST(PskFile, LinesAreCheckedAndNamed) {

@@ -55,8 +55,9 @@ devices = ["evdev:/dev/input/event5,nograb"]
   StubConfig c;
   auto r = load_toml(path, c);
   ASSERT_TRUE(r) << r.error().message;
-  EXPECT_EQ(c.listen.tcp.host, "127.0.0.1");
-  EXPECT_EQ(c.listen.tcp.port, 4000);
+  ASSERT_EQ(c.listen.size(), 1u);
+  EXPECT_EQ(c.listen[0].tcp.host, "127.0.0.1");
+  EXPECT_EQ(c.listen[0].tcp.port, 4000);
   EXPECT_EQ(c.limits.wire.max_transfer_length, 1048576u);
   EXPECT_EQ(c.limits.max_inflight_bytes, 8388608u);
   EXPECT_EQ(c.log_level, "debug");
@@ -88,7 +89,7 @@ TEST(StubConfigTest, BadTomlIsAClearError) {
 
 TEST(StubConfigTest, TheDefaultListenAddressIsLoopback) {
   // USB/IP has no authentication: the network gets the port only when asked for.
-  EXPECT_EQ(StubConfig{}.listen, usb::net::Endpoint("127.0.0.1", 3240));
+  EXPECT_EQ(StubConfig{}.listen, std::vector{usb::net::Endpoint("127.0.0.1", 3240)});
 }
 
 TEST(StubConfigTest, NegativeOrHugeLimitsAreRefusedNotWrapped) {
@@ -120,6 +121,45 @@ TEST(StubConfigTest, ValidateRejectsImpossibleLimits) {
   EXPECT_FALSE(validate(c));
   c.limits.wire.max_transfer_length = 0;
   EXPECT_FALSE(validate(c));
+}
+
+TEST(StubConfigTest, TlsListenersAllowListsAndAccessRules) {
+  const std::string path = ::testing::TempDir() + "/stub-tls.toml";
+  std::ofstream(path) << R"(
+listen = ["127.0.0.1:3240", "tls:0.0.0.0:3241"]
+allow = ["127.0.0.1", "cn:vm1"]
+[tls]
+ca = "ca.crt"
+cert = "stub.crt"
+key = "stub.key"
+[[access]]
+devices = ["1-1", "hid"]
+peers = ["cn:vm1", "psk:phone"]
+)";
+  StubConfig c;
+  ASSERT_TRUE(load_toml(path, c));
+  ASSERT_EQ(c.listen.size(), 2u);
+  EXPECT_FALSE(c.listen[0].tls);
+  EXPECT_TRUE(c.listen[1].tls);
+  EXPECT_EQ(c.listen[1].to_string(), "tls:0.0.0.0:3241");
+  EXPECT_EQ(c.tls.cert_file, "stub.crt");
+  EXPECT_EQ(c.allow, (std::vector<std::string>{"127.0.0.1", "cn:vm1"}));
+  ASSERT_EQ(c.access.size(), 1u);
+  EXPECT_EQ(c.access[0].peers[1], "psk:phone");
+  EXPECT_TRUE(validate(c));
+
+  StubConfig no_tls;
+  no_tls.listen = {*usb::net::parse_endpoint("tls:0.0.0.0:3241")};
+  auto r = validate(no_tls);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("needs [tls]"), std::string::npos);
+  StubConfig bad_rule;
+  bad_rule.allow = {"everyone"};
+  EXPECT_FALSE(validate(bad_rule));
+  bad_rule.allow.clear();
+  bad_rule.access = {{{"1-1"}, {}}};
+  EXPECT_FALSE(validate(bad_rule));
+  std::remove(path.c_str());
 }
 
 }  // namespace
