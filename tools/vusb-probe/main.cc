@@ -31,12 +31,14 @@ bool run_until(asio::io_context& io, const bool& done,
   return done;
 }
 
-std::unique_ptr<devices::UsbipRemoteDevice> import(asio::io_context& io,
-                                                   const usb::net::Endpoint& hp,
-                                                   const std::string& busid) {
+std::unique_ptr<devices::UsbipRemoteDevice> import(
+    asio::io_context& io, const usb::net::Endpoint& hp, const std::string& busid,
+    std::shared_ptr<const usb::net::TlsContext> tls) {
   std::unique_ptr<devices::UsbipRemoteDevice> dev;
   bool done = false;
-  devices::UsbipRemoteDevice::import(io, hp, busid, {}, [&](auto r) {
+  devices::UsbipRemoteDevice::Options options;
+  options.tls = std::move(tls);
+  devices::UsbipRemoteDevice::import(io, hp, busid, std::move(options), [&](auto r) {
     if (!r)
       spdlog::error("import {}: {}", busid, r.error().message);
     else
@@ -167,8 +169,17 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string server, busid;
   auto* list = app.add_subcommand("list", "List exported devices");
-  list->add_option("server", server, "HOST[:PORT] (port 3240 by default) or unix:PATH")
+  list->add_option("server", server,
+                   "HOST[:PORT] (port 3240 by default) or unix:PATH; tls:HOST:PORT over TLS")
       ->required();
+  usb::net::TlsConfig tls_config;
+  app.add_option("--tls-ca", tls_config.ca_file, "PEM CA the server's certificate must chain to");
+  app.add_option("--tls-cert", tls_config.cert_file, "PEM client certificate");
+  app.add_option("--tls-key", tls_config.key_file, "PEM key of --tls-cert");
+  app.add_option("--tls-psk", tls_config.psk_file, "IDENTITY:KEY file (a TLS PSK)");
+  app.add_option("--tls-psk-identity", tls_config.psk_identity, "Which line of --tls-psk");
+  app.add_option("--tls-server-name", tls_config.server_name,
+                 "Name the server's certificate must carry (default: the host; * for any)");
   auto* desc = app.add_subcommand("descriptors", "Import a device and print its descriptors");
   desc->add_option("server", server)->required();
   desc->add_option("busid", busid)->required();
@@ -184,8 +195,17 @@ int main(int argc, char** argv) {
     spdlog::error("{}", hp.error().message);
     return 2;
   }
+  std::shared_ptr<const usb::net::TlsContext> tls;
+  if (tls_config.enabled()) {
+    auto ctx = usb::net::TlsContext::make(tls_config, usb::net::TlsRole::kClient);
+    if (!ctx) {
+      spdlog::error("{}", ctx.error().message);
+      return 2;
+    }
+    tls = *ctx;
+  }
   if (list->parsed()) {
-    auto devs = usb::usbip::list_devices_blocking(*hp);
+    auto devs = usb::usbip::list_devices_blocking(*hp, tls);
     if (!devs) {
       spdlog::error("{}", devs.error().message);
       return 1;
@@ -202,7 +222,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   asio::io_context io;
-  auto dev = import(io, *hp, busid);
+  auto dev = import(io, *hp, busid, tls);
   if (!dev) return 1;
   print_descriptors(*dev);
   int rc = inq->parsed() ? inquiry(io, *dev) : 0;

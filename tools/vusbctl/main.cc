@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tools/vusbctl/api_client.h"
+#include "tools/vusbctl/cert_command.h"
 #include "usb/net/endpoint.h"
 #include "usb/usbip/url.h"
 
@@ -162,7 +163,8 @@ int main(int argc, char** argv) {
                      "vusbd's name for the device (default with -r/-b: HOST-BUSID)");
   attach->add_option("-r,--remote", remote,
                      "Import from this USB/IP server (vusb-stub, usbipd): HOST, or unix:PATH for "
-                     "a server on a UNIX socket");
+                     "a server on a UNIX socket; tls:HOST for vusb-stub's TLS port (vusbd's "
+                     "[tls] has the certificates)");
   attach->add_option("-b,--busid", busid,
                      "Bus id on the server (see usbip list -r HOST); '*': every device it "
                      "exports, devices behind hubs included, as they come and go");
@@ -234,7 +236,9 @@ int main(int argc, char** argv) {
   auto* remove = app.add_subcommand("remove", "Forget a device (every VM sees an unplug)");
   remove->add_option("-d,--device", device, "The device")->required();
 
+  vusbctl::CertCommand cert(app);
   CLI11_PARSE(app, argc, argv);
+  if (cert.parsed()) return cert.run();
   auto at = g.socket.empty() ? usb::net::parse_endpoint(g.api, "127.0.0.1")
                              : usb::net::parse_endpoint(std::string(usb::net::kUnixPrefix) + g.socket);
   if (!at) return fail((g.socket.empty() ? "--api: " : "--socket: ") + at.error().message, 2);
@@ -266,17 +270,20 @@ int main(int argc, char** argv) {
     if (import || !libusb.empty()) {
       std::string source;
       if (import) {
+        const bool tls = remote.starts_with(usb::net::kTlsPrefix);
+        if (tls) remote = remote.substr(usb::net::kTlsPrefix.size());
         std::string server_name = remote;
         if (remote.starts_with(usb::net::kUnixPrefix)) {
           auto e = usb::net::parse_endpoint(remote);
           if (!e) return fail("-r " + remote + ": " + e.error().message, 2);
+          e->tls = tls;
           source = usb::usbip::url(*e, busid);
           // The socket's file name, without its extension, names the device.
           server_name = e->path.substr(e->path.rfind('/') + 1);
           server_name = server_name.substr(0, server_name.find('.'));
         } else {
           const bool v6 = remote.find(':') != std::string::npos;
-          source = "usbip://" + (v6 ? "[" + remote + "]" : remote) + ":" +
+          source = (tls ? "usbips://" : "usbip://") + (v6 ? "[" + remote + "]" : remote) + ":" +
                    std::to_string(tcp_port) + "/" + busid;
         }
         if (device.empty()) device = busid == "*" ? server_name : server_name + "-" + busid;
