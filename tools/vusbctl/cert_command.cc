@@ -62,6 +62,9 @@ CertCommand::CertCommand(CLI::App& app) {
   issue_->add_option("--ca", ca_dir_, "Directory holding ca.crt and ca.key")->default_val(".");
   issue_->add_option("--out", out_, "Directory to write to")->default_val(".");
   issue_->add_option("--days", days_, "Validity")->default_val(825);
+  issue_->add_option("--backdate", backdate_days_,
+                     "Start the validity this many days ago (with a short --days: an expired "
+                     "certificate, to check that peers refuse it)");
   fingerprint_ = cmd_->add_subcommand(
       "fingerprint", "Print a certificate's SHA-256 fingerprint (an access list's sha256:HEX)");
   fingerprint_->add_option("file", file_, "PEM certificate")->required();
@@ -86,6 +89,7 @@ int CertCommand::run() const {
     req.common_name = name_;
     req.hosts = hosts_;
     req.days = days_;
+    if (backdate_days_ > 0) req.start_offset = std::chrono::hours(-24 * backdate_days_);
     auto pem = usb::net::issue_certificate(ca, req);
     if (!pem) return fail(pem.error().message);
     const std::string base = out_ + "/" + name_;

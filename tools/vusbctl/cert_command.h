@@ -24,6 +24,7 @@ class CertCommand {
   std::string out_ = ".", ca_dir_ = ".", name_, file_;
   std::vector<std::string> hosts_;
   int days_ = 0;
+  int backdate_days_ = 0;
 };
 
 }  // namespace vusbctl

@@ -144,8 +144,9 @@ void Listener::handshake(std::unique_ptr<SocketStream> stream) {
                              Result<std::unique_ptr<Stream>> tls) mutable {
         if (alive.expired()) return;
         if (!tls) {
-          // Scanners and hostile peers fail here by the thousand: log a sample.
-          if (++handshake_failures_ % 100 == 1)
+          // Scanners and hostile peers fail here by the thousand: log the first ten, then one
+          // in a hundred.
+          if (++handshake_failures_ <= 10 || handshake_failures_ % 100 == 0)
             spdlog::warn("{}: refused {}: {} ({} refused handshakes so far)", options_.label, name,
                          tls.error().message, handshake_failures_);
           return;

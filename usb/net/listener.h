@@ -50,8 +50,8 @@ class Listener {
     // listening on a TCP address other than loopback is logged as a warning.
     bool authenticated = false;
     // For a TLS endpoint ("tls:…", which needs it): every connection runs a TLS handshake first
-    // (tls.h); the PeerCheck then sees the TLS identity. A failed handshake is logged (once per
-    // 100) and counted, and the peer dropped.
+    // (tls.h); the PeerCheck then sees the TLS identity. A failed handshake is logged (the first ten, then
+    // one in a hundred) and counted, and the peer dropped.
     std::shared_ptr<const TlsContext> tls;
   };
 

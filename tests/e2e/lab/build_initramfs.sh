@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the guest lab's base initramfs (gzip'd newc cpio) once and caches it; rebuilt only when an
-# input changes (kernel, module list, busybox, usbip tools, lsusb, usbredirect, usbtest-ioctl, guest scripts,
+# input changes (kernel, module list, busybox, usbip tools, lsusb, usbredirect, stunnel4, usbtest-ioctl, guest scripts,
 # this file).
 # Per-run files (the test script) go into a second small cpio appended by lab.py.
 #
@@ -53,6 +53,8 @@ LSUSB=/usr/bin/lsusb
 [ -x "$LSUSB" ] || die "$LSUSB missing (install usbutils)"
 USBREDIRECT=/usr/bin/usbredirect  # a usbredir usb-host inside a guest (vusbd's usbredir:// source)
 [ -x "$USBREDIRECT" ] || die "$USBREDIRECT missing (install usbredirect)"
+STUNNEL=/usr/bin/stunnel4  # a TLS tunnel in front of the stock usbip client (e2e.vusb_tls)
+[ -x "$STUNNEL" ] || die "$STUNNEL missing (install stunnel4)"
 command -v cpio >/dev/null || die "cpio not found (install cpio)"
 command -v depmod >/dev/null || [ -x /usr/sbin/depmod ] || die "depmod not found (install kmod)"
 DEPMOD="$(command -v depmod || echo /usr/sbin/depmod)"
@@ -104,7 +106,7 @@ KEY="$(
   {
     echo "$VER"; cat "$KDIR/PACKAGE" 2>/dev/null || true
     printf '%s\n' "${ORDER[@]}"
-    sha256sum "$BUSYBOX" "$USBIP" "$USBIPD" "$LSUSB" "$USBREDIRECT" "$UTI" "$V4C" "$HERE/guest/init" "$HERE/guest/lib.sh" \
+    sha256sum "$BUSYBOX" "$USBIP" "$USBIPD" "$LSUSB" "$USBREDIRECT" "$STUNNEL" "$UTI" "$V4C" "$HERE/guest/init" "$HERE/guest/lib.sh" \
       "${BASH_SOURCE[0]}" | cut -d' ' -f1
     ls -lL "$USBIDS" 2>/dev/null || true
   } | sha256sum | cut -c1-16
@@ -149,6 +151,11 @@ copy_with_libs "$USBIP" /usr/sbin/usbip
 copy_with_libs "$USBIPD" /usr/sbin/usbipd
 copy_with_libs "$LSUSB" /usr/bin/lsusb
 copy_with_libs "$USBREDIRECT" /usr/bin/usbredirect
+copy_with_libs "$STUNNEL" /usr/bin/stunnel4
+# glibc loads libgcc_s at run time (pthread_exit's unwinder; stunnel's threads): not in ldd's list
+for lib in /lib/x86_64-linux-gnu/libgcc_s.so.1; do
+  mkdir -p "$R$(dirname "$lib")" && cp -L "$lib" "$R$lib"
+done
 [ -e "$USBIDS" ] && cp -L "$USBIDS" "$R/usr/share/misc/usb.ids"
 cp "$UTI" "$R/usr/bin/usbtest-ioctl"
 cp "$V4C" "$R/usr/bin/v4l2-capture"
