@@ -4,7 +4,9 @@
 The "phone" guest makes an accelerometer with libevdev's uinput API (the project's uinput-accel:
 INPUT_PROP_ACCELEROMETER, ABS_X/Y/Z, 256 units per g) and runs vusb-stub inside it with
 `--sensors evdev`: the stub's evdev source feeds a USB HID sensor hub (usage page 0x20) that it
-exports over USB/IP, forwarded to the host. vusbd on the host imports it and gives it to the
+exports over USB/IP inside TLS 1.3 with a pre-shared key (`--listen tls:0.0.0.0:3240 --tls-psk`:
+the phone was "paired" once; input devices go only to an authenticated peer), forwarded to the
+host. vusbd on the host imports it over usbips:// with the same PSK and gives it to the
 "laptop" VM; the laptop guest attaches it with usbip, and its kernel's usbhid + hid-sensor-hub +
 hid-sensor-accel-3d create an IIO accelerometer. Once both are ready (a host barrier), the phone
 moves through a scripted sequence (flat, tilted, upright, upside down, ...), holding each step;
@@ -27,6 +29,7 @@ Logs: <build>/e2e-logs/vusbd_sensors.{phone,laptop}.console.log, .vusbd.log
 """
 import argparse
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -66,7 +69,7 @@ lab_wait_for /tmp/uinput.ready 10 || {{ echo "LAB-FAIL no uinput accelerometer";
 lab_wait_for /tmp/input.ready 10 || {{ echo "LAB-FAIL no uinput input devices"; exit 29; }}
 inputs=""
 for n in $(cat /tmp/input.ready); do inputs="$inputs --input evdev:$n"; done
-vusb-stub --listen 0.0.0.0:3240 --sensors evdev $inputs >/tmp/stub.log 2>&1 &
+vusb-stub --listen tls:0.0.0.0:3240 --tls-psk /lab/psk.txt --sensors evdev $inputs >/tmp/stub.log 2>&1 &
 stub=$!
 for i in $(seq 150); do  # up to 30 s: a sanitizer build starts slowly under TCG
   grep -q "listening on" /tmp/stub.log && break
@@ -232,15 +235,22 @@ def main() -> int:
     files["usr/bin/uinput-input"] = (bindir / "uinput-input").read_bytes()
     laptop_files = {"usr/bin/iio-watch": (bindir / "iio-watch").read_bytes(),
                     "usr/bin/evdev-watch": (bindir / "evdev-watch").read_bytes()}
+    # The phone and the laptop's vusbd share a PSK (stunnel's IDENTITY:KEY format).
+    psk = f"laptop:{secrets.token_hex(16)}\n"
+    files["lab/psk.txt"] = psk
+    psk_path = logs / f"{NAME}.psk.txt"
+    psk_path.write_text(psk)
+    psk_path.chmod(0o600)
     toml = logs / f"{NAME}.vusbd.toml"
     toml.write_text("\n".join([
         "[control]", f'listen = "127.0.0.1:{control}"',
+        "[tls]", f'psk = "{psk_path}"',
         "[[vm]]", 'name = "laptop"', f'listen = "127.0.0.1:{laptop_port}"',
-        "[[device]]", 'name = "phone-sensors"', f'source = "usbip://127.0.0.1:{phone_port}/1-1"',
+        "[[device]]", 'name = "phone-sensors"', f'source = "usbips://127.0.0.1:{phone_port}/1-1"',
         'mode = "exclusive"', 'vms = ["laptop"]',
         *[line for i, n in ((2, "keyboard"), (3, "mouse"), (4, "touch")) for line in (
             "[[device]]", f'name = "phone-{n}"',
-            f'source = "usbip://127.0.0.1:{phone_port}/1-{i}"', 'mode = "exclusive"',
+            f'source = "usbips://127.0.0.1:{phone_port}/1-{i}"', 'mode = "exclusive"',
             'vms = ["laptop"]')],
         ""]))
     vusbd = lab.start_process([bindir / "vusbd", "--config", toml], vusbd_log)
