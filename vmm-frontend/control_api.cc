@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "usb/core/loop_checker.h"
+#include "usb/core/printable.h"
 #include "usb/net/beast_stream.h"
 #include "usb/net/listener.h"
 #include "vmm-frontend/control_routes.h"
@@ -59,7 +60,9 @@ class Connection {
 class WsSession;
 
 struct ControlApi::Impl {
-  Impl(asio::io_context& io, Vusbd& daemon) : io(io), daemon(daemon), stats(io) {}
+  Impl(asio::io_context& io, Vusbd& daemon, ApiAccess access,
+       std::shared_ptr<const usb::net::TlsContext> tls)
+      : io(io), daemon(daemon), access(std::move(access)), tls(std::move(tls)), stats(io) {}
 
   // `refused`: the listener's reason to refuse this peer (answered 403 after its request).
   void on_accept(std::unique_ptr<usb::net::Stream> stream, std::string refused = {});
@@ -73,6 +76,8 @@ struct ControlApi::Impl {
 
   asio::io_context& io;
   Vusbd& daemon;
+  ApiAccess access;
+  std::shared_ptr<const usb::net::TlsContext> tls;
   std::unique_ptr<usb::net::Listener> listener;
   asio::steady_timer stats;
   std::vector<std::weak_ptr<Connection>> connections;
@@ -226,6 +231,17 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       return respond(403, to_text(nlohmann::json{{"error", why}}), "application/json",
                      req.version(), false);
     }
+    const std::string_view target(req.target().data(), req.target().size());
+    const std::string_view method(req.method_string().data(), req.method_string().size());
+    const auto auth = req[http::field::authorization];
+    const ApiCaller caller =
+        api->access.identify(stream_.peer(), std::string_view(auth.data(), auth.size()));
+    if (auto v = ApiAccess::check(caller, method, target); v.status) {
+      spdlog::warn("control {}: {} {} refused ({}): {}", peer_, usb::printable(method),
+                   usb::printable(target), v.status, v.why);
+      return respond(v.status, to_text(nlohmann::json{{"error", v.why}}), "application/json",
+                     req.version(), req.keep_alive(), v.status == 401);
+    }
     if (websocket::is_upgrade(req)) {
       if (req.target() != "/api/v1/events")
         return respond(404, R"({"error":"websockets live at /api/v1/events"})", "application/json",
@@ -235,14 +251,13 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       api->connections.push_back(ws);
       return ws->run(std::move(req));
     }
-    const std::string_view target(req.target().data(), req.target().size());
     if (req.method() == http::verb::get && (target == "/" || target == "/index.html"))
       return respond(200, std::string(dashboard_html()), "text/html; charset=utf-8", req.version(),
                      req.keep_alive());
-    const std::string_view method(req.method_string().data(), req.method_string().size());
     RouteResult r;
     try {
       r = route(api->daemon, method, target, req.body());
+      if (r.status < 400 && !ApiAccess::filter(caller, target, r.body)) r.status = 404;
     } catch (const std::exception& e) {
       // A bug, not an input error: answer it and keep serving everyone else.
       spdlog::error("control {}: {} failed: {}", peer_, method, e.what());
@@ -279,10 +294,11 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   }
 
   void respond(unsigned status, std::string body, std::string_view type, unsigned version,
-               bool keep_alive) {
+               bool keep_alive, bool ask_for_token = false) {
     auto res = std::make_shared<http::response<http::string_body>>(
         static_cast<http::status>(status), version);
     res->set(http::field::server, "vusbd");
+    if (ask_for_token) res->set(http::field::www_authenticate, "Bearer realm=\"vusbd\"");
     res->set(http::field::content_type, beast::string_view(type.data(), type.size()));
     res->keep_alive(keep_alive);
     res->body() = std::move(body);
@@ -340,8 +356,9 @@ void ControlApi::Impl::broadcast(const std::string& text) {
     if (auto s = w.lock()) s->send(text);
 }
 
-ControlApi::ControlApi(asio::io_context& io, Vusbd& daemon)
-    : impl_(std::make_shared<Impl>(io, daemon)) {
+ControlApi::ControlApi(asio::io_context& io, Vusbd& daemon, ApiAccess access,
+                       std::shared_ptr<const usb::net::TlsContext> tls)
+    : impl_(std::make_shared<Impl>(io, daemon, std::move(access), std::move(tls))) {
   impl_->self_weak = impl_;
 }
 
@@ -352,6 +369,9 @@ ControlApi::~ControlApi() {
 usb::Result<void> ControlApi::listen(const usb::net::Endpoint& at) {
   usb::net::Listener::Options options;
   options.label = "control";
+  options.tls = impl_->tls;
+  // Changes always need a token; reads too unless anonymous = "read".
+  options.authenticated = !impl_->access.anonymous_reads();
   if (at.is_unix()) {
     // The socket file is open to every local user so that a refused one is told why (403);
     // only the daemon's own uid and root get past the peer check.

@@ -3,6 +3,8 @@
 // GET / serves the dashboard; GET /api/v1/events upgrades to a WebSocket that streams every
 // registry event (hotplug, attach/detach, import/release, mode) and, once a second, the stats.
 //
+// Every request is checked against ApiAccess: a UNIX-socket peer is admin, a TCP peer is what
+// its bearer token says (or the anonymous role); refusals are 401 / 403 with the reason, logged.
 // Hardening: at most 64 connections, 8 KiB of headers, 64 KiB of body, 30 s to send a request;
 // a WebSocket client that falls 256 messages behind is dropped (logged) rather than buffered
 // without bound. Owned by main beside the Vusbd it serves; lives on vusbd's loop.
@@ -14,6 +16,8 @@
 
 #include "usb/core/error.h"
 #include "usb/net/endpoint.h"
+#include "usb/net/tls.h"
+#include "vmm-frontend/api_access.h"
 
 namespace vusbd {
 
@@ -21,7 +25,9 @@ class Vusbd;
 
 class ControlApi {
  public:
-  ControlApi(boost::asio::io_context& io, Vusbd& daemon);
+  // `access`: who may do what (api_access.h). `tls`: the server context for a tls: address.
+  ControlApi(boost::asio::io_context& io, Vusbd& daemon, ApiAccess access,
+             std::shared_ptr<const usb::net::TlsContext> tls = nullptr);
   ~ControlApi();
 
   // TCP HOST:PORT, or unix:PATH (admits the daemon's own uid and root; others get 403).

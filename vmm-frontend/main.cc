@@ -48,7 +48,13 @@ int main(int argc, char** argv) {
   const auto control_at = config->control;
   // Changes made through the API are written back to the config file.
   vusbd::Vusbd daemon(io, std::move(*config), config_path);
-  vusbd::ControlApi api(io, daemon);
+  auto access = vusbd::ApiAccess::make(daemon.config().control_tokens,
+                                       daemon.config().control_anonymous);
+  if (!access) {
+    spdlog::error("{}", access.error().message);
+    return 2;
+  }
+  vusbd::ControlApi api(io, daemon, std::move(*access), daemon.tls_server());
   daemon.on_event([&api](const nlohmann::json& e) { api.publish(e); });
   if (auto r = daemon.start(); !r) {
     spdlog::error("{}", r.error().message);

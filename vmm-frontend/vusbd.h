@@ -110,6 +110,8 @@ class Vusbd {
   // reservation device.
   uint32_t controller_port(const std::string& vm, const std::string& device) const;
   const VusbdConfig& config() const { return config_; }
+  // The [tls] server context (null without one): tls: VM ports, a tls: control address.
+  std::shared_ptr<const usb::net::TlsContext> tls_server() const { return tls_server_; }
   const AddressMap& addresses() const { return addresses_; }
 
  private:

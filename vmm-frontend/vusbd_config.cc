@@ -169,6 +169,17 @@ usb::Result<VusbdConfig> load_config(const std::string& path) {
         if (!hp) return bad("control: " + hp.error().message);
         c.control = *hp;
       }
+      if (control.contains("anonymous"))
+        c.control_anonymous = toml::find<std::string>(control, "anonymous");
+      if (control.contains("token"))
+        for (const auto& t : toml::find<toml::array>(control, "token")) {
+          ApiTokenConfig tc;
+          tc.file = toml::find<std::string>(t, "file");
+          tc.role = toml::find<std::string>(t, "role");
+          if (t.contains("vm")) tc.vm = toml::find<std::string>(t, "vm");
+          if (t.contains("name")) tc.name = toml::find<std::string>(t, "name");
+          c.control_tokens.push_back(std::move(tc));
+        }
     }
     if (root.contains("tls")) {
       const auto& t = toml::find(root, "tls");
@@ -321,6 +332,11 @@ std::string to_toml(const VusbdConfig& c) {
   out << "# vusbd configuration. vusbd rewrites this file when its control API changes something;\n"
          "# comments are not kept.\n\n";
   out << "[control]\nlisten = " << quote(c.control.to_string()) << "\n";
+  if (c.control_anonymous != "read") out << "anonymous = " << quote(c.control_anonymous) << "\n";
+  for (const auto& t : c.control_tokens)
+    out << "\n[[control.token]]\nfile = " << quote(t.file) << "\nrole = " << quote(t.role) << "\n"
+        << (t.vm.empty() ? "" : "vm = " + quote(t.vm) + "\n")
+        << (t.name.empty() ? "" : "name = " + quote(t.name) + "\n");
   if (c.tls.enabled()) {
     out << "\n[tls]\n";
     for (auto [key, value] : {std::pair{"ca", &c.tls.ca_file}, {"cert", &c.tls.cert_file},

@@ -3,7 +3,12 @@
 // and the VM-local port each of them sees it on). vusbd writes it back whenever the control API
 // changes something, so a restart restores every VM's devices, addresses and modes.
 //
-//   [control]   listen = "127.0.0.1:3250"
+//   [control]   listen = "127.0.0.1:3250"   (or "unix:PATH": local root and vusbd's user are
+//                                            admin there; or "tls:HOST:PORT", [tls] below)
+//               anonymous = "read"   (a TCP caller without a token may read; "none": nothing)
+//   [[control.token]]  file = "/etc/vusbd/ci.token"  role = "admin" | "read" | "vm"
+//                      vm = "vm1" (role vm: sees only that VM)   name = "ci" (for logs)
+//               (api_access.h; vusbctl --token-file FILE or $VUSBD_TOKEN)
 //   [tls]       ca = "ca.crt"  cert = "vusbd.crt"  key = "vusbd.key"   (its certificate both as a
 //               server — tls: VM ports — and as a client — usbips:// sources)
 //               psk = "psk.txt"  psk_identity = "laptop"  (or a PSK, e.g. for a phone's stub)
@@ -57,6 +62,7 @@
 #include "usb/net/endpoint.h"
 #include "usb/net/tls.h"
 #include "vmm-frontend/adapters/usbredir_attachment.h"
+#include "vmm-frontend/api_access.h"
 
 namespace vusbd {
 
@@ -88,6 +94,8 @@ struct DeviceConfig {
 
 struct VusbdConfig {
   usb::net::Endpoint control{"127.0.0.1", 3250};  // or unix:PATH (owner and root only)
+  std::vector<ApiTokenConfig> control_tokens;      // [[control.token]]
+  std::string control_anonymous = "read";          // a TCP caller without a token: read or none
   usb::net::TlsConfig tls;
   std::vector<VmConfig> vms;
   std::vector<DeviceConfig> devices;

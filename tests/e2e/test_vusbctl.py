@@ -101,7 +101,7 @@ def main() -> int:
     logs = lab.logs_dir()
     ps, p1, p2, pc = lab.free_ports(4)
     toml = logs / "vusbctl.toml"
-    toml.write_text(f'[control]\nlisten = "127.0.0.1:{pc}"\n\n'
+    toml.write_text(f'[control]\nlisten = "127.0.0.1:{pc}"\n\n{lab.control_token()}'
                     f'[[vm]]\nname = "vm1"\nlisten = "127.0.0.1:{p1}"\n\n'
                     f'[[vm]]\nname = "vm2"\nlisten = "127.0.0.1:{p2}"\n')
     problems: list = []

@@ -45,7 +45,7 @@ NAME = "vusbd_camera"
 
 
 def vusbd_toml(stub_port: int, vm_ports: dict, control_port: int, redir_ports: dict) -> str:
-    out = ["[control]", f'listen = "127.0.0.1:{control_port}"', ""]
+    out = ["[control]", f'listen = "127.0.0.1:{control_port}"', "", lab.control_token()]
     for vm in VMS:
         out += ["[[vm]]", f'name = "{vm}"', f'listen = "127.0.0.1:{vm_ports[vm]}"']
         if vm in redir_ports:

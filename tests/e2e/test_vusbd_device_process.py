@@ -42,7 +42,7 @@ NAME = "vusbd_devproc"
 
 
 def vusbd_toml(vm_ports: dict, control_port: int) -> str:
-    out = ["[control]", f'listen = "127.0.0.1:{control_port}"', ""]
+    out = ["[control]", f'listen = "127.0.0.1:{control_port}"', "", lab.control_token()]
     for vm in VMS:
         out += ["[[vm]]", f'name = "{vm}"', f'listen = "127.0.0.1:{vm_ports[vm]}"',
                 'camera = "emulated"', ""]

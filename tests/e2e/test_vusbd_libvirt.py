@@ -115,7 +115,7 @@ def main() -> int:
     logs = lab.logs_dir()
     pc, p1, pr = lab.free_ports(3)
     toml = logs / f"{NAME}.toml"
-    toml.write_text(f'[control]\nlisten = "127.0.0.1:{pc}"\n\n'
+    toml.write_text(f'[control]\nlisten = "127.0.0.1:{pc}"\n\n{lab.control_token()}'
                     f'[[vm]]\nname = "vm1"\nlisten = "127.0.0.1:{p1}"\n'
                     f'usbredir = [{{ device = "gz", listen = "127.0.0.1:{pr}" }}]\n\n'
                     '[[device]]\nname = "gz"\nsource = "emulated:gadget-zero"\nvms = ["vm1"]\n')

@@ -48,7 +48,7 @@ HEAVY_ISO = "isoc_mult=1,isoc_interval=1"
 
 
 def vusbd_toml(vm_ports: dict, control_port: int) -> str:
-    out = ["[control]", f'listen = "127.0.0.1:{control_port}"', ""]
+    out = ["[control]", f'listen = "127.0.0.1:{control_port}"', "", lab.control_token()]
     for vm in VMS:
         out += ["[[vm]]", f'name = "{vm}"', f'listen = "127.0.0.1:{vm_ports[vm]}"']
         if vm == "vm2":

@@ -60,7 +60,7 @@ CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, s
 
 
 def vusbd_toml(stub_port: int, vm_ports: dict, control_port: int) -> str:
-    out = ["[control]", f'listen = "127.0.0.1:{control_port}"', ""]
+    out = ["[control]", f'listen = "127.0.0.1:{control_port}"', "", lab.control_token()]
     for vm in VMS:
         out += ["[[vm]]", f'name = "{vm}"', f'listen = "127.0.0.1:{vm_ports[vm]}"', ""]
     out += ["[[device]]", f'name = "{DEVICE}"',

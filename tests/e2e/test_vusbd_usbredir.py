@@ -101,7 +101,7 @@ def main() -> int:
     sock = logs / "vusbd_usbredir.vm2.sock"
     sock.unlink(missing_ok=True)
     toml = logs / "vusbd_usbredir.toml"
-    toml.write_text(f'[control]\nlisten = "127.0.0.1:{pc}"\n\n'
+    toml.write_text(f'[control]\nlisten = "127.0.0.1:{pc}"\n\n{lab.control_token()}'
                     f'[[vm]]\nname = "vm1"\nlisten = "127.0.0.1:{p1}"\n'
                     f'usbredir = [{{ device = "gz1", listen = "127.0.0.1:{r1}" }}]\n\n'
                     f'[[vm]]\nname = "vm2"\nlisten = "127.0.0.1:{p2}"\n'

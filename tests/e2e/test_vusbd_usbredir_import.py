@@ -89,7 +89,7 @@ def main() -> int:
     with open(disk, "wb") as f:
         f.truncate(4 * MIB)
     toml = logs / f"{NAME}.toml"
-    toml.write_text(f'[control]\nlisten = "127.0.0.1:{pc}"\n\n'
+    toml.write_text(f'[control]\nlisten = "127.0.0.1:{pc}"\n\n{lab.control_token()}'
                     f'[[vm]]\nname = "vm2"\nlisten = "127.0.0.1:{p2}"\n\n'
                     f'[[device]]\nname = "stick"\nsource = "usbredir://127.0.0.1:{hp}"\n'
                     'vms = ["vm2"]\n')

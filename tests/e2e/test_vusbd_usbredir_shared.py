@@ -152,7 +152,7 @@ def main() -> int:
     pc, pa, pb, pcc, rb, rc_ = lab.free_ports(6)
     toml = logs / f"{NAME}.toml"
     toml.write_text(
-        f'[control]\nlisten = "127.0.0.1:{pc}"\n\n'
+        f'[control]\nlisten = "127.0.0.1:{pc}"\n\n{lab.control_token()}'
         f'[[vm]]\nname = "vmA"\nlisten = "127.0.0.1:{pa}"\n\n'
         f'[[vm]]\nname = "vmB"\nlisten = "127.0.0.1:{pb}"\n'
         f'usbredir = [{{ device = "gz", listen = "127.0.0.1:{rb}" }}]\n\n'

@@ -50,9 +50,9 @@ std::string host_header(const usb::net::Endpoint& api) {
 
 }  // namespace
 
-usb::Result<Reply> request(const usb::net::Endpoint& api, std::string_view method,
-                           std::string_view target, std::string_view body,
-                           std::chrono::seconds timeout) {
+usb::Result<Reply> request(const Api& conn, std::string_view method, std::string_view target,
+                           std::string_view body, std::chrono::seconds timeout) {
+  const usb::net::Endpoint& api = conn.at;
   asio::io_context io;
   auto endpoints = resolve(io, api);
   if (!endpoints) return std::unexpected(endpoints.error());
@@ -61,6 +61,7 @@ usb::Result<Reply> request(const usb::net::Endpoint& api, std::string_view metho
                                        {target.data(), target.size()}, 11);
   req.set(http::field::host, host_header(api));
   req.set(http::field::user_agent, "vusbctl");
+  if (!conn.token.empty()) req.set(http::field::authorization, "Bearer " + conn.token);
   if (!body.empty()) {
     req.set(http::field::content_type, "application/json");
     req.body() = std::string(body);
@@ -87,9 +88,10 @@ usb::Result<Reply> request(const usb::net::Endpoint& api, std::string_view metho
   return Reply{res.result_int(), std::move(res.body())};
 }
 
-usb::Result<void> follow_events(const usb::net::Endpoint& api,
+usb::Result<void> follow_events(const Api& conn,
                                 const std::function<bool(const std::string&)>& on_message,
                                 std::chrono::seconds timeout) {
+  const usb::net::Endpoint& api = conn.at;
   asio::io_context io;
   auto endpoints = resolve(io, api);
   if (!endpoints) return std::unexpected(endpoints.error());
@@ -116,6 +118,10 @@ usb::Result<void> follow_events(const usb::net::Endpoint& api,
                                                             const Protocol::endpoint&) {
     if (e) return void(result = e);
     step = "websocket handshake";
+    if (!conn.token.empty())
+      ws.set_option(websocket::stream_base::decorator([token = conn.token](auto& req) {
+        req.set(http::field::authorization, "Bearer " + token);
+      }));
     ws.async_handshake(host_header(api), "/api/v1/events", [&](error_code e2) {
       if (e2) return void(result = e2);
       step = "event stream";

@@ -13,6 +13,13 @@
 
 namespace vusbctl {
 
+// Where vusbd's control API is and the bearer token to show it (empty: none; the UNIX socket
+// needs none).
+struct Api {
+  usb::net::Endpoint at;
+  std::string token;
+};
+
 struct Reply {
   unsigned status = 0;
   std::string body;
@@ -20,13 +27,13 @@ struct Reply {
 
 // `api` is vusbd's control address: HOST:PORT or a UNIX socket (unix:PATH).
 // kIo when vusbd cannot be reached or does not answer within `timeout`.
-usb::Result<Reply> request(const usb::net::Endpoint& api, std::string_view method,
+usb::Result<Reply> request(const Api& api, std::string_view method,
                            std::string_view target, std::string_view body = {},
                            std::chrono::seconds timeout = std::chrono::seconds(10));
 
 // Follows GET /api/v1/events, calling `on_message` with every text message until it returns
 // false, the stream ends, or `timeout` (zero: never) passes.
-usb::Result<void> follow_events(const usb::net::Endpoint& api,
+usb::Result<void> follow_events(const Api& api,
                                 const std::function<bool(const std::string&)>& on_message,
                                 std::chrono::seconds timeout = std::chrono::seconds(0));
 

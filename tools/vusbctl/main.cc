@@ -13,6 +13,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -28,8 +29,9 @@ using json = nlohmann::json;
 struct Globals {
   std::string api = "127.0.0.1:3250";
   std::string socket;  // --socket PATH: shorthand for --api unix:PATH
+  std::string token_file;
   bool json_out = false;
-  usb::net::Endpoint at;
+  vusbctl::Api at;  // the address and the token
 };
 
 int fail(const std::string& message, int code) {
@@ -146,6 +148,12 @@ int main(int argc, char** argv) {
   app.add_option("--socket", g.socket,
                  "vusbd's control UNIX socket (same as --api unix:PATH; default $VUSB_SOCKET; "
                  "vusbd admits its own user and root there)");
+  if (const char* env = std::getenv("VUSBD_TOKEN"); env && *env) g.at.token = env;
+  if (const char* env = std::getenv("VUSBD_TOKEN_FILE"); env && *env) g.token_file = env;
+  app.add_option("--token-file", g.token_file,
+                 "A file holding a control API token (vusbd's [[control.token]]); default "
+                 "$VUSBD_TOKEN_FILE, or the token itself in $VUSBD_TOKEN. Changes over TCP need "
+                 "an admin token; the UNIX socket needs none");
   app.add_flag("--json", g.json_out, "Print vusbd's JSON answer");
   app.require_subcommand(1);
 
@@ -242,7 +250,13 @@ int main(int argc, char** argv) {
   auto at = g.socket.empty() ? usb::net::parse_endpoint(g.api, "127.0.0.1")
                              : usb::net::parse_endpoint(std::string(usb::net::kUnixPrefix) + g.socket);
   if (!at) return fail((g.socket.empty() ? "--api: " : "--socket: ") + at.error().message, 2);
-  g.at = *at;
+  g.at.at = *at;
+  if (!g.token_file.empty()) {
+    std::ifstream in(g.token_file);
+    if (!in || !std::getline(in, g.at.token)) return fail("--token-file: cannot read " + g.token_file, 2);
+    while (!g.at.token.empty() && (g.at.token.back() == '\r' || g.at.token.back() == ' '))
+      g.at.token.pop_back();
+  }
 
   json out;
   auto emit = [&](auto&& pretty) {

@@ -83,6 +83,20 @@ def logs_dir() -> Path:
     return d
 
 
+def control_token() -> str:
+    """The [[control.token]] table that makes the lab's admin token valid in a vusbd config (put
+    it after [control]'s keys). The token is made once per logs directory (mode 0600) and exported
+    as $VUSBD_TOKEN_FILE, so every vusbctl the test runs shows it: since issue 16, changes over
+    TCP need an admin token."""
+    path = logs_dir() / "control-admin.token"
+    if not path.exists():
+        import secrets
+        path.write_text(secrets.token_hex(24) + "\n")
+        path.chmod(0o600)
+    os.environ["VUSBD_TOKEN_FILE"] = str(path)
+    return f'[[control.token]]\nname = "lab"\nfile = "{path}"\nrole = "admin"\n\n'
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

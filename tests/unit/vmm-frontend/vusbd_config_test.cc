@@ -179,6 +179,49 @@ TEST(VusbdConfigTest, WrittenBackConfigReadsBackTheSame) {
   EXPECT_EQ(to_toml(*back), to_toml(c));
 }
 
+TEST(VusbdConfigTest, SecuritySettingsSurviveTheWriteBack) {
+  VusbdConfig c;
+  c.control = *usb::net::parse_endpoint("tls:127.0.0.1:3999");
+  c.control_anonymous = "none";
+  c.control_tokens = {{"ci", "/etc/vusbd/ci.token", "admin", ""},
+                      {"", "/etc/vusbd/vm1.token", "vm", "vm1"}};
+  c.tls.ca_file = "/etc/vusbd/ca.crt";
+  c.tls.cert_file = "/etc/vusbd/vusbd.crt";
+  c.tls.key_file = "/etc/vusbd/vusbd.key";
+  c.tls.server_name = "*";
+  c.vms = {{"vm1", *usb::net::parse_endpoint("tls:0.0.0.0:41001")}};
+  c.vms[0].allow = {"cn:vm1", "10.0.2.15"};
+  DeviceConfig d;
+  d.name = "gz";
+  ASSERT_TRUE(parse_source("usbips://10.0.0.5:3241/1-1", d));
+  EXPECT_TRUE(d.server.tls);
+  d.vms = {"vm1"};
+  c.devices.push_back(d);
+  ASSERT_TRUE(validate(c));
+  const std::string path = ::testing::TempDir() + "/vusbd-security.toml";
+  ASSERT_TRUE(save_config(c, path));
+  auto back = load_config(path);
+  ASSERT_TRUE(back) << back.error().message << "\n" << to_toml(c);
+  EXPECT_EQ(back->control, c.control);
+  EXPECT_EQ(back->control_anonymous, "none");
+  EXPECT_EQ(back->control_tokens, c.control_tokens);
+  EXPECT_EQ(back->tls.cert_file, c.tls.cert_file);
+  EXPECT_EQ(back->tls.server_name, "*");
+  EXPECT_EQ(back->vms[0].allow, c.vms[0].allow);
+  EXPECT_TRUE(back->vms[0].listen.tls);
+  EXPECT_EQ(back->devices[0].source, "usbips://10.0.0.5:3241/1-1");
+  EXPECT_TRUE(back->devices[0].server.tls);
+  EXPECT_EQ(to_toml(*back), to_toml(c));
+
+  c.vms[0].allow = {"cn:"};
+  EXPECT_FALSE(validate(c));
+  c.vms[0].allow.clear();
+  c.tls = {};
+  auto r = validate(c);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("tls: port needs [tls]"), std::string::npos);
+}
+
 TEST(VusbdConfigTest, EveryAllowedNameRoundTripsThroughTheWrittenBackFile) {
   // VM and device names may hold '.', '_' and '-': a VM named lab.vm1 with a port must read back
   // as itself (its key in `ports` is quoted), not as a table path that fails the next start.
