@@ -18,14 +18,20 @@ tls:127.0.0.1:PT with two Gadget Zeros and access lists: 1-1 for cn:vm1, 1-2 for
      error status (the access list); as vm1 it attaches and usbtest 1, 2, 9, 10 pass; then
      vm1's certificate is refused by vm2's vusbd port, and vm1 attaches vusbd's shared device
      through its own port and runs usbtest 1, 2, 9, 10 again — at the same time as
-   - vm2, which attaches the shared device through its own vusbd port with its own certificate.
+   - vm2, which first sends every control API call that changes state to the host's loopback
+     (where QEMU's user networking puts 10.0.2.2), with a local Host header, without a token and
+     with its VM token: each is refused (401/403), and its token reads only its own VM; then it
+     attaches the shared device through its own vusbd port with its own certificate.
+   Afterwards the admin (the lab's token) finds the devices, modes and weights unchanged.
 The stub must log the refused import; vusbd must log the refused peer on vm2's port.
 
 Usage: tests/e2e/test_vusb_tls.py [--build DIR] [--timeout S]
 Logs: <build>/e2e-logs/vusb_tls.{vm1,vm2}.console.log, .stub.log, .vusbd.log, .vusbd.toml, pki/
 """
 import argparse
+import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -121,8 +127,53 @@ echo "LAB-INFO done"
 """
 
 
-def vm2_script(barrier: int) -> str:
-    return start_stunnel() + f"""
+# Every control API call that changes something (control_routes.h), as a guest would send it to
+# the host's loopback (10.0.2.2), with the Host header of a local client.
+CHANGES = [
+    ("POST", "/api/v1/devices", '{"name":"evil","source":"libusb:1d6b:0002","vms":["vm2"]}'),
+    ("DELETE", "/api/v1/devices/gz", ""),
+    ("POST", "/api/v1/devices/gz/mode", '{"mode":"exclusive"}'),
+    ("POST", "/api/v1/attachments", '{"device":"gz","vm":"vm2","port":5}'),
+    ("DELETE", "/api/v1/attachments/gz/vm1", ""),
+    ("POST", "/api/v1/vms/vm1/weight", '{"weight":7}'),
+    ("POST", "/api/v1/vms/vm2/usbredir", '{"device":"gz","listen":"0.0.0.0:4444"}'),
+    ("DELETE", "/api/v1/vms/vm1/usbredir/gz", ""),
+]
+
+
+def api_probe(control: int) -> str:
+    """Guest lines: every change, without a token and with vm2's token; each must be refused
+    (401/403). Then what vm2's token may read: its own VM only."""
+    lines = [f"""echo "LAB-PHASE api"
+api() {{  # METHOD PATH BODY [TOKEN] -> the HTTP status
+  if [ -n "$4" ]; then
+    printf '%s %s HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nAuthorization: Bearer %s\\r\\nContent-Type: application/json\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n%s' "$1" "$2" "$4" "${{#3}}" "$3"
+  else
+    printf '%s %s HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nContent-Type: application/json\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n%s' "$1" "$2" "${{#3}}" "$3"
+  fi | timeout 10 nc 10.0.2.2 {control} > /tmp/api.out 2>&1
+  head -1 /tmp/api.out | cut -d' ' -f2
+}}
+tok=$(cat /lab/vm2.token)
+bad=0"""]
+    for m, path, body in CHANGES:
+        lines.append(f"""a=$(api {m} {path} '{body}'); v=$(api {m} {path} '{body}' "$tok")
+echo "LAB-INFO api {m} {path}: no token $a, vm2 token $v"
+case "$a$v" in *2??*|"") bad=1;; esac
+case "$a" in 401|403) ;; *) bad=1;; esac
+case "$v" in 401|403) ;; *) bad=1;; esac""")
+    lines.append("""s=$(api GET /api/v1/vms '' "$tok"); body=$(tail -c 2000 /tmp/api.out)
+echo "LAB-INFO api GET /api/v1/vms with vm2's token: $s $(echo "$body" | tr -d '\\n' | cut -c1-200)"
+[ "$s" = 200 ] && echo "$body" | grep -q '"vm2"' && ! echo "$body" | grep -q '"vm1"' || bad=1
+s=$(api GET /api/v1/vms/vm1/qemu-args '' "$tok")
+echo "LAB-INFO api GET vm1's qemu-args with vm2's token: $s"
+[ "$s" = 403 ] || bad=1
+[ $bad -eq 0 ] || { echo "LAB-FAIL the guest changed or saw what it may not"; exit 45; }
+echo "LAB-INFO every change refused\"""")
+    return "\n".join(lines) + "\n"
+
+
+def vm2_script(barrier: int, control: int) -> str:
+    return start_stunnel() + api_probe(control) + f"""
 go=$(timeout 240 nc 10.0.2.2 {barrier} </dev/null 2>&1)
 echo "LAB-INFO barrier: ${{go:-no answer}}"
 usbip --tcp-port 3240 attach -r 127.0.0.1 -b 1-1 2>&1 || {{ echo "LAB-FAIL vm2 could not attach vusbd's shared device"; exit 44; }}
@@ -193,8 +244,16 @@ def main() -> int:
 
         # 2. vusbd over mutual TLS, one identity per VM port.
         toml = logs / f"{name}.vusbd.toml"
+        vm2_token = logs / f"{name}.vm2.token"
+        vm2_token.write_text(secrets.token_hex(20) + "\n")
         toml.write_text(f"""[control]
 listen = "127.0.0.1:{pc}"
+
+{lab.control_token()}[[control.token]]
+file = "{vm2_token}"
+role = "vm"
+vm = "vm2"
+
 [tls]
 ca = "{pki / 'ca.crt'}"
 cert = "{pki / 'vusbd.crt'}"
@@ -226,9 +285,10 @@ vms = ["vm1", "vm2"]
         f1["lab/stunnel.conf"] = stunnel_conf([("stub", 3240, pt, "vm1"), ("stub-as-vm2", 3241, pt, "vm2"),
                                               ("vusbd", 3242, p1, "vm1"), ("vm2-port", 3243, p2, "vm1")])
         f2 = dict(files)
+        f2["lab/vm2.token"] = vm2_token.read_bytes()
         f2["lab/stunnel.conf"] = stunnel_conf([("vusbd", 3240, p2, "vm2")])
         guests = [Guest(f"{name}.vm1", vm1_script(barrier.port), t0, f1, barrier),
-                  Guest(f"{name}.vm2", vm2_script(barrier.port), t0, f2, barrier)]
+                  Guest(f"{name}.vm2", vm2_script(barrier.port, pc), t0, f2, barrier)]
         threads = [g.start(a.timeout, 256) for g in guests]
         for th in threads:
             th.join()
@@ -242,6 +302,21 @@ vms = ["vm1", "vm2"]
                 print(f"{g.name} {phase}:\n{lab.usbtest_table(res, CASES)}")
                 if bad:
                     problems.append(f"{g.name} {phase}: {bad}")
+        # Nothing the guests tried changed anything: the admin sees what the config made.
+        ctl = [vusbctl, "--api", f"127.0.0.1:{pc}", "--json"]
+        devs = json.loads(subprocess.run(ctl + ["list"], capture_output=True, text=True,
+                                         timeout=20).stdout or "[]")
+        names = sorted(d["name"] for d in devs)
+        modes = {d["name"]: d.get("mode") for d in devs}
+        if names != ["gz"] or modes.get("gz") != "shared":
+            problems.append(f"the devices changed: {names} {modes}")
+        vms = json.loads(subprocess.run(ctl + ["list", "--vms"], capture_output=True, text=True,
+                                        timeout=20).stdout or "[]")
+        weights = {v["name"]: v.get("weight") for v in vms}
+        if weights.get("vm1") not in (None, 1):
+            problems.append(f"vm1's weight changed: {weights}")
+        if "refused (403)" not in vusbd_log.read_text():
+            problems.append("vusbd did not log the refused API calls")
         stub_text = stub_log.read_text()
         if "import of 1-1 refused" not in stub_text:
             problems.append("the stub did not log the refused import of 1-1")

@@ -233,10 +233,22 @@ def main() -> int:
         resp = raw_http(pc, b"POST /api/v1/devices HTTP/1.1\r\nHost: x\r\nContent-Length: "
                         + str(len(big)).encode() + b"\r\n\r\n" + big)
         check(resp.startswith(b"HTTP/1.1 413"), f"200 KiB body: 413 ({resp[:40]!r})")
+        # Changes need the admin token (issue 16): without it, refused before the body is looked at.
         resp = raw_http(pc, b"POST /api/v1/attachments HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                         b"Content-Type: application/json\r\nContent-Length: 3\r\n"
                         b"Connection: close\r\n\r\n{\"d")
+        check(resp.startswith(b"HTTP/1.1 403") and b"admin token" in resp,
+              f"a change without a token: 403 ({resp[:40]!r})")
+        token = Path(os.environ["VUSBD_TOKEN_FILE"]).read_text().strip().encode()
+        resp = raw_http(pc, b"POST /api/v1/attachments HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        b"Authorization: Bearer " + token + b"\r\n"
+                        b"Content-Type: application/json\r\nContent-Length: 3\r\n"
+                        b"Connection: close\r\n\r\n{\"d")
         check(resp.startswith(b"HTTP/1.1 400") and b"not JSON" in resp, "bad JSON: 400")
+        resp = raw_http(pc, b"GET /api/v1/devices HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        b"Authorization: Bearer wrong-token-0123456789\r\nConnection: close\r\n\r\n")
+        check(resp.startswith(b"HTTP/1.1 401") and b"unknown token" in resp,
+              f"a wrong token: 401 ({resp[:40]!r})")
         # What a web page in a browser on this host could send (CSRF, DNS rebinding): refused.
         body = b'{"name":"evil","source":"emulated:gadget-zero","vms":["vm1"]}'
         for what, head in [
@@ -328,8 +340,10 @@ def main() -> int:
             ctl_copy = sock_dir / "vusbctl"
             ctl_copy.write_bytes(vusbctl.read_bytes())
             ctl_copy.chmod(0o755)
+            env = dict(os.environ)
+            env.pop("VUSBD_TOKEN_FILE", None)  # root's; the socket needs no token anyway
             r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                                str(ctl_copy), "--socket", str(sock), "list"],
+                                str(ctl_copy), "--socket", str(sock), "list"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
             lab.log(f"vusbctl as uid 65534 -> {r.returncode} {r.stderr.strip()}")
             check(r.returncode == 1 and "uid 65534" in r.stderr and "gz" not in r.stdout,
