@@ -167,6 +167,8 @@ int main(int argc, char** argv) {
   if (!access) return fail(access.error());
   exports.set_access(std::make_shared<const usb::usbip::ExportAccess>(std::move(*access)));
   usb::net::Listener::Options listener;
+  listener.max_connections = config.max_connections;
+  listener.max_per_address = config.max_connections_per_address;
   if (config.tls.enabled()) {
     auto tls = usb::net::TlsContext::make(config.tls, usb::net::TlsRole::kServer);
     if (!tls) return fail(tls.error());

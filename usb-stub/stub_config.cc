@@ -89,6 +89,13 @@ usb::Result<void> load_toml(const std::string& path, StubConfig& c) {
       if (n < 1 || n > (int64_t{1} << 36)) return bad("max_inflight_bytes must be 1..68719476736");
       c.limits.max_inflight_bytes = static_cast<uint64_t>(n);
     }
+    for (auto [key, out] : {std::pair{"max_connections", &c.max_connections},
+                            {"max_connections_per_address", &c.max_connections_per_address}})
+      if (root.contains(key)) {
+        const auto n = toml::find<toml::integer>(root, key);
+        if (n < 1 || n > 1000000) return bad(std::string(key) + " must be 1..1000000");
+        *out = static_cast<size_t>(n);
+      }
     if (root.contains("log_level")) c.log_level = toml::find<std::string>(root, "log_level");
     if (root.contains("emulate")) {
       for (const auto& e : toml::find<toml::array>(root, "emulate")) {

@@ -35,6 +35,8 @@ struct StubConfig {
   std::string record_sensors;        // a trace file, or empty
   std::vector<std::string> inputs;   // --input specs
   usb::usbip::ConnectionLimits limits;
+  size_t max_connections = 1024;  // open at once per listener (0: no cap)
+  size_t max_connections_per_address = 128;
   std::string log_level = "info";
 };
 
@@ -51,6 +53,8 @@ usb::Result<EmulateSpec> parse_emulate(std::string_view text);
 //   [[access]]   devices = ["1-1", "hid", "class:0e"]  peers = ["cn:vm1", "psk:phone"]
 //   max_urb_bytes = 16777216          # per-URB buffer bound
 //   max_inflight_bytes = 67108864     # per connection
+//   max_connections = 1024            # open at once per listener, and from one address:
+//   max_connections_per_address = 128
 //   log_level = "info"
 //   [[emulate]]  type = "gadget-zero"  busid = "1-1"  speed = "high"
 //   [libusb]     devices = ["0525:a4a0", "3-1.2"]  all = false

@@ -98,6 +98,67 @@ Result<void> Listener::listen(const Endpoint& where) {
   return {};
 }
 
+// Holds one connection's place in the counts; the stream it rides on gives it back when the
+// connection ends (whoever owns the stream then).
+class Listener::Slot {
+ public:
+  Slot(std::shared_ptr<Counts> counts, std::string key)
+      : counts_(std::move(counts)), key_(std::move(key)) {
+    ++counts_->total;
+    ++counts_->per_address[key_];
+  }
+  ~Slot() {
+    --counts_->total;
+    auto it = counts_->per_address.find(key_);
+    if (--it->second == 0) counts_->per_address.erase(it);
+  }
+  Slot(const Slot&) = delete;
+  Slot& operator=(const Slot&) = delete;
+
+ private:
+  std::shared_ptr<Counts> counts_;
+  std::string key_;
+};
+
+namespace {
+
+// The accepted stream with its Slot: forwards everything, and frees the place when destroyed.
+template <class Slot>
+class CountedStream final : public Stream {
+ public:
+  CountedStream(std::unique_ptr<Stream> inner, std::unique_ptr<Slot> slot)
+      : inner_(std::move(inner)), slot_(std::move(slot)) {}
+  boost::asio::any_io_executor get_executor() override { return inner_->get_executor(); }
+  void async_read_some(boost::asio::mutable_buffer b, Handler h) override {
+    inner_->async_read_some(b, std::move(h));
+  }
+  void async_read(boost::asio::mutable_buffer b, Handler h) override {
+    inner_->async_read(b, std::move(h));
+  }
+  void async_write_some(boost::asio::const_buffer b, Handler h) override {
+    inner_->async_write_some(b, std::move(h));
+  }
+  void async_write(std::span<const boost::asio::const_buffer> b, Handler h) override {
+    inner_->async_write(b, std::move(h));
+  }
+  using Stream::async_write;
+  void close() override { inner_->close(); }
+  bool is_open() const override { return inner_->is_open(); }
+  const PeerInfo& peer() const override { return inner_->peer(); }
+
+ private:
+  std::unique_ptr<Stream> inner_;
+  std::unique_ptr<Slot> slot_;
+};
+
+}  // namespace
+
+void Listener::note_refusal(const std::string& peer, const std::string& why) {
+  ++refused_;
+  if (refused_ <= 10 || refused_ % 100 == 0)
+    spdlog::warn("{}: refused {}: {} ({} refused so far)", options_.label, peer, why, refused_);
+}
+
 void Listener::start(AcceptHandler on_accept) {
   on_accept_ = std::move(on_accept);
   accept();
@@ -129,19 +190,33 @@ void Listener::accept() {
           stream = std::make_unique<UnixStream>(std::move(socket));
         else
           stream = std::make_unique<TcpStream>(std::move(socket), options_.tcp);
-        if (where_.tls)
-          handshake(std::move(stream));
-        else
-          on_accept(std::move(stream));
+        const PeerInfo& peer = stream->peer();
+        const std::string key = peer.address ? peer.address->to_string() : "unix";
+        const auto it = counts_->per_address.find(key);
+        const size_t from_here = it == counts_->per_address.end() ? 0 : it->second;
+        if (options_.max_connections && counts_->total >= options_.max_connections) {
+          note_refusal(peer.name, std::to_string(counts_->total) + " connections open");
+          stream->close();
+        } else if (options_.max_per_address && from_here >= options_.max_per_address) {
+          note_refusal(peer.name,
+                       std::to_string(from_here) + " connections open from " + key);
+          stream->close();
+        } else {
+          auto slot = std::make_unique<Slot>(counts_, key);
+          if (where_.tls)
+            handshake(std::move(stream), std::move(slot));
+          else
+            on_accept(std::move(stream), std::move(slot));
+        }
         accept();
       });
 }
 
-void Listener::handshake(std::unique_ptr<SocketStream> stream) {
+void Listener::handshake(std::unique_ptr<SocketStream> stream, std::unique_ptr<Slot> slot) {
   std::string name = stream->peer().name;
   options_.tls->upgrade(
-      std::move(stream), [this, alive = std::weak_ptr<bool>(alive_), name = std::move(name)](
-                             Result<std::unique_ptr<Stream>> tls) mutable {
+      std::move(stream), [this, alive = std::weak_ptr<bool>(alive_), name = std::move(name),
+                          slot = std::move(slot)](Result<std::unique_ptr<Stream>> tls) mutable {
         if (alive.expired()) return;
         if (!tls) {
           // Scanners and hostile peers fail here by the thousand: log the first ten, then one
@@ -151,11 +226,13 @@ void Listener::handshake(std::unique_ptr<SocketStream> stream) {
                          tls.error().message, handshake_failures_);
           return;
         }
-        if (acceptor_.is_open()) on_accept(std::move(*tls));
+        if (acceptor_.is_open()) on_accept(std::move(*tls), std::move(slot));
       });
 }
 
-void Listener::on_accept(std::unique_ptr<Stream> stream) {
+void Listener::on_accept(std::unique_ptr<Stream> plain, std::unique_ptr<Slot> slot) {
+  std::unique_ptr<Stream> stream =
+      std::make_unique<CountedStream<Slot>>(std::move(plain), std::move(slot));
   if (options_.check) {
     if (auto ok = options_.check(stream->peer()); !ok) {
       ++refused_;

@@ -21,6 +21,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -53,6 +54,12 @@ class Listener {
     // (tls.h); the PeerCheck then sees the TLS identity. A failed handshake is logged (the first ten, then
     // one in a hundred) and counted, and the peer dropped.
     std::shared_ptr<const TlsContext> tls;
+    // Connections open at once, handshakes included: over every peer, and per peer address
+    // (UNIX-socket peers share one). Beyond either, a new connection is closed at once — counted
+    // in refused(), logged the first ten times and then once per hundred — so one host cannot
+    // take every descriptor of a daemon that other VMs share. 0: no cap.
+    size_t max_connections = 1024;
+    size_t max_per_address = 128;
   };
 
   Listener(boost::asio::io_context& io, Options options);
@@ -74,6 +81,7 @@ class Listener {
   uint64_t accept_errors() const { return accept_errors_; }
   uint64_t handshake_failures() const { return handshake_failures_; }
   uint64_t refused() const { return refused_; }
+  size_t open_connections() const { return counts_->total; }
 
   // A PeerCheck that admits only UNIX-socket peers running as `uid` or as root (the control
   // API's rule); TCP peers are refused by it.
@@ -81,8 +89,15 @@ class Listener {
 
  private:
   void accept();
-  void handshake(std::unique_ptr<SocketStream> stream);
-  void on_accept(std::unique_ptr<Stream> stream);
+  // Open connections by peer address; a Slot holds one place until its connection is gone.
+  struct Counts {
+    size_t total = 0;
+    std::map<std::string, size_t> per_address;
+  };
+  class Slot;
+  void handshake(std::unique_ptr<SocketStream> stream, std::unique_ptr<Slot> slot);
+  void on_accept(std::unique_ptr<Stream> stream, std::unique_ptr<Slot> slot);
+  void note_refusal(const std::string& peer, const std::string& why);
 
   boost::asio::io_context& io_;
   Options options_;
@@ -92,6 +107,7 @@ class Listener {
   uint64_t accept_errors_ = 0;
   uint64_t handshake_failures_ = 0;
   uint64_t refused_ = 0;
+  std::shared_ptr<Counts> counts_ = std::make_shared<Counts>();
   Endpoint where_;
   AcceptHandler on_accept_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

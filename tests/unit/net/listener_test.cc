@@ -290,5 +290,41 @@ TEST_F(ListenerTest, ClosingAStreamEndsItsOutstandingReadAsAborted) {
   EXPECT_FALSE(a->is_open());
 }
 
+TEST_F(ListenerTest, ConnectionsBeyondTheCapsAreClosedAndTheirPlacesComeBack) {
+  Listener::Options o;
+  o.max_connections = 5;
+  o.max_per_address = 3;
+  Listener listener(io_, o);
+  ASSERT_TRUE(listener.listen(Endpoint("127.0.0.1", 0)));
+  std::vector<std::unique_ptr<Stream>> served;
+  listener.start([&](std::unique_ptr<Stream> s) { served.push_back(std::move(s)); });
+  // From 127.0.0.1: three admitted, the fourth closed at once.
+  std::vector<std::unique_ptr<Stream>> clients;
+  for (int i = 0; i < 4; ++i) clients.push_back(connect(Endpoint("127.0.0.1", listener.local_port())));
+  ASSERT_TRUE(run_until([&] { return served.size() == 3 && listener.refused() == 1; }));
+  EXPECT_EQ(listener.open_connections(), 3u);
+  std::array<char, 1> b{};
+  std::optional<error_code> got;
+  clients[3]->async_read(asio::buffer(b), [&](error_code ec, size_t) { got = ec; });
+  ASSERT_TRUE(run_until([&] { return got.has_value(); }));
+  EXPECT_TRUE(*got);  // the refused one was hung up on
+  // Another address (127.0.0.2 is loopback too) still gets in, up to the global cap.
+  std::vector<asio::ip::tcp::socket> others;
+  for (int i = 0; i < 3; ++i) {
+    auto& s = others.emplace_back(io_);
+    s.open(asio::ip::tcp::v4());
+    s.bind({asio::ip::make_address("127.0.0.2"), 0});
+    s.connect({asio::ip::make_address("127.0.0.1"), listener.local_port()});
+  }
+  ASSERT_TRUE(run_until([&] { return served.size() == 5 && listener.refused() == 2; }));
+  EXPECT_EQ(served.back()->peer().address->to_string(), "127.0.0.2");
+  // A connection that ends gives its place back.
+  served.erase(served.begin());
+  EXPECT_EQ(listener.open_connections(), 4u);
+  clients.push_back(connect(Endpoint("127.0.0.1", listener.local_port())));
+  ASSERT_TRUE(run_until([&] { return served.size() == 5; }));
+  EXPECT_EQ(listener.refused(), 2u);
+}
+
 }  // namespace
 }  // namespace usb::net
