@@ -55,6 +55,10 @@ class Connection {
  public:
   virtual ~Connection() = default;
   virtual void close() = 0;
+  // Still waiting for the first complete request (a slow-loris peer looks like this); the
+  // oldest such connection makes room for a new one when every place is taken.
+  virtual bool waiting_for_request() const { return false; }
+  const std::chrono::steady_clock::time_point opened = std::chrono::steady_clock::now();
 };
 
 class WsSession;
@@ -85,6 +89,7 @@ struct ControlApi::Impl {
   std::weak_ptr<Impl> self_weak;  // sessions and pending handlers hold the API weakly
   std::string listen_host;        // as configured: a Host header naming it is this server
   bool stopped = false;
+  uint64_t evicted = 0;  // connections closed to make room
   usb::LoopChecker loop;
 };
 
@@ -187,6 +192,11 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
     timer_.cancel();
     stream_.close();
   }
+  bool waiting_for_request() const override { return !answered_ && !closed_by_evict_; }
+  void evict() {
+    closed_by_evict_ = true;
+    close();
+  }
 
  private:
   // The request (or the response's delivery) must finish within kRequestTimeout; past it the
@@ -221,6 +231,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
                      "application/json", 11, false);
     }
     auto req = parser_->release();
+    answered_ = true;
     auto api = api_.lock();
     if (!api || api->stopped) return close();
     if (!refused_.empty())
@@ -320,13 +331,29 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   std::string refused_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  bool answered_ = false;         // a complete request arrived
+  bool closed_by_evict_ = false;  // made room for a newer connection
 };
 
 void ControlApi::Impl::on_accept(std::unique_ptr<usb::net::Stream> stream, std::string refused) {
   if (stopped) return stream->close();
   if (live_connections() >= kMaxConnections) {
-    spdlog::warn("control: {} connections open; refusing another", kMaxConnections);
-    return stream->close();
+    // Every place taken: the oldest connection that has not sent a whole request yet goes
+    // (peers that trickle headers cannot lock out the ones that send a request at once).
+    std::shared_ptr<HttpSession> oldest;
+    for (auto& w : connections)
+      if (auto c = std::dynamic_pointer_cast<HttpSession>(w.lock());
+          c && c->waiting_for_request() && (!oldest || c->opened < oldest->opened))
+        oldest = c;
+    if (!oldest) {
+      spdlog::warn("control: {} connections open; refusing another", kMaxConnections);
+      return stream->close();
+    }
+    if (++evicted % 100 == 1)
+      spdlog::warn("control: {} connections open; closing the oldest one without a request "
+                   "({} so far)", kMaxConnections, evicted);
+    oldest->evict();
+    std::erase_if(connections, [&](const auto& w) { return w.lock() == oldest; });
   }
   auto session = std::make_shared<HttpSession>(std::move(stream), self_weak, std::move(refused));
   connections.push_back(session);

@@ -38,8 +38,10 @@ void FairAdmission::submit(DeviceView& view, Transfer& t) {
       inflight_ < (view.flow_.inflight == inflight_ ? max_inflight_ : contended_inflight_))
     return send(view, t);
   t.park(&view);
-  if (!queue_.push(view.flow_.id, {&view, &t, shared_.now()},
-                   static_cast<uint32_t>(std::min<size_t>(t.length(), UINT32_MAX)))) {
+  // A URB costs at least one packet's worth: zero-length URBs are not free (they would never
+  // use up a flow's credit, and one VM's flood of them would starve the others).
+  const size_t cost = std::clamp<size_t>(t.length(), kMinUrbCost, UINT32_MAX);
+  if (!queue_.push(view.flow_.id, {&view, &t, shared_.now()}, static_cast<uint32_t>(cost))) {
     if (view.stats_.queue_full++ % 1000 == 0)
       spdlog::warn("vusbd: {}: {} has {} URBs waiting for the device; refusing more (-ENOMEM)",
                    shared_.name(), view.vm(), queue_.queued(view.flow_.id));

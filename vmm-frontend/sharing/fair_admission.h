@@ -25,6 +25,9 @@ class SharedDevice;
 
 class FairAdmission {
  public:
+  // What the queue charges a URB shorter than this (a zero-length one included).
+  static constexpr size_t kMinUrbCost = 512;
+
   // One VM's share: its flow in the queue and its URBs at the device (a DeviceView member).
   struct Flow {
     uint32_t id = 0;

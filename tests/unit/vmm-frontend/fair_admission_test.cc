@@ -16,9 +16,9 @@ class FairShareTest : public SharedDeviceTest {
  protected:
   FairShareTest() { shared.set_device_queue_depth(1); }
   // Submits n 16 KiB bulk OUT URBs from `v`, tagged with `tag` in `order` when they complete.
-  void flood(DeviceView& v, int n, char tag) {
+  void flood(DeviceView& v, int n, char tag, size_t length = 16384) {
     for (int i = 0; i < n; ++i) {
-      auto t = std::make_unique<Transfer>(0x01, usb::TransferType::kBulk, 16384);
+      auto t = std::make_unique<Transfer>(0x01, usb::TransferType::kBulk, length);
       t->set_completion([this, tag](Transfer& x) {
         if (x.status() == Status::kOk) order.push_back(tag);  // served by the device
       });
@@ -65,6 +65,17 @@ TEST_F(FairShareTest, QueuedUrbsCancelAndAreGivenBackOnReleaseAndUnplug) {
   EXPECT_EQ(urbs[2]->status(), Status::kNoDevice);
   backend.complete_next(Status::kNoDevice, 0);
   EXPECT_EQ(urbs[0]->status(), Status::kNoDevice);
+}
+
+TEST_F(FairShareTest, ZeroLengthUrbsAreNotFree) {
+  // A flood of zero-length URBs used to cost nothing in the byte-counting fair queue: vmA's
+  // flow never ran out of credit and vmB waited for the whole flood.
+  flood(a, 200, 'A', 0);
+  flood(b, 2, 'B', 512);
+  serve_all();
+  const auto first_b = order.find('B');
+  ASSERT_NE(first_b, std::string::npos);
+  EXPECT_LT(first_b, 40u) << order;  // a 16 KiB quantum buys vmA at most 32 minimum-cost URBs
 }
 
 TEST_F(FairShareTest, AFullShareIsRefusedForThatVmOnly) {
