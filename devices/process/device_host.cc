@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 
+#include "devices/process/confine.h"
 #include "devices/process/seccomp_policy.h"
 #include "usb/net/asio_timer.h"
 #include "usb/net/socket_stream.h"
@@ -48,6 +49,12 @@ int run_device_host(const DeviceHostOptions& o) {
     if (!e) io.stop();
   });
   if (o.seccomp) {
+    auto confined = confine_device_process();
+    if (!confined) {
+      spdlog::error("device process: {}", confined.error().message);
+      return 2;
+    }
+    spdlog::info("device process {} (pid {}): {}", o.device.type, getpid(), *confined);
     prepare_for_seccomp();
     if (auto r = install_device_process_seccomp(); !r) {
       spdlog::error("device process: {}", r.error().message);

@@ -60,6 +60,16 @@ TEST(DeviceProcess, ACameraInItsOwnProcessIsImportedKilledAndOfferedAgain) {
   ASSERT_GT(first, 0);
   // Restricted: seccomp filter mode, and no way to reach the parent's files.
   EXPECT_NE(proc_status_field(first, "Seccomp").find('2'), std::string::npos);
+  // Confined: few descriptors, no core dumps, and no longer root when started as root.
+  std::ifstream limits("/proc/" + std::to_string(first) + "/limits");
+  std::string text((std::istreambuf_iterator<char>(limits)), {});
+  EXPECT_NE(text.find("Max open files            32"), std::string::npos) << text;
+  EXPECT_NE(text.find("Max core file size        0"), std::string::npos) << text;
+  if (::geteuid() == 0) {
+    const std::string uid = proc_status_field(first, "Uid");
+    EXPECT_EQ(uid.find("\t0\t"), std::string::npos) << "still root: Uid " << uid;
+    EXPECT_NE(uid.find("65534"), std::string::npos) << uid;
+  }
 
   // A control request through the process.
   auto t = usb::Transfer::control(0x80, {0x80, usb::request::kGetDescriptor, 0x0302, 0x0409, 64});
