@@ -407,7 +407,8 @@ void LibusbDevice::set_on_gone(std::move_only_function<void()> on_gone) {
 }
 
 void LibusbDevice::check_gone() {
-  if (connected_ || gone_posted_ || !on_gone_ || !in_flight_.empty() || !intercepted_.empty())
+  if (connected_ || gone_posted_ || !on_gone_ || !in_flight_.empty() || !intercepted_.empty() ||
+      blocking_jobs_ > 0)
     return;
   gone_posted_ = true;
   // Posted, not called: we may be inside a completion of this device.
@@ -432,11 +433,19 @@ void LibusbDevice::run_blocking(std::move_only_function<int(libusb_device_handle
     });
     return;
   }
+  // Counted until its result is back on the loop: the device is not "gone" (and its owner does
+  // not destroy it, which joins the worker) while a reset or another blocking call still runs —
+  // the loop never waits for one.
+  ++blocking_jobs_;
   worker_.post([sink = sink_, h = handle_.get(), claims = &claims_, work = std::move(work),
                 done = std::move(done)]() mutable {
     const int r = work(h, *claims);
     sink->loop.post([sink, r, done = std::move(done)]() mutable {
-      if (sink->device) done(r);
+      if (!sink->device) return;
+      LibusbDevice& d = *sink->device;
+      --d.blocking_jobs_;
+      done(r);
+      if (sink->device == &d) d.check_gone();
     });
   });
 }

@@ -81,8 +81,10 @@ class LibusbDevice final : public usb::Device {
   // transfers are cancelled; they complete with kNoDevice.
   void mark_disconnected();
   // Runs (posted, on the loop) once the device is disconnected — told, or seen through a
-  // LIBUSB_TRANSFER_NO_DEVICE — and every transfer it had in flight has completed: the owner
-  // may then tell observers and destroy the device. Runs at most once.
+  // LIBUSB_TRANSFER_NO_DEVICE — every transfer it had in flight has completed and no blocking
+  // call (a reset, a SET_CONFIGURATION) is still running on its worker: the owner may then tell
+  // observers and destroy the device without the destructor waiting for anything. Runs at most
+  // once.
   void set_on_gone(std::move_only_function<void()> on_gone);
   // Ends all activity: stops the worker (a blocking call in progress finishes), cancels every
   // URB, waits until libusb has given each one back (bounded; normally a few ms, usbfs discards
@@ -137,6 +139,7 @@ class LibusbDevice final : public usb::Device {
   bool connected_ = true;
   bool shut_down_ = false;
   bool gone_posted_ = false;
+  size_t blocking_jobs_ = 0;  // run_blocking jobs whose result has not come back yet
   uint8_t active_config_ = 0;
   std::map<uint8_t, uint8_t> alt_settings_;
   std::unordered_map<usb::Transfer*, std::unique_ptr<Urb>> in_flight_;
