@@ -24,6 +24,7 @@
 #include "devices/remote/usbip_remote_device.h"
 #include "devices/remote/usbredir_remote_device.h"
 #include "tools/vusb-bench/raw_tcp_baseline.h"
+#include "tools/vusb-bench/soak.h"
 #include "usb/usbip/export_table.h"
 #include "usb/usbip/server.h"
 #include "vmm-frontend/vusbd.h"
@@ -482,11 +483,15 @@ class Collector : public benchmark::ConsoleReporter {
 
 int main(int argc, char** argv) {
   const std::string mode = argc >= 2 ? argv[1] : "";
+  if (mode == "soak") return vusb_bench::run_soak(argc, argv, argv[0]);
   if (mode != "stub" && mode != "vusbd" && mode != "usbredir" && mode != "schedulers" &&
       mode != "xhci") {
     std::fprintf(
         stderr,
         "usage: vusb-bench stub|vusbd|usbredir|schedulers|xhci [google-benchmark flags]\n"
+        "       vusb-bench soak [--minutes M] [--vms N] [--devices D] [--inflight K] [--kills X]\n"
+        "  soak        N VMs x D devices through vusbd for M minutes, vusb-stub killed X times:\n"
+        "              every URB completes exactly once, memory stays flat\n"
         "  stub        Gadget Zero bulk and control through vusb-stub vs raw loopback TCP\n"
         "  vusbd       client -> vusbd -> vusb-stub -> Gadget Zero vs raw loopback TCP;\n"
         "              batched vs unbatched client writes; cached vs forwarded control\n"
