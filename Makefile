@@ -8,7 +8,7 @@ JOBS   ?= $(shell nproc)
 # make fuzz FUZZ_SECONDS=600).
 FUZZ_SECONDS ?= 10
 
-.PHONY: all deps build test demo asan fuzz bench clean format
+.PHONY: all deps build test demo asan tsan fuzz bench clean format
 
 all: build
 
@@ -31,6 +31,13 @@ asan: deps
 	@cmake --build build-asan -j $(JOBS)
 	@cd build-asan && ctest --output-on-failure -j 1 $(CTEST_ARGS)
 
+# ThreadSanitizer build and the unit and integration tests under it (the guest lab's timing is
+# for release and ASan builds).
+tsan: deps
+	@[ -f build-tsan/build.ninja ] || cmake --preset tsan >/dev/null
+	@cmake --build build-tsan -j $(JOBS)
+	@cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ctest --output-on-failure -j 1 -L 'unit|integration' $(CTEST_ARGS)
+
 # libFuzzer targets (clang 16): build, then a short run of each over its seed corpus.
 fuzz: deps
 	@[ -f build-fuzz/build.ninja ] || cmake --preset fuzz >/dev/null
@@ -44,4 +51,4 @@ format:
 	@git ls-files '*.cc' '*.h' | xargs clang-format -i
 
 clean:
-	rm -rf build build-asan build-release build-fuzz
+	rm -rf build build-asan build-tsan build-release build-fuzz

@@ -124,6 +124,18 @@ bool ApiAccess::filter(const ApiCaller& caller, std::string_view target, json& b
   const auto p = path_parts(target);
   if (p.size() < 3) return true;
   const std::string& what = p[2];
+  // A device as its VM sees it: the other VMs' names and bus ids left out.
+  auto own_entries = [&](json d) {
+    for (const char* key : {"vms", "discovers_for"}) {
+      if (!d.contains(key) || !d[key].is_array()) continue;
+      json mine = json::array();
+      for (const auto& v : d[key])
+        if ((v.is_string() && v == caller.vm) || (v.is_object() && v.value("vm", "") == caller.vm))
+          mine.push_back(v);
+      d[key] = std::move(mine);
+    }
+    return d;
+  };
   auto gives_vm = [&](const json& d) {
     if (!d.is_object() || !d.contains("vms") || !d["vms"].is_array()) return false;
     for (const auto& v : d["vms"])
@@ -138,12 +150,15 @@ bool ApiAccess::filter(const ApiCaller& caller, std::string_view target, json& b
     body = std::move(out);
   } else if (what == "devices" && p.size() == 3 && body.is_array()) {
     json out = json::array();
-    for (const auto& d : body)
-      if (gives_vm(d)) out.push_back(d);
+    for (auto& d : body)
+      if (gives_vm(d)) out.push_back(own_entries(d));
     body = std::move(out);
-  } else if (what == "devices" && p.size() == 4 && !gives_vm(body)) {
-    body = json{{"error", "no device '" + p[3] + "'"}};
-    return false;
+  } else if (what == "devices" && p.size() == 4) {
+    if (!gives_vm(body)) {
+      body = json{{"error", "no device '" + p[3] + "'"}};
+      return false;
+    }
+    body = own_entries(body);
   } else if (what == "attachments" && body.is_array()) {
     json out = json::array();
     for (const auto& a : body)

@@ -27,7 +27,8 @@ using usb::net::BeastStream;
 using error_code = boost::system::error_code;
 
 namespace {
-constexpr size_t kMaxConnections = 64;
+constexpr size_t kMaxConnections = 64;  // HTTP connections
+constexpr size_t kMaxSubscribers = 16;  // event streams, on top
 constexpr size_t kHeaderLimit = 8 * 1024;
 constexpr size_t kBodyLimit = 64 * 1024;
 constexpr auto kRequestTimeout = std::chrono::seconds(30);
@@ -55,10 +56,11 @@ class Connection {
  public:
   virtual ~Connection() = default;
   virtual void close() = 0;
-  // Still waiting for the first complete request (a slow-loris peer looks like this); the
-  // oldest such connection makes room for a new one when every place is taken.
+  // Waiting for a complete request (an idle keep-alive connection, or a slow-loris peer
+  // trickling one), and since when: the one waiting longest makes room for a new connection
+  // when every place is taken.
   virtual bool waiting_for_request() const { return false; }
-  const std::chrono::steady_clock::time_point opened = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point waiting_since = std::chrono::steady_clock::now();
 };
 
 class WsSession;
@@ -180,6 +182,8 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
         api_(std::move(api)), refused_(std::move(refused)) {}
 
   void read() {
+    reading_ = true;
+    waiting_since = std::chrono::steady_clock::now();
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(kBodyLimit);
@@ -192,7 +196,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
     timer_.cancel();
     stream_.close();
   }
-  bool waiting_for_request() const override { return !answered_ && !closed_by_evict_; }
+  bool waiting_for_request() const override { return reading_ && !closed_by_evict_; }
   void evict() {
     closed_by_evict_ = true;
     close();
@@ -231,7 +235,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
                      "application/json", 11, false);
     }
     auto req = parser_->release();
-    answered_ = true;
+    reading_ = false;
     auto api = api_.lock();
     if (!api || api->stopped) return close();
     if (!refused_.empty())
@@ -250,13 +254,21 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
     if (auto v = ApiAccess::check(caller, method, target); v.status) {
       spdlog::warn("control {}: {} {} refused ({}): {}", peer_, usb::printable(method),
                    usb::printable(target), v.status, v.why);
+      // Refused: answered, then hung up (a refused peer does not keep a place).
       return respond(v.status, to_text(nlohmann::json{{"error", v.why}}), "application/json",
-                     req.version(), req.keep_alive(), v.status == 401);
+                     req.version(), false, v.status == 401);
     }
     if (websocket::is_upgrade(req)) {
       if (req.target() != "/api/v1/events")
         return respond(404, R"({"error":"websockets live at /api/v1/events"})", "application/json",
                        req.version(), false);
+      std::erase_if(api->subscribers, [](const auto& w) { return w.expired(); });
+      if (api->subscribers.size() >= kMaxSubscribers) {
+        spdlog::warn("control {}: {} event streams open; refusing another", peer_,
+                     kMaxSubscribers);
+        return respond(503, R"({"error":"too many event streams"})", "application/json",
+                       req.version(), false);
+      }
       timer_.cancel();
       auto ws = std::make_shared<WsSession>(std::move(stream_), peer_, api_);
       api->connections.push_back(ws);
@@ -331,19 +343,20 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   std::string refused_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
-  bool answered_ = false;         // a complete request arrived
+  bool reading_ = false;          // waiting for (the rest of) a request
   bool closed_by_evict_ = false;  // made room for a newer connection
 };
 
 void ControlApi::Impl::on_accept(std::unique_ptr<usb::net::Stream> stream, std::string refused) {
   if (stopped) return stream->close();
-  if (live_connections() >= kMaxConnections) {
-    // Every place taken: the oldest connection that has not sent a whole request yet goes
-    // (peers that trickle headers cannot lock out the ones that send a request at once).
+  std::erase_if(subscribers, [](const auto& w) { return w.expired(); });
+  if (live_connections() - subscribers.size() >= kMaxConnections) {
+    // Every place taken: the connection that has waited longest for a whole request goes
+    // (peers that trickle headers, or sit idle, cannot lock out the ones that send a request).
     std::shared_ptr<HttpSession> oldest;
     for (auto& w : connections)
       if (auto c = std::dynamic_pointer_cast<HttpSession>(w.lock());
-          c && c->waiting_for_request() && (!oldest || c->opened < oldest->opened))
+          c && c->waiting_for_request() && (!oldest || c->waiting_since < oldest->waiting_since))
         oldest = c;
     if (!oldest) {
       spdlog::warn("control: {} connections open; refusing another", kMaxConnections);

@@ -41,7 +41,7 @@ constexpr int kAllowed[] = {
 // Not allowed, though they once were: newfstatat and fstat (newfstatat takes a path: it would let
 // a compromised device probe the file system). stdio's one fstat happens in prepare_for_seccomp.
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 // Sanitizer builds only (make asan): the AddressSanitizer runtime probes whether memory is
 // readable through a pipe, and when it reports it reads /proc/self/maps and its own path and
 // may switch to an alternate signal stack. Without these a report would die of SIGSYS instead.
@@ -85,7 +85,7 @@ usb::Result<void> install_device_process_seccomp() {
       return fail("rule", rc);
     }
   }
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   for (int nr : kSanitizerRuntime) {
     if (int rc = seccomp_rule_add(f.ctx, SCMP_ACT_ALLOW, nr, 0); rc < 0) {
       return fail("sanitizer rule", rc);

@@ -12,7 +12,7 @@ tls:127.0.0.1:PT with two Gadget Zeros and access lists: 1-1 for cn:vm1, 1-2 for
    the same request gets the device list (the positive control: the check is not vacuous).
 2. vusbd imports 1-2 from the stub over mutual TLS (usbips://, its [tls]) and serves two VMs on
    TLS ports: vm1's admits only cn:vm1, vm2's only cn:vm2.
-3. Two guests boot at once, each running Debian's stunnel4 in front of Debian's stock usbip
+3. (below) Two guests boot at once, each running Debian's stunnel4 in front of Debian's stock usbip
    (which speaks plain TCP only) — the path a user takes with a stock client:
    - vm1: through a tunnel as vm2, `usbip attach` of the stub's 1-1 is refused with USB/IP's
      error status (the access list); as vm1 it attaches and usbtest 1, 2, 9, 10 pass; then
@@ -23,6 +23,9 @@ tls:127.0.0.1:PT with two Gadget Zeros and access lists: 1-1 for cn:vm1, 1-2 for
      with its VM token: each is refused (401/403), and its token reads only its own VM; then it
      attaches the shared device through its own vusbd port with its own certificate.
    Afterwards the admin (the lab's token) finds the devices, modes and weights unchanged.
+4. A second vusbd serves its control API on tls:: vusbctl with a client certificate (and the
+   admin token) imports the stub's 1-3 over usbips:// and lists it; vusbctl without a certificate gets
+   nothing.
 The stub must log the refused import; vusbd must log the refused peer on vm2's port.
 
 Usage: tests/e2e/test_vusb_tls.py [--build DIR] [--timeout S]
@@ -219,7 +222,8 @@ def main() -> int:
             [stub, "--listen", f"tls:127.0.0.1:{pt}", "--tls-ca", pki / "ca.crt",
              "--tls-cert", pki / "stub.crt", "--tls-key", pki / "stub.key",
              "--emulate", "gadget-zero=1-1", "--emulate", "gadget-zero=1-2",
-             "--access", "1-1=cn:vm1", "--access", "1-2=cn:vusbd"], stub_log)
+             "--emulate", "gadget-zero=1-3",
+             "--access", "1-1=cn:vm1", "--access", "1-2,1-3=cn:vusbd"], stub_log)
         procs.append(stub_proc)
         if not lab.wait_listening(pt, stub_proc, 15):
             print(f"FAIL: vusb-stub did not listen\n{lab.tail(stub_log)}")
@@ -317,6 +321,45 @@ vms = ["vm1", "vm2"]
             problems.append(f"vm1's weight changed: {weights}")
         if "refused (403)" not in vusbd_log.read_text():
             problems.append("vusbd did not log the refused API calls")
+        # 4. The control API itself over TLS: vusbctl with a client certificate reads and (with
+        # the admin token) changes; without a certificate it gets nothing.
+        pc2 = lab.free_ports(1)[0]
+        toml2 = logs / f"{name}.vusbd2.toml"
+        toml2.write_text(f"""[control]
+listen = "tls:127.0.0.1:{pc2}"
+
+{lab.control_token()}[tls]
+ca = "{pki / 'ca.crt'}"
+cert = "{pki / 'vusbd.crt'}"
+key = "{pki / 'vusbd.key'}"
+[[vm]]
+name = "vm1"
+listen = "127.0.0.1:0"
+""")
+        vusbd2_log = logs / f"{name}.vusbd2.log"
+        vusbd2 = lab.start_process([vusbd, "--config", toml2], vusbd2_log)
+        procs.append(vusbd2)
+        if not lab.wait_log_line(vusbd2_log, "vusbd: ready", vusbd2, 20):
+            problems.append(f"vusbd with a TLS control API did not start: {lab.tail(vusbd2_log)}")
+        else:
+            tls_ctl = [vusbctl, "--api", f"tls:127.0.0.1:{pc2}", "--tls-ca", pki / "ca.crt",
+                       "--tls-cert", pki / "vm1.crt", "--tls-key", pki / "vm1.key"]
+            r = subprocess.run(tls_ctl + ["attach", "--vm", "vm1", "-r", f"tls:127.0.0.1",
+                                          "--tcp-port", str(pt), "-b", "1-3", "-d", "gz2"],
+                               capture_output=True, text=True, timeout=30)
+            lab.log(f"vusbctl over TLS: attach -> {r.returncode} {r.stdout.strip()} {r.stderr.strip()}")
+            if r.returncode != 0:
+                problems.append(f"vusbctl over TLS could not attach: {r.stderr.strip()}")
+            r = subprocess.run(tls_ctl + ["--json", "list"], capture_output=True, text=True,
+                               timeout=30)
+            if r.returncode != 0 or "usbips://127.0.0.1" not in r.stdout:
+                problems.append(f"vusbctl over TLS: list: {r.returncode} {r.stdout[:200]} {r.stderr}")
+            r = subprocess.run([vusbctl, "--api", f"tls:127.0.0.1:{pc2}", "--tls-ca",
+                                pki / "ca.crt", "list"], capture_output=True, text=True, timeout=30)
+            if r.returncode == 0:
+                problems.append("vusbctl without a client certificate was served over TLS")
+            else:
+                lab.log(f"vusbctl over TLS without a certificate: refused ({r.stderr.strip()[:120]})")
         stub_text = stub_log.read_text()
         if "import of 1-1 refused" not in stub_text:
             problems.append("the stub did not log the refused import of 1-1")

@@ -7,6 +7,10 @@
 //     an 8-byte control IN (GET_DESCRIPTOR) against a raw TCP ping-pong of the same size.
 //     Prints a summary table with the ratios (medians when --benchmark_repetitions=N is given;
 //     this VM's loopback is noisy, so docs/PERFORMANCE.md uses 5 repetitions).
+//
+//   vusb-bench tls
+//     The same bulk shapes and control RTT over TLS 1.3 with mutual certificates (a second Gadget
+//     Zero on the same server behind a tls: listener) beside plain TCP, with the ratio.
 #include <benchmark/benchmark.h>
 #include <spdlog/spdlog.h>
 
@@ -15,15 +19,21 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <map>
 #include <optional>
 #include <thread>
+#include <unistd.h>
 
 #include "devices/emulated/gadget_zero.h"
 #include "devices/remote/usbip_remote_device.h"
 #include "devices/remote/usbredir_remote_device.h"
 #include "tools/vusb-bench/raw_tcp_baseline.h"
+#include "usb/net/pki.h"
+#include "usb/net/tls.h"
 #include "tools/vusb-bench/soak.h"
 #include "usb/usbip/export_table.h"
 #include "usb/usbip/server.h"
@@ -37,7 +47,10 @@ namespace asio = boost::asio;
 // baseline server, on one loop on their own thread (as vusb-stub runs).
 class ServerSide {
  public:
-  ServerSide() : work_(io_.get_executor()), server_(io_, exports_, limits()), raw_(io_) {
+  // `tls`: also a second Gadget Zero (1-2) behind a TLS 1.3 listener (certificates made here).
+  explicit ServerSide(bool tls = false)
+      : work_(io_.get_executor()), server_(io_, exports_, limits()), raw_(io_) {
+    if (tls) make_tls();
     thread_ = std::thread([this] { io_.run(); });
     // The device, the export table and the server live on the loop thread (LoopChecker).
     std::promise<void> ready;
@@ -46,16 +59,31 @@ class ServerSide {
           devices::GadgetZeroOptions{}, usb::DeviceLocation{.busid = "1-1", .path = {}});
       (void)exports_.add(*device_);
       (void)server_.listen({"127.0.0.1", 0});
+      if (tls_server_) {
+        device2_ = std::make_unique<devices::GadgetZero>(
+            devices::GadgetZeroOptions{}, usb::DeviceLocation{.busid = "1-2", .path = {}});
+        (void)exports_.add(*device2_);
+        usb::net::Endpoint at("127.0.0.1", 0);
+        at.tls = true;
+        if (auto r = tls_server_->listen(at); !r) {
+          spdlog::error("tls listen: {}", r.error().message);
+          std::exit(1);
+        }
+      }
       ready.set_value();
     });
     ready.get_future().wait();
   }
+  uint16_t tls_port() const { return tls_server_ ? tls_server_->local_port() : 0; }
+  std::shared_ptr<const usb::net::TlsContext> client_tls() const { return client_tls_; }
   ~ServerSide() {
     std::promise<void> done;
     asio::post(io_, [&] {
       server_.stop();
+      if (tls_server_) tls_server_->stop();
       raw_.stop();
       exports_.remove(*device_);
+      if (device2_) exports_.remove(*device2_);
       done.set_value();
     });
     done.get_future().wait();
@@ -68,11 +96,38 @@ class ServerSide {
 
  private:
   static usb::usbip::ConnectionLimits limits() { return {}; }
+  // A CA, a server and a client certificate in a scratch directory; the contexts for both ends.
+  void make_tls() {
+    const auto dir = std::filesystem::temp_directory_path() /
+                     ("vusb-bench-tls-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    auto ca = usb::net::make_ca("bench CA");
+    auto server = usb::net::issue_certificate(*ca, {"stub", {"127.0.0.1"}});
+    auto client = usb::net::issue_certificate(*ca, {"vusbd", {}});
+    auto put = [&](const std::string& name, const std::string& text) {
+      std::ofstream(dir / name) << text;
+      return (dir / name).string();
+    };
+    usb::net::TlsConfig s, c;
+    s.ca_file = c.ca_file = put("ca.crt", ca->cert);
+    s.cert_file = put("stub.crt", server->cert);
+    s.key_file = put("stub.key", server->key);
+    c.cert_file = put("vusbd.crt", client->cert);
+    c.key_file = put("vusbd.key", client->key);
+    usb::net::Listener::Options o;
+    o.tls = *usb::net::TlsContext::make(s, usb::net::TlsRole::kServer);
+    client_tls_ = *usb::net::TlsContext::make(c, usb::net::TlsRole::kClient);
+    tls_server_.emplace(io_, exports_, limits(), o);
+    std::filesystem::remove_all(dir);  // the contexts have read them
+  }
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   usb::usbip::ExportTable exports_;
   std::unique_ptr<devices::GadgetZero> device_;
   usb::usbip::Server server_;
+  std::unique_ptr<devices::GadgetZero> device2_;
+  std::optional<usb::usbip::Server> tls_server_;
+  std::shared_ptr<const usb::net::TlsContext> client_tls_;
   bench::RawTcpServer raw_;
   std::thread thread_;
 };
@@ -83,7 +138,9 @@ ServerSide* g_server = nullptr;
 // or with its usbredir guest (what QEMU's usb-redir is) when `usbredir` is set.
 class Client {
  public:
-  explicit Client(uint16_t port, bool batch = true, bool usbredir = false) {
+  explicit Client(uint16_t port, bool batch = true, bool usbredir = false,
+                  std::shared_ptr<const usb::net::TlsContext> tls = nullptr,
+                  const std::string& busid = "1-1") {
     bool ready = false;
     auto imported = [&](auto r) {
       if (!r) {
@@ -101,8 +158,10 @@ class Client {
     } else {
       devices::UsbipRemoteDevice::Options options;
       options.batch = batch;
-      devices::UsbipRemoteDevice::import(io_, {"127.0.0.1", port}, "1-1", std::move(options),
-                                         imported);
+      options.tls = tls;
+      usb::net::Endpoint at("127.0.0.1", port);
+      at.tls = tls != nullptr;
+      devices::UsbipRemoteDevice::import(io_, at, busid, std::move(options), imported);
     }
     while (!ready) io_.run_one();
   }
@@ -162,6 +221,7 @@ class Client {
 };
 
 Client* g_client = nullptr;
+Client* g_tls_client = nullptr;    // the same server's second Gadget Zero over TLS 1.3
 Client* g_vusbd_client = nullptr;  // through vusbd
 Client* g_redir_client = nullptr;  // through vusbd's usbredir adapter
 Client* g_unbatched = nullptr;     // straight to the stub, one write per URB
@@ -189,6 +249,13 @@ void BM_VusbBulk(benchmark::State& state) {
   });
 }
 
+// vusb-bench tls: the same shapes over TLS 1.3 (mutual certificates), beside plain TCP.
+void BM_TlsBulk(benchmark::State& state) {
+  run_bulk(state, [&](bool in, uint32_t length, int depth) {
+    g_tls_client->bulk(in ? 0x81 : 0x01, length, depth, kBatch);
+  });
+}
+
 void BM_RawTcp(benchmark::State& state) {
   run_bulk(state,
            [&](bool in, uint32_t length, int depth) { g_raw->run(in, length, depth, kBatch); });
@@ -211,6 +278,15 @@ void BM_VusbControlRtt(benchmark::State& state) {
   std::vector<uint64_t> all;
   for (auto _ : state) {
     auto r = g_client->control_rtt(100);
+    all.insert(all.end(), r.begin(), r.end());
+  }
+  add_percentiles(state, std::move(all));
+}
+
+void BM_TlsControlRtt(benchmark::State& state) {
+  std::vector<uint64_t> all;
+  for (auto _ : state) {
+    auto r = g_tls_client->control_rtt(100);
     all.insert(all.end(), r.begin(), r.end());
   }
   add_percentiles(state, std::move(all));
@@ -356,6 +432,8 @@ void bulk_args(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_VusbBulk)->Apply(bulk_args);
 BENCHMARK(BM_RawTcp)->Apply(bulk_args);
 BENCHMARK(BM_VusbControlRtt)->MinTime(0.5)->UseRealTime();
+BENCHMARK(BM_TlsBulk)->Apply(bulk_args);
+BENCHMARK(BM_TlsControlRtt)->MinTime(0.5)->UseRealTime();
 BENCHMARK(BM_VusbdBulk)->Apply(vusbd_bulk_args);
 BENCHMARK(BM_RawRelay)->Apply([](benchmark::internal::Benchmark* b) {
   for (int splice : {0, 1}) {
@@ -476,6 +554,25 @@ class Collector : public benchmark::ConsoleReporter {
           "gain %.2fx\n",
           on, off, on / off);
   }
+  // vusb-bench tls: TLS against plain TCP, case by case.
+  void summary_tls() const {
+    std::printf("\n%-34s %10s %10s %6s\n", "case", "TLS MB/s", "TCP MB/s", "ratio");
+    for (const auto& [name, v] : results) {
+      if (!name.starts_with("BM_TlsBulk/")) continue;
+      const std::string args = name.substr(std::strlen("BM_TlsBulk/"));
+      auto plain = results.find("BM_VusbBulk/" + args);
+      if (plain == results.end()) continue;
+      std::printf("%-34s %10.1f %10.1f %6.2f\n", args.c_str(), v / 1e6, plain->second / 1e6,
+                  v / plain->second);
+    }
+    for (const char* pct : {"p50", "p99"}) {
+      auto t = results.find(std::string("BM_TlsControlRtt/min_time:0.500/real_time/") + pct);
+      auto p = results.find(std::string("BM_VusbControlRtt/min_time:0.500/real_time/") + pct);
+      if (t != results.end() && p != results.end())
+        std::printf("control RTT %s: TLS %.1f us, TCP %.1f us, ratio %.2f\n", pct, t->second,
+                    p->second, t->second / p->second);
+    }
+  }
   std::map<std::string, double> results;
 };
 
@@ -484,15 +581,16 @@ class Collector : public benchmark::ConsoleReporter {
 int main(int argc, char** argv) {
   const std::string mode = argc >= 2 ? argv[1] : "";
   if (mode == "soak") return vusb_bench::run_soak(argc, argv, argv[0]);
-  if (mode != "stub" && mode != "vusbd" && mode != "usbredir" && mode != "schedulers" &&
-      mode != "xhci") {
+  if (mode != "stub" && mode != "tls" && mode != "vusbd" && mode != "usbredir" &&
+      mode != "schedulers" && mode != "xhci") {
     std::fprintf(
         stderr,
-        "usage: vusb-bench stub|vusbd|usbredir|schedulers|xhci [google-benchmark flags]\n"
+        "usage: vusb-bench stub|tls|vusbd|usbredir|schedulers|xhci [google-benchmark flags]\n"
         "       vusb-bench soak [--minutes M] [--vms N] [--devices D] [--inflight K] [--kills X]\n"
         "  soak        N VMs x D devices through vusbd for M minutes, vusb-stub killed X times:\n"
         "              every URB completes exactly once, memory stays flat\n"
         "  stub        Gadget Zero bulk and control through vusb-stub vs raw loopback TCP\n"
+        "  tls         the stub shapes over TLS 1.3 (mutual certificates) vs plain TCP\n"
         "  vusbd       client -> vusbd -> vusb-stub -> Gadget Zero vs raw loopback TCP;\n"
         "              batched vs unbatched client writes; cached vs forwarded control\n"
         "  usbredir    bulk and control through vusbd's usbredir adapter (QEMU's usb-redir)\n"
@@ -507,6 +605,8 @@ int main(int argc, char** argv) {
   std::vector<char*> args{argv[0]};
   std::string filter =
       mode == "stub" ? "--benchmark_filter=^BM_(VusbBulk|RawTcp|VusbControlRtt|RawTcpRtt)/"
+      : mode == "tls"
+          ? "--benchmark_filter=^BM_(VusbBulk|TlsBulk|VusbControlRtt|TlsControlRtt)/"
       : mode == "vusbd"
           ? "--benchmark_filter=^BM_(VusbdBulk|RawTcp|RawRelay|Batching|VusbdControlRtt)/"
       : mode == "usbredir"
@@ -527,7 +627,7 @@ int main(int argc, char** argv) {
     benchmark::Shutdown();
     return 0;
   }
-  ServerSide server;
+  ServerSide server(mode == "tls");
   g_server = &server;
   asio::io_context raw_io;
   bench::RawTcpClient raw(raw_io, server.raw_port());
@@ -543,9 +643,15 @@ int main(int argc, char** argv) {
   std::optional<bench::RawTcpClient> relayed, spliced;
   std::thread relay_thread;
   auto relay_work = asio::make_work_guard(relay_io);
-  if (mode == "stub") {
+  std::unique_ptr<Client> tls_client;
+  if (mode == "stub" || mode == "tls") {
     direct = std::make_unique<Client>(server.usbip_port());
     g_client = direct.get();
+    if (mode == "tls") {
+      tls_client = std::make_unique<Client>(server.tls_port(), true, false, server.client_tls(),
+                                            "1-2");
+      g_tls_client = tls_client.get();
+    }
   } else {
     vusbd_side = std::make_unique<VusbdSide>(server.usbip_port());
     via = std::make_unique<Client>(vusbd_side->port());
@@ -567,6 +673,8 @@ int main(int argc, char** argv) {
   benchmark::RunSpecifiedBenchmarks(&collector);
   if (mode == "usbredir")
     collector.summary_redir();
+  else if (mode == "tls")
+    collector.summary_tls();
   else
     collector.summary(mode == "stub" ? "BM_VusbBulk" : "BM_VusbdBulk");
   benchmark::Shutdown();

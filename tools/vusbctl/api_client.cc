@@ -1,14 +1,15 @@
 #include "tools/vusbctl/api_client.h"
 
-#include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/generic/stream_protocol.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
+#include <optional>
 #include <vector>
+
+#include "usb/net/beast_stream.h"
+#include "usb/net/connector.h"
 
 namespace vusbctl {
 
@@ -16,10 +17,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace websocket = beast::websocket;
-using tcp = asio::ip::tcp;
-using Protocol = asio::generic::stream_protocol;
-// A Beast stream over a TCP or UNIX-domain socket alike (timeouts included).
-using Stream = beast::basic_stream<Protocol>;
+using usb::net::BeastStream;
 using error_code = boost::system::error_code;
 
 namespace {
@@ -30,22 +28,30 @@ std::unexpected<usb::Error> io_error(const usb::net::Endpoint& api, std::string 
                                                      std::move(what) + ": " + ec.message());
 }
 
-// Where to connect: the UNIX socket's path, or every address HOST resolves to.
-usb::Result<std::vector<Protocol::endpoint>> resolve(asio::io_context& io,
-                                                     const usb::net::Endpoint& api) {
-  if (api.is_unix()) return std::vector<Protocol::endpoint>{asio::local::stream_protocol::endpoint(api.path)};
-  tcp::resolver resolver(io);
-  error_code ec;
-  auto endpoints = resolver.resolve(api.tcp.host, std::to_string(api.tcp.port), ec);
-  if (ec) return io_error(api, "resolve", ec);
-  std::vector<Protocol::endpoint> out;
-  for (const auto& e : endpoints) out.emplace_back(e.endpoint());
-  return out;
-}
-
 // The Host header: a UNIX socket has no host name ("localhost", which vusbd accepts).
 std::string host_header(const usb::net::Endpoint& api) {
   return api.is_unix() ? std::string("localhost") : api.tcp.host;
+}
+
+// Connects (TCP, a UNIX socket, TLS over either: the same connector vusbd's imports use) and
+// runs `then` with the stream as a Beast stream; false and `err` set when that fails.
+bool connect(asio::io_context& io, const Api& api, std::chrono::seconds timeout,
+             std::optional<BeastStream>& out, usb::Error& err) {
+  bool done = false;
+  usb::net::async_connect(io, api.at, usb::net::ConnectOptions{{}, api.tls},
+                          std::chrono::duration_cast<std::chrono::milliseconds>(timeout),
+                          [&](usb::Result<std::unique_ptr<usb::net::Stream>> r) {
+                            done = true;
+                            if (!r) {
+                              err = r.error();
+                              return;
+                            }
+                            out.emplace(std::move(*r));
+                          });
+  while (!done && io.run_one()) {
+  }
+  io.restart();
+  return out.has_value();
 }
 
 }  // namespace
@@ -54,9 +60,11 @@ usb::Result<Reply> request(const Api& conn, std::string_view method, std::string
                            std::string_view body, std::chrono::seconds timeout) {
   const usb::net::Endpoint& api = conn.at;
   asio::io_context io;
-  auto endpoints = resolve(io, api);
-  if (!endpoints) return std::unexpected(endpoints.error());
-  Stream stream(io);
+  std::optional<BeastStream> stream;
+  usb::Error err{usb::Error::Code::kIo, ""};
+  if (!connect(io, conn, timeout, stream, err))
+    return usb::Error::make(usb::Error::Code::kIo, "vusbd at " + api.to_string() + ": " +
+                                                       err.message);
   http::request<http::string_body> req(http::string_to_verb({method.data(), method.size()}),
                                        {target.data(), target.size()}, 11);
   req.set(http::field::host, host_header(api));
@@ -70,21 +78,22 @@ usb::Result<Reply> request(const Api& conn, std::string_view method, std::string
   http::response<http::string_body> res;
   beast::flat_buffer buffer;
   error_code result;
-  std::string step = "connect";
-  stream.expires_after(timeout);
-  stream.async_connect(*endpoints, [&](error_code e, const Protocol::endpoint&) {
-    if (e) return void(result = e);
-    step = "send";
-    http::async_write(stream, req, [&](error_code e2, size_t) {
-      if (e2) return void(result = e2);
-      step = "answer";
-      http::async_read(stream, buffer, res, [&](error_code e3, size_t) { result = e3; });
+  std::string step = "send";
+  asio::steady_timer deadline(io, timeout);
+  deadline.async_wait([&](error_code e) {
+    if (!e) stream->close();  // the outstanding operation ends with an error
+  });
+  http::async_write(*stream, req, [&](error_code e2, size_t) {
+    if (e2) return void(result = e2);
+    step = "answer";
+    http::async_read(*stream, buffer, res, [&](error_code e3, size_t) {
+      result = e3;
+      deadline.cancel();
     });
   });
   io.run();
   if (result) return io_error(api, step, result);
-  error_code ignored;
-  stream.socket().shutdown(Protocol::socket::shutdown_both, ignored);
+  stream->close();
   return Reply{res.result_int(), std::move(res.body())};
 }
 
@@ -93,12 +102,15 @@ usb::Result<void> follow_events(const Api& conn,
                                 std::chrono::seconds timeout) {
   const usb::net::Endpoint& api = conn.at;
   asio::io_context io;
-  auto endpoints = resolve(io, api);
-  if (!endpoints) return std::unexpected(endpoints.error());
-  websocket::stream<Stream> ws(io);
+  std::optional<BeastStream> stream;
+  usb::Error err{usb::Error::Code::kIo, ""};
+  if (!connect(io, conn, std::chrono::seconds(10), stream, err))
+    return usb::Error::make(usb::Error::Code::kIo, "vusbd at " + api.to_string() + ": " +
+                                                       err.message);
+  websocket::stream<BeastStream> ws(std::move(*stream));
   beast::flat_buffer buffer;
   error_code result;
-  std::string step = "connect";
+  std::string step = "websocket handshake";
   bool done = false;
   std::function<void()> read_next = [&] {
     ws.async_read(buffer, [&](error_code e, size_t) {
@@ -113,22 +125,15 @@ usb::Result<void> follow_events(const Api& conn,
       read_next();
     });
   };
-  beast::get_lowest_layer(ws).expires_after(std::chrono::seconds(10));
-  beast::get_lowest_layer(ws).async_connect(*endpoints, [&](error_code e,
-                                                            const Protocol::endpoint&) {
-    if (e) return void(result = e);
-    step = "websocket handshake";
-    if (!conn.token.empty())
-      ws.set_option(websocket::stream_base::decorator([token = conn.token](auto& req) {
-        req.set(http::field::authorization, "Bearer " + token);
-      }));
-    ws.async_handshake(host_header(api), "/api/v1/events", [&](error_code e2) {
-      if (e2) return void(result = e2);
-      step = "event stream";
-      beast::get_lowest_layer(ws).expires_never();
-      ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
-      read_next();
-    });
+  if (!conn.token.empty())
+    ws.set_option(websocket::stream_base::decorator([token = conn.token](auto& req) {
+      req.set(http::field::authorization, "Bearer " + token);
+    }));
+  ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
+  ws.async_handshake(host_header(api), "/api/v1/events", [&](error_code e2) {
+    if (e2) return void(result = e2);
+    step = "event stream";
+    read_next();
   });
   if (timeout.count() > 0) {
     io.run_for(timeout);

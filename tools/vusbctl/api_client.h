@@ -1,23 +1,26 @@
 // ApiClient: vusbctl's side of vusbd's control API — one HTTP request at a time, and the
-// WebSocket event stream. Blocking calls with a deadline (a CLI has nothing else to do). The
+// WebSocket event stream — over TCP, a UNIX socket or TLS (usb::net's connector and streams). Blocking calls with a deadline (a CLI has nothing else to do). The
 // only Beast translation unit of vusbctl.
 #pragma once
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
 #include "usb/core/error.h"
 #include "usb/net/endpoint.h"
+#include "usb/net/tls.h"
 
 namespace vusbctl {
 
 // Where vusbd's control API is and the bearer token to show it (empty: none; the UNIX socket
 // needs none).
 struct Api {
-  usb::net::Endpoint at;
+  usb::net::Endpoint at;  // TCP, unix:PATH, or either behind tls:
   std::string token;
+  std::shared_ptr<const usb::net::TlsContext> tls;  // for a tls: address
 };
 
 struct Reply {

@@ -30,6 +30,7 @@ struct Globals {
   std::string api = "127.0.0.1:3250";
   std::string socket;  // --socket PATH: shorthand for --api unix:PATH
   std::string token_file;
+  usb::net::TlsConfig tls;
   bool json_out = false;
   vusbctl::Api at;  // the address and the token
 };
@@ -154,6 +155,10 @@ int main(int argc, char** argv) {
                  "A file holding a control API token (vusbd's [[control.token]]); default "
                  "$VUSBD_TOKEN_FILE, or the token itself in $VUSBD_TOKEN. Changes over TCP need "
                  "an admin token; the UNIX socket needs none");
+  app.add_option("--tls-ca", g.tls.ca_file,
+                 "For a tls:HOST:PORT control address: the CA vusbd's certificate chains to");
+  app.add_option("--tls-cert", g.tls.cert_file, "...and this client's certificate");
+  app.add_option("--tls-key", g.tls.key_file, "...and its key");
   app.add_flag("--json", g.json_out, "Print vusbd's JSON answer");
   app.require_subcommand(1);
 
@@ -251,6 +256,11 @@ int main(int argc, char** argv) {
                              : usb::net::parse_endpoint(std::string(usb::net::kUnixPrefix) + g.socket);
   if (!at) return fail((g.socket.empty() ? "--api: " : "--socket: ") + at.error().message, 2);
   g.at.at = *at;
+  if (g.at.at.tls) {
+    auto ctx = usb::net::TlsContext::make(g.tls, usb::net::TlsRole::kClient);
+    if (!ctx) return fail("--api " + g.at.at.to_string() + ": " + ctx.error().message, 2);
+    g.at.tls = *ctx;
+  }
   if (!g.token_file.empty()) {
     std::ifstream in(g.token_file);
     if (!in || !std::getline(in, g.at.token)) return fail("--token-file: cannot read " + g.token_file, 2);

@@ -153,6 +153,18 @@ class CountedStream final : public Stream {
 
 }  // namespace
 
+// The per-address count's key: an IPv4 address, an IPv6 /64 (one host has a whole /64 to pick
+// source addresses from), or "unix" for every local peer.
+std::string Listener::address_key(const PeerInfo& peer) {
+  if (!peer.address) return "unix";
+  if (peer.address->is_v6() && !peer.address->to_v6().is_v4_mapped()) {
+    auto bytes = peer.address->to_v6().to_bytes();
+    std::fill(bytes.begin() + 8, bytes.end(), 0);
+    return boost::asio::ip::make_address_v6(bytes).to_string() + "/64";
+  }
+  return peer.address->to_string();
+}
+
 void Listener::note_refusal(const std::string& peer, const std::string& why) {
   ++refused_;
   if (refused_ <= 10 || refused_ % 100 == 0)
@@ -191,7 +203,7 @@ void Listener::accept() {
         else
           stream = std::make_unique<TcpStream>(std::move(socket), options_.tcp);
         const PeerInfo& peer = stream->peer();
-        const std::string key = peer.address ? peer.address->to_string() : "unix";
+        const std::string key = address_key(peer);
         const auto it = counts_->per_address.find(key);
         const size_t from_here = it == counts_->per_address.end() ? 0 : it->second;
         if (options_.max_connections && counts_->total >= options_.max_connections) {
@@ -235,8 +247,7 @@ void Listener::on_accept(std::unique_ptr<Stream> plain, std::unique_ptr<Slot> sl
       std::make_unique<CountedStream<Slot>>(std::move(plain), std::move(slot));
   if (options_.check) {
     if (auto ok = options_.check(stream->peer()); !ok) {
-      ++refused_;
-      spdlog::warn("{}: refused {}: {}", options_.label, stream->peer().name, ok.error().message);
+      note_refusal(stream->peer().name, ok.error().message);
       if (options_.refuse) return options_.refuse(std::move(stream), ok.error());
       stream->close();
       return;

@@ -98,6 +98,7 @@ class Listener {
   void handshake(std::unique_ptr<SocketStream> stream, std::unique_ptr<Slot> slot);
   void on_accept(std::unique_ptr<Stream> stream, std::unique_ptr<Slot> slot);
   void note_refusal(const std::string& peer, const std::string& why);
+  static std::string address_key(const PeerInfo& peer);
 
   boost::asio::io_context& io_;
   Options options_;

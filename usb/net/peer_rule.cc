@@ -71,7 +71,7 @@ Result<PeerRule> parse_peer_rule(std::string_view text) {
     if (ec != std::errc() || p != rest.data() + rest.size() || rest.empty())
       return bad("a numeric uid after uid:");
     r.kind = PeerRule::Kind::kUid;
-    r.value = std::string(rest);
+    r.value = std::to_string(uid);  // compared as a number ("uid:01000" is uid 1000)
   } else {
     const auto slash = text.find('/');
     boost::system::error_code ec;

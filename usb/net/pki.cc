@@ -103,6 +103,12 @@ Result<Pem> build(const std::string& cn, int days, std::chrono::seconds start, b
     ok = ok && add_ext(cert.get(), signer, NID_ext_key_usage, "serverAuth,clientAuth");
     std::string san;
     for (const auto& h : hosts) {
+      // One name each: a comma (or anything outside a host name or address) would smuggle
+      // further names into the certificate.
+      if (h.empty() || h.size() > 253 ||
+          h.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:*") !=
+              std::string::npos)
+        return Error::make(Error::Code::kInvalidArgument, "bad host name '" + h + "'");
       boost::system::error_code ec;
       boost::asio::ip::make_address(h, ec);
       san += (san.empty() ? "" : ",") + std::string(ec ? "DNS:" : "IP:") + h;

@@ -41,8 +41,11 @@ struct PeerInfo {
   std::optional<gid_t> gid;
   std::optional<pid_t> pid;
   std::optional<TlsPeer> tls;  // a TLS stream's authenticated peer
-  // Whether the peer proved who it is: a TLS identity, or a local user on a UNIX socket.
-  bool authenticated() const { return tls.has_value() || uid.has_value(); }
+  // Whether the peer proved who it is: a TLS certificate or PSK, or a local user on a UNIX
+  // socket.
+  bool authenticated() const {
+    return (tls && (!tls->fingerprint.empty() || !tls->psk_identity.empty())) || uid.has_value();
+  }
 };
 
 class Stream {

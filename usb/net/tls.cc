@@ -142,18 +142,23 @@ class TlsStream final : public Stream {
   ssl::stream<SocketStream::Socket>& ssl() { return ssl_; }
   TlsContext::Impl& impl() { return impl_; }
   void set_psk_identity(std::string id) { psk_identity_ = std::move(id); }
-  // After the handshake: what it proved.
-  void record_identity() {
+  // After the handshake: what it proved. A PSK identity counts only if the handshake really used
+  // that PSK (its binder checked: the session is "reused" in OpenSSL's terms) — OpenSSL asks for
+  // a key and may then drop the PSK and fall back to certificates. False: the peer proved
+  // nothing (a server without a CA whose client offered no PSK).
+  bool record_identity() {
     TlsPeer p;
-    if (!psk_identity_.empty()) {
+    if (!psk_identity_.empty() && SSL_session_reused(ssl_.native_handle()) == 1) {
       p.psk_identity = psk_identity_;
     } else if (X509* cert = SSL_get1_peer_certificate(ssl_.native_handle())) {
       p = certificate_identity(cert);
       X509_free(cert);
     }
+    if (p.psk_identity.empty() && p.fingerprint.empty()) return false;
     peer_.tls = std::move(p);
     peer_.name += peer_.tls->psk_identity.empty() ? " (tls cn=" + peer_.tls->common_name + ")"
                                                   : " (tls psk=" + peer_.tls->psk_identity + ")";
+    return true;
   }
 
  private:
@@ -187,6 +192,7 @@ unsigned psk_client_callback(SSL* s, const char*, char* identity, unsigned int m
   if (p.identity.size() + 1 > max_identity_len || p.key.size() > max_psk_len) return 0;
   std::memcpy(identity, p.identity.c_str(), p.identity.size() + 1);
   std::memcpy(psk, p.key.data(), p.key.size());
+  stream->set_psk_identity(p.identity);  // the server's identity, if it takes the PSK
   return static_cast<unsigned>(p.key.size());
 }
 
@@ -230,7 +236,12 @@ Result<std::shared_ptr<TlsContext>> TlsContext::make(const TlsConfig& config, Tl
     return Error::make(Error::Code::kInvalidArgument, what + ": " + openssl_reason());
   };
   if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1) return bad("TLS 1.3");
-  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);  // no resumption: every connection authenticates
+  // No resumption: every connection authenticates in full (a resumed session would skip the
+  // certificate's expiry and lose a PSK identity). TLS 1.3 still sends stateful tickets with
+  // SSL_OP_NO_TICKET alone: none at all, and no session cache.
+  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+  SSL_CTX_set_num_tickets(ctx, 0);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   // A PSK handshake is a "resumption" to OpenSSL, which wants a session context when it also
   // verifies client certificates.
   static constexpr unsigned char kSessionContext[] = "vusb";
@@ -265,8 +276,8 @@ Result<std::shared_ptr<TlsContext>> TlsContext::make(const TlsConfig& config, Tl
     }
     // A PSK carries SHA-256 (RFC 8446 4.2.11 for keys without a hash of their own): a handshake
     // that picked a SHA-384 suite would ignore it and fall back to certificates.
-    if (SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:"
-                                      "TLS_AES_256_GCM_SHA384") != 1)
+    // SHA-256 suites only: a SHA-384 one would make OpenSSL set the PSK aside.
+    if (SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256") != 1)
       return bad("TLS 1.3 suites");
     SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
     if (server)
@@ -317,7 +328,8 @@ void TlsContext::upgrade(std::unique_ptr<SocketStream> plain, UpgradeHandler don
   if (!server) {
     const std::string& name =
         impl_->config.server_name.empty() ? server_name : impl_->config.server_name;
-    if (!name.empty() && name != "*" && impl_->psks.empty()) {
+    // Checked whenever a certificate is (a server may decline the PSK and show one instead).
+    if (!name.empty() && name != "*") {
       // OpenSSL checks the name as part of the chain ("hostname mismatch", "IP address
       // mismatch" in the refusal).
       SSL* s = ssl_stream.native_handle();
@@ -362,7 +374,12 @@ void TlsContext::upgrade(std::unique_ptr<SocketStream> plain, UpgradeHandler don
           s.close();
           return done(Error::make(op->timed_out ? Error::Code::kIo : Error::Code::kDenied, why));
         }
-        s.record_identity();
+        if (!s.record_identity()) {
+          ++impl->failures;
+          s.close();
+          return done(Error::make(Error::Code::kDenied,
+                                  "TLS handshake: the peer showed neither a PSK nor a certificate"));
+        }
         done(std::unique_ptr<Stream>(std::move(op->stream)));
       });
 }

@@ -11,7 +11,7 @@ PeerInfo tcp(const char* a) {
   p.address = boost::asio::ip::make_address(a);
   return p;
 }
-PeerInfo cert(const char* cn, const char* fp = "") {
+PeerInfo cert(const char* cn, const char* fp = "0123") {
   PeerInfo p = tcp("10.0.0.9");
   p.tls = TlsPeer{std::string("CN=") + cn, cn, fp, ""};
   return p;
@@ -47,6 +47,10 @@ TEST(PeerRule, EachFormAdmitsWhatItNames) {
   const std::string fp(64, 'a');
   EXPECT_TRUE(admits({"sha256:" + std::string(64, 'A')}, cert("x", fp.c_str())));
   EXPECT_TRUE(admits({"uid:1000"}, local(1000)));
+  EXPECT_TRUE(admits({"uid:01000"}, local(1000)));  // the number, not the text
+  PeerInfo empty_tls = tcp("10.0.0.9");
+  empty_tls.tls = TlsPeer{};
+  EXPECT_FALSE(admits({"authenticated"}, empty_tls));  // a TLS session that proved no identity
   EXPECT_FALSE(admits({"uid:1000"}, local(1001)));
   EXPECT_TRUE(admits({"10.0.0.0/8"}, tcp("10.200.1.1")));
   EXPECT_FALSE(admits({"10.0.0.0/8"}, tcp("11.0.0.1")));

@@ -225,6 +225,24 @@ TEST_F(TlsTest, AServerWithCertificatesAndPsksAdmitsBoth) {
   EXPECT_EQ(accepted_.back()->peer().tls->common_name, "vm1");
 }
 
+TEST_F(TlsTest, WithoutACaAServerAdmitsOnlyPskHolders) {
+  // A certificate to show and PSKs to check, but no CA to check client certificates: a client
+  // that offers no PSK proved nothing and is refused (it used to be admitted as "authenticated").
+  TlsConfig server = certs("server");
+  server.ca_file.clear();
+  server.psk_file = Pki::get().file("psk.txt");
+  serve(server);
+  auto client = connect(certs(""));
+  if (client) {
+    EXPECT_TRUE(refused(**client));
+  }
+  EXPECT_TRUE(run_until(io_, [&] { return listener_->handshake_failures() == 1; }));
+  auto good = connect(psk("psk.txt"));
+  ASSERT_TRUE(good) << good.error().message;
+  ASSERT_TRUE(talks(**good));
+  EXPECT_EQ(accepted_.back()->peer().tls->psk_identity, "phone");
+}
+
 TEST_F(TlsTest, AWrongPskKeyOrAnUnknownIdentityIsRefused) {
   serve(psk("psk.txt"));
   for (const char* f : {"psk-wrong.txt", "psk-unknown.txt"}) {
@@ -304,6 +322,14 @@ TEST(PskFile, LinesAreCheckedAndNamed) {
   EXPECT_FALSE(read_psk_file(path.string()));
   std::filesystem::remove(path);
   EXPECT_FALSE(read_psk_file(path.string()));
+}
+
+TEST(Pki, AHostNameCannotSmuggleFurtherNamesIntoACertificate) {
+  auto ca = make_ca("site");
+  ASSERT_TRUE(ca);
+  EXPECT_FALSE(issue_certificate(*ca, {"stub", {"a.example,IP:10.0.0.5"}}));
+  EXPECT_FALSE(issue_certificate(*ca, {"stub", {""}}));
+  EXPECT_TRUE(issue_certificate(*ca, {"stub", {"a.example", "10.0.0.5", "fd00::1"}}));
 }
 
 }  // namespace

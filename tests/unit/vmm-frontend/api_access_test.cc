@@ -101,11 +101,12 @@ TEST_F(ApiAccessTest, AVmTokenSeesOnlyItsVm) {
   json vms = json::array({{{"name", "vm1"}}, {{"name", "vm2"}}});
   EXPECT_TRUE(ApiAccess::filter(vm, "/api/v1/vms", vms));
   EXPECT_EQ(vms, json::array({{{"name", "vm1"}}}));
-  json devices = json::array({{{"name", "gz"}, {"vms", json::array({{{"vm", "vm1"}}})}},
+  json devices = json::array({{{"name", "gz"}, {"vms", json::array({{{"vm", "vm1"}}, {{"vm", "vm2"}}})}},
                               {{"name", "cam"}, {"vms", json::array({{{"vm", "vm2"}}})}}});
   EXPECT_TRUE(ApiAccess::filter(vm, "/api/v1/devices", devices));
   ASSERT_EQ(devices.size(), 1u);
   EXPECT_EQ(devices[0]["name"], "gz");
+  EXPECT_EQ(devices[0]["vms"], json::array({{{"vm", "vm1"}}}));  // not who else has it
   json cam = {{"name", "cam"}, {"vms", json::array({{{"vm", "vm2"}}})}};
   EXPECT_FALSE(ApiAccess::filter(vm, "/api/v1/devices/cam", cam));
   json stats = {{"vms", {{"vm1", {{"gz", 1}}}, {"vm2", {{"cam", 2}}}}}, {"buses", json::object()}};
