@@ -283,9 +283,13 @@ def main() -> int:
     bins = lab.build_dir() / "bin"
     global RSS_BOUND_MIB, MAX_DELAY_MS
     cache = lab.build_dir() / "CMakeCache.txt"
-    if cache.exists() and "VUSB_SANITIZE:STRING=address" in cache.read_text(errors="replace"):
-        # ASan keeps freed memory in quarantine (256 MiB) and runs everything slower: the
-        # bounds are for the release build; a sanitizer build checks the behaviour.
+    sanitized = cache.exists() and any(
+        line.startswith("VUSB_SANITIZE:STRING=") and line.strip() != "VUSB_SANITIZE:STRING="
+        for line in cache.read_text(errors="replace").splitlines())
+    if sanitized:
+        # ASan keeps freed memory in quarantine (256 MiB), TSan shadows every byte, and both
+        # run everything slower: the bounds are for the release build; a sanitizer build
+        # checks the behaviour.
         RSS_BOUND_MIB, MAX_DELAY_MS = 512, 1000
     logs = lab.logs_dir()
     pki = logs / "hostile.pki"
