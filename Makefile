@@ -36,7 +36,7 @@ asan: deps
 tsan: deps
 	@[ -f build-tsan/build.ninja ] || cmake --preset tsan >/dev/null
 	@cmake --build build-tsan -j $(JOBS)
-	@cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ctest --output-on-failure -j 1 -L 'unit|integration' $(CTEST_ARGS)
+	@cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ctest --output-on-failure -j 1 --timeout 900 -L 'unit|integration' $(CTEST_ARGS)
 
 # libFuzzer targets (clang 16): build, then a short run of each over its seed corpus.
 fuzz: deps

@@ -9,7 +9,8 @@ runs control and bulk IN URBs back to back the whole time, timing each. Then, on
 other, for ATTACK_SECS each:
 
   conn-flood-*   10,000 connection attempts, each held open, against the stub's plain port, its
-                 TLS port (no handshake ever sent), vm1's port and the control API
+                 TLS port (no handshake ever sent), vm1's USB/IP port, the control API and vm1's
+                 usbredir port (where QEMU's usb-redir would connect)
   zero-length    vm1 imports gz and floods zero-length bulk OUT URBs (reading the replies)
   never-reads    vm1 imports gz, submits URBs without end and never reads a reply
   slow-loris     300 connections to the control API and 300 to vm1's port, each sending one
@@ -148,11 +149,11 @@ def conn_flood(port: int, stop: threading.Event) -> dict:
     time.sleep(1.0)
     alive = 0
     for s in held:
-        try:
-            if s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
-                alive += 1  # it sent something: open
+        try:  # read what the daemon sent (a usbredir hello, say) up to its end, if any
+            while s.recv(65536, socket.MSG_DONTWAIT):
+                pass
         except BlockingIOError:
-            alive += 1  # nothing to read and not closed: open
+            alive += 1  # nothing more to read and not closed: open
         except OSError:
             pass
     stop.wait()
@@ -299,7 +300,7 @@ def main() -> int:
                  ["issue", "--name", "vm1"]):
         subprocess.run([bins / "vusbctl", "cert", *args], cwd=pki, check=True,
                        stdout=subprocess.DEVNULL)
-    ps, pt, p1, p2, pc = lab.free_ports(5)
+    ps, pt, p1, p2, pc, pr = lab.free_ports(6)
     stub_log, vusbd_log = logs / "hostile.stub.log", logs / "hostile.vusbd.log"
     procs = []
     problems: list = []
@@ -322,6 +323,7 @@ listen = "127.0.0.1:{pc}"
 {lab.control_token()}[[vm]]
 name = "vm1"
 listen = "127.0.0.1:{p1}"
+usbredir = [{{ device = "gz2", listen = "127.0.0.1:{pr}" }}]
 
 [[vm]]
 name = "vm2"
@@ -332,6 +334,11 @@ name = "gz"
 source = "usbip://127.0.0.1:{ps}/1-1"
 mode = "shared"
 vms = ["vm1", "vm2"]
+
+[[device]]
+name = "gz2"
+source = "usbip://127.0.0.1:{ps}/1-2"
+vms = ["vm1"]
 """)
         vusbd = lab.start_process([bins / "vusbd", "--config", toml, "--log-level", "warn"],
                                   vusbd_log)
@@ -350,6 +357,7 @@ vms = ["vm1", "vm2"]
                   ("conn-flood stub tls", conn_flood, (pt,)),
                   ("conn-flood vm1 port", conn_flood, (p1,)),
                   ("conn-flood control api", conn_flood, (pc,)),
+                  ("conn-flood usbredir port", conn_flood, (pr,)),
                   ("zero-length urbs", zero_length, (p1,)),
                   ("never reads", never_reads, (p1,)),
                   ("slow-loris", slow_loris, ([pc, p1],))]

@@ -222,10 +222,12 @@ TEST_P(UsbipServerTest, BulkInAndOutRoundTrip) {
   for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<uint8_t>(i);
   send(s, wire::encode(submit(1, 1, wire::kDirOut, 1000)));
   send(s, payload);
-  on_loop([&] {});  // let the server read
-  for (int i = 0; i < 100 && device_->pending.empty(); ++i) {
+  // Wait for the server to read it (the device is the loop's: looked at only there).
+  for (int i = 0; i < 100; ++i) {
+    bool empty = true;
+    on_loop([&] { empty = device_->pending.empty(); });
+    if (!empty) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    on_loop([] {});
   }
   on_loop([&] {
     ASSERT_EQ(device_->pending.size(), 1u);
