@@ -5,7 +5,9 @@ Boots one guest whose xHCI (QEMU's qemu-xhci) carries QEMU's own emulated usb-st
 a small raw image made here) and usb-tablet (0627:0001). Only xhci-pci is loaded: usb-storage and
 usbhid stay unloaded, so libusb finds the interfaces free (--with-drivers loads them instead, and
 vusb-stub then has to detach them). Inside, the real vusb-stub (build/bin, stripped, with every
-library `ldd` lists) runs `--libusb-all --listen 0.0.0.0:3240`, forwarded to a free host port.
+library `ldd` lists) runs `--libusb-all --listen 0.0.0.0:3240 --access hid=any` (the tablet is an
+input device, which vusb-stub otherwise gives only to authenticated peers), forwarded to a free
+host port.
 When it logs that it listens and that libusb's first scan is done, the guest prints
 LAB-STUB-READY and the host:
   1. runs Debian's `usbip --tcp-port PORT list -r 127.0.0.1` and checks both devices with their
@@ -159,7 +161,9 @@ source = "libusb:{TABLET_ID}"
 vms = ["vm1"]
 """
 SERVERS = {
-    "stub": {"cmd": f"vusb-stub --libusb-all --listen 0.0.0.0:{GUEST_STUB_PORT}",
+    # The tablet is an input device: since issue 16 vusb-stub gives one only to an
+    # authenticated peer or to peers an access rule names. This lab exporter names them all.
+    "stub": {"cmd": f"vusb-stub --libusb-all --listen 0.0.0.0:{GUEST_STUB_PORT} --access hid=any",
              "ready": "grep -q 'listening on' /tmp/stub.log && "
                       "grep -q 'initial scan found' /tmp/stub.log",
              "busids": "$STOR $TAB"},
