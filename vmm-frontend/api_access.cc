@@ -1,6 +1,9 @@
 #include "vmm-frontend/api_access.h"
 
+#include <algorithm>
 #include <fstream>
+
+#include "vmm-frontend/control_routes.h"
 
 namespace vusbd {
 
@@ -13,19 +16,6 @@ bool same_secret(std::string_view a, std::string_view b) {
   unsigned char diff = a.size() == b.size() ? 0 : 1;
   for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ (i < b.size() ? b[i] : 0);
   return diff == 0;
-}
-
-std::vector<std::string> path_parts(std::string_view target) {
-  target = target.substr(0, target.find('?'));
-  std::vector<std::string> parts;
-  size_t i = 0;
-  while (i < target.size()) {
-    size_t j = target.find('/', i);
-    if (j == std::string_view::npos) j = target.size();
-    if (j > i) parts.emplace_back(target.substr(i, j - i));
-    i = j + 1;
-  }
-  return parts;
 }
 
 std::string role_name(ApiRole r) {
@@ -106,7 +96,7 @@ ApiAccess::Verdict ApiAccess::check(const ApiCaller& caller, std::string_view me
     return {403, caller.name + " may only read; changes need an admin token or the UNIX socket"};
   if (caller.role == ApiRole::kRead) return {};
   // A VM's token: the dashboard page, and what concerns its VM.
-  const auto p = path_parts(target);
+  const auto p = route_path(target);
   if (p.empty()) return {};
   if (p.size() >= 3 && p[0] == "api" && p[1] == "v1") {
     const std::string& what = p[2];
@@ -121,27 +111,27 @@ ApiAccess::Verdict ApiAccess::check(const ApiCaller& caller, std::string_view me
 
 bool ApiAccess::filter(const ApiCaller& caller, std::string_view target, json& body) {
   if (caller.role != ApiRole::kVm) return true;
-  const auto p = path_parts(target);
+  const auto p = route_path(target);
   if (p.size() < 3) return true;
   const std::string& what = p[2];
+  // An entry of a device's "vms" list ("vm1", or {"vm": "vm1", ...}) that is the caller's VM.
+  auto mine = [&](const json& v) {
+    return (v.is_string() && v == caller.vm) || (v.is_object() && v.value("vm", "") == caller.vm);
+  };
   // A device as its VM sees it: the other VMs' names and bus ids left out.
   auto own_entries = [&](json d) {
     for (const char* key : {"vms", "discovers_for"}) {
       if (!d.contains(key) || !d[key].is_array()) continue;
-      json mine = json::array();
+      json kept = json::array();
       for (const auto& v : d[key])
-        if ((v.is_string() && v == caller.vm) || (v.is_object() && v.value("vm", "") == caller.vm))
-          mine.push_back(v);
-      d[key] = std::move(mine);
+        if (mine(v)) kept.push_back(v);
+      d[key] = std::move(kept);
     }
     return d;
   };
   auto gives_vm = [&](const json& d) {
-    if (!d.is_object() || !d.contains("vms") || !d["vms"].is_array()) return false;
-    for (const auto& v : d["vms"])
-      if ((v.is_string() && v == caller.vm) || (v.is_object() && v.value("vm", "") == caller.vm))
-        return true;
-    return false;
+    return d.is_object() && d.contains("vms") && d["vms"].is_array() &&
+           std::ranges::any_of(d["vms"], mine);
   };
   if (what == "vms" && p.size() == 3 && body.is_array()) {
     json out = json::array();

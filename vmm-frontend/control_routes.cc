@@ -32,20 +32,6 @@ RouteResult from_error(const usb::Error& e) {
   }
 }
 
-// "/api/v1/devices/gz/mode?x" → {"devices", "gz", "mode"}; the query is ignored.
-std::vector<std::string> split_path(std::string_view target) {
-  target = target.substr(0, target.find('?'));
-  std::vector<std::string> parts;
-  size_t i = 0;
-  while (i < target.size()) {
-    size_t j = target.find('/', i);
-    if (j == std::string_view::npos) j = target.size();
-    if (j > i) parts.emplace_back(target.substr(i, j - i));
-    i = j + 1;
-  }
-  return parts;
-}
-
 // The value of `key` in the target's query ("…?controller=ehci"), or "".
 std::string query_value(std::string_view target, std::string_view key) {
   const size_t q = target.find('?');
@@ -158,7 +144,7 @@ RouteResult attach(Vusbd& daemon, std::string_view body) {
 
 RouteResult handle(Vusbd& daemon, std::string_view method, std::string_view target,
                    std::string_view body) {
-  const auto p = split_path(target);
+  const auto p = route_path(target);
   if (p.size() < 3 || p[0] != "api" || p[1] != "v1") return error(404, "no such route");
   const std::string& what = p[2];
   auto only = [&](std::string_view allowed) -> std::optional<RouteResult> {
@@ -260,6 +246,19 @@ RouteResult handle(Vusbd& daemon, std::string_view method, std::string_view targ
 }
 
 }  // namespace
+
+std::vector<std::string> route_path(std::string_view target) {
+  target = target.substr(0, target.find('?'));
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i < target.size()) {
+    size_t j = target.find('/', i);
+    if (j == std::string_view::npos) j = target.size();
+    if (j > i) parts.emplace_back(target.substr(i, j - i));
+    i = j + 1;
+  }
+  return parts;
+}
 
 RouteResult route(Vusbd& daemon, std::string_view method, std::string_view target,
                   std::string_view body) {

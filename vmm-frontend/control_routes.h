@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace vusbd {
 
@@ -31,5 +32,10 @@ struct RouteResult {
 
 RouteResult route(Vusbd& daemon, std::string_view method, std::string_view target,
                   std::string_view body);
+
+// The path segments a target names, as route() reads them — "/api/v1/devices/gz/mode?x" →
+// {"api", "v1", "devices", "gz", "mode"} (the query and empty segments dropped). ApiAccess
+// decides on the same segments, so the check and the route never disagree about a target.
+std::vector<std::string> route_path(std::string_view target);
 
 }  // namespace vusbd
