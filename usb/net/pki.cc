@@ -1,7 +1,6 @@
 #include "usb/net/pki.h"
 
 #include <openssl/bn.h>
-#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -10,6 +9,8 @@
 
 #include <boost/asio/ip/address.hpp>
 #include <memory>
+
+#include "usb/net/openssl_util.h"
 
 namespace usb::net {
 
@@ -25,11 +26,7 @@ using CertPtr = std::unique_ptr<X509, Deleter<X509_free>>;
 using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free>>;
 
 std::unexpected<Error> ssl_error(const std::string& what) {
-  const unsigned long e = ERR_get_error();
-  ERR_clear_error();
-  char buf[256] = "unknown error";
-  if (e) ERR_error_string_n(e, buf, sizeof buf);
-  return Error::make(Error::Code::kInvalidArgument, what + ": " + buf);
+  return Error::make(Error::Code::kInvalidArgument, what + ": " + openssl::last_error());
 }
 
 std::string to_pem(auto write) {
@@ -145,16 +142,8 @@ Result<Pem> issue_certificate(const Pem& ca, const CertRequest& request) {
 Result<std::string> fingerprint(const std::string& cert_pem) {
   auto cert = read_cert(cert_pem);
   if (!cert) return std::unexpected(cert.error());
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  if (X509_digest(cert->get(), EVP_sha256(), md, &n) != 1)
-    return (ssl_error("digest"));
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < n; ++i) {
-    out += kDigits[md[i] >> 4];
-    out += kDigits[md[i] & 15];
-  }
+  std::string out = openssl::sha256_fingerprint(cert->get());
+  if (out.empty()) return ssl_error("digest");
   return out;
 }
 

@@ -1,7 +1,6 @@
 #include "usb/net/tls.h"
 
 #include <openssl/err.h>
-#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -17,6 +16,8 @@
 #include <cstring>
 #include <fstream>
 #include <vector>
+
+#include "usb/net/openssl_util.h"
 
 namespace usb::net {
 
@@ -44,26 +45,6 @@ int stream_index() {
   return index;
 }
 
-std::string openssl_reason() {
-  const unsigned long e = ERR_get_error();
-  ERR_clear_error();
-  if (e == 0) return "unknown error";
-  char buf[256];
-  ERR_error_string_n(e, buf, sizeof buf);
-  return buf;
-}
-
-std::string hex(const unsigned char* p, size_t n) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(n * 2);
-  for (size_t i = 0; i < n; ++i) {
-    out += kDigits[p[i] >> 4];
-    out += kDigits[p[i] & 15];
-  }
-  return out;
-}
-
 TlsPeer certificate_identity(X509* cert) {
   TlsPeer p;
   if (BIO* bio = BIO_new(BIO_s_mem())) {
@@ -76,9 +57,7 @@ TlsPeer certificate_identity(X509* cert) {
   char cn[256] = {};
   if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn) > 0)
     p.common_name = cn;
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int md_len = 0;
-  if (X509_digest(cert, EVP_sha256(), md, &md_len) == 1) p.fingerprint = hex(md, md_len);
+  p.fingerprint = openssl::sha256_fingerprint(cert);
   return p;
 }
 
@@ -233,7 +212,7 @@ Result<std::shared_ptr<TlsContext>> TlsContext::make(const TlsConfig& config, Tl
   auto impl = std::make_unique<Impl>(config, role);
   SSL_CTX* ctx = impl->ctx.native_handle();
   auto bad = [](const std::string& what) {
-    return Error::make(Error::Code::kInvalidArgument, what + ": " + openssl_reason());
+    return Error::make(Error::Code::kInvalidArgument, what + ": " + openssl::last_error());
   };
   if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1) return bad("TLS 1.3");
   // No resumption: every connection authenticates in full (a resumed session would skip the
