@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
@@ -24,6 +25,15 @@
 namespace vusbd {
 
 namespace {
+
+// [tls]'s keys and the TlsConfig fields they name: the loader and the write-back share the list.
+template <class Tls>  // usb::net::TlsConfig, const or not
+auto tls_keys(Tls& t) {
+  return std::array{std::pair{"ca", &t.ca_file},           std::pair{"cert", &t.cert_file},
+                    std::pair{"key", &t.key_file},         std::pair{"psk", &t.psk_file},
+                    std::pair{"psk_identity", &t.psk_identity},
+                    std::pair{"server_name", &t.server_name}};
+}
 
 std::unexpected<usb::Error> bad(std::string msg) {
   return usb::Error::make(usb::Error::Code::kInvalidArgument, std::move(msg));
@@ -183,10 +193,7 @@ usb::Result<VusbdConfig> load_config(const std::string& path) {
     }
     if (root.contains("tls")) {
       const auto& t = toml::find(root, "tls");
-      for (auto [key, out] : {std::pair{"ca", &c.tls.ca_file}, {"cert", &c.tls.cert_file},
-                              {"key", &c.tls.key_file}, {"psk", &c.tls.psk_file},
-                              {"psk_identity", &c.tls.psk_identity},
-                              {"server_name", &c.tls.server_name}})
+      for (auto [key, out] : tls_keys(c.tls))
         if (t.contains(key)) *out = toml::find<std::string>(t, key);
     }
     if (root.contains("vm"))
@@ -339,10 +346,7 @@ std::string to_toml(const VusbdConfig& c) {
         << (t.name.empty() ? "" : "name = " + quote(t.name) + "\n");
   if (c.tls.enabled()) {
     out << "\n[tls]\n";
-    for (auto [key, value] : {std::pair{"ca", &c.tls.ca_file}, {"cert", &c.tls.cert_file},
-                              {"key", &c.tls.key_file}, {"psk", &c.tls.psk_file},
-                              {"psk_identity", &c.tls.psk_identity},
-                              {"server_name", &c.tls.server_name}})
+    for (auto [key, value] : tls_keys(c.tls))
       if (!value->empty()) out << key << " = " << quote(*value) << "\n";
   }
   for (const auto& vm : c.vms) {
