@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "tests/fuzz/fuzz_daemon.h"
 #include "vmm-frontend/control_routes.h"
 #include "vmm-frontend/vusbd.h"
 
@@ -42,15 +43,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view body = nl == std::string_view::npos ? "" : rest.substr(nl + 1);
 
   boost::asio::io_context io;
-  vusbd::VusbdConfig config;
-  config.vms = {{"vm1", {"127.0.0.1", 0}}, {"vm2", {"127.0.0.1", 0}}};
-  vusbd::Vusbd daemon(io, config);
-  // A known device first, so attach / detach / mode paths are reachable from one request.
-  vusbd::DeviceConfig gz;
-  gz.name = "gz";
-  gz.source = "emulated:gadget-zero";
-  gz.vms = {"vm1"};
-  check(daemon.add_device(gz).has_value());
+  fuzzing::Daemon fixture(io);
+  vusbd::Vusbd& daemon = fixture.vusbd;
 
   for (int i = 0; i < 2; ++i) {  // twice: the second request sees the first one's effect
     vusbd::RouteResult r = vusbd::route(daemon, method, target, body);

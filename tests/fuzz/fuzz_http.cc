@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "tests/fuzz/fuzz_daemon.h"
 #include "vmm-frontend/api_access.h"
 #include "vmm-frontend/control_api.h"
 #include "vmm-frontend/vusbd.h"
@@ -60,14 +61,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (std::string_view skip : {"usbip", "libusb", "usbredir", "process:"})
     if (in.find(skip) != std::string_view::npos) return 0;
   asio::io_context io;
-  vusbd::VusbdConfig config;
-  config.vms = {{"vm1", {"127.0.0.1", 0}}, {"vm2", {"127.0.0.1", 0}}};
-  vusbd::Vusbd daemon(io, config);
-  vusbd::DeviceConfig gz;
-  gz.name = "gz";
-  gz.source = "emulated:gadget-zero";
-  gz.vms = {"vm1"};
-  check(daemon.add_device(gz).has_value());
+  fuzzing::Daemon fixture(io);
+  vusbd::Vusbd& daemon = fixture.vusbd;
   auto access = vusbd::ApiAccess::make(tokens());
   check(access.has_value());
   vusbd::ControlApi api(io, daemon, std::move(*access));

@@ -32,23 +32,43 @@ namespace wire = usb::wire::usbip;
 
 using usb::testing::run_until;
 
-TEST(ClientChannel, AnIsoUrbTheServerRefusesFailsAloneAndTheImportGoesOn) {
+// A vusb-stub-like server (a FakeDevice as 1-1) on loopback, and the client channel that
+// imported it, on the test thread's loop.
+class ClientChannelTest : public ::testing::Test {
+ protected:
+  ClientChannelTest()
+      : device(usb::testing::gadget_zero_like_descriptors(), Speed::kHigh,
+               DeviceLocation{.busid = "1-1", .path = {}}),
+        server(io, exports, ConnectionLimits{}) {}
+  ~ClientChannelTest() override {
+    if (client) client->close("test over");
+    server.stop();
+    io.run_for(std::chrono::milliseconds(10));
+  }
+  // Imports 1-1. `gone` records why the connection ended; it is a member because the close in
+  // the destructor reports to it after the test body's locals are gone.
+  void import() {
+    ASSERT_TRUE(exports.add(device));
+    ASSERT_TRUE(server.listen({"127.0.0.1", 0}));
+    ClientChannel::Options options;
+    options.on_disconnect = [this](const std::string& why) { gone = why; };
+    ClientChannel::import(io, server.local_endpoint(), "1-1", std::move(options), [&](auto r) {
+      ASSERT_TRUE(r) << r.error().message;
+      client = *r;
+    });
+    ASSERT_TRUE(run_until(io, [&] { return client != nullptr; }));
+  }
+
   asio::io_context io;
-  usb::testing::FakeDevice device(usb::testing::gadget_zero_like_descriptors(), Speed::kHigh,
-                                  DeviceLocation{.busid = "1-1", .path = {}});
+  usb::testing::FakeDevice device;
   ExportTable exports;
-  ASSERT_TRUE(exports.add(device));
-  Server server(io, exports, ConnectionLimits{});
-  ASSERT_TRUE(server.listen({"127.0.0.1", 0}));
+  Server server;
   std::shared_ptr<ClientChannel> client;
   std::string gone;
-  ClientChannel::Options options;
-  options.on_disconnect = [&](const std::string& why) { gone = why; };
-  ClientChannel::import(io, server.local_endpoint(), "1-1", options, [&](auto r) {
-    ASSERT_TRUE(r) << r.error().message;
-    client = *r;
-  });
-  ASSERT_TRUE(run_until(io, [&] { return client != nullptr; }));
+};
+
+TEST_F(ClientChannelTest, AnIsoUrbTheServerRefusesFailsAloneAndTheImportGoesOn) {
+  ASSERT_NO_FATAL_FAILURE(import());
 
   // Iso IN 0x82 exists only in alt 1; the device is in alt 0, so vusb-stub's server refuses the
   // URB with a RET_SUBMIT that carries no iso descriptors (as it would after another VM moved
@@ -76,30 +96,15 @@ TEST(ClientChannel, AnIsoUrbTheServerRefusesFailsAloneAndTheImportGoesOn) {
   ASSERT_TRUE(run_until(io, [&] { return bulk_done; }));
   EXPECT_EQ(bulk.status(), Status::kOk);
   EXPECT_EQ(bulk.actual_length(), 100u);
-  client->close("test over");
-  server.stop();
-  io.run_for(std::chrono::milliseconds(10));
 }
 
-TEST(ClientChannel, AFloodOfRefusedUrbsIsLoggedOncePerHundred) {
+TEST_F(ClientChannelTest, AFloodOfRefusedUrbsIsLoggedOncePerHundred) {
   // 250 URBs the server must refuse: three warnings (the 1st, 101st, 201st), not 250.
   std::ostringstream log;
   auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
   const auto previous = spdlog::default_logger();
   spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink));
-  asio::io_context io;
-  usb::testing::FakeDevice device(usb::testing::gadget_zero_like_descriptors(), Speed::kHigh,
-                                  DeviceLocation{.busid = "1-1", .path = {}});
-  ExportTable exports;
-  ASSERT_TRUE(exports.add(device));
-  Server server(io, exports, ConnectionLimits{});
-  ASSERT_TRUE(server.listen({"127.0.0.1", 0}));
-  std::shared_ptr<ClientChannel> client;
-  ClientChannel::import(io, server.local_endpoint(), "1-1", {}, [&](auto r) {
-    ASSERT_TRUE(r);
-    client = *r;
-  });
-  ASSERT_TRUE(run_until(io, [&] { return client != nullptr; }));
+  ASSERT_NO_FATAL_FAILURE(import());
   std::vector<std::unique_ptr<Transfer>> urbs;
   int done = 0;
   for (int i = 0; i < 250; ++i) {
@@ -118,9 +123,6 @@ TEST(ClientChannel, AFloodOfRefusedUrbsIsLoggedOncePerHundred) {
        ++at)
     ++lines;
   EXPECT_EQ(lines, 3u) << log.str();
-  client->close("test over");
-  server.stop();
-  io.run_for(std::chrono::milliseconds(10));
 }
 
 // A server that accepts and then answers nothing, or answers the import and then no URB.
