@@ -165,9 +165,13 @@ std::string Listener::address_key(const PeerInfo& peer) {
   return peer.address->to_string();
 }
 
+// Refusals come by the thousand from scanners and floods: the first ten are logged, then one in
+// a hundred.
+bool Listener::worth_logging(uint64_t count) { return count <= 10 || count % 100 == 0; }
+
 void Listener::note_refusal(const std::string& peer, const std::string& why) {
   ++refused_;
-  if (refused_ <= 10 || refused_ % 100 == 0)
+  if (worth_logging(refused_))
     spdlog::warn("{}: refused {}: {} ({} refused so far)", options_.label, peer, why, refused_);
 }
 
@@ -231,9 +235,7 @@ void Listener::handshake(std::unique_ptr<SocketStream> stream, std::unique_ptr<S
                           slot = std::move(slot)](Result<std::unique_ptr<Stream>> tls) mutable {
         if (alive.expired()) return;
         if (!tls) {
-          // Scanners and hostile peers fail here by the thousand: log the first ten, then one
-          // in a hundred.
-          if (++handshake_failures_ <= 10 || handshake_failures_ % 100 == 0)
+          if (worth_logging(++handshake_failures_))
             spdlog::warn("{}: refused {}: {} ({} refused handshakes so far)", options_.label, name,
                          tls.error().message, handshake_failures_);
           return;

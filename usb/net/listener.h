@@ -99,6 +99,7 @@ class Listener {
   void on_accept(std::unique_ptr<Stream> stream, std::unique_ptr<Slot> slot);
   void note_refusal(const std::string& peer, const std::string& why);
   static std::string address_key(const PeerInfo& peer);
+  static bool worth_logging(uint64_t count);
 
   boost::asio::io_context& io_;
   Options options_;
