@@ -529,15 +529,17 @@ void HostChannel::on_cancel(uint64_t id) {
 }
 
 void HostChannel::cancel_all() {
-  // Nobody is answered after a reset, a disconnect or a close. A cancel may complete inline and
-  // erase its own entry: cancel from a snapshot.
-  std::vector<Transfer*> transfers;
-  for (auto& [id, f] : inflight_) {
-    transfers.push_back(f->transfer.get());
-    cancelled_.push_back(std::move(f));
-  }
+  // Nobody is answered after a reset, a disconnect or a close. A cancel may complete inline —
+  // its own transfer, and others too (a device that then fails what was queued behind it) — so
+  // every packet is held here until all the cancels are made; a completion meanwhile finds its
+  // packet in neither map and is dropped. Those still at the device wait in cancelled_.
+  std::vector<std::unique_ptr<InFlight>> cancelling;
+  cancelling.reserve(inflight_.size());
+  for (auto& [id, f] : inflight_) cancelling.push_back(std::move(f));
   inflight_.clear();
-  for (Transfer* t : transfers) t->cancel();
+  for (auto& f : cancelling) f->transfer->cancel();
+  for (auto& f : cancelling)
+    if (f->transfer->in_flight()) cancelled_.push_back(std::move(f));
 }
 
 // ---------------------------------------------------------------- device operations
